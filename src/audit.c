@@ -1,0 +1,239 @@
+/*-------------------------------------------------------------------------
+ *
+ * audit.c
+ *	  The audit trail: one atlas_removal_audit row per call.
+ *
+ * A call's outcome becomes a flat AuditRecord (fixed-size fields, no
+ * pointers, no credentials), which is inserted into the extension's
+ * atlas_removal_audit table.  The insert runs as the table's owner, so
+ * callers need no privilege on the table and cannot forge or change rows.
+ * Every failed call is also written to the server log, whole, so that a
+ * failure is on record even when the caller's transaction rolls back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#define AUDIT_NARGS 16
+
+static SPIPlanPtr audit_plan = NULL;
+static Oid	audit_plan_nsp = InvalidOid;
+
+/* Copy a string into a fixed field, clipped at a character boundary. */
+static void
+set_field(char *dst, size_t dstlen, const char *src)
+{
+	int			len;
+
+	if (src == NULL)
+	{
+		dst[0] = '\0';
+		return;
+	}
+	len = pg_mbcliplen(src, strlen(src), dstlen - 1);
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* Build the audit record of a finished call. */
+void
+atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
+{
+	memset(rec, 0, sizeof(AuditRecord));
+	rec->at = call->started_at ? call->started_at : GetCurrentTimestamp();
+	set_field(rec->requested_by, NAMEDATALEN, GetUserNameFromId(GetSessionUserId(), true));
+	set_field(rec->executed_as, NAMEDATALEN, GetUserNameFromId(GetUserId(), true));
+	set_field(rec->operation, sizeof(rec->operation), call->operation);
+	set_field(rec->org_id, sizeof(rec->org_id), call->org_id);
+	set_field(rec->group_id, sizeof(rec->group_id), call->group_id);
+	set_field(rec->team_id, sizeof(rec->team_id), call->team_id);
+	set_field(rec->user_id, sizeof(rec->user_id), call->user_id);
+	set_field(rec->api_version, sizeof(rec->api_version), call->api_version);
+	set_field(rec->auth_method, sizeof(rec->auth_method), call->auth_method);
+	rec->http_status = (int) call->http_status;
+	set_field(rec->outcome, sizeof(rec->outcome), atlas_outcome_name(call->outcome));
+	set_field(rec->error_code, sizeof(rec->error_code), call->error_code);
+	set_field(rec->detail, sizeof(rec->detail), call->detail ? call->detail : call->excerpt);
+	rec->duration_ms = call->duration_ms;
+	rec->attempts = call->attempts;
+}
+
+/* The schema atlas_users is installed in. */
+Oid
+atlas_extension_namespace(void)
+{
+	Oid			extoid = get_extension_oid("atlas_users", false);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			nsp = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"atlas_users\" has no schema")));
+	return nsp;
+}
+
+/* The owner of a relation of the extension's schema. */
+Oid
+atlas_relation_owner(Oid nsp, const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist", get_namespace_name(nsp), relname),
+				 errhint("Reinstall the atlas_users extension.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* A text Datum of a field, or NULL when the field is empty. */
+static Datum
+text_or_null(const char *s, char *nulls, int i)
+{
+	if (s[0] == '\0')
+	{
+		nulls[i] = 'n';
+		return (Datum) 0;
+	}
+	return CStringGetTextDatum(s);
+}
+
+/*
+ * Insert an audit record in the current transaction, as the audit
+ * table's owner.  The caller must be in a transaction with a snapshot.
+ */
+void
+atlas_audit_insert(AuditRecord *rec)
+{
+	Oid			nsp = atlas_extension_namespace();
+	Oid			owner = atlas_relation_owner(nsp, "atlas_removal_audit");
+	Oid			save_userid;
+	int			save_sec;
+	Datum		values[AUDIT_NARGS];
+	char		nulls[AUDIT_NARGS];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = TimestampTzGetDatum(rec->at);
+	values[1] = CStringGetTextDatum(rec->requested_by);
+	values[2] = CStringGetTextDatum(rec->executed_as);
+	values[3] = CStringGetTextDatum(rec->operation);
+	values[4] = text_or_null(rec->org_id, nulls, 4);
+	values[5] = text_or_null(rec->group_id, nulls, 5);
+	values[6] = text_or_null(rec->team_id, nulls, 6);
+	values[7] = text_or_null(rec->user_id, nulls, 7);
+	values[8] = text_or_null(rec->api_version, nulls, 8);
+	values[9] = text_or_null(rec->auth_method, nulls, 9);
+	values[10] = Int32GetDatum(rec->http_status);
+	if (rec->http_status == 0)
+		nulls[10] = 'n';
+	values[11] = CStringGetTextDatum(rec->outcome);
+	values[12] = text_or_null(rec->error_code, nulls, 12);
+	values[13] = text_or_null(rec->detail, nulls, 13);
+	values[14] = Float8GetDatum(rec->duration_ms);
+	values[15] = Int32GetDatum(rec->attempts);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (audit_plan == NULL || audit_plan_nsp != nsp)
+		{
+			Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+				TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+			TEXTOID, TEXTOID, FLOAT8OID, INT4OID};
+			char	   *sql;
+			SPIPlanPtr	plan;
+
+			sql = psprintf("INSERT INTO %s.atlas_removal_audit "
+						   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
+						   "user_id, api_version, auth_method, http_status, outcome, error_code, "
+						   "detail, duration_ms, attempts) "
+						   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+						   quote_identifier(get_namespace_name(nsp)));
+			plan = SPI_prepare(sql, AUDIT_NARGS, types);
+			if (plan == NULL)
+				elog(ERROR, "could not prepare the audit insert: %s",
+					 SPI_result_code_string(SPI_result));
+			if (audit_plan != NULL)
+				SPI_freeplan(audit_plan);
+			SPI_keepplan(plan);
+			audit_plan = plan;
+			audit_plan_nsp = nsp;
+		}
+		if (SPI_execute_plan(audit_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert an audit row");
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+}
+
+/* Write a whole audit record to the server log. */
+void
+atlas_audit_log(AuditRecord *rec, const char *why)
+{
+	ereport(LOG_SERVER_ONLY,
+			(errmsg("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
+					"outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
+					"api_version=%s auth_method=%s requested_by=%s executed_as=%s at=%s",
+					why, rec->operation, rec->org_id, rec->group_id, rec->team_id,
+					rec->user_id, rec->outcome, rec->http_status, rec->error_code,
+					rec->attempts, rec->duration_ms, rec->api_version, rec->auth_method,
+					rec->requested_by, rec->executed_as, timestamptz_to_str(rec->at)),
+			 rec->detail[0] ? errdetail_log("%s", rec->detail) : 0));
+}
+
+/* Record a finished call in the audit trail. */
+void
+atlas_audit_call(AtlasCall *call)
+{
+	AuditRecord rec;
+
+	atlas_audit_record_from_call(call, &rec);
+	if (call->outcome == ATLAS_OUTCOME_FAILED)
+		atlas_audit_log(&rec, "failed call");
+	atlas_audit_insert(&rec);
+}
