@@ -1,7 +1,8 @@
 EXTENSION = atlas_users
 MODULE_big = atlas_users
 OBJS = src/atlas_users.o src/guc.o src/validate.o src/http.o src/auth.o \
-	src/atlas_api.o src/errors.o src/audit.o src/remove.o
+	src/atlas_api.o src/errors.o src/audit.o src/remove.o \
+	src/shmem.o src/queue.o src/worker.o
 HEADERS = src/atlas_users.h
 
 DATA = $(wildcard sql/atlas_users--*.sql)

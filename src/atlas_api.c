@@ -96,6 +96,18 @@ atlas_call_new(AtlasOperation op)
 	return call;
 }
 
+/* The audit name of an operation, from the endpoint table. */
+const char *
+atlas_operation_name(AtlasOperation op)
+{
+	int			i;
+
+	for (i = 0; i < (int) N_ENDPOINTS; i++)
+		if (endpoints[i].op == op)
+			return endpoints[i].operation;
+	return "unknown";
+}
+
 /* The audit name of an outcome. */
 const char *
 atlas_outcome_name(AtlasOutcome outcome)

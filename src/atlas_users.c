@@ -7,6 +7,8 @@
  */
 #include "atlas_users.h"
 
+#include "miscadmin.h"
+
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
@@ -22,4 +24,10 @@ _PG_init(void)
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not initialize libcurl: %s", curl_easy_strerror(rc))));
 	atlas_define_settings();
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		atlas_shmem_init();
+		atlas_worker_register();
+	}
 }

@@ -55,6 +55,10 @@ extern int	atlas_timeout_ms;
 extern int	atlas_connect_timeout_ms;
 extern int	atlas_max_concurrency;
 extern int	atlas_max_retries;
+extern int	atlas_max_attempts;
+extern int	atlas_retry_base_ms;
+extern int	atlas_queue_retention_s;
+extern char *atlas_database;
 
 extern void atlas_define_settings(void);
 extern char *atlas_secret_value(const char *inline_name, const char *inline_value,
@@ -201,6 +205,7 @@ extern void atlas_run_calls(AtlasCall **calls, int ncalls, int concurrency,
 extern const char *atlas_base_url_trimmed(void);
 extern const char *atlas_base_host(void);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);
+extern const char *atlas_operation_name(AtlasOperation op);
 
 /* ----------------------------------------------------------------
  * auth.c: digest keys and service-account tokens
@@ -259,5 +264,38 @@ extern Oid	atlas_relation_owner(Oid nsp, const char *relname);
 extern void atlas_audit_insert(AuditRecord *rec);
 extern void atlas_audit_log(AuditRecord *rec, const char *why);
 extern void atlas_audit_call(AtlasCall *call);
+extern void atlas_audit_interrupted(AuditRecord *rec, AtlasCall *call);
+
+/* ----------------------------------------------------------------
+ * shmem.c: shared state with the worker (preloaded only)
+ * ----------------------------------------------------------------
+ */
+extern void atlas_shmem_init(void);
+extern bool atlas_shmem_preloaded(void);
+extern bool atlas_shmem_audit_available(void);
+extern void atlas_shmem_wake_worker(void);
+extern bool atlas_shmem_hand_audit(AuditRecord *rec);
+extern uint64 atlas_shmem_audit_handed(void);
+extern bool atlas_shmem_wait_written(uint64 target, int timeout_ms);
+extern int	atlas_shmem_peek_audit(AuditRecord *out, int max);
+extern void atlas_shmem_audit_done(int n);
+extern void atlas_shmem_worker_attach(void);
+extern void atlas_shmem_worker_activity(void);
+extern void atlas_shmem_worker_info(pid_t *pid, TimestampTz *activity, uint64 *logged_instead);
+
+/* ----------------------------------------------------------------
+ * queue.c: the removal queue
+ * ----------------------------------------------------------------
+ */
+extern int	atlas_queue_worker_batch(int max_items);
+extern uint64 atlas_queue_recover(void);
+extern uint64 atlas_queue_purge(void);
+extern TimestampTz atlas_queue_next_due(void);
+
+/* ----------------------------------------------------------------
+ * worker.c: the background worker
+ * ----------------------------------------------------------------
+ */
+extern void atlas_worker_register(void);
 
 #endif							/* ATLAS_USERS_H */

@@ -60,7 +60,8 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 	rec->at = call->started_at ? call->started_at : GetCurrentTimestamp();
 	set_field(rec->requested_by, NAMEDATALEN, GetUserNameFromId(GetSessionUserId(), true));
 	set_field(rec->executed_as, NAMEDATALEN, GetUserNameFromId(GetUserId(), true));
-	set_field(rec->operation, sizeof(rec->operation), call->operation);
+	set_field(rec->operation, sizeof(rec->operation),
+			  call->operation ? call->operation : atlas_operation_name(call->op));
 	set_field(rec->org_id, sizeof(rec->org_id), call->org_id);
 	set_field(rec->group_id, sizeof(rec->group_id), call->group_id);
 	set_field(rec->team_id, sizeof(rec->team_id), call->team_id);
@@ -226,14 +227,96 @@ atlas_audit_log(AuditRecord *rec, const char *why)
 			 rec->detail[0] ? errdetail_log("%s", rec->detail) : 0));
 }
 
+/*
+ * Say once per session that the audit is transactional here, and why.
+ */
+static void
+notice_transactional_audit(void)
+{
+	static bool noticed = false;
+
+	if (noticed)
+		return;
+	noticed = true;
+	if (!atlas_shmem_preloaded())
+		ereport(NOTICE,
+				(errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
+				 errdetail("A rollback of this transaction also removes its audit rows; failures are always in the server log."),
+				 errhint("Add atlas_users to shared_preload_libraries to make the audit durable and start the queue worker.")));
+	else
+		ereport(NOTICE,
+				(errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
+				 errdetail("The worker connects to atlas_users.database = \"%s\".", atlas_database),
+				 errhint("Run offboarding in that database for a durable audit.")));
+}
+
+/*
+ * Hand a record to the worker if it serves this database, so that it
+ * survives this transaction; otherwise insert it here.
+ */
+static void
+audit_record(AuditRecord *rec, bool logged)
+{
+	if (atlas_shmem_audit_available())
+	{
+		if (!atlas_shmem_hand_audit(rec) && !logged)
+			atlas_audit_log(rec, "audit buffer full");
+		return;
+	}
+	notice_transactional_audit();
+	atlas_audit_insert(rec);
+}
+
 /* Record a finished call in the audit trail. */
 void
 atlas_audit_call(AtlasCall *call)
 {
 	AuditRecord rec;
+	bool		failed = (call->outcome == ATLAS_OUTCOME_FAILED);
 
 	atlas_audit_record_from_call(call, &rec);
-	if (call->outcome == ATLAS_OUTCOME_FAILED)
+	if (failed)
 		atlas_audit_log(&rec, "failed call");
-	atlas_audit_insert(&rec);
+	audit_record(&rec, failed);
+}
+
+/*
+ * Record a call that an error (query cancel, statement_timeout, shutdown)
+ * interrupted before it finished.  rec was filled in before the call
+ * started; this runs in error cleanup, so it only logs and hands over.
+ */
+void
+atlas_audit_interrupted(AuditRecord *rec, AtlasCall *call)
+{
+	HOLD_INTERRUPTS();
+	strlcpy(rec->outcome, "failed", sizeof(rec->outcome));
+	rec->http_status = 0;
+	rec->attempts = Max(call->attempts, 1);
+	rec->duration_ms = call->started_at
+		? (double) (GetCurrentTimestamp() - call->started_at) / 1000.0 : 0;
+	strlcpy(rec->detail,
+			"The call was interrupted (query cancel, statement_timeout or shutdown) before Atlas answered; Atlas may or may not have removed the user.",
+			sizeof(rec->detail));
+	atlas_audit_log(rec, "interrupted call");
+	if (atlas_shmem_audit_available())
+		(void) atlas_shmem_hand_audit(rec);
+	RESUME_INTERRUPTS();
+}
+
+PG_FUNCTION_INFO_V1(atlas_audit_flush);
+
+/* atlas_audit_flush(timeout_ms): wait until handed-over records are in the table */
+Datum
+atlas_audit_flush(PG_FUNCTION_ARGS)
+{
+	int			timeout_ms = PG_ARGISNULL(0) ? 5000 : PG_GETARG_INT32(0);
+
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout_ms must not be negative")));
+	/* without the worker, rows are written in the caller's transaction */
+	if (!atlas_shmem_preloaded())
+		PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(atlas_shmem_wait_written(atlas_shmem_audit_handed(), timeout_ms));
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -35,6 +36,10 @@ int			atlas_timeout_ms = 30000;
 int			atlas_connect_timeout_ms = 10000;
 int			atlas_max_concurrency = 8;
 int			atlas_max_retries = 0;
+int			atlas_max_attempts = 5;
+int			atlas_retry_base_ms = 1000;
+int			atlas_queue_retention_s = 7 * 24 * 3600;
+char	   *atlas_database = NULL;
 
 /* the largest key file we read */
 #define ATLAS_MAX_SECRET_FILE 8192
@@ -238,6 +243,40 @@ atlas_define_settings(void)
 							0, 0, 10,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.max_attempts",
+							"How many times the queue tries a removal before marking it failed.",
+							"Only 429, 5xx and transport failures are retried.",
+							&atlas_max_attempts,
+							5, 1, 100,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.retry_base_ms",
+							"First delay of the queue's exponential backoff; never shorter than Retry-After.",
+							NULL,
+							&atlas_retry_base_ms,
+							1000, 10, 3600000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.queue_retention",
+							"How long finished queue rows are kept before the worker deletes them; 0 keeps them forever.",
+							NULL,
+							&atlas_queue_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("atlas_users.database",
+							   "Database the background worker connects to.",
+							   "Only with shared_preload_libraries = 'atlas_users'.",
+							   &atlas_database,
+							   "postgres",
+	/* only the postmaster's value matters; it can be defined so only then */
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("atlas_users");
 }

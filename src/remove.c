@@ -32,7 +32,21 @@ missing_ok_arg(FunctionCallInfo fcinfo, int argno)
 static bool
 remove_one(AtlasCall *call)
 {
-	atlas_run_calls(&call, 1, 1, atlas_max_retries);
+	AuditRecord rec;
+
+	/* filled in now, so that an interrupted call can still be audited */
+	atlas_audit_record_from_call(call, &rec);
+	PG_TRY();
+	{
+		atlas_run_calls(&call, 1, 1, atlas_max_retries);
+	}
+	PG_CATCH();
+	{
+		if (call->started_at != 0)
+			atlas_audit_interrupted(&rec, call);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	atlas_audit_call(call);
 	if (call->outcome == ATLAS_OUTCOME_FAILED)
 		atlas_raise_call_error(call);

@@ -1,0 +1,269 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background worker: writes handed-over audit records and drains
+ *	  the removal queue.
+ *
+ * Started when atlas_users is in shared_preload_libraries, it connects to
+ * atlas_users.database.  It sleeps on its latch, which backends set when
+ * they hand over an audit record or commit an enqueue; it wakes on its
+ * own only when a queued retry falls due (or, while the extension is not
+ * installed in its database, every few seconds to look again).
+ *
+ * SIGTERM (shutdown, pg_terminate_backend, DROP DATABASE ... WITH (FORCE))
+ * ends it at the next interrupt check, also in the middle of a batch: the
+ * transport checks for interrupts while it waits.  Rows it had marked
+ * 'running' are put back in the queue when it starts again.  SIGHUP
+ * reloads the configuration between batches.  Any other error ends the
+ * worker, which the postmaster restarts after a second.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "funcapi.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT void atlas_worker_main(Datum arg);
+
+/* how often to look for the extension while it is not installed */
+#define NO_EXTENSION_WAIT_MS 5000
+/* how long to wait before trying again when credentials are unusable */
+#define NO_CREDENTIALS_WAIT_MS 60000
+/* how often to apply the queue's retention */
+#define PURGE_INTERVAL_MS 60000
+/* audit records inserted per transaction */
+#define AUDIT_BATCH 256
+
+PG_FUNCTION_INFO_V1(atlas_worker_status);
+
+/* atlas_worker_status(): the worker's pid, last activity and log fallbacks */
+Datum
+atlas_worker_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	pid_t		pid;
+	TimestampTz activity;
+	uint64		logged;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	atlas_shmem_worker_info(&pid, &activity, &logged);
+	values[0] = Int32GetDatum((int32) pid);
+	nulls[0] = (pid == 0);
+	values[1] = TimestampTzGetDatum(activity);
+	nulls[1] = (activity == 0);
+	values[2] = Int64GetDatum((int64) logged);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* Register the worker; called from _PG_init while preloading. */
+void
+atlas_worker_register(void)
+{
+	BackgroundWorker w;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = 1;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "atlas_users");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "atlas_worker_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "atlas_users worker");
+	snprintf(w.bgw_type, BGW_MAXLEN, "atlas_users worker");
+	RegisterBackgroundWorker(&w);
+}
+
+/* Is the extension installed in this database? */
+static bool
+extension_installed(void)
+{
+	bool		present;
+
+	StartTransactionCommand();
+	present = OidIsValid(get_extension_oid("atlas_users", true));
+	CommitTransactionCommand();
+	return present;
+}
+
+/*
+ * Insert handed-over audit records, a batch per transaction.  If they
+ * cannot be inserted (the table is gone, say), log them whole instead:
+ * a record is never dropped silently.
+ */
+static void
+drain_audit(MemoryContext cxt)
+{
+	AuditRecord *buf = MemoryContextAlloc(cxt, sizeof(AuditRecord) * AUDIT_BATCH);
+
+	for (;;)
+	{
+		int			n = atlas_shmem_peek_audit(buf, AUDIT_BATCH);
+		int			i;
+
+		if (n == 0)
+			break;
+		PG_TRY();
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			for (i = 0; i < n; i++)
+				atlas_audit_insert(&buf[i]);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			for (i = 0; i < n; i++)
+				atlas_audit_log(&buf[i], "audit row could not be inserted");
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		atlas_shmem_audit_done(n);
+	}
+}
+
+/* Can the credentials be resolved?  Reports the problem once per reload. */
+static bool
+credentials_usable(bool *reported)
+{
+	volatile bool ok = true;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		(void) atlas_auth_resolve(false);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		if (!*reported)
+			EmitErrorReport();
+		*reported = true;
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* The worker's main loop. */
+void
+atlas_worker_main(Datum arg pg_attribute_unused())
+{
+	MemoryContext cxt;
+	bool		recovered = false;
+	bool		credentials_reported = false;
+	TimestampTz last_purge = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(atlas_database, NULL, 0);
+	pgstat_report_appname("atlas_users worker");
+	atlas_shmem_worker_attach();
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "atlas_users worker",
+								ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG,
+			(errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
+
+	for (;;)
+	{
+		long		timeout = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			credentials_reported = false;
+		}
+		MemoryContextReset(cxt);
+		MemoryContextSwitchTo(cxt);
+
+		if (!extension_installed())
+		{
+			MemoryContextSwitchTo(cxt);
+			drain_audit(cxt);
+			timeout = NO_EXTENSION_WAIT_MS;
+		}
+		else
+		{
+			TimestampTz next_due;
+
+			MemoryContextSwitchTo(cxt);
+			if (!recovered)
+			{
+				uint64		n;
+
+				StartTransactionCommand();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				n = atlas_queue_recover();
+				PopActiveSnapshot();
+				CommitTransactionCommand();
+				MemoryContextSwitchTo(cxt);
+				if (n > 0)
+					ereport(LOG,
+							(errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
+									(unsigned long long) n)));
+				recovered = true;
+			}
+
+			drain_audit(cxt);
+
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			next_due = atlas_queue_next_due();
+			if (TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
+			{
+				(void) atlas_queue_purge();
+				last_purge = GetCurrentTimestamp();
+			}
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(cxt);
+
+			if (next_due != 0 && next_due <= GetCurrentTimestamp())
+			{
+				if (!credentials_usable(&credentials_reported))
+					timeout = NO_CREDENTIALS_WAIT_MS;
+				else
+				{
+					int			n = atlas_queue_worker_batch(atlas_max_concurrency * 4);
+
+					MemoryContextSwitchTo(cxt);
+					atlas_shmem_worker_activity();
+					pgstat_report_activity(STATE_IDLE, NULL);
+					if (n > 0)
+						continue;	/* look for more at once */
+				}
+			}
+			else if (next_due != 0)
+				timeout = Max(1, (long) ((next_due - GetCurrentTimestamp()) / 1000) + 1);
+		}
+
+		if (timeout >= 0)
+			events |= WL_TIMEOUT;
+		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);
+	}
+}

@@ -1,0 +1,2258 @@
+#!/usr/bin/env python3
+"""Local stand-in for the MongoDB Atlas Administration API (test fixture).
+
+Python 3.11 standard library only.  Reference for every shape and status:
+shared/atlas-api/atlas-admin-api-v2.yaml (official OpenAPI spec) and
+shared/atlas-api/README.md.
+
+Usage
+-----
+  python3 atlas_emulator.py --host 127.0.0.1 --http-port 0 [--https-port 0 \
+      --cert server.crt --key server.key] --seed seed.json \
+      --port-file ports.json [--latency-ms 0] [--verbose]
+
+  Port 0 picks a free port.  Without --cert/--key there is no TLS listener
+  (https_port is then null in the port file).  Once both listeners accept,
+  {"http_port": N, "https_port": M, "pid": P} is written to --port-file
+  atomically (temp file + rename).  SIGTERM/SIGINT stop the emulator cleanly
+  (the port file is removed again).  --verbose logs one line per request to
+  stderr; nothing is logged otherwise.
+
+  Other options (all also settable at run time through /__emulator/config):
+  --nonce-ttl-s (300), --token-ttl-s (3600), --token-rate-limit (50 token
+  requests per rolling --token-rate-window-s, 60), --today YYYY-MM-DD (date
+  used for sunset checks; default: the real current UTC date),
+  --idle-timeout-s (300: idle keep-alive connections are closed after it).
+
+Seed JSON (extensions over the basic shape are marked +)
+---------------------------------------------------------
+  {"orgs":     [{"id": "<24hex>", "name": "..."}],
+   "projects": [{"id": "<24hex>", "orgId": "<24hex>", "name": "...",
+                 +"created": "2024-01-01T00:00:00Z"}],
+   "teams":    [{"id": "<24hex>", "orgId": "<24hex>", "name": "...",
+                 "userIds": ["<24hex>", ...]}],
+   "users":    [{"id": "<24hex>", "username": "jane@example.com",
+                 "status": "ACTIVE" | "PENDING" | +"INVITATION_EXPIRED"
+                           | +"INVITATION_REJECTED",
+                 "firstName": "...", "lastName": "...",
+                 +"country": "US", +"mobileNumber": "...",
+                 +"createdAt": "...", +"lastAuth": "...",
+                 +"invitationCreatedAt": "...", +"invitationExpiresAt": "...",
+                 +"inviterUsername": "...",
+                 +"legacyProjectInvite": true   (invited through the deprecated
+                     project-invitation endpoint: invisible to, and not
+                     removable through, the v2 user endpoints),
+                 "orgs": {"<orgId>": ["ORG_MEMBER"]},
+                 "projects": {"<groupId>": ["GROUP_READ_ONLY"]}}],
+   "api_keys": [{"public_key": "abcdefgh", "private_key": "<uuid>",
+                 +"id": "<24hex>"}],
+   "service_accounts": [{"client_id": "mdb_sa_id_<24hex>",
+                         "client_secret": "mdb_sa_sk_..."}]}
+
+  Team membership comes only from teams[].userIds.  A user listed in a
+  project or team of an org it is not a member of is made an ORG_MEMBER of
+  that org.  Missing user fields get defaults.  POST /__emulator/seed with a
+  seed that has no "api_keys" / "service_accounts" keeps the current ones.
+
+Served API (on both listeners)
+------------------------------
+  v2 (digest API keys or Bearer tokens), versions per operation as in the spec:
+    GET    /api/atlas/v2                                        2023-01-01
+    GET    /api/atlas/v2/orgs                                   2023-01-01
+    GET    /api/atlas/v2/orgs/{orgId}                           2023-01-01
+    GET    /api/atlas/v2/orgs/{orgId}/users                     2023-01-01*, 2025-02-19
+    GET    /api/atlas/v2/orgs/{orgId}/users/{userId}            2025-02-19
+    DELETE /api/atlas/v2/orgs/{orgId}/users/{userId}            2023-01-01*, 2025-02-19
+    GET    /api/atlas/v2/orgs/{orgId}/teams                     2023-01-01
+    GET    /api/atlas/v2/orgs/{orgId}/teams/{teamId}            2023-01-01
+    GET    /api/atlas/v2/orgs/{orgId}/teams/{teamId}/users      2023-01-01*, 2025-02-19
+    DELETE /api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}  2023-01-01*
+    POST   /api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser 2025-02-19
+    GET    /api/atlas/v2/groups                                 2023-01-01
+    GET    /api/atlas/v2/groups/{groupId}                       2023-01-01
+    GET    /api/atlas/v2/groups/{groupId}/users                 2023-01-01*, 2025-02-19
+    GET    /api/atlas/v2/groups/{groupId}/users/{userId}        2025-02-19
+    DELETE /api/atlas/v2/groups/{groupId}/users/{userId}        2023-01-01*, 2025-02-19
+    (* deprecated, sunset 2027-07-01)
+  legacy v1.0 (digest only; a Bearer header gets 401):
+    DELETE /api/atlas/v1.0/groups/{GROUP-ID}/users/{USER-ID}    -> 204
+    GET    /api/atlas/v1.0/groups/{GROUP-ID}/users              (2023 shape)
+    GET    /api/atlas/v1.0/users/byName/{USERNAME}              (2023 shape)
+  OAuth: POST /api/oauth/token, POST /api/oauth/revoke.
+
+Behaviour choices (where the spec is silent)
+--------------------------------------------
+  * Version negotiation: "Accept: application/vnd.atlas.YYYY-MM-DD+json"
+    selects the latest version of the operation on or before that date.
+    application/json, */* or no Accept behave as 2023-01-01.  A date before
+    the operation's first version, a malformed vnd.atlas type, an impossible
+    date or an Accept without any JSON type -> 406
+    {"detail":"Invalid accept header or version date.","error":406,
+     "errorCode":"INVALID_VERSION_DATE","parameters":[],"reason":"Not Acceptable"}
+    (the answer real Atlas gives).  A version whose sunset is on or before
+    "today" -> 410 VERSION_GONE.  Successful answers carry
+    Content-Type: application/vnd.atlas.<resolved>+json; errors carry
+    application/json (as the spec's error responses do).  Deprecated versions
+    add "Deprecation: Wed, 19 Feb 2025 00:00:00 GMT" and
+    "Sunset: Thu, 01 Jul 2027 00:00:00 GMT".  v1.0 and OAuth ignore Accept.
+  * Order of checks: auth (401) -> fault rules -> route (404/405) ->
+    version (406/410) -> path id syntax (400) -> request body (415/400) ->
+    existence (404) -> business rules (400) -> action.
+  * Version 2023-01-01 (and v1.0) only see ACTIVE users: PENDING/other users
+    answer 404 USER_NOT_FOUND there and are left out of 2023 list answers.
+    2023 list answers ignore the username/orgMembershipStatuses filters
+    ("not supported in deprecated versions").
+  * Errors (ApiError, keys sorted as Atlas emits them, X-Error-Code on 404):
+      malformed groupId in path     400 INVALID_GROUP_ID "An invalid group ID <x> was specified."
+      other malformed path ids      400 VALIDATION_ERROR + badRequestDetail.fields
+      group missing                 404 GROUP_NOT_FOUND "No group with ID <id> exists."
+      org missing                   404 ORG_NOT_FOUND "No organization with ID <id> exists."
+      team missing (in that org)    404 TEAM_NOT_FOUND "Team <teamId> could not be found in organization <orgId>."
+      user id unknown / invisible   404 USER_NOT_FOUND "No user with ID <id> exists."
+      user not in the org           404 USER_NOT_IN_ORG
+      user in org, not in project   404 USER_NOT_FOUND (names user and project)
+      user not in the team          404 RESOURCE_NOT_FOUND (user id in detail and parameters)
+      last user of a team           400 CANNOT_REMOVE_LAST_USER_FROM_TEAM (the spec
+                                        lists no 409 for either team removal)
+      bad query parameter           400 INVALID_QUERY_PARAMETER
+      :removeUser wrong media type  415 UNSUPPORTED_MEDIA_TYPE
+      :removeUser bad JSON / no id  400 INVALID_JSON / VALIDATION_ERROR
+      unknown route                 404 RESOURCE_NOT_FOUND "Cannot find resource <path>."
+      known path, wrong method      405 METHOD_NOT_ALLOWED (+ Allow)
+  * envelope=true: single-resource answers (errors too, 204 too) become
+    HTTP 200 {"content": <body or {}>, "status": <code>}; list answers get a
+    "status" key added (spec: lists use the results object as envelope).
+    401 challenges are never enveloped.  pretty=true pretty-prints.
+  * Digest: RFC 7616 MD5, qop=auth (RFC 2069 without qop is accepted too).
+    Nonces are self-validating (HMAC + issue time) and may be reused with any
+    nc until nonce_ttl_s; then a valid response gets 401 stale=true.
+  * OAuth token rate limit: per client id (or peer address when there is no
+    parsable Basic header), counted over a rolling window; rate-limited
+    attempts are not counted in the window and never grant.  Issued tokens are
+    JWT-shaped opaque strings (~700 chars).  Tokens survive /__emulator/reset
+    (they stay valid while their service account exists in the state).
+  * Faults are evaluated after authentication, so digest handshakes never
+    consume a fault.  Global latency is slept before the request is processed.
+
+Counters (GET /__emulator/counters; control calls are never counted)
+--------------------------------------------------------------------
+  requests_total          every API request (OAuth endpoints and 401s included)
+  requests_by_route       {"METHOD /route/template": {"<status>": n}}; unknown
+                          routes under "METHOD (unmatched)"; non-HTTP outcomes use
+                          the keys "reset", "hang", "client_closed"
+  requests_by_status      {"<status>": n}, same keys
+  removal_requests        requests to the 5 removal routes, whatever the outcome
+                          (digest 401 challenges included)
+  digest_challenges       401s sent to requests without a Bearer header (no or a
+                          Digest/other Authorization); digest_stale_challenges: of
+                          those, stale=true
+  bearer_rejections       401s sent to requests with a Bearer header
+  token_requests / token_grants / token_rate_limited / revocations
+  tcp_connections         distinct connections that carried at least one API request
+                          since the last counter reset (a kept-alive connection opened
+                          before the reset counts once when it is used again);
+                          tls_connections: those on the TLS listener
+  connections_accepted    every accepted connection (control ones too);
+                          tls_handshakes, tls_handshake_failures
+  active_connections      open connections that have carried an API request
+  in_flight_requests, max_concurrent_requests (peak in-flight API requests)
+  faults_triggered        fault rules applied
+  Counters are updated before the answer's first byte is sent, so a client that
+  reads them right after its answer sees its request counted.
+
+Control interface (no auth, /__emulator/..., both listeners, not counted)
+-------------------------------------------------------------------------
+  GET    /__emulator/health          {"ok": true, "pid": ...}
+  GET    /__emulator/counters        counters (see Emulator.counters())
+  POST   /__emulator/reset           counters, faults, config (back to the command-line
+                                     values: latency 0 unless --latency-ms), token
+                                     rate-limit windows, request log, state (re-read
+                                     the seed file); issued tokens stay valid
+  POST   /__emulator/reset_counters  counters and request log only
+  GET    /__emulator/config          current config
+  POST   /__emulator/config          {"latency_ms","nonce_ttl_s","token_ttl_s",
+                                      "token_rate_limit","token_rate_window_s",
+                                      "today","idle_timeout_s"} any subset
+  GET    /__emulator/faults          rules with remaining counts and hits
+  POST   /__emulator/faults          {"faults": [rule, ...]} (appends)
+  DELETE /__emulator/faults          clears
+  GET    /__emulator/state[?user=<id|username>]
+  POST   /__emulator/seed            replace state with the posted seed
+  POST   /__emulator/users           bulk-create users -> {"ids": [...]}:
+           {"count": n, "orgId": (default: the only org), "groupIds": [...],
+            "teamIds": [...], "status": "ACTIVE", "prefix": "bulk",
+            "orgRoles": ["ORG_MEMBER"], "groupRoles": ["GROUP_READ_ONLY"]};
+           ids are "b0" + a 22-hex-digit counter (deterministic after a reset),
+           usernames <prefix><counter, 5 digits>@example.com
+  GET    /__emulator/requests?limit=n  last n (default 50) API requests, oldest
+           first: {seq, time, conn (connection number), listener, method, path,
+           route (template), status, version (resolved), duration_ms,
+           headers: {Accept, Content-Type, User-Agent, Authorization (scheme
+           only)}, body (POST/PUT/PATCH; token/secret form fields masked)}
+  POST   /__emulator/expire_tokens   every issued token expires now
+  Fault rule: {"kind": K, "count": 1 (-1 = forever), "match": "substring of
+  the request target" | "METHOD substring" | route template, "auth": false,
+  "latency_ms": 0, "process": false (run the real operation first, then
+  fail), ...}.  A rule without "match" applies to every API request except
+  /api/oauth/*; "auth": true (or a match containing "oauth") makes it apply
+  there too.  The first matching rule with count left is consumed.  Kinds:
+  status (status, error_code, detail, parameters, retry_after, headers),
+  reset (RST, no answer), reset_mid_body (headers + half the body, then RST;
+  half the head when there is no body), hang (seconds=600; ends early when
+  the client closes or on shutdown), slow_body (interval_ms=50 per byte),
+  malformed_json (status=500), html (status=502), empty (status=500),
+  invalid_utf8 (status=400), oversized (status=500, size=10 MiB, streamed).
+  Default error codes: 400 VALIDATION_ERROR, 403 IP_ADDRESS_NOT_ON_ACCESS_LIST,
+  404 RESOURCE_NOT_FOUND, 429 RATE_LIMITED (error_code
+  RATE_LIMITED_TOKEN_BUCKET gets Atlas' token-bucket detail), 500/502/504
+  UNEXPECTED_ERROR, 503 SERVICE_UNAVAILABLE.
+"""
+
+import argparse
+import base64
+import collections
+import datetime
+import email.utils
+import functools
+import hashlib
+import hmac
+import http
+import itertools
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import socketserver
+import ssl
+import struct
+import sys
+import threading
+import time
+import traceback
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, quote, unquote
+
+# --------------------------------------------------------------------------
+# constants
+
+REALM = "MMS Public API"
+V2023 = "2023-01-01"
+V2025 = "2025-02-19"
+SUNSET = "2027-07-01"
+ID_RE = re.compile(r"^[a-f0-9]{24}$")
+STATUSES = ("ACTIVE", "PENDING", "INVITATION_EXPIRED", "INVITATION_REJECTED")
+DEFAULT_STATUSES = ("ACTIVE", "PENDING")
+REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+MAX_BODY = 64 * 1024 * 1024
+SERVICE_VERSION = "gitHash=0000000000000000000000000000000000000000; versionString=emulator"
+FAULT_KINDS = ("status", "reset", "reset_mid_body", "hang", "slow_body",
+               "malformed_json", "html", "empty", "invalid_utf8", "oversized")
+DEFAULT_ERROR_CODES = {
+    400: "VALIDATION_ERROR", 401: "UNEXPECTED_ERROR",
+    403: "IP_ADDRESS_NOT_ON_ACCESS_LIST", 404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED", 406: "INVALID_VERSION_DATE", 409: "CONFLICT",
+    410: "VERSION_GONE", 429: "RATE_LIMITED", 500: "UNEXPECTED_ERROR",
+    502: "UNEXPECTED_ERROR", 503: "SERVICE_UNAVAILABLE", 504: "UNEXPECTED_ERROR",
+}
+
+_ENC = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+_ENC_PRETTY = json.JSONEncoder(indent=2, separators=(",", " : "), sort_keys=True,
+                               ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=64)
+def http_date_of(day):
+    d = datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
+    return email.utils.format_datetime(d, usegmt=True)
+
+
+def utc_today():
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+_date_cache = [0, ""]
+
+
+def http_now():
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[1] = email.utils.formatdate(now, usegmt=True)
+        _date_cache[0] = now
+    return _date_cache[1]
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def encode_json(obj, pretty=False):
+    return ((_ENC_PRETTY if pretty else _ENC).encode(obj)).encode("utf-8")
+
+
+class ApiErr(Exception):
+    """An ApiError answer."""
+
+    def __init__(self, status, code, detail, params=None, bad=None, headers=None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.params = list(params or [])
+        self.bad = bad
+        self.headers = list(headers or [])
+
+    def body(self):
+        b = {"detail": self.detail, "error": self.status, "errorCode": self.code,
+             "parameters": self.params, "reason": REASONS.get(self.status, "Unknown")}
+        if self.bad is not None:
+            b["badRequestDetail"] = {"fields": self.bad}
+        return b
+
+
+# exactly the body real Atlas sends with its 401 challenge
+UNAUTHORIZED_BODY = _ENC.encode({
+    "detail": "You are not authorized for this resource.", "error": 401,
+    "errorCode": "UNEXPECTED_ERROR", "reason": "Unauthorized"}).encode()
+
+
+class Resp:
+    __slots__ = ("status", "headers", "body", "counters")
+
+    def __init__(self, status, body=b"", headers=None, counters=None):
+        self.status = status
+        self.body = body
+        self.headers = headers if headers is not None else []
+        self.counters = counters
+
+
+# --------------------------------------------------------------------------
+# operations and routes
+
+
+class Version:
+    __slots__ = ("date", "sunset", "deprecated")
+
+    def __init__(self, date, sunset=None, deprecated=None):
+        self.date = date
+        self.sunset = sunset
+        self.deprecated = deprecated
+
+
+OLD = Version(V2023, SUNSET, V2025)   # deprecated 2023 version, sunset 2027-07-01
+CUR = Version(V2025)
+ONLY23 = Version(V2023)
+
+
+class Route:
+    __slots__ = ("method", "template", "regex", "kind", "op", "versions", "removal", "key")
+
+    def __init__(self, method, template, kind, op, versions=(), removal=False):
+        self.method = method
+        self.template = template
+        self.kind = kind          # "v2", "v1", "oauth"
+        self.op = op
+        self.versions = list(versions)
+        self.removal = removal
+        self.key = method + " " + template
+        pieces = re.split(r"\{([A-Za-z-]+)\}", template)
+        pat = "".join(re.escape(x) if i % 2 == 0 else "(?P<%s>[^/]+)" % x.replace("-", "_")
+                      for i, x in enumerate(pieces))
+        self.regex = re.compile("^" + pat + "$")
+
+
+P2 = "/api/atlas/v2"
+P1 = "/api/atlas/v1.0"
+ROUTES = [
+    Route("GET", P2, "v2", "getSystemStatus", [ONLY23]),
+    Route("GET", P2 + "/orgs", "v2", "listOrgs", [ONLY23]),
+    Route("GET", P2 + "/orgs/{orgId}", "v2", "getOrg", [ONLY23]),
+    Route("GET", P2 + "/orgs/{orgId}/users", "v2", "listOrgUsers", [OLD, CUR]),
+    Route("GET", P2 + "/orgs/{orgId}/users/{userId}", "v2", "getOrgUser", [CUR]),
+    Route("DELETE", P2 + "/orgs/{orgId}/users/{userId}", "v2", "removeOrgUser",
+          [OLD, CUR], removal=True),
+    Route("GET", P2 + "/orgs/{orgId}/teams", "v2", "listOrgTeams", [ONLY23]),
+    Route("GET", P2 + "/orgs/{orgId}/teams/{teamId}", "v2", "getOrgTeam", [ONLY23]),
+    Route("GET", P2 + "/orgs/{orgId}/teams/{teamId}/users", "v2", "listOrgTeamUsers",
+          [OLD, CUR]),
+    Route("DELETE", P2 + "/orgs/{orgId}/teams/{teamId}/users/{userId}", "v2",
+          "removeOrgTeamUserFromTeam", [OLD], removal=True),
+    Route("POST", P2 + "/orgs/{orgId}/teams/{teamId}:removeUser", "v2",
+          "removeOrgTeamUser", [CUR], removal=True),
+    Route("GET", P2 + "/groups", "v2", "listGroups", [ONLY23]),
+    Route("GET", P2 + "/groups/{groupId}", "v2", "getGroup", [ONLY23]),
+    Route("GET", P2 + "/groups/{groupId}/users", "v2", "listGroupUsers", [OLD, CUR]),
+    Route("GET", P2 + "/groups/{groupId}/users/{userId}", "v2", "getGroupUser", [CUR]),
+    Route("DELETE", P2 + "/groups/{groupId}/users/{userId}", "v2", "removeGroupUser",
+          [OLD, CUR], removal=True),
+    Route("DELETE", P1 + "/groups/{GROUP-ID}/users/{USER-ID}", "v1", "v1RemoveGroupUser",
+          removal=True),
+    Route("GET", P1 + "/groups/{GROUP-ID}/users", "v1", "v1ListGroupUsers"),
+    Route("GET", P1 + "/users/byName/{USERNAME}", "v1", "v1UserByName"),
+    Route("POST", "/api/oauth/token", "oauth", "token"),
+    Route("POST", "/api/oauth/revoke", "oauth", "revoke"),
+]
+
+
+def match_route(method, path):
+    """-> (route, params, allowed_methods)."""
+    allowed = None
+    for r in ROUTES:
+        m = r.regex.match(path)
+        if m is None:
+            continue
+        if r.method == method:
+            return r, m.groupdict(), None
+        if allowed is None:
+            allowed = []
+        allowed.append(r.method)
+    return None, None, allowed
+
+
+def parse_accept(accept):
+    """Requested version date, or raise 406."""
+    if accept is None or not accept.strip():
+        return V2023
+    generic = False
+    for part in accept.split(","):
+        mt = part.split(";", 1)[0].strip().lower()
+        if not mt:
+            continue
+        if mt.startswith("application/vnd.atlas."):
+            m = re.fullmatch(r"application/vnd\.atlas\.(\d{4}-\d{2}-\d{2})\+json", mt)
+            if m is None:
+                raise not_acceptable()
+            try:
+                datetime.date.fromisoformat(m.group(1))
+            except ValueError:
+                raise not_acceptable()
+            return m.group(1)
+        if mt in ("application/json", "*/*", "application/*"):
+            generic = True
+    if generic:
+        return V2023
+    raise not_acceptable()
+
+
+def not_acceptable():
+    return ApiErr(406, "INVALID_VERSION_DATE", "Invalid accept header or version date.")
+
+
+def resolve_version(route, requested, today):
+    chosen = None
+    for v in route.versions:
+        if v.date <= requested:
+            chosen = v
+    if chosen is None:
+        raise not_acceptable()
+    if chosen.sunset is not None and chosen.sunset <= today:
+        raise ApiErr(410, "VERSION_GONE",
+                     "Version %s of this resource has been sunset on %s and is no longer "
+                     "available." % (chosen.date, chosen.sunset),
+                     [chosen.date, chosen.sunset],
+                     headers=[("Sunset", http_date_of(chosen.sunset))])
+    return chosen
+
+
+# --------------------------------------------------------------------------
+# state
+
+
+class SeedError(ValueError):
+    pass
+
+
+def _req_id(v, what):
+    if not isinstance(v, str) or not ID_RE.match(v):
+        raise SeedError("%s: %r is not 24 lowercase hex digits" % (what, v))
+    return v
+
+
+class State:
+    """Orgs, projects, teams, users, credentials.  Caller holds the lock."""
+
+    def __init__(self, seed, previous=None):
+        if not isinstance(seed, dict):
+            raise SeedError("seed must be a JSON object")
+        self.orgs = {}
+        self.projects = {}
+        self.teams = {}
+        self.users = {}
+        self.by_username = {}
+        self.org_members = {}      # orgId -> {userId: None} (ordered)
+        self.project_members = {}  # groupId -> {userId: None}
+        self.org_projects = {}     # orgId -> [groupId]
+        self.org_teams = {}        # orgId -> [teamId]
+        self.api_keys = {}         # public -> {"private":..., "id":...}
+        self.service_accounts = {}  # client_id -> secret
+        self.bulk_seq = 0
+        for o in seed.get("orgs", []):
+            oid = _req_id(o.get("id"), "orgs[].id")
+            self.orgs[oid] = {"id": oid, "name": str(o.get("name", "org-" + oid[-4:]))}
+            self.org_members[oid] = {}
+            self.org_projects[oid] = []
+            self.org_teams[oid] = []
+        for p in seed.get("projects", []):
+            gid = _req_id(p.get("id"), "projects[].id")
+            oid = _req_id(p.get("orgId"), "projects[].orgId")
+            if oid not in self.orgs:
+                raise SeedError("project %s: unknown org %s" % (gid, oid))
+            self.projects[gid] = {"id": gid, "orgId": oid,
+                                  "name": str(p.get("name", "project-" + gid[-4:])),
+                                  "created": p.get("created", "2024-01-01T00:00:00Z")}
+            self.project_members[gid] = {}
+            self.org_projects[oid].append(gid)
+        for t in seed.get("teams", []):
+            tid = _req_id(t.get("id"), "teams[].id")
+            oid = _req_id(t.get("orgId"), "teams[].orgId")
+            if oid not in self.orgs:
+                raise SeedError("team %s: unknown org %s" % (tid, oid))
+            self.teams[tid] = {"id": tid, "orgId": oid,
+                               "name": str(t.get("name", "team-" + tid[-4:])), "members": {}}
+            self.org_teams[oid].append(tid)
+        for u in seed.get("users", []):
+            self.add_user(u)
+        for t in seed.get("teams", []):
+            team = self.teams[t["id"]]
+            for uid in t.get("userIds", []):
+                _req_id(uid, "teams[].userIds[]")
+                user = self.users.get(uid)
+                if user is None:
+                    raise SeedError("team %s: unknown user %s" % (team["id"], uid))
+                self._ensure_org(user, team["orgId"])
+                team["members"][uid] = None
+        if "api_keys" in seed or previous is None:
+            for k in seed.get("api_keys", []):
+                pub, priv = k.get("public_key"), k.get("private_key")
+                if not isinstance(pub, str) or not isinstance(priv, str) or not pub:
+                    raise SeedError("api_keys[] needs public_key and private_key")
+                self.api_keys[pub] = {"private": priv,
+                                      "id": k.get("id") or hashlib.md5(pub.encode()).hexdigest()[:24]}
+        else:
+            self.api_keys = previous.api_keys
+        if "service_accounts" in seed or previous is None:
+            for s in seed.get("service_accounts", []):
+                cid, sec = s.get("client_id"), s.get("client_secret")
+                if not isinstance(cid, str) or not isinstance(sec, str) or not cid:
+                    raise SeedError("service_accounts[] needs client_id and client_secret")
+                self.service_accounts[cid] = sec
+        else:
+            self.service_accounts = previous.service_accounts
+
+    # -- building
+
+    def _ensure_org(self, user, oid):
+        if oid not in user["orgs"]:
+            user["orgs"][oid] = ["ORG_MEMBER"]
+            self.org_members[oid][user["id"]] = None
+
+    def add_user(self, u):
+        uid = _req_id(u.get("id"), "users[].id")
+        if uid in self.users:
+            raise SeedError("duplicate user id %s" % uid)
+        username = u.get("username")
+        if not isinstance(username, str) or not username:
+            raise SeedError("user %s: username missing" % uid)
+        if username.lower() in self.by_username:
+            raise SeedError("duplicate username %s" % username)
+        status = u.get("status", "ACTIVE")
+        if status not in STATUSES:
+            raise SeedError("user %s: bad status %r" % (uid, status))
+        local = username.split("@")[0]
+        user = {
+            "id": uid, "username": username, "status": status,
+            "firstName": u.get("firstName", local.split(".")[0].capitalize() or "User"),
+            "lastName": u.get("lastName", "Example"),
+            "country": u.get("country", "US"),
+            "mobileNumber": u.get("mobileNumber"),
+            "createdAt": u.get("createdAt", "2024-01-15T09:30:00Z"),
+            "lastAuth": u.get("lastAuth", "2025-06-01T12:00:00Z"),
+            "invitationCreatedAt": u.get("invitationCreatedAt", None if status == "ACTIVE"
+                                         else "2025-06-01T08:00:00Z"),
+            "invitationExpiresAt": u.get("invitationExpiresAt", None if status == "ACTIVE"
+                                         else "2025-07-01T08:00:00Z"),
+            "inviterUsername": u.get("inviterUsername", None if status == "ACTIVE"
+                                     else "owner@example.com"),
+            "legacyProjectInvite": bool(u.get("legacyProjectInvite", False)),
+            "orgs": {}, "projects": {},
+        }
+        self.users[uid] = user
+        self.by_username[username.lower()] = uid
+        for oid, roles in (u.get("orgs") or {}).items():
+            if oid not in self.orgs:
+                raise SeedError("user %s: unknown org %s" % (uid, oid))
+            user["orgs"][oid] = list(roles or ["ORG_MEMBER"])
+            self.org_members[oid][uid] = None
+        for gid, roles in (u.get("projects") or {}).items():
+            p = self.projects.get(gid)
+            if p is None:
+                raise SeedError("user %s: unknown project %s" % (uid, gid))
+            self._ensure_org(user, p["orgId"])
+            user["projects"][gid] = list(roles or ["GROUP_READ_ONLY"])
+            self.project_members[gid][uid] = None
+        return user
+
+    def bulk_create(self, spec):
+        try:
+            count = int(spec.get("count", 1))
+        except (TypeError, ValueError):
+            raise SeedError("count must be an integer")
+        if count < 0 or count > 1000000:
+            raise SeedError("count out of range")
+        oid = spec.get("orgId")
+        if oid is None:
+            if len(self.orgs) != 1:
+                raise SeedError("orgId required")
+            oid = next(iter(self.orgs))
+        if oid not in self.orgs:
+            raise SeedError("unknown org %s" % oid)
+        gids = list(spec.get("groupIds") or [])
+        tids = list(spec.get("teamIds") or [])
+        for g in gids:
+            if self.projects.get(g, {}).get("orgId") != oid:
+                raise SeedError("project %s is not in org %s" % (g, oid))
+        for t in tids:
+            if self.teams.get(t, {}).get("orgId") != oid:
+                raise SeedError("team %s is not in org %s" % (t, oid))
+        status = spec.get("status", "ACTIVE")
+        if status not in STATUSES:
+            raise SeedError("bad status %r" % status)
+        prefix = str(spec.get("prefix", "bulk"))
+        org_roles = list(spec.get("orgRoles") or ["ORG_MEMBER"])
+        group_roles = list(spec.get("groupRoles") or ["GROUP_READ_ONLY"])
+        ids = []
+        while len(ids) < count:
+            self.bulk_seq += 1
+            n = self.bulk_seq
+            uid = "b0%022x" % n
+            username = "%s%05d@example.com" % (prefix, n)
+            if uid in self.users or username.lower() in self.by_username:
+                continue
+            user = self.add_user({
+                "id": uid, "username": username, "status": status,
+                "firstName": prefix.capitalize(), "lastName": "User%d" % n,
+                "orgs": {oid: org_roles}, "projects": {g: group_roles for g in gids}})
+            for t in tids:
+                self.teams[t]["members"][uid] = None
+            ids.append(user["id"])
+        return ids
+
+    def dump(self):
+        users = []
+        for u in self.users.values():
+            d = {k: v for k, v in u.items() if v is not None}
+            d["orgs"] = {k: list(v) for k, v in u["orgs"].items()}
+            d["projects"] = {k: list(v) for k, v in u["projects"].items()}
+            d["teamIds"] = self.user_team_ids(u)
+            users.append(d)
+        return {
+            "orgs": [dict(o) for o in self.orgs.values()],
+            "projects": [dict(p) for p in self.projects.values()],
+            "teams": [{"id": t["id"], "orgId": t["orgId"], "name": t["name"],
+                       "userIds": list(t["members"])} for t in self.teams.values()],
+            "users": users,
+            "api_keys": [{"public_key": k, "id": v["id"]} for k, v in self.api_keys.items()],
+            "service_accounts": [{"client_id": c} for c in self.service_accounts],
+        }
+
+    def user_team_ids(self, u, oid=None):
+        uid = u["id"]
+        orgs = [oid] if oid is not None else list(u["orgs"])
+        out = []
+        for o in orgs:
+            for tid in self.org_teams.get(o, ()):
+                if uid in self.teams[tid]["members"]:
+                    out.append(tid)
+        return out
+
+    # -- lookups raising ApiErr
+
+    def org(self, oid):
+        o = self.orgs.get(oid)
+        if o is None:
+            raise ApiErr(404, "ORG_NOT_FOUND", "No organization with ID %s exists." % oid, [oid])
+        return o
+
+    def group(self, gid):
+        p = self.projects.get(gid)
+        if p is None:
+            raise ApiErr(404, "GROUP_NOT_FOUND", "No group with ID %s exists." % gid, [gid])
+        return p
+
+    def team(self, oid, tid):
+        t = self.teams.get(tid)
+        if t is None or t["orgId"] != oid:
+            raise ApiErr(404, "TEAM_NOT_FOUND",
+                         "Team %s could not be found in organization %s." % (tid, oid),
+                         [tid, oid])
+        return t
+
+    def user(self, uid, version):
+        u = self.users.get(uid)
+        if u is None or u["legacyProjectInvite"] or (version == V2023 and u["status"] != "ACTIVE"):
+            raise ApiErr(404, "USER_NOT_FOUND", "No user with ID %s exists." % uid, [uid])
+        return u
+
+    def user_in_org(self, u, oid, team_op=False):
+        ok = oid in u["orgs"]
+        if ok and team_op and u["status"] in ("INVITATION_EXPIRED", "INVITATION_REJECTED"):
+            ok = False
+        if not ok:
+            raise ApiErr(404, "USER_NOT_IN_ORG",
+                         "User %s is not a member of organization %s." % (u["id"], oid),
+                         [u["id"], oid])
+
+    # -- removals
+
+    def remove_group_user(self, gid, uid, version):
+        p = self.group(gid)
+        u = self.user(uid, version)
+        self.user_in_org(u, p["orgId"])
+        if gid not in u["projects"]:
+            raise ApiErr(404, "USER_NOT_FOUND",
+                         "User %s (%s) is not a member of project %s." % (uid, u["username"], gid),
+                         [uid, gid])
+        del u["projects"][gid]
+        self.project_members[gid].pop(uid, None)
+
+    def remove_org_user(self, oid, uid, version):
+        self.org(oid)
+        u = self.user(uid, version)
+        self.user_in_org(u, oid)
+        del u["orgs"][oid]
+        self.org_members[oid].pop(uid, None)
+        for gid in self.org_projects[oid]:
+            if u["projects"].pop(gid, None) is not None:
+                self.project_members[gid].pop(uid, None)
+        for tid in self.org_teams[oid]:
+            self.teams[tid]["members"].pop(uid, None)
+
+    def remove_team_user(self, oid, tid, uid, version):
+        self.org(oid)
+        t = self.team(oid, tid)
+        u = self.user(uid, version)
+        self.user_in_org(u, oid, team_op=True)
+        if uid not in t["members"]:
+            raise ApiErr(404, "RESOURCE_NOT_FOUND",
+                         "Cannot find resource user %s in team %s." % (uid, tid), [uid, tid])
+        if len(t["members"]) == 1:
+            raise ApiErr(400, "CANNOT_REMOVE_LAST_USER_FROM_TEAM",
+                         "Cannot remove user %s: they are the last user of team %s." % (uid, tid),
+                         [uid, tid])
+        del t["members"][uid]
+        return u
+
+
+# --------------------------------------------------------------------------
+# representations
+
+
+def org_user_view(st, u, oid):
+    gra = []
+    for gid in st.org_projects.get(oid, ()):
+        roles = u["projects"].get(gid)
+        if roles is not None:
+            gra.append({"groupId": gid, "groupRoles": list(roles)})
+    d = {"id": u["id"], "username": u["username"], "orgMembershipStatus": u["status"],
+         "roles": {"orgRoles": list(u["orgs"].get(oid, [])), "groupRoleAssignments": gra},
+         "teamIds": st.user_team_ids(u, oid)}
+    _status_fields(d, u)
+    return d
+
+
+def group_user_view(st, u, gid):
+    d = {"id": u["id"], "username": u["username"], "orgMembershipStatus": u["status"],
+         "roles": list(u["projects"].get(gid, []))}
+    _status_fields(d, u)
+    return d
+
+
+def _status_fields(d, u):
+    if u["status"] == "ACTIVE":
+        for k in ("country", "createdAt", "firstName", "lastAuth", "lastName", "mobileNumber"):
+            if u.get(k) is not None:
+                d[k] = u[k]
+    else:
+        d["invitationCreatedAt"] = u["invitationCreatedAt"]
+        d["invitationExpiresAt"] = u["invitationExpiresAt"]
+        d["inviterUsername"] = u["inviterUsername"]
+
+
+def app_user_view(st, u, base):
+    """CloudAppUser (2023-01-01 and v1.0 shape)."""
+    roles = []
+    for oid, rs in u["orgs"].items():
+        for r in rs:
+            roles.append({"orgId": oid, "roleName": r})
+    for gid, rs in u["projects"].items():
+        for r in rs:
+            roles.append({"groupId": gid, "roleName": r})
+    d = {"country": u["country"], "createdAt": u["createdAt"], "emailAddress": u["username"],
+         "firstName": u["firstName"], "id": u["id"], "lastAuth": u["lastAuth"],
+         "lastName": u["lastName"],
+         "links": [{"href": "%s/api/atlas/v2/users/%s" % (base, u["id"]), "rel": "self"}],
+         "roles": roles, "teamIds": st.user_team_ids(u), "username": u["username"]}
+    if u.get("mobileNumber"):
+        d["mobileNumber"] = u["mobileNumber"]
+    return d
+
+
+# --------------------------------------------------------------------------
+# request context helpers
+
+
+class Query:
+    def __init__(self, query):
+        self.pairs = parse_qsl(query, keep_blank_values=True) if query else []
+        self.multi = {}
+        for k, v in self.pairs:
+            self.multi.setdefault(k, []).append(v)
+
+    def get(self, name, default=None):
+        v = self.multi.get(name)
+        return v[-1] if v else default
+
+    def flag(self, name, default):
+        v = self.get(name)
+        if v is None:
+            return default
+        lv = v.lower()
+        if lv == "true":
+            return True
+        if lv == "false":
+            return False
+        raise bad_query(name, v)
+
+    def integer(self, name, default, lo, hi=None):
+        v = self.get(name)
+        if v is None:
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            raise bad_query(name, v)
+        if n < lo or (hi is not None and n > hi):
+            raise bad_query(name, v, lo, hi)
+        return n
+
+    def statuses(self):
+        plural = self.multi.get("orgMembershipStatuses")
+        single = self.multi.get("orgMembershipStatus")
+        if plural and single:
+            raise ApiErr(400, "INVALID_QUERY_PARAMETER",
+                         "orgMembershipStatus cannot be combined with orgMembershipStatuses.",
+                         ["orgMembershipStatus", "orgMembershipStatuses"])
+        vals = []
+        for raw in (plural or single or []):
+            for v in raw.split(","):
+                v = v.strip()
+                if not v:
+                    continue
+                if v not in STATUSES:
+                    raise bad_query("orgMembershipStatuses", v)
+                vals.append(v)
+        return set(vals) if vals else set(DEFAULT_STATUSES)
+
+
+def bad_query(name, value, lo=None, hi=None):
+    detail = "Invalid query parameter %s specified." % name
+    if lo is not None and hi is not None:
+        detail += " The value must be between %d and %d." % (lo, hi)
+    elif lo is not None:
+        detail += " The value must be at least %d." % lo
+    return ApiErr(400, "INVALID_QUERY_PARAMETER", detail, [name, value])
+
+
+def check_id(value, name):
+    if ID_RE.match(value):
+        return value
+    if name in ("groupId", "GROUP_ID"):
+        raise ApiErr(400, "INVALID_GROUP_ID", "An invalid group ID %s was specified." % value,
+                     [value])
+    raise ApiErr(400, "VALIDATION_ERROR", "Invalid %s %s: must match ^([a-f0-9]{24})$." %
+                 (name, value), [name, value],
+                 bad=[{"field": name, "description": "must match \"^([a-f0-9]{24})$\""}])
+
+
+def paginate(items, q, base, path, view=None):
+    """Paginated list answer {links, results, totalCount}; view() renders only the page."""
+    per = q.integer("itemsPerPage", 100, 1, 500)
+    page = q.integer("pageNum", 1, 1)
+    include_count = q.flag("includeCount", True)
+    total = len(items)
+    start = (page - 1) * per
+    results = items[start:start + per]
+    if view is not None:
+        results = [view(x) for x in results]
+    others = [(k, v) for k, v in q.pairs if k not in ("pageNum", "itemsPerPage")]
+
+    def link(p, rel):
+        qs = "&".join("%s=%s" % (quote(k, safe=""), quote(v, safe=",")) for k, v in others)
+        qs = (qs + "&" if qs else "") + "pageNum=%d&itemsPerPage=%d" % (p, per)
+        return {"href": "%s%s?%s" % (base, path, qs), "rel": rel}
+
+    links = []
+    if page > 1:
+        links.append(link(page - 1, "previous"))
+    links.append(link(page, "self"))
+    if start + per < total:
+        links.append(link(page + 1, "next"))
+    body = {"links": links, "results": results}
+    if include_count:
+        body["totalCount"] = total
+    return body
+
+
+# --------------------------------------------------------------------------
+# the emulator
+
+
+class Emulator:
+    def __init__(self, args):
+        self.lock = threading.Lock()
+        self.args = args
+        self.verbose = args.verbose
+        self.seed_path = args.seed
+        self.defaults = {
+            "latency_ms": float(args.latency_ms),
+            "nonce_ttl_s": float(args.nonce_ttl_s),
+            "token_ttl_s": float(args.token_ttl_s),
+            "token_rate_limit": int(args.token_rate_limit),
+            "token_rate_window_s": float(args.token_rate_window_s),
+            "today": args.today,
+            "idle_timeout_s": float(args.idle_timeout_s),
+        }
+        self.cfg = dict(self.defaults)
+        self.state = State(self.read_seed())
+        self.tokens = {}          # token -> [client_id, expires_monotonic]
+        self.rate = {}            # client key -> deque of monotonic times
+        self.faults = []
+        self.nonce_key = secrets.token_bytes(32)
+        self.log = collections.deque(maxlen=10000)
+        self.seq = itertools.count(1)
+        self.conn_seq = itertools.count(1)
+        self.stop = threading.Event()
+        self.in_flight = 0
+        self.active_connections = 0
+        self._zero_counters()
+
+    # -- config / counters
+
+    def read_seed(self):
+        if not self.seed_path:
+            return {}
+        with open(self.seed_path, "r", encoding="utf-8") as f:
+            return json.load(f)
+
+    def _zero_counters(self):
+        self.c = {
+            "requests_total": 0, "removal_requests": 0, "digest_challenges": 0,
+            "digest_stale_challenges": 0, "bearer_rejections": 0, "token_grants": 0,
+            "token_requests": 0, "token_rate_limited": 0, "revocations": 0,
+            "tcp_connections": 0, "tls_connections": 0, "connections_accepted": 0,
+            "tls_handshakes": 0, "tls_handshake_failures": 0, "faults_triggered": 0,
+        }
+        self.by_route = {}
+        self.by_status = {}
+        self.max_concurrent = self.in_flight
+        self.log.clear()
+        self.epoch = getattr(self, "epoch", 0) + 1
+
+    def today(self):
+        return self.cfg["today"] or utc_today()
+
+    def counters(self):
+        with self.lock:
+            d = dict(self.c)
+            d["requests_by_route"] = {k: dict(v) for k, v in self.by_route.items()}
+            d["requests_by_status"] = dict(self.by_status)
+            d["active_connections"] = self.active_connections
+            d["in_flight_requests"] = self.in_flight
+            d["max_concurrent_requests"] = self.max_concurrent
+            d["issued_tokens_valid"] = sum(1 for t in self.tokens.values()
+                                           if t[1] > time.monotonic())
+            d["pid"] = os.getpid()
+            return d
+
+    def set_config(self, new):
+        if not isinstance(new, dict):
+            raise ValueError("config must be a JSON object")
+        with self.lock:
+            cfg = dict(self.cfg)
+            for k, v in new.items():
+                if k not in cfg:
+                    raise ValueError("unknown config key %r" % k)
+                if k == "today":
+                    if v is not None:
+                        datetime.date.fromisoformat(v)
+                    cfg[k] = v
+                elif k == "token_rate_limit":
+                    cfg[k] = int(v)
+                else:
+                    v = float(v)
+                    if v < 0:
+                        raise ValueError("%s must be >= 0" % k)
+                    cfg[k] = v
+            self.cfg = cfg
+            return dict(cfg)
+
+    def reset(self, counters_only=False):
+        if counters_only:
+            with self.lock:
+                self._zero_counters()
+            return
+        seed = self.read_seed()
+        with self.lock:
+            self.state = State(seed)
+            self.faults = []
+            self.cfg = dict(self.defaults)
+            self.rate = {}
+            self._zero_counters()
+
+    # -- faults
+
+    def add_faults(self, rules):
+        norm = []
+        for r in rules:
+            if not isinstance(r, dict):
+                raise ValueError("a fault rule must be an object")
+            kind = r.get("kind")
+            if kind not in FAULT_KINDS:
+                raise ValueError("unknown fault kind %r" % (kind,))
+            rule = dict(r)
+            rule["count"] = int(r.get("count", 1))
+            rule["hits"] = 0
+            if "status" in rule:
+                rule["status"] = int(rule["status"])
+            elif kind == "status":
+                raise ValueError("a status fault needs \"status\"")
+            norm.append(rule)
+        with self.lock:
+            self.faults.extend(norm)
+            return len(self.faults)
+
+    def take_fault(self, method, target, route_key, template, is_oauth):
+        if not self.faults:
+            return None
+        with self.lock:
+            for r in self.faults:
+                if r["count"] == 0:
+                    continue
+                m = r.get("match")
+                if m is None:
+                    if is_oauth and not r.get("auth"):
+                        continue
+                else:
+                    if is_oauth and not r.get("auth") and "oauth" not in m:
+                        continue
+                    meth, sp, rest = m.partition(" ")
+                    if sp and meth.isupper() and meth.isalpha():
+                        if meth != method:
+                            continue
+                        m = rest
+                    if not (m in target or m == template or m == route_key):
+                        continue
+                if r["count"] > 0:
+                    r["count"] -= 1
+                r["hits"] += 1
+                self.c["faults_triggered"] += 1
+                return dict(r)
+        return None
+
+    # -- digest
+
+    def new_nonce(self):
+        # 8 random bytes | issue time (ms, masked) | MAC: opaque, self-validating
+        rnd = secrets.token_bytes(8)
+        mask = hmac.new(self.nonce_key, b"m" + rnd, hashlib.sha256).digest()[:8]
+        ts = struct.pack(">Q", int(time.monotonic() * 1000))
+        body = rnd + bytes(a ^ b for a, b in zip(ts, mask))
+        mac = hmac.new(self.nonce_key, b"n" + rnd + ts, hashlib.sha256).digest()[:8]
+        return base64.b64encode(body + mac).decode("ascii")
+
+    def nonce_fresh(self, nonce):
+        try:
+            blob = base64.b64decode(nonce, validate=True)
+        except (ValueError, TypeError):
+            return False
+        if len(blob) != 24:
+            return False
+        rnd, masked, mac = blob[:8], blob[8:16], blob[16:]
+        mask = hmac.new(self.nonce_key, b"m" + rnd, hashlib.sha256).digest()[:8]
+        ts = bytes(a ^ b for a, b in zip(masked, mask))
+        good = hmac.new(self.nonce_key, b"n" + rnd + ts, hashlib.sha256).digest()[:8]
+        if not hmac.compare_digest(mac, good):
+            return False
+        issued = struct.unpack(">Q", ts)[0] / 1000.0
+        return time.monotonic() - issued <= self.cfg["nonce_ttl_s"]
+
+    def verify_digest(self, header_rest, method, target):
+        """-> "ok", "stale" or "bad"."""
+        p = parse_auth_params(header_rest)
+        username = p.get("username")
+        nonce = p.get("nonce")
+        response = p.get("response")
+        uri = p.get("uri")
+        if not username or not nonce or not response or uri is None:
+            return "bad"
+        if p.get("realm") != REALM or uri != target:
+            return "bad"
+        alg = p.get("algorithm")
+        if alg is not None and alg.upper() != "MD5":
+            return "bad"
+        key = self.state.api_keys.get(username)
+        if key is None:
+            return "bad"
+        ha1 = hashlib.md5(("%s:%s:%s" % (username, REALM, key["private"])).encode()).hexdigest()
+        ha2 = hashlib.md5(("%s:%s" % (method, uri)).encode()).hexdigest()
+        qop = p.get("qop")
+        if qop is not None:
+            if qop != "auth" or not p.get("nc") or p.get("cnonce") is None:
+                return "bad"
+            expect = hashlib.md5(("%s:%s:%s:%s:%s:%s" % (ha1, nonce, p["nc"], p["cnonce"],
+                                                        qop, ha2)).encode()).hexdigest()
+        else:
+            expect = hashlib.md5(("%s:%s:%s" % (ha1, nonce, ha2)).encode()).hexdigest()
+        if not hmac.compare_digest(expect, response.lower()):
+            return "bad"
+        return "ok" if self.nonce_fresh(nonce) else "stale"
+
+    # -- tokens
+
+    def issue_token(self, client_id):
+        now = int(time.time())
+        ttl = int(self.cfg["token_ttl_s"])
+        header = {"alg": "RS256", "kid": "atlas-emulator", "typ": "JWT"}
+        claims = {"actorId": client_id, "aud": "apiAtlas", "cid": client_id,
+                  "exp": now + ttl, "iat": now, "iss": "https://cloud.mongodb.com",
+                  "jti": str(uuid.uuid4()), "nbf": now, "scope": [],
+                  "sub": client_id}
+        tok = "%s.%s.%s" % (b64url(json.dumps(header, separators=(",", ":")).encode()),
+                            b64url(json.dumps(claims, separators=(",", ":")).encode()),
+                            b64url(secrets.token_bytes(256)))
+        with self.lock:
+            self.tokens[tok] = [client_id, time.monotonic() + self.cfg["token_ttl_s"]]
+            if len(self.tokens) > 100000:
+                now_m = time.monotonic()
+                self.tokens = {k: v for k, v in self.tokens.items() if v[1] > now_m}
+        return tok, ttl
+
+    def bearer_ok(self, token):
+        t = self.tokens.get(token)
+        if t is None or t[1] <= time.monotonic():
+            return False
+        return t[0] in self.state.service_accounts
+
+
+AUTH_PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+_UNESCAPE_RE = re.compile(r"\\(.)")
+
+
+def parse_auth_params(s):
+    out = {}
+    for m in AUTH_PARAM_RE.finditer(s):
+        k = m.group(1).lower()
+        if m.group(2) is not None:
+            out[k] = _UNESCAPE_RE.sub(r"\1", m.group(2))
+        else:
+            out[k] = m.group(3)
+    return out
+
+
+def parse_basic(header):
+    if not header:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    cid, sep, secret = raw.partition(":")
+    if not sep:
+        return None
+    return cid, secret
+
+
+def client_ok(accounts, creds):
+    """Basic client credentials, taken as sent or (RFC 6749 2.3.1) form-url-decoded."""
+    if creds is None:
+        return None
+    for cid, secret in (creds, tuple(unquote(x.replace("+", " ")) for x in creds)):
+        known = accounts.get(cid)
+        if known is not None and hmac.compare_digest(known.encode(), secret.encode()):
+            return cid
+    return None
+
+
+# --------------------------------------------------------------------------
+# HTTP layer
+
+
+class BadRequest(Exception):
+    pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "atlas-emulator"
+    sys_version = ""
+    disable_nagle_algorithm = True
+
+    # -- connection lifecycle
+
+    def setup(self):
+        srv = self.server
+        self.emu = srv.emu
+        self.tls = srv.ssl_context is not None
+        self.api_seen = False
+        self.conn_id = next(self.emu.conn_seq)
+        self.counted_epoch = -1
+        self.cur_version = None
+        self.acct = None
+        self.aborted = False
+        if self.tls:
+            self.request.settimeout(30)
+            try:
+                self.request = srv.ssl_context.wrap_socket(self.request, server_side=True)
+            except (OSError, ssl.SSLError):
+                with self.emu.lock:
+                    self.emu.c["tls_handshake_failures"] += 1
+                raise
+            with self.emu.lock:
+                self.emu.c["tls_handshakes"] += 1
+        idle = self.emu.cfg["idle_timeout_s"]
+        self.timeout = idle if idle > 0 else None
+        super().setup()
+
+    def finish(self):
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            if self.api_seen:
+                with self.emu.lock:
+                    self.emu.active_connections -= 1
+            if self.tls:
+                try:
+                    self.connection.close()
+                except OSError:
+                    pass
+
+    def log_message(self, fmt, *args):
+        if self.emu.verbose:
+            sys.stderr.write("%s - %s\n" % (self.address_string(), fmt % args))
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except (ConnectionError, ssl.SSLError, TimeoutError):
+            self.close_connection = True
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
+    # -- low level output
+
+    def _head_bytes(self, status, headers, length):
+        parts = ["HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, REASONS.get(status, "Unknown"),
+                                                       http_now())]
+        for k, v in headers:
+            parts.append("%s: %s\r\n" % (k, v))
+        if length is not None:
+            parts.append("Content-Length: %d\r\n" % length)
+        if self.close_connection:
+            parts.append("Connection: close\r\n")
+        elif self.request_version == "HTTP/1.0":
+            parts.append("Connection: keep-alive\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode("latin-1")
+
+    def _write(self, resp):
+        body = resp.body if self.command != "HEAD" else b""
+        self.wfile.write(self._head_bytes(resp.status, resp.headers, len(resp.body)) + body)
+
+    def _abort(self):
+        """Close the connection with an RST (SO_LINGER 0), no answer."""
+        self.aborted = True
+        self.close_connection = True
+        conn = self.connection
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        try:
+            self.rfile.close()
+        except OSError:
+            pass
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+    def _read_body(self):
+        te = self.headers.get("Transfer-Encoding")
+        if te and "chunked" in te.lower():
+            out = bytearray()
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise BadRequest("bad chunk size")
+                if size == 0:
+                    while True:
+                        t = self.rfile.readline(8192)
+                        if t in (b"\r\n", b"\n", b""):
+                            break
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline(8)
+                if len(out) > MAX_BODY:
+                    raise BadRequest("body too large")
+        n = self.headers.get("Content-Length")
+        if not n:
+            return b""
+        try:
+            n = int(n)
+        except ValueError:
+            raise BadRequest("bad Content-Length")
+        if n < 0 or n > MAX_BODY:
+            raise BadRequest("bad Content-Length")
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise BadRequest("short body")
+        return data
+
+    # -- dispatch
+
+    def _dispatch(self, method):
+        target = self.path
+        try:
+            body = self._read_body()
+        except BadRequest as e:
+            self.close_connection = True
+            self._write(Resp(400, encode_json({"error": str(e)}),
+                             [("Content-Type", "application/json")]))
+            return
+        if target.startswith("/__emulator/") or target == "/__emulator":
+            self._control(method, target, body)
+        else:
+            self._api(method, target, body)
+
+    def _api(self, method, target, body):
+        emu = self.emu
+        t0 = time.monotonic()
+        with emu.lock:
+            emu.in_flight += 1
+            if emu.in_flight > emu.max_concurrent:
+                emu.max_concurrent = emu.in_flight
+            if not self.api_seen:
+                self.api_seen = True
+                emu.active_connections += 1
+            if self.counted_epoch != emu.epoch:
+                # distinct connections that carried API requests since the last counter reset
+                self.counted_epoch = emu.epoch
+                emu.c["tcp_connections"] += 1
+                if self.tls:
+                    emu.c["tls_connections"] += 1
+            cfg = emu.cfg
+        self.cur_version = None
+        path, _, query = target.partition("?")
+        route, params, allowed = match_route(method, path)
+        self.acct = (t0, method, target, route, body)
+        try:
+            q = Query(query)
+            envelope = (q.get("envelope") or "").lower() == "true"
+            pretty = (q.get("pretty") or "").lower() == "true"
+            route_key = route.key if route is not None else method + " (unmatched)"
+            template = route.template if route is not None else None
+            fault = None
+            if path.startswith("/api/oauth/"):
+                fault = emu.take_fault(method, target, route_key, template, True)
+
+                def real():
+                    return self._oauth(route, allowed, method, path, body)
+            elif path.startswith("/api/atlas/"):
+                denied = self._authenticate(method, target, path.startswith(P1 + "/"))
+                if denied is None:
+                    fault = emu.take_fault(method, target, route_key, template, False)
+
+                def real():
+                    if denied is not None:
+                        return denied
+                    return self._atlas(route, params, allowed, method, path, q, body,
+                                       envelope, pretty)
+            else:
+                fault = emu.take_fault(method, target, route_key, template, False)
+
+                def real():
+                    return self._finish_error(ApiErr(404, "RESOURCE_NOT_FOUND",
+                                                     "Cannot find resource %s." % path, [path]),
+                                              None, envelope, pretty)
+            delay = cfg["latency_ms"] + (float(fault.get("latency_ms", 0)) if fault else 0)
+            if delay > 0:
+                emu.stop.wait(delay / 1000.0)
+            if fault is None:
+                resp = self._safe(real)
+                self._account(str(resp.status), resp)
+                self._write(resp)
+            else:
+                self._run_fault(fault, lambda: self._safe(real), envelope, pretty)
+        except (ConnectionError, ssl.SSLError, TimeoutError, OSError):
+            self.close_connection = True
+        finally:
+            if self.acct is not None:
+                self._account("client_closed", None)
+            with emu.lock:
+                emu.in_flight -= 1
+
+    def _account(self, status_key, resp):
+        """Count one API request.  Called once, before the first byte of the answer goes
+        out, so a client that reads the counters right after its answer sees it counted."""
+        t0, method, target, route, body = self.acct
+        self.acct = None
+        emu = self.emu
+        dt = time.monotonic() - t0
+        version = self.cur_version
+        route_key = route.key if route is not None else method + " (unmatched)"
+        with emu.lock:
+            c = emu.c
+            c["requests_total"] += 1
+            if route is not None:
+                if route.removal:
+                    c["removal_requests"] += 1
+                if route.op == "token":
+                    c["token_requests"] += 1
+            if resp is not None and resp.counters:
+                for name in resp.counters:
+                    c[name] += 1
+            br = emu.by_route.get(route_key)
+            if br is None:
+                br = emu.by_route[route_key] = {}
+            br[status_key] = br.get(status_key, 0) + 1
+            emu.by_status[status_key] = emu.by_status.get(status_key, 0) + 1
+            entry = {
+                "seq": next(emu.seq), "time": round(time.time(), 3), "conn": self.conn_id,
+                "listener": "https" if self.tls else "http", "method": method,
+                "path": target, "route": route.template if route is not None else None,
+                "status": status_key,
+                "version": version.date if version is not None else None,
+                "duration_ms": round(dt * 1000, 3),
+                "headers": self._logged_headers(),
+            }
+            if method in ("POST", "PUT", "PATCH") and body:
+                entry["body"] = _mask_body(body)
+            emu.log.append(entry)
+        if emu.verbose:
+            sys.stderr.write("%s %s %s %s -> %s %.1fms\n" % (
+                self.client_address[0], "https" if self.tls else "http", method,
+                target, status_key, dt * 1000))
+
+    def _safe(self, fn):
+        """Run a response producer; a bug becomes a 500 ApiError (and a traceback)."""
+        try:
+            return fn()
+        except (ConnectionError, ssl.SSLError, TimeoutError):
+            raise
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            return self._finish_error(ApiErr(500, "UNEXPECTED_ERROR", "Unexpected error."),
+                                      None, False, False)
+
+    def _logged_headers(self):
+        h = self.headers
+        out = {}
+        for name in ("Accept", "Content-Type", "User-Agent"):
+            v = h.get(name)
+            if v is not None:
+                out[name] = v
+        a = h.get("Authorization")
+        if a is not None:
+            out["Authorization"] = a.strip().split(" ", 1)[0]
+        return out
+
+    # -- authentication
+
+    def _authenticate(self, method, target, legacy):
+        emu = self.emu
+        h = self.headers.get("Authorization")
+        bearer = False
+        stale = False
+        if h:
+            scheme, _, rest = h.strip().partition(" ")
+            s = scheme.lower()
+            if s == "bearer":
+                bearer = True
+                if not legacy and emu.bearer_ok(rest.strip()):
+                    return None
+            elif s == "digest":
+                res = emu.verify_digest(rest, method, target)
+                if res == "ok":
+                    return None
+                stale = res == "stale"
+        nonce = emu.new_nonce()
+        headers = [
+            ("WWW-Authenticate", 'Digest realm="%s", domain="", nonce="%s", algorithm=MD5, '
+                                 'qop="auth", stale=%s' % (REALM, nonce,
+                                                           "true" if stale else "false")),
+            ("Content-Type", "application/json"),
+        ]
+        counters = ["bearer_rejections"] if bearer else (
+            ["digest_challenges", "digest_stale_challenges"] if stale else ["digest_challenges"])
+        return Resp(401, UNAUTHORIZED_BODY, headers, counters)
+
+    # -- atlas API
+
+    def _finish_error(self, err, version, envelope, pretty):
+        headers = list(err.headers)
+        if version is not None and version.deprecated:
+            headers += [("Deprecation", http_date_of(version.deprecated)),
+                        ("Sunset", http_date_of(version.sunset))]
+        if err.status == 404:
+            headers.append(("X-Error-Code", err.code))
+        body = err.body()
+        status = err.status
+        if envelope:
+            body = {"content": body, "status": status}
+            status = 200
+        headers.append(("Content-Type", "application/json"))
+        headers.append(("X-MongoDB-Service-Version", SERVICE_VERSION))
+        return Resp(status, encode_json(body, pretty), headers)
+
+    def _atlas(self, route, params, allowed, method, path, q, body, envelope, pretty):
+        """-> Resp (the resolved version is left in self.cur_version)."""
+        emu = self.emu
+        version = None
+        try:
+            if route is None:
+                if allowed:
+                    raise ApiErr(405, "METHOD_NOT_ALLOWED",
+                                 "Method %s is not allowed for resource %s." % (method, path),
+                                 [method, path], headers=[("Allow", ", ".join(sorted(set(allowed))))])
+                raise ApiErr(404, "RESOURCE_NOT_FOUND", "Cannot find resource %s." % path, [path])
+            if route.kind == "v2":
+                version = resolve_version(route, parse_accept(self.headers.get("Accept")),
+                                          emu.today())
+            status, obj = getattr(self, "op_" + route.op)(params, q, body, version)
+        except ApiErr as e:
+            self.cur_version = version
+            return self._finish_error(e, version, envelope, pretty)
+        headers = []
+        if version is not None:
+            ctype = "application/vnd.atlas.%s+json" % version.date
+            if version.deprecated:
+                headers += [("Deprecation", http_date_of(version.deprecated)),
+                            ("Sunset", http_date_of(version.sunset))]
+        else:
+            ctype = "application/json"
+        headers.append(("X-MongoDB-Service-Version", SERVICE_VERSION))
+        if envelope:
+            if obj is None:
+                obj = {"content": {}, "status": status}
+            elif isinstance(obj, dict) and "results" in obj:
+                obj = dict(obj)
+                obj["status"] = status
+            else:
+                obj = {"content": obj, "status": status}
+            status = 200
+        self.cur_version = version
+        if obj is None:
+            return Resp(status, b"", headers)
+        headers.append(("Content-Type", ctype))
+        return Resp(status, encode_json(obj, pretty), headers)
+
+    def _base(self):
+        host = self.headers.get("Host")
+        if not host:
+            a = self.server.server_address
+            host = "%s:%d" % (a[0], a[1])
+        return ("https://" if self.tls else "http://") + host
+
+    # each op_* returns (status, obj-or-None) and runs under the state lock
+
+    def op_getSystemStatus(self, p, q, body, v):
+        with self.emu.lock:
+            api_key = None
+            a = self.headers.get("Authorization", "")
+            if a.lower().startswith("digest"):
+                user = parse_auth_params(a.partition(" ")[2]).get("username")
+                k = self.emu.state.api_keys.get(user)
+                if k is not None:
+                    roles = [{"orgId": o, "roleName": "ORG_OWNER"} for o in self.emu.state.orgs]
+                    api_key = {"accessList": [], "id": k["id"], "publicKey": user,
+                               "roles": roles}
+        return 200, {"apiKey": api_key, "appName": "MongoDB Atlas",
+                     "build": "0000000000000000000000000000000000000000",
+                     "links": [{"href": self._base() + P2, "rel": "self"}],
+                     "throttling": False}
+
+    def op_listOrgs(self, p, q, body, v):
+        base = self._base()
+        with self.emu.lock:
+            items = [{"id": o["id"], "isDeleted": False,
+                      "links": [{"href": "%s%s/orgs/%s" % (base, P2, o["id"]), "rel": "self"}],
+                      "name": o["name"], "skipDefaultAlertsSettings": False}
+                     for o in self.emu.state.orgs.values()]
+        return 200, paginate(items, q, base, P2 + "/orgs")
+
+    def op_getOrg(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        base = self._base()
+        with self.emu.lock:
+            o = self.emu.state.org(oid)
+            return 200, {"id": o["id"], "isDeleted": False,
+                         "links": [{"href": "%s%s/orgs/%s" % (base, P2, oid), "rel": "self"}],
+                         "name": o["name"], "skipDefaultAlertsSettings": False}
+
+    def op_listGroups(self, p, q, body, v):
+        base = self._base()
+        with self.emu.lock:
+            items = [self._group_view(g, base) for g in self.emu.state.projects.values()]
+        return 200, paginate(items, q, base, P2 + "/groups")
+
+    def _group_view(self, g, base):
+        return {"clusterCount": 0, "created": g["created"], "id": g["id"],
+                "links": [{"href": "%s%s/groups/%s" % (base, P2, g["id"]), "rel": "self"}],
+                "name": g["name"], "orgId": g["orgId"], "withDefaultAlertsSettings": True}
+
+    def op_getGroup(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        with self.emu.lock:
+            return 200, self._group_view(self.emu.state.group(gid), self._base())
+
+    def op_listOrgTeams(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            items = [self._team_view(st.teams[t], base) for t in st.org_teams[oid]]
+        return 200, paginate(items, q, base, "%s/orgs/%s/teams" % (P2, oid))
+
+    def _team_view(self, t, base):
+        return {"id": t["id"],
+                "links": [{"href": "%s%s/orgs/%s/teams/%s" % (base, P2, t["orgId"], t["id"]),
+                           "rel": "self"}],
+                "name": t["name"]}
+
+    def op_getOrgTeam(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        tid = check_id(p["teamId"], "teamId")
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            return 200, self._team_view(st.team(oid, tid), self._base())
+
+    def _user_list(self, st, uids, version, q):
+        """The users (not yet rendered) a list answer covers, in membership order."""
+        if version.date == V2023:
+            return [u for u in (st.users[i] for i in uids)
+                    if u["status"] == "ACTIVE" and not u["legacyProjectInvite"]]
+        statuses = q.statuses()
+        username = q.get("username")
+        if username is not None:
+            uid = st.by_username.get(username.lower())
+            uids = [uid] if uid is not None and uid in uids else []
+        return [u for u in (st.users[i] for i in uids)
+                if u["status"] in statuses and not u["legacyProjectInvite"]]
+
+    def op_listOrgUsers(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            members = st.org_members[oid]
+            if v.date == V2023:
+                view = lambda u: app_user_view(st, u, base)
+            else:
+                view = lambda u: org_user_view(st, u, oid)
+            items = self._user_list(st, members, v, q)
+            return 200, paginate(items, q, base, "%s/orgs/%s/users" % (P2, oid), view)
+
+    def op_getOrgUser(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        uid = check_id(p["userId"], "userId")
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            u = st.user(uid, v.date)
+            st.user_in_org(u, oid)
+            if u["status"] not in q.statuses():
+                raise ApiErr(404, "USER_NOT_FOUND", "No user with ID %s exists." % uid, [uid])
+            return 200, org_user_view(st, u, oid)
+
+    def op_listOrgTeamUsers(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        tid = check_id(p["teamId"], "teamId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            t = st.team(oid, tid)
+            members = t["members"]
+            if v.date != V2023 and q.get("userId") is not None:
+                fid = check_id(q.get("userId"), "userId")
+                members = [fid] if fid in members else []
+            if v.date == V2023:
+                view = lambda u: app_user_view(st, u, base)
+            else:
+                view = lambda u: org_user_view(st, u, oid)
+            items = self._user_list(st, members, v, q)
+            return 200, paginate(items, q, base, "%s/orgs/%s/teams/%s/users" % (P2, oid, tid),
+                                 view)
+
+    def op_listGroupUsers(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            g = st.group(gid)
+            members = st.project_members[gid]
+            if v.date != V2023 and q.flag("includeOrgUsers", False):
+                extra = [u for u in st.org_members[g["orgId"]]
+                         if u not in members and
+                         set(st.users[u]["orgs"][g["orgId"]]) & {"ORG_OWNER", "ORG_READ_ONLY"}]
+                members = list(members) + extra
+            q.flag("flattenTeams", False)
+            if v.date == V2023:
+                view = lambda u: app_user_view(st, u, base)
+            else:
+                view = lambda u: group_user_view(st, u, gid)
+            items = self._user_list(st, members, v, q)
+            return 200, paginate(items, q, base, "%s/groups/%s/users" % (P2, gid), view)
+
+    def op_getGroupUser(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        uid = check_id(p["userId"], "userId")
+        with self.emu.lock:
+            st = self.emu.state
+            st.group(gid)
+            u = st.user(uid, v.date)
+            if gid not in u["projects"] or u["status"] not in q.statuses():
+                raise ApiErr(404, "USER_NOT_FOUND",
+                             "User %s (%s) is not a member of project %s." % (
+                                 uid, u["username"], gid), [uid, gid])
+            return 200, group_user_view(st, u, gid)
+
+    def op_removeGroupUser(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        uid = check_id(p["userId"], "userId")
+        with self.emu.lock:
+            self.emu.state.remove_group_user(gid, uid, v.date)
+        return 204, None
+
+    def op_removeOrgUser(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        uid = check_id(p["userId"], "userId")
+        with self.emu.lock:
+            self.emu.state.remove_org_user(oid, uid, v.date)
+        return 204, None
+
+    def op_removeOrgTeamUserFromTeam(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        tid = check_id(p["teamId"], "teamId")
+        uid = check_id(p["userId"], "userId")
+        with self.emu.lock:
+            self.emu.state.remove_team_user(oid, tid, uid, v.date)
+        return 204, None
+
+    def op_removeOrgTeamUser(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        tid = check_id(p["teamId"], "teamId")
+        ct = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if not (ct == "application/json" or
+                re.fullmatch(r"application/vnd\.atlas\.\d{4}-\d{2}-\d{2}\+json", ct)):
+            raise ApiErr(415, "UNSUPPORTED_MEDIA_TYPE",
+                         "Unsupported content type %s; use application/vnd.atlas.%s+json." %
+                         (ct or "(none)", v.date), [ct])
+        try:
+            doc = json.loads(body.decode("utf-8")) if body else None
+        except (ValueError, UnicodeDecodeError):
+            raise ApiErr(400, "INVALID_JSON", "Received JSON is malformed.")
+        if not isinstance(doc, dict) or doc.get("id") is None:
+            raise ApiErr(400, "VALIDATION_ERROR", "The request body is invalid: id is required.",
+                         ["id"], bad=[{"field": "id", "description": "must not be null"}])
+        uid = doc["id"]
+        if not isinstance(uid, str):
+            raise ApiErr(400, "VALIDATION_ERROR", "The request body is invalid: id must be a string.",
+                         ["id"], bad=[{"field": "id", "description": "must be a string"}])
+        check_id(uid, "id")
+        with self.emu.lock:
+            st = self.emu.state
+            u = st.remove_team_user(oid, tid, uid, v.date)
+            return 200, org_user_view(st, u, oid)
+
+    def op_v1RemoveGroupUser(self, p, q, body, v):
+        gid = check_id(p["GROUP_ID"], "GROUP_ID")
+        uid = check_id(p["USER_ID"], "USER_ID")
+        with self.emu.lock:
+            self.emu.state.remove_group_user(gid, uid, V2023)
+        return 204, None
+
+    def op_v1ListGroupUsers(self, p, q, body, v):
+        gid = check_id(p["GROUP_ID"], "GROUP_ID")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            st.group(gid)
+            items = [st.users[u] for u in st.project_members[gid]
+                     if st.users[u]["status"] == "ACTIVE" and
+                     not st.users[u]["legacyProjectInvite"]]
+            return 200, paginate(items, q, base, "%s/groups/%s/users" % (P1, gid),
+                                 lambda u: app_user_view(st, u, base))
+
+    def op_v1UserByName(self, p, q, body, v):
+        name = unquote(p["USERNAME"])
+        with self.emu.lock:
+            st = self.emu.state
+            uid = st.by_username.get(name.lower())
+            u = st.users.get(uid) if uid else None
+            if u is None or u["status"] != "ACTIVE" or u["legacyProjectInvite"]:
+                raise ApiErr(404, "USER_NOT_FOUND", "No user with username %s exists." % name,
+                             [name])
+            return 200, app_user_view(st, u, self._base())
+
+    # -- OAuth
+
+    def _oauth_error(self, status, error, description, extra_headers=()):
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                   ("Pragma", "no-cache")] + list(extra_headers)
+        return Resp(status, encode_json({"error": error, "error_description": description}),
+                    headers)
+
+    def _oauth(self, route, allowed, method, path, body):
+        emu = self.emu
+        if route is None:
+            if allowed:
+                return self._finish_error(ApiErr(405, "METHOD_NOT_ALLOWED",
+                                                 "Method %s is not allowed for resource %s." %
+                                                 (method, path), [method, path],
+                                                 headers=[("Allow", "POST")]), None, False, False)
+            return self._finish_error(ApiErr(404, "RESOURCE_NOT_FOUND",
+                                             "Cannot find resource %s." % path, [path]),
+                                      None, False, False)
+        creds = parse_basic(self.headers.get("Authorization"))
+        if route.op == "token":
+            key = creds[0] if creds else "addr:" + self.client_address[0]
+            limit = emu.cfg["token_rate_limit"]
+            window = emu.cfg["token_rate_window_s"]
+            if limit > 0:
+                now = time.monotonic()
+                with emu.lock:
+                    dq = emu.rate.get(key)
+                    if dq is None:
+                        dq = emu.rate[key] = collections.deque()
+                    while dq and dq[0] <= now - window:
+                        dq.popleft()
+                    if len(dq) >= limit:
+                        retry = max(1, int(dq[0] + window - now + 0.999))
+                        minutes = max(1, int(round(window / 60.0)))
+                        err = ApiErr(429, "RATE_LIMITED",
+                                     "Resource /api/oauth/token is limited to %d requests every "
+                                     "%d minutes." % (limit, minutes),
+                                     ["/api/oauth/token", limit, minutes])
+                        return Resp(429, encode_json(err.body()),
+                                    [("Content-Type", "application/json"),
+                                     ("Retry-After", str(retry))], ["token_rate_limited"])
+                    dq.append(now)
+        client = client_ok(emu.state.service_accounts, creds)
+        if client is None:
+            return self._oauth_error(401, "invalid_client", "Invalid client credentials.",
+                                     [("WWW-Authenticate", 'Basic realm="MongoDB Cloud"')])
+        ct = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if ct != "application/x-www-form-urlencoded":
+            return self._oauth_error(400, "invalid_request",
+                                     "Content-Type must be application/x-www-form-urlencoded.")
+        try:
+            form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        except (UnicodeDecodeError, ValueError):
+            return self._oauth_error(400, "invalid_request", "Malformed request body.")
+        if route.op == "token":
+            gt = form.get("grant_type")
+            if gt is None:
+                return self._oauth_error(400, "invalid_request", "Missing grant_type.")
+            if gt != "client_credentials":
+                return self._oauth_error(400, "unsupported_grant_type",
+                                         "Unsupported grant_type %s." % gt)
+            tok, ttl = emu.issue_token(client)
+            return Resp(200, encode_json({"access_token": tok, "expires_in": ttl,
+                                          "token_type": "Bearer"}),
+                        [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                         ("Pragma", "no-cache")], ["token_grants"])
+        # revoke
+        tok = form.get("token")
+        if not tok:
+            return self._oauth_error(400, "invalid_request", "Missing token.")
+        with emu.lock:
+            t = emu.tokens.get(tok)
+            if t is not None and t[0] == client:
+                del emu.tokens[tok]
+        return Resp(200, b"", [("Cache-Control", "no-store")], ["revocations"])
+
+    # -- faults
+
+    def _run_fault(self, rule, real, envelope, pretty):
+        """Answer (or not) as the rule says; accounts the request before any I/O."""
+        kind = rule["kind"]
+        emu = self.emu
+        if kind in ("reset_mid_body", "slow_body"):
+            resp = real()
+        else:
+            resp = real() if rule.get("process") else None
+        counted = resp if (resp is not None and resp.counters) else None
+
+        if kind == "status":
+            st = rule["status"]
+            code = rule.get("error_code") or DEFAULT_ERROR_CODES.get(st, "UNEXPECTED_ERROR")
+            ra = rule.get("retry_after")
+            detail = rule.get("detail")
+            if detail is None:
+                resource = "/".join(self.path.split("?")[0].strip("/").split("/")[:4])
+                if st == 429 and code == "RATE_LIMITED_TOKEN_BUCKET":
+                    wait = ra if ra is not None else 55
+                    detail = ("Rate limit exceeded for %s. Please retry after %s seconds. Request "
+                              "capacity: 10. Refill rate: 5 per 60 seconds." % (resource, wait))
+                    rule.setdefault("parameters", [resource, wait, 10, 5, 60])
+                elif st == 429:
+                    detail = ("Rate limit exceeded for %s. Please retry after %s seconds." %
+                              (resource, ra if ra is not None else 60))
+                elif st == 403 and code == "IP_ADDRESS_NOT_ON_ACCESS_LIST":
+                    detail = ("IP address %s is not allowed to access this resource." %
+                              self.client_address[0])
+                else:
+                    detail = "Simulated error (emulator fault rule)."
+            err = ApiErr(st, code, detail, rule.get("parameters", []))
+            if ra is not None:
+                err.headers.append(("Retry-After", str(ra)))
+            for k, v in (rule.get("headers") or {}).items():
+                err.headers.append((k, str(v)))
+            out = self._finish_error(err, None, envelope, pretty)
+            self._account(str(st), counted)
+            self._write(out)
+            return
+        if kind == "reset":
+            self._account("reset", counted)
+            self._abort()
+            return
+        if kind == "reset_mid_body":
+            self._account(str(resp.status), resp)
+            head = self._head_bytes(resp.status, resp.headers, len(resp.body))
+            if resp.body:
+                self.wfile.write(head + resp.body[:max(1, len(resp.body) // 2)])
+            else:
+                self.wfile.write(head[:max(1, len(head) // 2)])
+            self._abort()
+            return
+        if kind == "hang":
+            self._account("hang", counted)
+            self._hang(float(rule.get("seconds", 600)))
+            self.close_connection = True
+            return
+        if kind == "slow_body":
+            self._account(str(resp.status), resp)
+            self.wfile.write(self._head_bytes(resp.status, resp.headers, len(resp.body)))
+            interval = float(rule.get("interval_ms", 50)) / 1000.0
+            for i in range(len(resp.body)):
+                if emu.stop.wait(interval):
+                    break
+                self.wfile.write(resp.body[i:i + 1])
+            return
+        st = int(rule.get("status", {"malformed_json": 500, "html": 502, "empty": 500,
+                                     "invalid_utf8": 400, "oversized": 500}[kind]))
+        reason = REASONS.get(st, "Unknown")
+        code = rule.get("error_code") or DEFAULT_ERROR_CODES.get(st, "UNEXPECTED_ERROR")
+        self._account(str(st), counted)
+        if kind == "malformed_json":
+            full = encode_json({"detail": "Unexpected error.", "error": st, "errorCode": code,
+                                "parameters": [], "reason": reason})
+            self._write(Resp(st, full[:len(full) * 2 // 3], [("Content-Type", "application/json")]))
+        elif kind == "html":
+            page = ("<!DOCTYPE html>\n<html><head><title>%d %s</title></head>\n<body>\n"
+                    "<center><h1>%d %s</h1></center>\n<hr><center>nginx</center>\n"
+                    "</body></html>\n" % (st, reason, st, reason)).encode()
+            self._write(Resp(st, page, [("Content-Type", "text/html; charset=utf-8")]))
+        elif kind == "empty":
+            self._write(Resp(st, b"", [("Content-Type", "application/json")]))
+        elif kind == "invalid_utf8":
+            body = (b'{"detail":"Invalid byte sequence \xff\xfe in \xc3\x28 request \xed\xa0\x80.",'
+                    b'"error":' + str(st).encode() + b',"errorCode":"' + code.encode() +
+                    b'","parameters":[],"reason":"' + reason.encode() + b'"}')
+            hdrs = [("Content-Type", "application/json")]
+            if st == 404:
+                hdrs.append(("X-Error-Code", code))
+            self._write(Resp(st, body, hdrs))
+        elif kind == "oversized":
+            size = int(rule.get("size", 10 * 1024 * 1024))
+            prefix = ('{"error":%d,"errorCode":"%s","reason":"%s","detail":"' %
+                      (st, code, reason)).encode()
+            suffix = b'"}'
+            fill = max(0, size - len(prefix) - len(suffix))
+            total = len(prefix) + fill + len(suffix)
+            self.wfile.write(self._head_bytes(st, [("Content-Type", "application/json")], total)
+                             + prefix)
+            chunk = b"x" * 65536
+            left = fill
+            while left > 0:
+                n = min(left, len(chunk))
+                self.wfile.write(chunk[:n])
+                left -= n
+            self.wfile.write(suffix)
+
+    def _hang(self, seconds):
+        conn = self.connection
+        deadline = time.monotonic() + seconds
+        try:
+            conn.settimeout(0.2)
+            while not self.emu.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    data = conn.recv(4096)
+                except (socket.timeout, ssl.SSLWantReadError):
+                    continue
+                if not data:
+                    break
+        except OSError:
+            pass
+
+    # -- control interface
+
+    def _control(self, method, target, body):
+        emu = self.emu
+        path, _, query = target.partition("?")
+        name = path[len("/__emulator/"):].strip("/")
+        q = Query(query)
+
+        def ok(obj, status=200):
+            self._write(Resp(status, encode_json(obj, True) + b"\n",
+                             [("Content-Type", "application/json")]))
+
+        def doc():
+            if not body:
+                return {}
+            return json.loads(body.decode("utf-8"))
+
+        try:
+            if name == "health" and method == "GET":
+                return ok({"ok": True, "pid": os.getpid()})
+            if name == "counters" and method == "GET":
+                return ok(emu.counters())
+            if name == "reset" and method == "POST":
+                emu.reset()
+                return ok({"ok": True})
+            if name == "reset_counters" and method == "POST":
+                emu.reset(counters_only=True)
+                return ok({"ok": True})
+            if name == "config":
+                if method == "GET":
+                    with emu.lock:
+                        return ok(dict(emu.cfg))
+                if method == "POST":
+                    return ok(emu.set_config(doc()))
+            if name == "faults":
+                if method == "GET":
+                    with emu.lock:
+                        return ok({"faults": [dict(r) for r in emu.faults]})
+                if method == "POST":
+                    d = doc()
+                    rules = d.get("faults") if isinstance(d, dict) and "faults" in d else d
+                    if isinstance(rules, dict):
+                        rules = [rules]
+                    if not isinstance(rules, list):
+                        raise ValueError("expected {\"faults\": [...]}")
+                    n = emu.add_faults(rules)
+                    return ok({"ok": True, "rules": n})
+                if method == "DELETE":
+                    with emu.lock:
+                        emu.faults = []
+                    return ok({"ok": True})
+            if name == "state" and method == "GET":
+                with emu.lock:
+                    st = emu.state
+                    who = q.get("user")
+                    if who is not None:
+                        uid = who if who in st.users else st.by_username.get(who.lower())
+                        if uid is None:
+                            return ok({"error": "no such user %s" % who}, 404)
+                        u = {k: v for k, v in st.users[uid].items() if v is not None}
+                        u["orgs"] = {k: list(v) for k, v in u["orgs"].items()}
+                        u["projects"] = {k: list(v) for k, v in u["projects"].items()}
+                        u["teamIds"] = st.user_team_ids(st.users[uid])
+                        return ok(u)
+                    return ok(st.dump())
+            if name == "seed" and method == "POST":
+                d = doc()
+                with emu.lock:
+                    emu.state = State(d, previous=emu.state)
+                return ok({"ok": True, "users": len(emu.state.users)})
+            if name == "users" and method == "POST":
+                with emu.lock:
+                    ids = emu.state.bulk_create(doc())
+                return ok({"ids": ids})
+            if name == "requests" and method == "GET":
+                n = int(q.get("limit", "50"))
+                with emu.lock:
+                    items = list(emu.log)[-n:] if n > 0 else []
+                return ok({"requests": items})
+            if name == "expire_tokens" and method == "POST":
+                with emu.lock:
+                    for t in emu.tokens.values():
+                        t[1] = 0.0
+                return ok({"ok": True})
+            return ok({"error": "unknown control call %s %s" % (method, path)}, 404)
+        except (SeedError, ValueError, TypeError, KeyError, OSError) as e:
+            return ok({"error": "%s: %s" % (type(e).__name__, e)}, 400)
+
+
+_TOKEN_FIELD_RE = re.compile(rb"(^|&)(token|client_secret|access_token|refresh_token)=[^&]*")
+
+
+def _mask_body(body):
+    b = _TOKEN_FIELD_RE.sub(rb"\1\2=***", body[:4096])
+    return b.decode("utf-8", "replace")
+
+
+class EmuServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, addr, emu, listener, ssl_context=None):
+        self.emu = emu
+        self.listener = listener
+        self.ssl_context = ssl_context
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(addr, Handler)
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port
+
+    def process_request(self, request, client_address):
+        with self.emu.lock:
+            self.emu.c["connections_accepted"] += 1
+        super().process_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        if self.emu.verbose:
+            sys.stderr.write("connection %s: " % (client_address,))
+            traceback.print_exc(file=sys.stderr)
+
+
+def write_port_file(path, data):
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="MongoDB Atlas Admin API emulator (test fixture)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--http-port", type=int, default=0)
+    ap.add_argument("--https-port", type=int, default=None)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--seed", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "seed.json"))
+    ap.add_argument("--port-file")
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--nonce-ttl-s", type=float, default=300.0)
+    ap.add_argument("--token-ttl-s", type=float, default=3600.0)
+    ap.add_argument("--token-rate-limit", type=int, default=50)
+    ap.add_argument("--token-rate-window-s", type=float, default=60.0)
+    ap.add_argument("--today", default=None)
+    ap.add_argument("--idle-timeout-s", type=float, default=300.0)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    if args.today is not None:
+        datetime.date.fromisoformat(args.today)
+    if (args.cert is None) != (args.key is None):
+        ap.error("--cert and --key go together")
+    if args.cert and args.https_port is None:
+        args.https_port = 0
+
+    try:
+        emu = Emulator(args)
+    except (OSError, ValueError) as e:
+        sys.stderr.write("atlas_emulator: cannot load seed %s: %s\n" % (args.seed, e))
+        return 2
+
+    servers = [EmuServer((args.host, args.http_port), emu, "http")]
+    https_port = None
+    if args.cert and args.https_port is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(args.cert, args.key)
+        try:
+            ctx.set_alpn_protocols(["http/1.1"])
+        except NotImplementedError:
+            pass
+        tls_server = EmuServer((args.host, args.https_port), emu, "https", ctx)
+        servers.append(tls_server)
+        https_port = tls_server.server_address[1]
+    threads = []
+    for s in servers:
+        t = threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.1},
+                             name="serve-" + s.listener, daemon=True)
+        t.start()
+        threads.append(t)
+
+    def on_signal(signum, frame):
+        emu.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    info = {"http_port": servers[0].server_address[1], "https_port": https_port,
+            "pid": os.getpid()}
+    if args.port_file:
+        write_port_file(args.port_file, info)
+    if args.verbose:
+        sys.stderr.write("atlas_emulator listening: %s\n" % json.dumps(info))
+    while not emu.stop.wait(1.0):
+        pass
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+    if args.port_file:
+        try:
+            with open(args.port_file) as f:
+                if json.load(f).get("pid") == os.getpid():
+                    os.unlink(args.port_file)
+        except (OSError, ValueError):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
