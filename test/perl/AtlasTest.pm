@@ -15,7 +15,7 @@ use PostgreSQL::Test::Cluster;
 use Test::More;
 
 our @EXPORT = qw(atlas_node emu emu_reset emu_counter emu_fault emu_config
-  emu_users seed seed_id);
+  emu_users seed seed_id emu_counters emu_reset_counters emu_route_count);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -80,6 +80,24 @@ sub emu_counter
 		$v = $v->{$k};
 	}
 	return $v;
+}
+
+# All counters, as one hash (GET /__emulator/counters).
+sub emu_counters { return emu('GET', 'counters'); }
+
+# Reset the counters and the request log only (state, faults, config stay).
+sub emu_reset_counters { emu('POST', 'reset_counters'); }
+
+# Requests to a route template ('DELETE /api/atlas/v2/groups/{groupId}/users/{userId}'),
+# of one status ('204') or of any status (undef), from a counters hash.
+sub emu_route_count
+{
+	my ($c, $route, $status) = @_;
+	my $by = $c->{requests_by_route}{$route} // {};
+	return $by->{$status} // 0 if defined $status;
+	my $n = 0;
+	$n += $_ for values %$by;
+	return $n;
 }
 
 # Add fault rules; each is a hash as the emulator documents.
