@@ -128,6 +128,7 @@ atlas_users.client_id = '$(cat "$ATLAS_SECRETS/client_id")'
 atlas_users.client_secret_file = '$ATLAS_SECRETS/client_secret'
 atlas_users.auth_method = 'digest'
 atlas_users.timeout_ms = 5000
+${ATLAS_EXTRA_CONF:-}
 EOF
 	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -l "$RUN_DIR/postgres.log" -w start >/dev/null
 }

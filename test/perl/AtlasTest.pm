@@ -17,6 +17,19 @@ use Test::More;
 our @EXPORT = qw(atlas_node emu emu_reset emu_counter emu_fault emu_config
   emu_users seed seed_id emu_counters emu_reset_counters emu_route_count);
 
+# PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
+# outside a PostgreSQL build tree leaves it unset, so find the pg_regress
+# that PGXS installs next to the pg_config on PATH.
+if (!$ENV{PG_REGRESS})
+{
+	my $pgxs = `pg_config --pgxs 2>/dev/null` // '';
+	chomp $pgxs;
+	(my $regress = $pgxs) =~ s{src/makefiles/pgxs\.mk$}{src/test/regress/pg_regress};
+	$regress = '/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress'
+	  unless $regress ne $pgxs && -x $regress;
+	$ENV{PG_REGRESS} = $regress;
+}
+
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
 
