@@ -29,20 +29,38 @@ typedef struct AtlasEndpoint
 	const char *operation;		/* name in the audit table */
 	const char *method;
 	const char *route;			/* path template */
+	const char *version;		/* resource version; NULL for v1.0 */
+	bool		pinnable;		/* follows atlas_users.api_version */
 	bool		legacy;			/* used only with a pinned old version */
 } AtlasEndpoint;
 
+/*
+ * Removals follow a pinned atlas_users.api_version.  Reads are parsed,
+ * so they always use the version whose answer shape we know.
+ */
 static const AtlasEndpoint endpoints[] = {
 	{ATLAS_OP_REMOVE_PROJECT_USER, "remove_project_user", "DELETE",
-	"/api/atlas/v2/groups/{groupId}/users/{userId}", false},
+	"/api/atlas/v2/groups/{groupId}/users/{userId}", "2025-02-19", true, false},
 	{ATLAS_OP_REMOVE_ORG_USER, "remove_org_user", "DELETE",
-	"/api/atlas/v2/orgs/{orgId}/users/{userId}", false},
+	"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", true, false},
 	{ATLAS_OP_REMOVE_TEAM_USER, "remove_team_user", "POST",
-	"/api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser", false},
+	"/api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser", "2025-02-19", true, false},
 	{ATLAS_OP_REMOVE_TEAM_USER, "remove_team_user", "DELETE",
-	"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}", true},
+	"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}", "2023-01-01", true, true},
 	{ATLAS_OP_REMOVE_PROJECT_USER_V1, "remove_project_user_v1", "DELETE",
-	"/api/atlas/v1.0/groups/{groupId}/users/{userId}", false},
+	"/api/atlas/v1.0/groups/{groupId}/users/{userId}", NULL, false, false},
+	{ATLAS_OP_LIST_ORG_USERS, "list_org_users", "GET",
+	"/api/atlas/v2/orgs/{orgId}/users", "2025-02-19", false, false},
+	{ATLAS_OP_GET_ORG_USER, "get_org_user", "GET",
+	"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", false, false},
+	{ATLAS_OP_LIST_GROUP_USERS, "list_project_users", "GET",
+	"/api/atlas/v2/groups/{groupId}/users", "2025-02-19", false, false},
+	{ATLAS_OP_GET_ORG, "get_org", "GET",
+	"/api/atlas/v2/orgs/{orgId}", "2023-01-01", false, false},
+	{ATLAS_OP_GET_GROUP, "get_project", "GET",
+	"/api/atlas/v2/groups/{groupId}", "2023-01-01", false, false},
+	{ATLAS_OP_LIST_TEAMS, "list_teams", "GET",
+	"/api/atlas/v2/orgs/{orgId}/teams", "2023-01-01", false, false},
 };
 
 #define N_ENDPOINTS lengthof(endpoints)
@@ -162,12 +180,12 @@ expand_route(const char *route, AtlasCall *call)
 	return buf.data;
 }
 
-/* Find the endpoint for an operation at a version. */
+/* Find the endpoint for an operation at a pinned version (NULL: none). */
 static int
-endpoint_for(AtlasOperation op, const char *version)
+endpoint_for(AtlasOperation op, const char *pinned)
 {
-	bool		legacy = (op == ATLAS_OP_REMOVE_TEAM_USER && version != NULL &&
-						   strcmp(version, ATLAS_DEFAULT_API_VERSION) < 0);
+	bool		legacy = (op == ATLAS_OP_REMOVE_TEAM_USER && pinned != NULL &&
+						   strcmp(pinned, ATLAS_DEFAULT_API_VERSION) < 0);
 	int			i;
 
 	for (i = 0; i < (int) N_ENDPOINTS; i++)
@@ -209,7 +227,11 @@ typedef struct CallEngine
 	AtlasAuth  *auth;
 	int			max_retries;
 	const char *base;
-	char	   *accept;			/* v2 Accept header */
+	const char *accept_version; /* the version of the shared Accept header */
+	char	   *accept;			/* Accept header of most calls */
+	const char *progress_label; /* NOTICE progress under this name, if set */
+	TimestampTz last_progress;
+	int			nfinished;
 	HttpRequest token_req;
 	bool		token_in_flight;
 	AtlasCall  *token_error;	/* set when the token request failed */
@@ -220,17 +242,14 @@ typedef struct CallEngine
 static void
 prepare_call(CallEngine *e, AtlasCall *call)
 {
+	const char *pinned = (atlas_api_version && atlas_api_version[0]) ? atlas_api_version : NULL;
 	const char *version;
 	const AtlasEndpoint *ep;
 	HttpRequest *req = &call->req;
 
-	if (call->op == ATLAS_OP_REMOVE_PROJECT_USER_V1)
-		version = NULL;
-	else
-		version = (atlas_api_version && atlas_api_version[0])
-			? atlas_api_version : ATLAS_DEFAULT_API_VERSION;
-	call->endpoint_index = endpoint_for(call->op, version);
+	call->endpoint_index = endpoint_for(call->op, pinned);
 	ep = &endpoints[call->endpoint_index];
+	version = (ep->pinnable && pinned) ? pinned : ep->version;
 
 	call->operation = ep->operation;
 	call->endpoint = psprintf("%s %s", ep->method, ep->route);
@@ -240,15 +259,18 @@ prepare_call(CallEngine *e, AtlasCall *call)
 	memset(req, 0, sizeof(HttpRequest));
 	req->method = ep->method;
 	req->path = expand_route(ep->route, call);
-	req->url = psprintf("%s%s", e->base, req->path);
+	req->url = psprintf("%s%s%s%s", e->base, req->path,
+						call->query ? "?" : "", call->query ? call->query : "");
 	if (version == NULL)
 		req->accept = "application/json";
-	else
+	else if (strcmp(version, e->accept_version) == 0)
 		req->accept = e->accept;
+	else
+		req->accept = psprintf("application/vnd.atlas.%s+json", version);
 	if (strcmp(ep->method, "POST") == 0)
 	{
 		req->body = user_id_body(call->user_id);
-		req->content_type = e->accept;
+		req->content_type = req->accept;
 	}
 	http_reset_request(req);
 }
@@ -260,6 +282,24 @@ finish_call(AtlasCall *call, AtlasOutcome outcome)
 	call->outcome = outcome;
 	call->finished = true;
 	call->duration_ms = (double) (GetCurrentTimestamp() - call->started_at) / 1000.0;
+}
+
+/* On long runs, say every 10 seconds how far the engine got. */
+static void
+report_progress(CallEngine *e)
+{
+	TimestampTz now;
+
+	e->nfinished++;
+	if (e->progress_label == NULL)
+		return;
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(e->last_progress, now, 10000))
+	{
+		e->last_progress = now;
+		ereport(NOTICE,
+				(errmsg("%s: %d of %d done", e->progress_label, e->nfinished, e->ncalls)));
+	}
 }
 
 /* Give a call the failure of the token request. */
@@ -392,6 +432,9 @@ engine_next(void *arg, int in_flight pg_attribute_unused(), long *wait_ms)
 	return &call->req;
 }
 
+static void engine_sort_answer(CallEngine *e, AtlasCall *call, HttpRequest *req,
+							   bool answered);
+
 /* Driver callback: sort a finished request's answer. */
 static void
 engine_done(void *arg, HttpRequest *req)
@@ -426,6 +469,15 @@ engine_done(void *arg, HttpRequest *req)
 	}
 
 	call = (AtlasCall *) ((char *) req - offsetof(AtlasCall, req));
+	engine_sort_answer(e, call, req, answered);
+	if (call->finished)
+		report_progress(e);
+}
+
+/* Sort one call's answer: finished with an outcome, or queued to go again. */
+static void
+engine_sort_answer(CallEngine *e, AtlasCall *call, HttpRequest *req, bool answered)
+{
 	call->attempts++;
 	call->http_status = req->status;
 	warn_deprecated(call);
@@ -479,12 +531,14 @@ engine_done(void *arg, HttpRequest *req)
  * only for configuration errors (before any request) and interrupts.
  */
 void
-atlas_run_calls(AtlasCall **calls, int ncalls, int concurrency, int max_retries)
+atlas_run_calls(AtlasCall **calls, int ncalls, int concurrency, int max_retries,
+				const char *progress_label)
 {
 	CallEngine	e;
 	HttpDriver	driver;
 	int			i;
 	bool		any_v2 = false;
+	bool		any_pinnable = false;
 
 	if (ncalls <= 0)
 		return;
@@ -495,16 +549,21 @@ atlas_run_calls(AtlasCall **calls, int ncalls, int concurrency, int max_retries)
 	e.retry = palloc(sizeof(AtlasCall *) * ncalls);
 	e.max_retries = max_retries;
 	e.base = atlas_base_url_trimmed();
+	e.progress_label = progress_label;
+	e.last_progress = GetCurrentTimestamp();
 
 	for (i = 0; i < ncalls; i++)
 		if (calls[i]->op != ATLAS_OP_REMOVE_PROJECT_USER_V1)
 			any_v2 = true;
 	e.auth = atlas_auth_resolve(!any_v2);
-	e.accept = psprintf("application/vnd.atlas.%s+json",
-						(atlas_api_version && atlas_api_version[0])
-						? atlas_api_version : ATLAS_DEFAULT_API_VERSION);
+	e.accept_version = (atlas_api_version && atlas_api_version[0])
+		? atlas_api_version : ATLAS_DEFAULT_API_VERSION;
+	e.accept = psprintf("application/vnd.atlas.%s+json", e.accept_version);
 
-	if (any_v2 && atlas_api_version && atlas_api_version[0] &&
+	for (i = 0; i < ncalls; i++)
+		if (endpoints[endpoint_for(calls[i]->op, NULL)].pinnable)
+			any_pinnable = true;
+	if (any_pinnable && atlas_api_version && atlas_api_version[0] &&
 		strcmp(atlas_api_version, ATLAS_DEFAULT_API_VERSION) < 0 && !old_version_warned)
 	{
 		old_version_warned = true;

@@ -17,6 +17,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "nodes/pg_list.h"
 
 #define ATLAS_USERS_VERSION "1.0"
 #define ATLAS_USER_AGENT "atlas_users/" ATLAS_USERS_VERSION
@@ -70,6 +71,8 @@ extern char *atlas_secret_value(const char *inline_name, const char *inline_valu
  */
 extern char *atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param);
 extern bool atlas_is_atlas_id(const char *s);
+extern char *atlas_username_arg(FunctionCallInfo fcinfo, int argno, const char *param);
+extern bool atlas_is_username(const char *s);
 
 /* ----------------------------------------------------------------
  * http.c: the curl_multi transport
@@ -149,7 +152,13 @@ typedef enum AtlasOperation
 	ATLAS_OP_REMOVE_PROJECT_USER,
 	ATLAS_OP_REMOVE_ORG_USER,
 	ATLAS_OP_REMOVE_TEAM_USER,
-	ATLAS_OP_REMOVE_PROJECT_USER_V1
+	ATLAS_OP_REMOVE_PROJECT_USER_V1,
+	ATLAS_OP_LIST_ORG_USERS,
+	ATLAS_OP_GET_ORG_USER,
+	ATLAS_OP_LIST_GROUP_USERS,
+	ATLAS_OP_GET_ORG,
+	ATLAS_OP_GET_GROUP,
+	ATLAS_OP_LIST_TEAMS
 } AtlasOperation;
 
 typedef enum AtlasOutcome
@@ -168,6 +177,7 @@ typedef struct AtlasCall
 	char	   *group_id;
 	char	   *team_id;
 	char	   *user_id;
+	char	   *query;			/* URL query string without '?', or NULL */
 	bool		missing_ok;
 
 	/* resolved when the call is prepared */
@@ -201,7 +211,7 @@ typedef struct AtlasCall
 
 extern AtlasCall *atlas_call_new(AtlasOperation op);
 extern void atlas_run_calls(AtlasCall **calls, int ncalls, int concurrency,
-							int max_retries);
+							int max_retries, const char *progress_label);
 extern const char *atlas_base_url_trimmed(void);
 extern const char *atlas_base_host(void);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);
@@ -264,7 +274,44 @@ extern Oid	atlas_relation_owner(Oid nsp, const char *relname);
 extern void atlas_audit_insert(AuditRecord *rec);
 extern void atlas_audit_log(AuditRecord *rec, const char *why);
 extern void atlas_audit_call(AtlasCall *call);
-extern void atlas_audit_interrupted(AuditRecord *rec, AtlasCall *call);
+extern void atlas_audit_after_error(AtlasCall **calls, int ncalls);
+
+/* bulk.c */
+extern void atlas_run_audited(AtlasCall **calls, int n, const char *progress_label);
+
+/* ----------------------------------------------------------------
+ * lookup.c: reading users and memberships
+ * ----------------------------------------------------------------
+ */
+typedef struct AtlasGroupRoles
+{
+	char	   *group_id;
+	List	   *roles;			/* of char * */
+} AtlasGroupRoles;
+
+typedef struct AtlasOrgUser
+{
+	char	   *id;
+	char	   *username;
+	char	   *status;			/* orgMembershipStatus */
+	List	   *org_roles;		/* of char * */
+	List	   *groups;			/* of AtlasGroupRoles * */
+	List	   *team_ids;		/* of char * */
+} AtlasOrgUser;
+
+typedef struct AtlasMembership
+{
+	const char *scope;			/* "org", "project" or "team" */
+	char	   *id;
+	char	   *name;
+	List	   *roles;
+	char	   *status;
+} AtlasMembership;
+
+extern AtlasOrgUser *atlas_fetch_org_user(const char *org_id, const char *username_or_id);
+extern List *atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names);
+extern AtlasOrgUser *atlas_org_user_arg(FunctionCallInfo fcinfo, int argno,
+										const char *org_id, bool *found);
 
 /* ----------------------------------------------------------------
  * shmem.c: shared state with the worker (preloaded only)

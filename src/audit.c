@@ -281,25 +281,41 @@ atlas_audit_call(AtlasCall *call)
 }
 
 /*
- * Record a call that an error (query cancel, statement_timeout, shutdown)
- * interrupted before it finished.  rec was filled in before the call
- * started; this runs in error cleanup, so it only logs and hands over.
+ * Audit the calls of a run that an error (query cancel, statement_timeout,
+ * shutdown) interrupted: those that finished with their outcome, those
+ * still in flight as failed.  This runs in error cleanup, before the
+ * transaction aborts, so it only logs and hands over; it never uses SPI.
  */
 void
-atlas_audit_interrupted(AuditRecord *rec, AtlasCall *call)
+atlas_audit_after_error(AtlasCall **calls, int ncalls)
 {
+	int			i;
+	bool		durable = atlas_shmem_audit_available();
+
 	HOLD_INTERRUPTS();
-	strlcpy(rec->outcome, "failed", sizeof(rec->outcome));
-	rec->http_status = 0;
-	rec->attempts = Max(call->attempts, 1);
-	rec->duration_ms = call->started_at
-		? (double) (GetCurrentTimestamp() - call->started_at) / 1000.0 : 0;
-	strlcpy(rec->detail,
-			"The call was interrupted (query cancel, statement_timeout or shutdown) before Atlas answered; Atlas may or may not have removed the user.",
-			sizeof(rec->detail));
-	atlas_audit_log(rec, "interrupted call");
-	if (atlas_shmem_audit_available())
-		(void) atlas_shmem_hand_audit(rec);
+	for (i = 0; i < ncalls; i++)
+	{
+		AtlasCall  *call = calls[i];
+		AuditRecord rec;
+
+		if (call->started_at == 0)
+			continue;			/* never sent */
+		if (!call->finished)
+		{
+			call->outcome = ATLAS_OUTCOME_FAILED;
+			call->http_status = 0;
+			call->attempts = Max(call->attempts, 1);
+			call->duration_ms = (double) (GetCurrentTimestamp() - call->started_at) / 1000.0;
+			call->error_code = NULL;
+			call->excerpt = NULL;
+			call->detail = "The call was interrupted (query cancel, statement_timeout or shutdown) before Atlas answered; Atlas may or may not have removed the user.";
+		}
+		atlas_audit_record_from_call(call, &rec);
+		if (!durable || call->outcome == ATLAS_OUTCOME_FAILED)
+			atlas_audit_log(&rec, call->finished ? "call in an interrupted statement" : "interrupted call");
+		if (durable)
+			(void) atlas_shmem_hand_audit(&rec);
+	}
 	RESUME_INTERRUPTS();
 }
 

@@ -673,7 +673,7 @@ atlas_queue_worker_batch(int max_items)
 	if (a.n == 0)
 		return 0;
 
-	atlas_run_calls(a.calls, a.n, atlas_max_concurrency, 0);
+	atlas_run_calls(a.calls, a.n, atlas_max_concurrency, 0, NULL);
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -750,7 +750,7 @@ atlas_process_queue(PG_FUNCTION_ARGS)
 	claim_batch(&a);
 	if (a.n > 0)
 	{
-		atlas_run_calls(a.calls, a.n, atlas_max_concurrency, 0);
+		atlas_run_calls(a.calls, a.n, atlas_max_concurrency, 0, NULL);
 		record_batch(&a);
 	}
 	PG_RETURN_INT32(a.n);

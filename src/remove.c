@@ -32,18 +32,13 @@ missing_ok_arg(FunctionCallInfo fcinfo, int argno)
 static bool
 remove_one(AtlasCall *call)
 {
-	AuditRecord rec;
-
-	/* filled in now, so that an interrupted call can still be audited */
-	atlas_audit_record_from_call(call, &rec);
 	PG_TRY();
 	{
-		atlas_run_calls(&call, 1, 1, atlas_max_retries);
+		atlas_run_calls(&call, 1, 1, atlas_max_retries, NULL);
 	}
 	PG_CATCH();
 	{
-		if (call->started_at != 0)
-			atlas_audit_interrupted(&rec, call);
+		atlas_audit_after_error(&call, 1);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

@@ -81,3 +81,49 @@ atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 				 errdetail("An Atlas id is 24 lowercase hexadecimal characters (^[a-f0-9]{24}$); no request was sent.")));
 	return value;
 }
+
+/*
+ * Is s shaped like an e-mail address, as Atlas usernames are?  A light
+ * check: one '@' with text on both sides, a dot in the domain, no spaces
+ * or control characters, at most 254 bytes.
+ */
+bool
+atlas_is_username(const char *s)
+{
+	const char *at = strchr(s, '@');
+	const char *p;
+	size_t		len = strlen(s);
+
+	if (len < 3 || len > 254 || at == NULL || at == s || strchr(at + 1, '@') != NULL)
+		return false;
+	for (p = s; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c <= 0x20 || c == 0x7f || c == '/' || c == '\\' || c == '"' || c == '<' || c == '>')
+			return false;
+	}
+	p = at + 1;
+	if (*p == '.' || s[len - 1] == '.' || strchr(p, '.') == NULL || strstr(p, "..") != NULL)
+		return false;
+	return true;
+}
+
+/* Return argument argno as a checked username, or raise 22023. */
+char *
+atlas_username_arg(FunctionCallInfo fcinfo, int argno, const char *param)
+{
+	char	   *value;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be null", param)));
+	value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (!atlas_is_username(value))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s", param, quote_bad_value(value)),
+				 errdetail("An Atlas username is the user's e-mail address, such as jane@example.com; no request was sent.")));
+	return value;
+}

@@ -1,0 +1,444 @@
+/*-------------------------------------------------------------------------
+ *
+ * lookup.c
+ *	  Reading Atlas: a user by username or id, and where they have access.
+ *
+ * atlas_find_user_id() resolves an e-mail address with
+ * GET /api/atlas/v2/orgs/{orgId}/users?username=... (2025-02-19, which
+ * covers ACTIVE and PENDING users).  atlas_user_memberships() lists the
+ * organization, project and team memberships of an org user from its
+ * roles.orgRoles, roles.groupRoleAssignments and teamIds.  Every list is
+ * read page by page (itemsPerPage, pageNum) for as long as Atlas answers
+ * with a links entry of rel "next"; the next page's URL is built from
+ * base_url, never taken from the answer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include <cjson/cJSON.h>
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(atlas_find_user_id);
+PG_FUNCTION_INFO_V1(atlas_user_memberships);
+
+/* items per page we ask for: Atlas's maximum */
+#define PAGE_SIZE 500
+/* a bound on pages, against a server that always says "next" */
+#define MAX_PAGES 10000
+
+/* Run one read call; raise the SQL error if it failed. */
+static void
+run_read(AtlasCall *call)
+{
+	atlas_run_calls(&call, 1, 1, atlas_max_retries, NULL);
+	if (call->outcome == ATLAS_OUTCOME_FAILED)
+		atlas_raise_call_error(call);
+}
+
+/* Raise for an answer that is not the JSON we expect. */
+static void
+bad_answer(AtlasCall *call, const char *what) pg_attribute_noreturn();
+
+static void
+bad_answer(AtlasCall *call, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROTOCOL_VIOLATION),
+			 errmsg("unexpected answer from Atlas: %s", what),
+			 errcontext("Atlas API request %s %s", call->req.method, call->req.path)));
+}
+
+/* Copy a string member, or NULL. */
+static char *
+member_string(cJSON *obj, const char *name)
+{
+	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+	if (!cJSON_IsString(v))
+		return NULL;
+	return atlas_clean_text(v->valuestring, strlen(v->valuestring), 1000);
+}
+
+/* Copy an array of strings into a List of char *. */
+static List *
+member_strings(cJSON *obj, const char *name)
+{
+	cJSON	   *arr = cJSON_GetObjectItemCaseSensitive(obj, name);
+	cJSON	   *v;
+	List	   *result = NIL;
+
+	cJSON_ArrayForEach(v, arr)
+	{
+		if (cJSON_IsString(v))
+			result = lappend(result, atlas_clean_text(v->valuestring, strlen(v->valuestring), 200));
+	}
+	return result;
+}
+
+/* Parse an OrgUserResponse (2025-02-19). */
+static AtlasOrgUser *
+parse_org_user(cJSON *obj)
+{
+	AtlasOrgUser *u = palloc0(sizeof(AtlasOrgUser));
+	cJSON	   *roles = cJSON_GetObjectItemCaseSensitive(obj, "roles");
+	cJSON	   *gra = cJSON_GetObjectItemCaseSensitive(roles, "groupRoleAssignments");
+	cJSON	   *g;
+
+	u->id = member_string(obj, "id");
+	u->username = member_string(obj, "username");
+	u->status = member_string(obj, "orgMembershipStatus");
+	u->org_roles = member_strings(roles, "orgRoles");
+	u->team_ids = member_strings(obj, "teamIds");
+	cJSON_ArrayForEach(g, gra)
+	{
+		AtlasGroupRoles *gr = palloc0(sizeof(AtlasGroupRoles));
+
+		gr->group_id = member_string(g, "groupId");
+		gr->roles = member_strings(g, "groupRoles");
+		if (gr->group_id && atlas_is_atlas_id(gr->group_id))
+			u->groups = lappend(u->groups, gr);
+	}
+	if (u->id == NULL || !atlas_is_atlas_id(u->id))
+		return NULL;
+	return u;
+}
+
+typedef void (*ListItemFn) (cJSON *item, void *arg);
+
+/* Read one page of a list endpoint; returns whether Atlas says there is a next one. */
+static bool
+read_page(AtlasOperation op, const char *org_id, const char *group_id,
+		  const char *query, int page, ListItemFn fn, void *arg)
+{
+	AtlasCall  *call = atlas_call_new(op);
+	cJSON	   *volatile json = NULL;
+	volatile bool more = false;
+
+	call->org_id = (char *) org_id;
+	call->group_id = (char *) group_id;
+	call->query = psprintf("%sitemsPerPage=%d&pageNum=%d", query, PAGE_SIZE, page);
+	run_read(call);
+
+	json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
+	PG_TRY();
+	{
+		cJSON	   *results = cJSON_GetObjectItemCaseSensitive(json, "results");
+		cJSON	   *links = cJSON_GetObjectItemCaseSensitive(json, "links");
+		cJSON	   *item;
+
+		if (!cJSON_IsObject(json) || !cJSON_IsArray(results))
+			bad_answer(call, "a list without \"results\"");
+		cJSON_ArrayForEach(item, results)
+			fn(item, arg);
+		cJSON_ArrayForEach(item, links)
+		{
+			cJSON	   *rel = cJSON_GetObjectItemCaseSensitive(item, "rel");
+
+			if (cJSON_IsString(rel) && strcmp(rel->valuestring, "next") == 0)
+				more = cJSON_GetArraySize(results) > 0;
+		}
+	}
+	PG_FINALLY();
+	{
+		cJSON_Delete(json);
+	}
+	PG_END_TRY();
+	return more;
+}
+
+/*
+ * Read every page of a list endpoint and call fn for each result.
+ * query is extra query text ("" or "username=...&").
+ */
+static void
+read_all_pages(AtlasOperation op, const char *org_id, const char *group_id,
+			   const char *query, ListItemFn fn, void *arg)
+{
+	int			page;
+
+	for (page = 1; page <= MAX_PAGES; page++)
+		if (!read_page(op, org_id, group_id, query, page, fn, arg))
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("Atlas list has more than %d pages", MAX_PAGES)));
+}
+
+typedef struct FindArgs
+{
+	const char *username;
+	AtlasOrgUser *found;
+} FindArgs;
+
+/* Keep the result whose username is the one we look for. */
+static void
+find_username_item(cJSON *item, void *arg)
+{
+	FindArgs   *a = (FindArgs *) arg;
+	cJSON	   *name = cJSON_GetObjectItemCaseSensitive(item, "username");
+
+	if (a->found == NULL && cJSON_IsString(name) &&
+		pg_strcasecmp(name->valuestring, a->username) == 0)
+		a->found = parse_org_user(item);
+}
+
+/*
+ * Find an org user by username (an e-mail address) or by id; NULL when
+ * the organization has no such user.  The organization must exist.
+ */
+AtlasOrgUser *
+atlas_fetch_org_user(const char *org_id, const char *username_or_id)
+{
+	if (atlas_is_atlas_id(username_or_id))
+	{
+		AtlasCall  *call = atlas_call_new(ATLAS_OP_GET_ORG_USER);
+		cJSON	   *volatile json = NULL;
+		AtlasOrgUser *volatile u = NULL;
+
+		call->org_id = (char *) org_id;
+		call->user_id = (char *) username_or_id;
+		call->missing_ok = true;
+		run_read(call);
+		if (call->outcome == ATLAS_OUTCOME_ALREADY_ABSENT)
+			return NULL;
+		json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
+		PG_TRY();
+		{
+			if (!cJSON_IsObject(json) || (u = parse_org_user(json)) == NULL)
+				bad_answer(call, "an organization user without an id");
+		}
+		PG_FINALLY();
+		{
+			cJSON_Delete(json);
+		}
+		PG_END_TRY();
+		return u;
+	}
+	else
+	{
+		FindArgs	a;
+
+		a.username = username_or_id;
+		a.found = NULL;
+		read_all_pages(ATLAS_OP_LIST_ORG_USERS, org_id, NULL,
+					   psprintf("username=%s&", http_escape(username_or_id)),
+					   find_username_item, &a);
+		return a.found;
+	}
+}
+
+/* atlas_find_user_id(org_id, username): the user's id, or NULL */
+Datum
+atlas_find_user_id(PG_FUNCTION_ARGS)
+{
+	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
+	char	   *username = atlas_username_arg(fcinfo, 1, "username");
+	AtlasOrgUser *u = atlas_fetch_org_user(org_id, username);
+
+	if (u == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(u->id));
+}
+
+/* Read the "name" of a single resource answer, or NULL. */
+static char *
+answer_name(AtlasCall *call)
+{
+	cJSON	   *json;
+	char	   *volatile name = NULL;
+
+	if (call->outcome == ATLAS_OUTCOME_FAILED || call->req.response_len == 0)
+		return NULL;
+	json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
+	if (json == NULL)
+		return NULL;
+	PG_TRY();
+	{
+		name = member_string(json, "name");
+	}
+	PG_FINALLY();
+	{
+		cJSON_Delete(json);
+	}
+	PG_END_TRY();
+	return name;
+}
+
+typedef struct TeamNames
+{
+	List	   *ids;
+	List	   *names;
+} TeamNames;
+
+/* Collect a team's id and name. */
+static void
+team_name_item(cJSON *item, void *arg)
+{
+	TeamNames  *t = (TeamNames *) arg;
+	char	   *id = member_string(item, "id");
+
+	if (id)
+	{
+		t->ids = lappend(t->ids, id);
+		t->names = lappend(t->names, member_string(item, "name"));
+	}
+}
+
+/* A text[] of a List of char *. */
+static Datum
+text_array(List *l)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(l), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, l)
+		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * The memberships of an org user: the organization, each project and
+ * each team.  With names, also look their names up (concurrently).
+ */
+List *
+atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names)
+{
+	List	   *result = NIL;
+	AtlasMembership *m;
+	ListCell   *lc;
+	int			ngroups = list_length(u->groups);
+	AtlasCall **calls = palloc(sizeof(AtlasCall *) * (ngroups + 1));
+	TeamNames	teams = {NIL, NIL};
+	int			i = 0;
+
+	if (with_names)
+	{
+		calls[0] = atlas_call_new(ATLAS_OP_GET_ORG);
+		calls[0]->org_id = (char *) org_id;
+		calls[0]->missing_ok = true;
+		foreach(lc, u->groups)
+		{
+			AtlasCall  *c = atlas_call_new(ATLAS_OP_GET_GROUP);
+
+			c->group_id = ((AtlasGroupRoles *) lfirst(lc))->group_id;
+			c->missing_ok = true;
+			calls[++i] = c;
+		}
+		atlas_run_calls(calls, ngroups + 1, atlas_max_concurrency, atlas_max_retries, NULL);
+		if (u->team_ids != NIL)
+			read_all_pages(ATLAS_OP_LIST_TEAMS, org_id, NULL, "", team_name_item, &teams);
+	}
+
+	m = palloc0(sizeof(AtlasMembership));
+	m->scope = "org";
+	m->id = pstrdup(org_id);
+	m->name = with_names ? answer_name(calls[0]) : NULL;
+	m->roles = u->org_roles;
+	m->status = u->status;
+	result = lappend(result, m);
+
+	i = 0;
+	foreach(lc, u->groups)
+	{
+		AtlasGroupRoles *gr = (AtlasGroupRoles *) lfirst(lc);
+
+		i++;
+		m = palloc0(sizeof(AtlasMembership));
+		m->scope = "project";
+		m->id = gr->group_id;
+		m->name = with_names ? answer_name(calls[i]) : NULL;
+		m->roles = gr->roles;
+		m->status = u->status;
+		result = lappend(result, m);
+	}
+	foreach(lc, u->team_ids)
+	{
+		char	   *team_id = (char *) lfirst(lc);
+		ListCell   *a,
+				   *b;
+
+		if (!atlas_is_atlas_id(team_id))
+			continue;
+		m = palloc0(sizeof(AtlasMembership));
+		m->scope = "team";
+		m->id = team_id;
+		forboth(a, teams.ids, b, teams.names)
+		{
+			if (strcmp((char *) lfirst(a), team_id) == 0)
+				m->name = (char *) lfirst(b);
+		}
+		m->status = u->status;
+		result = lappend(result, m);
+	}
+	return result;
+}
+
+/* The org user named by an argument that is a username or an id, or raise. */
+AtlasOrgUser *
+atlas_org_user_arg(FunctionCallInfo fcinfo, int argno, const char *org_id, bool *found)
+{
+	char	   *who;
+	AtlasOrgUser *u;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("username_or_id must not be null")));
+	who = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (!atlas_is_atlas_id(who))
+		who = atlas_username_arg(fcinfo, argno, "username_or_id");
+	u = atlas_fetch_org_user(org_id, who);
+	*found = (u != NULL);
+	if (u == NULL)
+		ereport(NOTICE,
+				(errmsg("organization %s has no user %s", org_id, who),
+				 errdetail("Atlas lists no ACTIVE or PENDING member with this %s.",
+						   atlas_is_atlas_id(who) ? "id" : "username")));
+	return u;
+}
+
+/* atlas_user_memberships(org_id, username_or_id): where a user has access */
+Datum
+atlas_user_memberships(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
+	AtlasOrgUser *u;
+	bool		found;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	u = atlas_org_user_arg(fcinfo, 1, org_id, &found);
+	if (!found)
+		return (Datum) 0;
+
+	foreach(lc, atlas_user_membership_list(org_id, u, true))
+	{
+		AtlasMembership *m = (AtlasMembership *) lfirst(lc);
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		values[0] = CStringGetTextDatum(m->scope);
+		values[1] = CStringGetTextDatum(m->id);
+		if (m->name)
+			values[2] = CStringGetTextDatum(m->name);
+		else
+			nulls[2] = true;
+		if (strcmp(m->scope, "team") == 0)
+			nulls[3] = true;	/* Atlas gives no per-team roles */
+		else
+			values[3] = text_array(m->roles);
+		if (m->status)
+			values[4] = CStringGetTextDatum(m->status);
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
