@@ -43,3 +43,34 @@ REVOKE EXECUTE ON FUNCTION @extschema@.atlas_offboard_user(text, text, text, boo
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_remove_project_users(text, text[], boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_remove_org_users(text, text[], boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_remove_team_users(text, text, text[], boolean) FROM PUBLIC;
+
+-- Queue rows may name the user by username (e-mail); it is resolved to an
+-- id when the row runs, never inside the enqueuing transaction.
+ALTER TABLE @extschema@.atlas_removal_queue ADD COLUMN username text;
+ALTER TABLE @extschema@.atlas_removal_queue ALTER COLUMN user_id DROP NOT NULL;
+ALTER TABLE @extschema@.atlas_removal_queue ADD CONSTRAINT atlas_removal_queue_user_check
+	CHECK (user_id IS NOT NULL OR username IS NOT NULL);
+CREATE UNIQUE INDEX atlas_removal_queue_pending_username_idx ON @extschema@.atlas_removal_queue
+	(operation, coalesce(org_id, ''), coalesce(group_id, ''), coalesce(team_id, ''), lower(username))
+	WHERE status IN ('queued', 'running') AND user_id IS NULL;
+
+ALTER TABLE @extschema@.atlas_removal_audit ADD COLUMN username text;
+
+CREATE FUNCTION @extschema@.atlas_enqueue_remove_project_user_by_username(group_id text, username text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'atlas_enqueue_remove_project_user_by_username'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.atlas_enqueue_remove_org_user_by_username(org_id text, username text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'atlas_enqueue_remove_org_user_by_username'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION @extschema@.atlas_enqueue_remove_team_user_by_username(org_id text, team_id text, username text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'atlas_enqueue_remove_team_user_by_username'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_enqueue_remove_project_user_by_username(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_enqueue_remove_org_user_by_username(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_enqueue_remove_team_user_by_username(text, text, text) FROM PUBLIC;

@@ -97,11 +97,13 @@ EXCEPTION WHEN OTHERS THEN
 	IF hnt <> '' THEN
 		RETURN NEXT 'hint: ' || regress_norm(hnt);
 	END IF;
-	FOREACH l IN ARRAY string_to_array(ctx, E'\n') LOOP
-		IF l NOT LIKE 'PL/pgSQL function %' AND l NOT LIKE 'SQL statement %' THEN
+	-- the context lines of this helper come last: drop them
+	ctx := regexp_replace(ctx, '(^|\n)(SQL statement "|PL/pgSQL function ).*$', '');
+	IF ctx <> '' THEN
+		FOREACH l IN ARRAY string_to_array(ctx, E'\n') LOOP
 			RETURN NEXT 'context: ' || regress_norm(l);
-		END IF;
-	END LOOP;
+		END LOOP;
+	END IF;
 END $$;
 
 -- regress_error(sql): the same, as one row (NULLs when it succeeded)
@@ -113,6 +115,7 @@ DECLARE
 	ctx text;
 BEGIN
 	EXECUTE cmd;
+	RETURN;
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
 		detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT,
@@ -120,9 +123,8 @@ EXCEPTION WHEN OTHERS THEN
 	message := regress_norm(message);
 	detail := nullif(regress_norm(detail), '');
 	hint := nullif(regress_norm(hint), '');
-	SELECT string_agg(c, E'\n') INTO context
-	FROM unnest(string_to_array(ctx, E'\n')) AS c
-	WHERE c NOT LIKE 'PL/pgSQL function %' AND c NOT LIKE 'SQL statement %';
+	context := nullif(regress_norm(regexp_replace(ctx,
+		'(^|\n)(SQL statement "|PL/pgSQL function ).*$', '')), '');
 END $$;
 
 GRANT EXECUTE ON FUNCTION regress_norm(text), regress_try(text), regress_error(text) TO PUBLIC;

@@ -177,6 +177,7 @@ typedef struct AtlasCall
 	char	   *group_id;
 	char	   *team_id;
 	char	   *user_id;
+	char	   *username;		/* for the audit, when the user was named so */
 	char	   *query;			/* URL query string without '?', or NULL */
 	bool		missing_ok;
 
@@ -194,6 +195,7 @@ typedef struct AtlasCall
 	char	   *excerpt;		/* short excerpt of a non-JSON body */
 	bool		transport_failed;
 	bool		names_user;		/* the error names the call's user id */
+	bool		retry_lookup;	/* a username lookup failed transiently */
 	bool		token_failed;	/* the failure came from the token endpoint */
 	int			retry_after;	/* from the last answer, -1 if none */
 	int			attempts;
@@ -258,6 +260,7 @@ typedef struct AuditRecord
 	char		group_id[25];
 	char		team_id[25];
 	char		user_id[25];
+	char		username[256];
 	char		api_version[16];
 	char		auth_method[16];
 	int			http_status;	/* 0: no answer */
@@ -309,6 +312,7 @@ typedef struct AtlasMembership
 } AtlasMembership;
 
 extern AtlasOrgUser *atlas_fetch_org_user(const char *org_id, const char *username_or_id);
+extern char *atlas_find_group_user_id(const char *group_id, const char *username);
 extern List *atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names);
 extern AtlasOrgUser *atlas_org_user_arg(FunctionCallInfo fcinfo, int argno,
 										const char *org_id, bool *found);

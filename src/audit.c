@@ -31,7 +31,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#define AUDIT_NARGS 16
+#define AUDIT_NARGS 17
 
 static SPIPlanPtr audit_plan = NULL;
 static Oid	audit_plan_nsp = InvalidOid;
@@ -66,6 +66,7 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 	set_field(rec->group_id, sizeof(rec->group_id), call->group_id);
 	set_field(rec->team_id, sizeof(rec->team_id), call->team_id);
 	set_field(rec->user_id, sizeof(rec->user_id), call->user_id);
+	set_field(rec->username, sizeof(rec->username), call->username);
 	set_field(rec->api_version, sizeof(rec->api_version), call->api_version);
 	set_field(rec->auth_method, sizeof(rec->auth_method), call->auth_method);
 	rec->http_status = (int) call->http_status;
@@ -169,6 +170,7 @@ atlas_audit_insert(AuditRecord *rec)
 	values[13] = text_or_null(rec->detail, nulls, 13);
 	values[14] = Float8GetDatum(rec->duration_ms);
 	values[15] = Int32GetDatum(rec->attempts);
+	values[16] = text_or_null(rec->username, nulls, 16);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -181,17 +183,23 @@ atlas_audit_insert(AuditRecord *rec)
 		{
 			Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
 				TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-			TEXTOID, TEXTOID, FLOAT8OID, INT4OID};
+			TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID};
 			char	   *sql;
 			SPIPlanPtr	plan;
+			bool		has_username;
 
+			/* extension versions before 1.2 have no username column */
+			has_username = get_attnum(get_relname_relid("atlas_removal_audit", nsp),
+									  "username") != InvalidAttrNumber;
 			sql = psprintf("INSERT INTO %s.atlas_removal_audit "
 						   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
 						   "user_id, api_version, auth_method, http_status, outcome, error_code, "
-						   "detail, duration_ms, attempts) "
-						   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-						   quote_identifier(get_namespace_name(nsp)));
-			plan = SPI_prepare(sql, AUDIT_NARGS, types);
+						   "detail, duration_ms, attempts%s) "
+						   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16%s)",
+						   quote_identifier(get_namespace_name(nsp)),
+						   has_username ? ", username" : "",
+						   has_username ? ", $17" : "");
+			plan = SPI_prepare(sql, has_username ? AUDIT_NARGS : AUDIT_NARGS - 1, types);
 			if (plan == NULL)
 				elog(ERROR, "could not prepare the audit insert: %s",
 					 SPI_result_code_string(SPI_result));
@@ -218,10 +226,10 @@ atlas_audit_log(AuditRecord *rec, const char *why)
 {
 	ereport(LOG_SERVER_ONLY,
 			(errmsg("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
-					"outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
+					"username=%s outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
 					"api_version=%s auth_method=%s requested_by=%s executed_as=%s at=%s",
 					why, rec->operation, rec->org_id, rec->group_id, rec->team_id,
-					rec->user_id, rec->outcome, rec->http_status, rec->error_code,
+					rec->user_id, rec->username, rec->outcome, rec->http_status, rec->error_code,
 					rec->attempts, rec->duration_ms, rec->api_version, rec->auth_method,
 					rec->requested_by, rec->executed_as, timestamptz_to_str(rec->at)),
 			 rec->detail[0] ? errdetail_log("%s", rec->detail) : 0));

@@ -232,6 +232,36 @@ atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 	}
 }
 
+/* Keep the id of the project user whose username is the one we look for. */
+static void
+find_group_username_item(cJSON *item, void *arg)
+{
+	FindArgs   *a = (FindArgs *) arg;
+	cJSON	   *name = cJSON_GetObjectItemCaseSensitive(item, "username");
+	char	   *id = member_string(item, "id");
+
+	if (a->found == NULL && cJSON_IsString(name) && id && atlas_is_atlas_id(id) &&
+		pg_strcasecmp(name->valuestring, a->username) == 0)
+	{
+		a->found = palloc0(sizeof(AtlasOrgUser));
+		a->found->id = id;
+	}
+}
+
+/* The id of a project's user by username, or NULL; the project must exist. */
+char *
+atlas_find_group_user_id(const char *group_id, const char *username)
+{
+	FindArgs	a;
+
+	a.username = username;
+	a.found = NULL;
+	read_all_pages(ATLAS_OP_LIST_GROUP_USERS, NULL, group_id,
+				   psprintf("username=%s&", http_escape(username)),
+				   find_group_username_item, &a);
+	return a.found ? a.found->id : NULL;
+}
+
 /* atlas_find_user_id(org_id, username): the user's id, or NULL */
 Datum
 atlas_find_user_id(PG_FUNCTION_ARGS)

@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -124,6 +125,7 @@ typedef struct EnqueueArgs
 	const char *group_id;
 	const char *team_id;
 	const char *user_id;
+	const char *username;		/* instead of user_id, resolved when run */
 	const char *enqueued_by;
 	int64		id;
 } EnqueueArgs;
@@ -152,28 +154,35 @@ enqueue_spi(Oid nsp, void *arg)
 	char	   *q = ext_rel(nsp, "atlas_removal_queue");
 	char	   *sql;
 	int			try;
+	bool		by_name = (a->user_id == NULL);
 
 	values[0] = text_arg(a->enqueued_by, nulls, 0);
 	values[1] = text_arg(a->operation, nulls, 1);
 	values[2] = text_arg(a->org_id, nulls, 2);
 	values[3] = text_arg(a->group_id, nulls, 3);
 	values[4] = text_arg(a->team_id, nulls, 4);
-	values[5] = text_arg(a->user_id, nulls, 5);
+	values[5] = text_arg(by_name ? a->username : a->user_id, nulls, 5);
 
+	/* the unique index on pending rows decides whether this one exists */
 	sql = psprintf("WITH ins AS ("
-				   " INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, user_id)"
+				   " INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s)"
 				   " VALUES ($1, $2, $3, $4, $5, $6)"
 				   " ON CONFLICT (operation, coalesce(org_id, ''), coalesce(group_id, ''),"
-				   "  coalesce(team_id, ''), user_id) WHERE status IN ('queued', 'running')"
+				   "  coalesce(team_id, ''), %s) WHERE status IN ('queued', 'running')%s"
 				   " DO NOTHING RETURNING id)"
 				   " SELECT id, true FROM ins"
 				   " UNION ALL"
 				   " SELECT id, false FROM %s"
 				   " WHERE operation = $2 AND coalesce(org_id, '') = coalesce($3, '')"
 				   " AND coalesce(group_id, '') = coalesce($4, '')"
-				   " AND coalesce(team_id, '') = coalesce($5, '') AND user_id = $6"
+				   " AND coalesce(team_id, '') = coalesce($5, '') AND %s"
 				   " AND status IN ('queued', 'running')"
-				   " LIMIT 1", q, q);
+				   " LIMIT 1", q,
+				   by_name ? "username" : "user_id",
+				   by_name ? "lower(username)" : "user_id",
+				   by_name ? " AND user_id IS NULL" : "",
+				   q,
+				   by_name ? "user_id IS NULL AND lower(username) = lower($6)" : "user_id = $6");
 
 	/* a concurrent enqueuer's row may commit after our snapshot: look again */
 	for (try = 0; try < 3; try++)
@@ -196,10 +205,13 @@ enqueue_spi(Oid nsp, void *arg)
 			 errhint("Retry the statement.")));
 }
 
-/* Enqueue a validated removal; returns its queue id. */
+/*
+ * Enqueue a validated removal of a user given by id or, with a NULL
+ * user_id, by username; returns its queue id.
+ */
 static int64
 enqueue(const char *operation, const char *org_id, const char *group_id,
-		const char *team_id, const char *user_id)
+		const char *team_id, const char *user_id, const char *username)
 {
 	EnqueueArgs a;
 	MemoryContext old;
@@ -209,6 +221,7 @@ enqueue(const char *operation, const char *org_id, const char *group_id,
 	a.group_id = group_id;
 	a.team_id = team_id;
 	a.user_id = user_id;
+	a.username = username;
 	a.enqueued_by = GetUserNameFromId(GetSessionUserId(), false);
 	a.id = 0;
 	as_queue_owner(enqueue_spi, &a);
@@ -233,7 +246,7 @@ atlas_enqueue_remove_project_user(PG_FUNCTION_ARGS)
 	char	   *group_id = atlas_id_arg(fcinfo, 0, "group_id");
 	char	   *user_id = atlas_id_arg(fcinfo, 1, "user_id");
 
-	PG_RETURN_INT64(enqueue("remove_project_user", NULL, group_id, NULL, user_id));
+	PG_RETURN_INT64(enqueue("remove_project_user", NULL, group_id, NULL, user_id, NULL));
 }
 
 /* atlas_enqueue_remove_org_user(org_id, user_id) */
@@ -243,7 +256,7 @@ atlas_enqueue_remove_org_user(PG_FUNCTION_ARGS)
 	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
 	char	   *user_id = atlas_id_arg(fcinfo, 1, "user_id");
 
-	PG_RETURN_INT64(enqueue("remove_org_user", org_id, NULL, NULL, user_id));
+	PG_RETURN_INT64(enqueue("remove_org_user", org_id, NULL, NULL, user_id, NULL));
 }
 
 /* atlas_enqueue_remove_team_user(org_id, team_id, user_id) */
@@ -254,7 +267,42 @@ atlas_enqueue_remove_team_user(PG_FUNCTION_ARGS)
 	char	   *team_id = atlas_id_arg(fcinfo, 1, "team_id");
 	char	   *user_id = atlas_id_arg(fcinfo, 2, "user_id");
 
-	PG_RETURN_INT64(enqueue("remove_team_user", org_id, NULL, team_id, user_id));
+	PG_RETURN_INT64(enqueue("remove_team_user", org_id, NULL, team_id, user_id, NULL));
+}
+
+PG_FUNCTION_INFO_V1(atlas_enqueue_remove_project_user_by_username);
+PG_FUNCTION_INFO_V1(atlas_enqueue_remove_org_user_by_username);
+PG_FUNCTION_INFO_V1(atlas_enqueue_remove_team_user_by_username);
+
+/* atlas_enqueue_remove_project_user_by_username(group_id, username) */
+Datum
+atlas_enqueue_remove_project_user_by_username(PG_FUNCTION_ARGS)
+{
+	char	   *group_id = atlas_id_arg(fcinfo, 0, "group_id");
+	char	   *username = atlas_username_arg(fcinfo, 1, "username");
+
+	PG_RETURN_INT64(enqueue("remove_project_user", NULL, group_id, NULL, NULL, username));
+}
+
+/* atlas_enqueue_remove_org_user_by_username(org_id, username) */
+Datum
+atlas_enqueue_remove_org_user_by_username(PG_FUNCTION_ARGS)
+{
+	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
+	char	   *username = atlas_username_arg(fcinfo, 1, "username");
+
+	PG_RETURN_INT64(enqueue("remove_org_user", org_id, NULL, NULL, NULL, username));
+}
+
+/* atlas_enqueue_remove_team_user_by_username(org_id, team_id, username) */
+Datum
+atlas_enqueue_remove_team_user_by_username(PG_FUNCTION_ARGS)
+{
+	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
+	char	   *team_id = atlas_id_arg(fcinfo, 1, "team_id");
+	char	   *username = atlas_username_arg(fcinfo, 2, "username");
+
+	PG_RETURN_INT64(enqueue("remove_team_user", org_id, NULL, team_id, NULL, username));
 }
 
 /* ----------------------------------------------------------------
@@ -342,7 +390,8 @@ trigger_operation(const char *arg)
  * Arguments: the operation ('project', 'org' or 'team'), then one
  * 'param=column' per id, reading the id from the row's column, or
  * 'param:=value' giving it literally; params are org_id, group_id,
- * team_id and user_id.  A row whose user id column is NULL is skipped.
+ * team_id, user_id and username (an e-mail address, resolved when the
+ * removal runs).  A row with neither a user id nor a username is skipped.
  */
 Datum
 atlas_offboard_trigger(PG_FUNCTION_ARGS)
@@ -352,8 +401,8 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	row;
 	TupleDesc	desc;
 	const char *operation;
-	char	   *ids[4] = {NULL, NULL, NULL, NULL};
-	static const char *const names[4] = {"org_id", "group_id", "team_id", "user_id"};
+	char	   *ids[5] = {NULL, NULL, NULL, NULL, NULL};
+	static const char *const names[5] = {"org_id", "group_id", "team_id", "user_id", "username"};
 	bool		needed[4];
 	int			i;
 
@@ -393,14 +442,14 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 		if (literal)
 			eq[-1] = '\0';
 		*eq = '\0';
-		for (k = 0; k < 4; k++)
+		for (k = 0; k < 5; k++)
 			if (strcmp(arg, names[k]) == 0)
 				break;
-		if (k == 4)
+		if (k == 5)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown atlas_offboard_trigger parameter \"%s\"", arg),
-					 errhint("Use org_id, group_id, team_id or user_id.")));
+					 errhint("Use org_id, group_id, team_id, user_id or username.")));
 		if (literal)
 			value = eq + 1;
 		else
@@ -414,7 +463,15 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 								eq + 1, tg->tgargs[i], RelationGetRelationName(td->tg_relation))));
 			value = SPI_getvalue(row, desc, attno);
 		}
-		if (value != NULL && !atlas_is_atlas_id(value))
+		if (value != NULL && k == 4)
+		{
+			if (!atlas_is_username(value))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid username from atlas_offboard_trigger argument \"%s\"", tg->tgargs[i]),
+						 errdetail("An Atlas username is an e-mail address; no removal was queued.")));
+		}
+		else if (value != NULL && !atlas_is_atlas_id(value))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s from atlas_offboard_trigger argument \"%s\"", arg, tg->tgargs[i]),
@@ -425,13 +482,13 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 	needed[0] = strcmp(operation, "remove_project_user") != 0;
 	needed[1] = strcmp(operation, "remove_project_user") == 0;
 	needed[2] = strcmp(operation, "remove_team_user") == 0;
-	needed[3] = true;
-	if (ids[3] == NULL)
+	needed[3] = false;
+	if (ids[3] == NULL && ids[4] == NULL)
 	{
-		/* this person has no Atlas user id: nothing to remove */
+		/* this person has no Atlas user id or username: nothing to remove */
 		return PointerGetDatum(NULL);
 	}
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 3; i++)
 		if (needed[i] && ids[i] == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -439,8 +496,12 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 					 errhint("Add a '%s=column' or '%s:=value' trigger argument, or make the column non-null.",
 							 names[i], names[i])));
 
+	if (strcmp(operation, "remove_project_user") != 0 && ids[0] == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("atlas_offboard_trigger(%s) has no org_id", tg->tgargs[0])));
 	enqueue(operation, needed[0] ? ids[0] : NULL, needed[1] ? ids[1] : NULL,
-			needed[2] ? ids[2] : NULL, ids[3]);
+			needed[2] ? ids[2] : NULL, ids[3], ids[3] ? NULL : ids[4]);
 	return PointerGetDatum(NULL);
 }
 
@@ -455,6 +516,7 @@ typedef struct BatchArgs
 	int			n;
 	int64	   *ids;
 	int		   *attempts;		/* the row's attempts, this one included */
+	char	  **usernames;		/* rows given by username, else NULL */
 	AtlasCall **calls;
 } BatchArgs;
 
@@ -496,7 +558,7 @@ claim_spi(Oid nsp, void *arg)
 									   "  AND id <> ALL ($2)"
 									   "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 									   " RETURNING q.id, q.operation, q.org_id, q.group_id, q.team_id,"
-									   " q.user_id, q.attempts", q, q),
+									   " q.user_id, q.attempts, q.username", q, q),
 							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queued removals");
 
@@ -505,6 +567,7 @@ claim_spi(Oid nsp, void *arg)
 	a->n = (int) SPI_processed;
 	a->ids = palloc(sizeof(int64) * Max(a->n, 1));
 	a->attempts = palloc(sizeof(int) * Max(a->n, 1));
+	a->usernames = palloc0(sizeof(char *) * Max(a->n, 1));
 	a->calls = palloc(sizeof(AtlasCall *) * Max(a->n, 1));
 	for (r = 0; r < SPI_processed; r++)
 	{
@@ -522,16 +585,106 @@ claim_spi(Oid nsp, void *arg)
 		a->attempts[r] = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		/* a retry may find that an earlier attempt already removed the user */
 		call->missing_ok = a->attempts[r] > 1;
+		if (call->user_id == NULL)
+			a->usernames[r] = SPI_getvalue(tup, desc, 8);
+		call->username = a->usernames[r];
 		a->calls[r] = call;
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Resolve a username row's user id, in a subtransaction so that a failed
+ * lookup becomes the call's failure instead of the batch's error.  A
+ * username with no Atlas user leaves nothing to remove: already absent.
+ */
+static void
+resolve_username(AtlasCall *call)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		char	   *id;
+
+		if (call->op == ATLAS_OP_REMOVE_PROJECT_USER)
+			id = atlas_find_group_user_id(call->group_id, call->username);
+		else
+		{
+			AtlasOrgUser *u = atlas_fetch_org_user(call->org_id, call->username);
+
+			id = u ? u->id : NULL;
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (id)
+			call->user_id = pstrdup(id);
+		else
+		{
+			call->operation = atlas_operation_name(call->op);
+			call->started_at = GetCurrentTimestamp();
+			call->http_status = 200;
+			call->attempts = 1;
+			call->detail = psprintf("No Atlas user has the username %s there: nothing to remove.",
+									call->username);
+			call->outcome = ATLAS_OUTCOME_ALREADY_ABSENT;
+			call->finished = true;
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+
+		call->operation = atlas_operation_name(call->op);
+		call->started_at = GetCurrentTimestamp();
+		call->attempts = 1;
+		call->detail = psprintf("Looking up the username failed: %s%s%s", edata->message,
+								edata->detail ? " " : "", edata->detail ? edata->detail : "");
+		call->outcome = ATLAS_OUTCOME_FAILED;
+		call->finished = true;
+		/* the lookup's transient failures are worth another attempt */
+		call->retry_lookup = (edata->sqlerrcode == ERRCODE_CONNECTION_FAILURE ||
+							  edata->sqlerrcode == ERRCODE_INSUFFICIENT_RESOURCES ||
+							  edata->sqlerrcode == ERRCODE_SYSTEM_ERROR);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/* Resolve the batch's usernames; the calls that are left run. */
+static AtlasCall **
+resolve_batch(BatchArgs *a, int *nrun)
+{
+	AtlasCall **run = palloc(sizeof(AtlasCall *) * Max(a->n, 1));
+	int			i;
+
+	*nrun = 0;
+	for (i = 0; i < a->n; i++)
+	{
+		if (a->usernames[i])
+			resolve_username(a->calls[i]);
+		if (!a->calls[i]->finished)
+			run[(*nrun)++] = a->calls[i];
+	}
+	return run;
 }
 
 /* Is a failed call worth another attempt? */
 static bool
 call_retryable(AtlasCall *call)
 {
-	if (call->transport_failed)
+	if (call->transport_failed || call->retry_lookup)
 		return true;
 	return call->http_status == 429 || call->http_status >= 500;
 }
@@ -654,32 +807,46 @@ record_batch(BatchArgs *a)
 }
 
 /*
- * Worker: claim a batch and commit 'running', call Atlas outside any
- * transaction, then commit the results.  Returns how many were processed.
+ * Worker: claim a batch and commit 'running', resolve usernames, call
+ * Atlas outside any transaction, then commit the results.  Returns how many were processed.
  */
 int
 atlas_queue_worker_batch(int max_items)
 {
 	BatchArgs	a = {0};
+	AtlasCall **run;
+	int			nrun;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	a.max_items = max_items;
 	a.worker = true;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(cxt);
 	claim_batch(&a);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	if (a.n == 0)
 		return 0;
 
-	atlas_run_calls(a.calls, a.n, atlas_max_concurrency, 0, NULL);
+	/* lookups use subtransactions, so they need a transaction */
+	StartTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	run = resolve_batch(&a, &nrun);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+
+	atlas_run_calls(run, nrun, atlas_max_concurrency, 0, NULL);
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(cxt);
 	record_batch(&a);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return a.n;
 }
 
@@ -750,7 +917,20 @@ atlas_process_queue(PG_FUNCTION_ARGS)
 	claim_batch(&a);
 	if (a.n > 0)
 	{
-		atlas_run_calls(a.calls, a.n, atlas_max_concurrency, 0, NULL);
+		AtlasCall **run;
+		int			nrun;
+
+		run = resolve_batch(&a, &nrun);
+		PG_TRY();
+		{
+			atlas_run_calls(run, nrun, atlas_max_concurrency, 0, NULL);
+		}
+		PG_CATCH();
+		{
+			atlas_audit_after_error(run, nrun);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 		record_batch(&a);
 	}
 	PG_RETURN_INT32(a.n);

@@ -67,6 +67,20 @@ sub wait_for
 	}
 }
 
+# Hand what is queued for psql's stdin to psql now (IPC::Run writes it
+# only while pumping).
+sub flush
+{
+	my ($s) = @_;
+	my $deadline = time + 30;
+	while (length $s->{in})
+	{
+		$s->{h}->pump_nb;
+		die 'psql does not read its input' if time > $deadline;
+		sleep 0.001 if length $s->{in};
+	}
+}
+
 # Send a statement without waiting; returns the end marker to wait for.
 sub send_sql
 {
@@ -75,7 +89,16 @@ sub send_sql
 	$s->{out} = '';
 	$s->{err} = '';
 	$s->{in} .= "$sql;\n\\echo END$mark\n";
+	flush($s);
 	return "END$mark";
+}
+
+# Cancel the session's backend from the control session.
+sub cancel
+{
+	my ($ctl, $pid) = @_;
+	$ctl->{in} .= "SELECT pg_cancel_backend($pid);\n";
+	flush($ctl);
 }
 
 # Run a statement to its end; returns (stdout without the marker, stderr).
@@ -169,7 +192,7 @@ sub start_hung_call
 	ok(!defined wait_for($s, 'err', qr/ERROR/, 0), 'cancel: the call is still running after 1 s');
 
 	my $tc = time;
-	$ctl->{in} .= "SELECT pg_cancel_backend($pid);\n";
+	cancel($ctl, $pid);
 	my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
 	ok(defined $te, 'cancel: the call ended with SQLSTATE 57014') or diag $s->{err};
 	my $lat = defined $te ? $te - $tc : 999;
@@ -242,7 +265,7 @@ sub start_hung_call
 		$all_57014 = 0 unless $hung;
 		sleep 0.2;
 		my $tc = time;
-		$ctl->{in} .= "SELECT pg_cancel_backend($pid);\n";
+		cancel($ctl, $pid);
 		my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
 		$all_57014 = 0 unless defined $te;
 		push @lat, defined $te ? $te - $tc : 999;
@@ -264,6 +287,44 @@ sub start_hung_call
 	my $active = wait_counter('active_connections', sub { $_[0] <= $base_active }, 10);
 	cmp_ok($active, '<=', $base_active, 'repeat: emulator active_connections back to the baseline');
 	is(emu_counter('in_flight_requests'), 0, 'repeat: nothing in flight at the emulator');
+}
+
+# ------------------------------------------------------------------
+# 4. cancel while the service-account token request hangs
+# ------------------------------------------------------------------
+{
+	run_sql($s, "SET atlas_users.auth_method = 'service_account'");
+	my $before = emu_counters();
+	emu_fault(
+		{ kind => 'hang', match => '/api/oauth/token', auth => JSON::PP::true, count => 1 });
+	my $t0 = time;
+	my $m = send_sql($s, remove_sql($ids->[8]));
+	my $now = wait_counter('faults_triggered', sub { $_[0] > $before->{faults_triggered} }, 10);
+	cmp_ok($now, '>', $before->{faults_triggered}, 'token hang: the emulator hangs on the token request');
+	sleep 0.5;
+	my $tc = time;
+	cancel($ctl, $pid);
+	my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
+	ok(defined $te, 'token hang: the call ended with SQLSTATE 57014') or diag $s->{err};
+	my $lat = defined $te ? $te - $tc : 999;
+	note sprintf('token hang: ended %.3f s after the cancel', $lat);
+	cmp_ok($lat, '<', $limit, "token hang: ended within $limit s of pg_cancel_backend");
+	wait_for($s, 'out', qr/^\Q$m\E$/m, 10);
+	run_sql($ctl, 'SELECT 1');
+	my $mid = emu_counters();
+	is($mid->{removal_requests} - $before->{removal_requests},
+		0, 'token hang: no removal request was sent');
+
+	($out, $err) = run_sql($s, remove_sql($ids->[8]));
+	is($out, 't', 'token hang: the same session removes the user afterwards') or diag $err;
+	my $after = emu_counters();
+	is($after->{token_grants} - $mid->{token_grants}, 1, 'token hang: one token granted afterwards');
+	my $n = socket_count($pid);
+	note "token hang: backend sockets after the next successful call: $n (baseline $base_sockets)";
+	cmp_ok($n, '<=', $base_sockets, 'token hang: no socket growth over the baseline');
+	my $active = wait_counter('active_connections', sub { $_[0] <= $base_active }, 10);
+	cmp_ok($active, '<=', $base_active, 'token hang: emulator active_connections back to the baseline');
+	is(emu_counter('in_flight_requests'), 0, 'token hang: nothing in flight at the emulator');
 }
 
 close_session($ctl);
