@@ -184,7 +184,7 @@ SHOW atlas_users.private_key;
 SHOW atlas_users.client_secret;
 SELECT current_setting('atlas_users.private_key') AS private_key,
 	   current_setting('atlas_users.client_secret') AS client_secret;
--- and they are left out of pg_settings and SHOW ALL
+-- and they are left out of pg_settings
 SELECT name, setting FROM pg_settings
 WHERE name IN ('atlas_users.private_key', 'atlas_users.client_secret');
 SELECT count(*) AS secret_values_in_pg_settings FROM pg_settings

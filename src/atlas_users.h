@@ -57,6 +57,7 @@ extern int	atlas_connect_timeout_ms;
 extern int	atlas_max_concurrency;
 extern int	atlas_max_retries;
 extern int	atlas_max_attempts;
+extern int	atlas_page_size;
 extern int	atlas_retry_base_ms;
 extern int	atlas_queue_retention_s;
 extern char *atlas_database;

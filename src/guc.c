@@ -37,6 +37,7 @@ int			atlas_connect_timeout_ms = 10000;
 int			atlas_max_concurrency = 8;
 int			atlas_max_retries = 0;
 int			atlas_max_attempts = 5;
+int			atlas_page_size = 500;
 int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
 char	   *atlas_database = NULL;
@@ -241,6 +242,14 @@ atlas_define_settings(void)
 							NULL,
 							&atlas_max_retries,
 							0, 0, 10,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.page_size",
+							"Items per page when reading Atlas lists (itemsPerPage).",
+							NULL,
+							&atlas_page_size,
+							500, 1, 500,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 

@@ -26,8 +26,6 @@
 PG_FUNCTION_INFO_V1(atlas_find_user_id);
 PG_FUNCTION_INFO_V1(atlas_user_memberships);
 
-/* items per page we ask for: Atlas's maximum */
-#define PAGE_SIZE 500
 /* a bound on pages, against a server that always says "next" */
 #define MAX_PAGES 10000
 
@@ -121,7 +119,7 @@ read_page(AtlasOperation op, const char *org_id, const char *group_id,
 
 	call->org_id = (char *) org_id;
 	call->group_id = (char *) group_id;
-	call->query = psprintf("%sitemsPerPage=%d&pageNum=%d", query, PAGE_SIZE, page);
+	call->query = psprintf("%sitemsPerPage=%d&pageNum=%d", query, atlas_page_size, page);
 	run_read(call);
 
 	json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
