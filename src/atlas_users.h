@@ -276,6 +276,8 @@ extern void atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec);
 extern Oid	atlas_extension_namespace(void);
 extern Oid	atlas_relation_owner(Oid nsp, const char *relname);
 extern void atlas_audit_insert(AuditRecord *rec);
+extern int	atlas_pin_search_path(void);
+extern void atlas_unpin_search_path(int level);
 extern void atlas_audit_log(AuditRecord *rec, const char *why);
 extern void atlas_audit_call(AtlasCall *call);
 extern void atlas_audit_after_error(AtlasCall **calls, int ncalls);

@@ -26,7 +26,9 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "commands/trigger.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -125,6 +127,30 @@ atlas_relation_owner(Oid nsp, const char *relname)
 	return owner;
 }
 
+/*
+ * Run the extension's own SQL with search_path = pg_catalog, pg_temp, so
+ * that no object of the caller's search_path (an operator, a function)
+ * can stand in for a built-in one.  Returns the level for
+ * atlas_unpin_search_path(); an error restores it by itself.
+ */
+int
+atlas_pin_search_path(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/* Restore the search_path pinned by atlas_pin_search_path(). */
+void
+atlas_unpin_search_path(int level)
+{
+	AtEOXact_GUC(true, level);
+}
+
 /* A text Datum of a field, or NULL when the field is empty. */
 static Datum
 text_or_null(const char *s, char *nulls, int i)
@@ -177,6 +203,8 @@ atlas_audit_insert(AuditRecord *rec)
 						   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
+		int			level = atlas_pin_search_path();
+
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		if (audit_plan == NULL || audit_plan_nsp != nsp)
@@ -212,6 +240,7 @@ atlas_audit_insert(AuditRecord *rec)
 		if (SPI_execute_plan(audit_plan, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not insert an audit row");
 		SPI_finish();
+		atlas_unpin_search_path(level);
 	}
 	PG_FINALLY();
 	{
@@ -343,4 +372,87 @@ atlas_audit_flush(PG_FUNCTION_ARGS)
 	if (!atlas_shmem_preloaded())
 		PG_RETURN_BOOL(true);
 	PG_RETURN_BOOL(atlas_shmem_wait_written(atlas_shmem_audit_handed(), timeout_ms));
+}
+
+/* set only while atlas_purge_audit() deletes rows */
+static bool purge_in_progress = false;
+
+PG_FUNCTION_INFO_V1(atlas_audit_guard);
+PG_FUNCTION_INFO_V1(atlas_purge_audit);
+
+/*
+ * atlas_audit_guard(): BEFORE UPDATE OR DELETE and BEFORE TRUNCATE trigger
+ * that keeps atlas_removal_audit append-only, for its owner too; only
+ * atlas_purge_audit() may delete.
+ */
+Datum
+atlas_audit_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("atlas_audit_guard() must be called as a trigger")));
+	if (purge_in_progress && TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		return PointerGetDatum(td->tg_trigtuple);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("atlas_removal_audit is append-only"),
+			 errdetail("Audit rows cannot be updated, deleted or truncated."),
+			 errhint("For retention, the extension owner can run atlas_purge_audit(older_than interval).")));
+	return PointerGetDatum(NULL);
+}
+
+typedef struct PurgeArgs
+{
+	Datum		older_than;
+	uint64		deleted;
+} PurgeArgs;
+
+/* atlas_purge_audit(older_than): delete audit rows older than that; returns how many */
+Datum
+atlas_purge_audit(PG_FUNCTION_ARGS)
+{
+	Oid			nsp;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec;
+	Oid			types[1] = {INTERVALOID};
+	Datum		values[1];
+	volatile uint64 deleted = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than must not be null")));
+	values[0] = PG_GETARG_DATUM(0);
+	nsp = atlas_extension_namespace();
+	owner = atlas_relation_owner(nsp, "atlas_removal_audit");
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	purge_in_progress = true;
+	PG_TRY();
+	{
+		int			level = atlas_pin_search_path();
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(psprintf("DELETE FROM %s.atlas_removal_audit WHERE at < now() - $1",
+										   quote_identifier(get_namespace_name(nsp))),
+								  1, types, values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not purge the audit table");
+		deleted = SPI_processed;
+		SPI_finish();
+		atlas_unpin_search_path(level);
+	}
+	PG_FINALLY();
+	{
+		purge_in_progress = false;
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64((int64) deleted);
 }

@@ -102,10 +102,13 @@ as_queue_owner(QueueSpiFn fn, void *arg)
 						   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
+		int			level = atlas_pin_search_path();
+
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		fn(nsp, arg);
 		SPI_finish();
+		atlas_unpin_search_path(level);
 	}
 	PG_FINALLY();
 	{
