@@ -50,7 +50,8 @@ ORDER BY 1;
 -- Test helpers, used by the other files.
 --
 -- regress_try(sql): run one statement and describe what happened, one line
--- per part: its result, or the error's SQLSTATE, message, detail, hint and
+-- per part: its result (the first column of its first row, or "done" for a
+-- statement that returns no rows), or the error's SQLSTATE, message, detail, hint and
 -- the context lines that do not come from this helper.  Text that varies
 -- between runs and machines is normalized: the port of a loopback host,
 -- libcurl's elapsed times, and the value of the custom setting
@@ -83,8 +84,13 @@ DECLARE
 	r text;
 	l text;
 BEGIN
-	EXECUTE cmd INTO r;
-	RETURN NEXT 'result: ' || coalesce(r, '(null)');
+	IF cmd ~* '^\s*(SELECT|SHOW|VALUES|WITH|TABLE)\M' THEN
+		EXECUTE cmd INTO r;
+		RETURN NEXT 'result: ' || coalesce(r, '(null)');
+	ELSE
+		EXECUTE cmd;
+		RETURN NEXT 'done';
+	END IF;
 EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
 		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT,
@@ -130,4 +136,6 @@ END $$;
 GRANT EXECUTE ON FUNCTION regress_norm(text), regress_try(text), regress_error(text) TO PUBLIC;
 
 SELECT regress_try('SELECT 1/0');
+SELECT regress_try('SET regress.hide = ''''');
+SELECT regress_try('SHOW regress.hide');
 SELECT * FROM regress_error('SELECT 1');

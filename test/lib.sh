@@ -74,6 +74,18 @@ make_certs_and_secrets() {
 	openssl x509 -req -in "$d/wronghost.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
 		-CAcreateserial -days 2 -extfile "$d/wrong.ext" -out "$d/wronghost.crt" 2>/dev/null
 
+	# an expired certificate for localhost, signed by the same CA
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+		-keyout "$d/expired.key" -out "$d/expired.csr" 2>/dev/null
+	mkdir -p "$d/db" && : >"$d/db/index.txt" && echo 01 >"$d/db/serial"
+	printf '%s\n' '[ ca ]' 'default_ca = test_ca' '[ test_ca ]' "dir = $d" \
+		"database = $d/db/index.txt" "serial = $d/db/serial" "new_certs_dir = $d/db" \
+		'default_md = sha256' 'policy = any' '[ any ]' 'commonName = supplied' \
+		'[ ext ]' 'subjectAltName = DNS:localhost,IP:127.0.0.1' >"$d/ca.cnf"
+	openssl ca -batch -config "$d/ca.cnf" -cert "$d/ca.crt" -keyfile "$d/ca.key" \
+		-in "$d/expired.csr" -out "$d/expired.crt" -extensions ext \
+		-startdate 20200101000000Z -enddate 20200102000000Z >/dev/null 2>&1
+
 	python3 - "$ROOT/test/emulator/seed.json" "$ATLAS_SECRETS" <<'EOF'
 import json, sys, os
 seed = json.load(open(sys.argv[1]))
