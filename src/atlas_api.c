@@ -234,7 +234,9 @@ typedef struct CallEngine
 	int			nfinished;
 	HttpRequest token_req;
 	bool		token_in_flight;
-	AtlasCall  *token_error;	/* set when the token request failed */
+	int			token_attempts;
+	TimestampTz token_not_before;	/* a token retry waits until then */
+	AtlasCall  *token_error;	/* set when the token request failed for good */
 	uint64		token_generation;	/* of the token handed out last */
 } CallEngine;
 
@@ -377,8 +379,16 @@ engine_next(void *arg, int in_flight pg_attribute_unused(), long *wait_ms)
 				return NULL;
 			if (e->token_error == NULL)
 			{
+				TimestampTz now = GetCurrentTimestamp();
+
+				if (e->token_not_before > now)
+				{
+					*wait_ms = Max(1, (long) ((e->token_not_before - now) / 1000));
+					return NULL;
+				}
 				atlas_auth_prepare_token_request(e->auth, &e->token_req);
 				e->token_in_flight = true;
+				e->token_attempts++;
 				return &e->token_req;
 			}
 			/* no token to be had: every call still waiting fails with it */
@@ -450,6 +460,17 @@ engine_done(void *arg, HttpRequest *req)
 		e->token_in_flight = false;
 		if (atlas_auth_accept_token(e->auth, req, &problem))
 			return;
+		if ((req->status == 429 || req->status == 503) && e->token_attempts <= e->max_retries)
+		{
+			/* the token endpoint is rate-limited too: wait as it says */
+			AtlasCall	tmp;
+
+			memset(&tmp, 0, sizeof(tmp));
+			tmp.retry_after = req->retry_after;
+			e->token_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  retry_delay_ms(&tmp, e->token_attempts));
+			return;
+		}
 		e->token_error = atlas_call_new(ATLAS_OP_REMOVE_PROJECT_USER);
 		e->token_error->req.method = "POST";
 		e->token_error->req.path = "/api/oauth/token";
