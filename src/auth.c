@@ -17,9 +17,9 @@
  */
 #include "atlas_users.h"
 
-#include <cjson/cJSON.h>
 
 #include "common/hashfn.h"
+#include "parse.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -169,50 +169,33 @@ atlas_auth_prepare_token_request(AtlasAuth *auth, HttpRequest *req)
 bool
 atlas_auth_accept_token(AtlasAuth *auth, HttpRequest *req, char **problem)
 {
-	cJSON	   *volatile json;
-	volatile bool ok = false;
+	AtlasTokenAnswer answer;
 
 	*problem = NULL;
 	if (req->status != 200 || req->curl_code != CURLE_OK)
 		return false;
-
-	json = cJSON_ParseWithLength(req->response, req->response_len);
+	if (!atlas_parse_token_answer(req->response, req->response_len, &answer))
+	{
+		*problem = pstrdup(answer.problem);
+		atlas_free_token_answer(&answer);
+		return false;
+	}
 	PG_TRY();
 	{
-		cJSON	   *tok = cJSON_GetObjectItemCaseSensitive(json, "access_token");
-		cJSON	   *exp = cJSON_GetObjectItemCaseSensitive(json, "expires_in");
-		cJSON	   *typ = cJSON_GetObjectItemCaseSensitive(json, "token_type");
+		/* renew a minute early, or a tenth early for short tokens */
+		double		margin = Min(60.0, answer.expires_in / 10.0);
 
-		if (!cJSON_IsObject(json))
-			*problem = "the token endpoint did not answer with a JSON object";
-		else if (!cJSON_IsString(tok) || tok->valuestring[0] == '\0' ||
-				 strlen(tok->valuestring) > 8192 ||
-				 strpbrk(tok->valuestring, "\r\n") != NULL)
-			*problem = "the token endpoint answer has no usable access_token";
-		else if (cJSON_IsString(typ) && pg_strcasecmp(typ->valuestring, "Bearer") != 0)
-			*problem = "the token endpoint answered a token that is not a bearer token";
-		else
-		{
-			double		lifetime = cJSON_IsNumber(exp) ? exp->valuedouble : 3600;
-			double		margin;
-
-			if (lifetime < 1 || lifetime > 86400 * 7)
-				lifetime = Max(1, Min(lifetime, 86400 * 7));
-			/* renew a minute early, or a tenth early for short tokens */
-			margin = Min(60.0, lifetime / 10.0);
-			drop_token();
-			token = MemoryContextStrdup(TopMemoryContext, tok->valuestring);
-			token_key = token_key_for(auth);
-			token_generation++;
-			token_valid_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															(int64) ((lifetime - margin) * 1000));
-			ok = true;
-		}
+		drop_token();
+		token = MemoryContextStrdup(TopMemoryContext, answer.token);
+		token_key = token_key_for(auth);
+		token_generation++;
+		token_valid_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														(int64) ((answer.expires_in - margin) * 1000));
 	}
 	PG_FINALLY();
 	{
-		cJSON_Delete(json);
+		atlas_free_token_answer(&answer);
 	}
 	PG_END_TRY();
-	return ok;
+	return true;
 }

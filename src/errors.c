@@ -7,7 +7,7 @@
  *	  {"error": 404, "errorCode": "USER_NOT_FOUND", "detail": "...",
  *	   "reason": "Not Found", "parameters": [...]}
  * possibly wrapped as {"status": ..., "content": {...}} with envelope=true.
- * This file parses that, maps the HTTP status to a SQLSTATE, and raises
+ * parse.c reads that; this file maps the HTTP status to a SQLSTATE, and raises
  * an ERROR whose message carries the status and errorCode, whose detail
  * carries Atlas's detail, with a hint and a context naming the request.
  * Text from Atlas is cleaned (control characters, invalid UTF-8) and
@@ -17,10 +17,10 @@
  */
 #include "atlas_users.h"
 
-#include <cjson/cJSON.h>
 
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "parse.h"
 
 /* the longest detail we keep from an answer */
 #define ATLAS_MAX_DETAIL 2000
@@ -77,42 +77,15 @@ atlas_clean_text(const char *s, size_t len, size_t maxlen)
 	return buf.data;
 }
 
-/* Copy a JSON string member, cleaned, or NULL. */
-static char *
-json_string(cJSON *obj, const char *name)
-{
-	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-	if (!cJSON_IsString(v) || v->valuestring == NULL)
-		return NULL;
-	return atlas_clean_text(v->valuestring, strlen(v->valuestring), ATLAS_MAX_DETAIL);
-}
-
-/* Does any string in the parameters array equal the call's user id? */
-static bool
-parameters_name_user(cJSON *obj, const char *user_id)
-{
-	cJSON	   *params = cJSON_GetObjectItemCaseSensitive(obj, "parameters");
-	cJSON	   *p;
-
-	if (user_id == NULL || !cJSON_IsArray(params))
-		return false;
-	cJSON_ArrayForEach(p, params)
-	{
-		if (cJSON_IsString(p) && strcmp(p->valuestring, user_id) == 0)
-			return true;
-	}
-	return false;
-}
-
 /*
  * Fill in the call's error fields from a non-2xx answer: errorCode and
- * detail from an ApiError body, or an excerpt of a body that is not one.
+ * detail from an ApiError body (parse.c), or an excerpt of a body that is
+ * not one.
  */
 void
 atlas_parse_api_error(AtlasCall *call, HttpRequest *req)
 {
-	cJSON	   *volatile json = NULL;
+	AtlasErrorBody body;
 
 	call->http_status = req->status;
 	call->retry_after = req->retry_after;
@@ -121,64 +94,36 @@ atlas_parse_api_error(AtlasCall *call, HttpRequest *req)
 	call->excerpt = NULL;
 	call->names_user = false;
 
-	if (req->response_len > 0 && !req->response_truncated)
-		json = cJSON_ParseWithLength(req->response, req->response_len);
-
-	PG_TRY();
+	atlas_parse_error_body(req->response_truncated ? NULL : req->response,
+						   req->response_len, call->user_id, &body);
+	if (body.is_object)
 	{
-		cJSON	   *obj = json;
+		if (body.has_error_code)
+			call->error_code = atlas_clean_text(body.error_code, strlen(body.error_code), 64);
+		if (body.has_detail)
+			call->detail = atlas_clean_text(body.detail, strlen(body.detail), ATLAS_MAX_DETAIL);
+		call->names_user = body.names_user;
+	}
+	else
+	{
+		const char *ct = req->content_type_in[0] ? req->content_type_in : "no content type";
 
-		/* envelope=true wraps the answer as {"status": n, "content": {...}} */
-		if (cJSON_IsObject(obj) &&
-			cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(obj, "content")) &&
-			cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(obj, "status")))
-			obj = cJSON_GetObjectItemCaseSensitive(obj, "content");
-
-		if (cJSON_IsObject(obj))
-		{
-			call->error_code = json_string(obj, "errorCode");
-			call->detail = json_string(obj, "detail");
-			if (call->detail == NULL)
-				call->detail = json_string(obj, "reason");
-			if (call->detail == NULL)
-				call->detail = json_string(obj, "error_description");
-			if (call->error_code == NULL)
-			{
-				/* OAuth-style answers of the token endpoint */
-				cJSON	   *e = cJSON_GetObjectItemCaseSensitive(obj, "error");
-
-				if (cJSON_IsString(e))
-					call->error_code = json_string(obj, "error");
-			}
-			call->names_user = parameters_name_user(obj, call->user_id) ||
-				(call->detail && call->user_id && strstr(call->detail, call->user_id));
-		}
+		if (req->response_truncated)
+			call->excerpt = psprintf("The response (%s) exceeded the %d byte limit and was not read.",
+									 atlas_clean_text(ct, strlen(ct), 100),
+									 ATLAS_MAX_RESPONSE_BYTES);
+		else if (req->response_len == 0)
+			call->excerpt = psprintf("The response (%s) had an empty body.",
+									 atlas_clean_text(ct, strlen(ct), 100));
 		else
-		{
-			const char *ct = req->content_type_in[0] ? req->content_type_in : "no content type";
-
-			if (req->response_truncated)
-				call->excerpt = psprintf("The response (%s) exceeded the %d byte limit and was not read.",
-										 atlas_clean_text(ct, strlen(ct), 100),
-										 ATLAS_MAX_RESPONSE_BYTES);
-			else if (req->response_len == 0)
-				call->excerpt = psprintf("The response (%s) had an empty body.",
-										 atlas_clean_text(ct, strlen(ct), 100));
-			else
-				call->excerpt = psprintf("The response (%s) was not an Atlas error document: %s",
-										 atlas_clean_text(ct, strlen(ct), 100),
-										 atlas_clean_text(req->response, req->response_len,
-														  ATLAS_MAX_EXCERPT));
-		}
-		if (call->error_code == NULL && req->error_code_header[0])
-			call->error_code = atlas_clean_text(req->error_code_header,
-												strlen(req->error_code_header), 64);
+			call->excerpt = psprintf("The response (%s) was not an Atlas error document: %s",
+									 atlas_clean_text(ct, strlen(ct), 100),
+									 atlas_clean_text(req->response, req->response_len,
+													  ATLAS_MAX_EXCERPT));
 	}
-	PG_FINALLY();
-	{
-		cJSON_Delete(json);
-	}
-	PG_END_TRY();
+	if (call->error_code == NULL && req->error_code_header[0])
+		call->error_code = atlas_clean_text(req->error_code_header,
+											strlen(req->error_code_header), 64);
 }
 
 /* The SQLSTATE for an HTTP status; see the README's error table. */

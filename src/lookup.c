@@ -10,16 +10,17 @@
  * roles.orgRoles, roles.groupRoleAssignments and teamIds.  Every list is
  * read page by page (itemsPerPage, pageNum) for as long as Atlas answers
  * with a links entry of rel "next"; the next page's URL is built from
- * base_url, never taken from the answer.
+ * base_url, never taken from the answer.  The JSON itself is read by
+ * parse.c; this file copies what it needs into palloc'd memory.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
-#include <cjson/cJSON.h>
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
+#include "parse.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -51,62 +52,67 @@ bad_answer(AtlasCall *call, const char *what)
 			 errcontext("Atlas API request %s %s", call->req.method, call->req.path)));
 }
 
-/* Copy a string member, or NULL. */
+/* A string member, cleaned and palloc'd, or NULL. */
 static char *
-member_string(cJSON *obj, const char *name)
+member_string(const cJSON *obj, const char *name)
 {
-	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+	const char *v = atlas_json_string(obj, name);
 
-	if (!cJSON_IsString(v))
-		return NULL;
-	return atlas_clean_text(v->valuestring, strlen(v->valuestring), 1000);
+	return v ? atlas_clean_text(v, strlen(v), 1000) : NULL;
 }
 
-/* Copy an array of strings into a List of char *. */
+/* A List of cleaned, palloc'd copies of n strings. */
 static List *
-member_strings(cJSON *obj, const char *name)
+string_list(char **a, int n)
 {
-	cJSON	   *arr = cJSON_GetObjectItemCaseSensitive(obj, name);
-	cJSON	   *v;
 	List	   *result = NIL;
+	int			i;
 
-	cJSON_ArrayForEach(v, arr)
-	{
-		if (cJSON_IsString(v))
-			result = lappend(result, atlas_clean_text(v->valuestring, strlen(v->valuestring), 200));
-	}
+	for (i = 0; i < n; i++)
+		result = lappend(result, atlas_clean_text(a[i], strlen(a[i]), 200));
 	return result;
 }
 
-/* Parse an OrgUserResponse (2025-02-19). */
+/*
+ * Parse an OrgUserResponse (2025-02-19) with parse.c, into palloc'd
+ * memory; NULL when it has no well-formed id.
+ */
 static AtlasOrgUser *
-parse_org_user(cJSON *obj)
+parse_org_user(const cJSON *obj)
 {
-	AtlasOrgUser *u = palloc0(sizeof(AtlasOrgUser));
-	cJSON	   *roles = cJSON_GetObjectItemCaseSensitive(obj, "roles");
-	cJSON	   *gra = cJSON_GetObjectItemCaseSensitive(roles, "groupRoleAssignments");
-	cJSON	   *g;
+	AtlasParsedUser *volatile p = atlas_parse_org_user(obj);
+	AtlasOrgUser *volatile u = NULL;
 
-	u->id = member_string(obj, "id");
-	u->username = member_string(obj, "username");
-	u->status = member_string(obj, "orgMembershipStatus");
-	u->org_roles = member_strings(roles, "orgRoles");
-	u->team_ids = member_strings(obj, "teamIds");
-	cJSON_ArrayForEach(g, gra)
-	{
-		AtlasGroupRoles *gr = palloc0(sizeof(AtlasGroupRoles));
-
-		gr->group_id = member_string(g, "groupId");
-		gr->roles = member_strings(g, "groupRoles");
-		if (gr->group_id && atlas_is_atlas_id(gr->group_id))
-			u->groups = lappend(u->groups, gr);
-	}
-	if (u->id == NULL || !atlas_is_atlas_id(u->id))
+	if (p == NULL)
 		return NULL;
+	PG_TRY();
+	{
+		int			i;
+
+		u = palloc0(sizeof(AtlasOrgUser));
+		u->id = pstrdup(p->id);
+		u->username = p->username ? atlas_clean_text(p->username, strlen(p->username), 1000) : NULL;
+		u->status = p->status ? atlas_clean_text(p->status, strlen(p->status), 100) : NULL;
+		u->org_roles = string_list(p->org_roles, p->n_org_roles);
+		u->team_ids = string_list(p->team_ids, p->nteams);
+		for (i = 0; i < p->ngroups; i++)
+		{
+			AtlasGroupRoles *gr = palloc0(sizeof(AtlasGroupRoles));
+
+			gr->group_id = pstrdup(p->groups[i].group_id);
+			gr->roles = string_list(p->groups[i].roles, p->groups[i].nroles);
+			u->groups = lappend(u->groups, gr);
+		}
+	}
+	PG_FINALLY();
+	{
+		atlas_free_parsed_user(p);
+	}
+	PG_END_TRY();
 	return u;
 }
 
-typedef void (*ListItemFn) (cJSON *item, void *arg);
+typedef void (*ListItemFn) (const cJSON *item, void *arg);
 
 /* Read one page of a list endpoint; returns whether Atlas says there is a next one. */
 static bool
@@ -125,21 +131,11 @@ read_page(AtlasOperation op, const char *org_id, const char *group_id,
 	json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
 	PG_TRY();
 	{
-		cJSON	   *results = cJSON_GetObjectItemCaseSensitive(json, "results");
-		cJSON	   *links = cJSON_GetObjectItemCaseSensitive(json, "links");
-		cJSON	   *item;
+		bool		next = false;
 
-		if (!cJSON_IsObject(json) || !cJSON_IsArray(results))
+		if (!atlas_list_page_items(json, fn, arg, &next))
 			bad_answer(call, "a list without \"results\"");
-		cJSON_ArrayForEach(item, results)
-			fn(item, arg);
-		cJSON_ArrayForEach(item, links)
-		{
-			cJSON	   *rel = cJSON_GetObjectItemCaseSensitive(item, "rel");
-
-			if (cJSON_IsString(rel) && strcmp(rel->valuestring, "next") == 0)
-				more = cJSON_GetArraySize(results) > 0;
-		}
+		more = next;
 	}
 	PG_FINALLY();
 	{
@@ -175,13 +171,12 @@ typedef struct FindArgs
 
 /* Keep the result whose username is the one we look for. */
 static void
-find_username_item(cJSON *item, void *arg)
+find_username_item(const cJSON *item, void *arg)
 {
 	FindArgs   *a = (FindArgs *) arg;
-	cJSON	   *name = cJSON_GetObjectItemCaseSensitive(item, "username");
+	const char *name = atlas_json_string(item, "username");
 
-	if (a->found == NULL && cJSON_IsString(name) &&
-		pg_strcasecmp(name->valuestring, a->username) == 0)
+	if (a->found == NULL && name && pg_strcasecmp(name, a->username) == 0)
 		a->found = parse_org_user(item);
 }
 
@@ -232,17 +227,17 @@ atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 
 /* Keep the id of the project user whose username is the one we look for. */
 static void
-find_group_username_item(cJSON *item, void *arg)
+find_group_username_item(const cJSON *item, void *arg)
 {
 	FindArgs   *a = (FindArgs *) arg;
-	cJSON	   *name = cJSON_GetObjectItemCaseSensitive(item, "username");
-	char	   *id = member_string(item, "id");
+	const char *name = atlas_json_string(item, "username");
+	const char *id = atlas_json_string(item, "id");
 
-	if (a->found == NULL && cJSON_IsString(name) && id && atlas_is_atlas_id(id) &&
-		pg_strcasecmp(name->valuestring, a->username) == 0)
+	if (a->found == NULL && name && atlas_parse_is_id(id) &&
+		pg_strcasecmp(name, a->username) == 0)
 	{
 		a->found = palloc0(sizeof(AtlasOrgUser));
-		a->found->id = id;
+		a->found->id = pstrdup(id);
 	}
 }
 
@@ -305,7 +300,7 @@ typedef struct TeamNames
 
 /* Collect a team's id and name. */
 static void
-team_name_item(cJSON *item, void *arg)
+team_name_item(const cJSON *item, void *arg)
 {
 	TeamNames  *t = (TeamNames *) arg;
 	char	   *id = member_string(item, "id");

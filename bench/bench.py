@@ -1,0 +1,745 @@
+#!/usr/bin/env python3
+"""bench/bench.py: the measurements of bench/run (which sets everything up first).
+
+Runs, against the Atlas emulator (counted figures) and against nginx (a fast
+server), N removals per client, the server capacity with wrk, the 50 ms
+latency-bound runs, the 100,000-call RSS run and a perf profile, then prints
+one table and the targets of issue 5, and saves them to $BENCH_OUT.
+
+Everything it needs comes from the environment bench/run exports (test/lib.sh's
+PGHOST, PGPORT, ATLAS_EMULATOR_URL, ATLAS_EMULATOR_HTTPS_URL, ATLAS_TEST_CA,
+ATLAS_SECRETS, plus BENCH_*).  Python standard library only; PostgreSQL is
+driven through psql, the per-process figures come from /proc (read by the
+backend itself with pg_read_file, so they belong to the session measured).
+
+  python3 bench.py --rusage CMD...   run CMD, then print its wall time and its
+                                     children's CPU time and peak RSS as JSON
+"""
+
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+ORG = "65f0a0000000000000000001"
+GROUP = "65f0b0000000000000000001"
+ACCEPT = "application/vnd.atlas.2025-02-19+json"
+
+
+def rusage_main(cmd):
+    t0 = time.monotonic()
+    rc = subprocess.call(cmd)
+    wall = time.monotonic() - t0
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"rc": rc, "wall": wall, "cpu": r.ru_utime + r.ru_stime,
+                      "maxrss_kb": r.ru_maxrss}))
+    return rc
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--rusage":
+    sys.exit(rusage_main(sys.argv[2:]))
+
+
+def env(name, default=None):
+    v = os.environ.get(name)
+    return v if v not in (None, "") else default
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN_DIR = env("ATLAS_RUN_DIR", "/tmp/atlas_users_run")
+WORK = os.path.join(RUN_DIR, "bench")
+QUICK = env("BENCH_QUICK", "0") not in ("0", "")
+N = int(env("BENCH_N", "100" if QUICK else "1000"))
+CONC = int(env("BENCH_CONCURRENCY", "16"))
+LAT_MS = float(env("BENCH_LATENCY_MS", "50"))
+LAT_N = int(env("BENCH_LATENCY_N", str(N)))
+RSS_CALLS = int(env("BENCH_RSS_CALLS", "10000" if QUICK else "100000"))
+SKIP_RSS = env("BENCH_SKIP_RSS", "0") not in ("0", "")
+WRK_S = int(env("BENCH_WRK_SECONDS", "2" if QUICK else "5"))
+PERF_CALLS = int(env("BENCH_PERF_CALLS", str(max(N, 1000 if QUICK else 5000))))
+OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
+EMU_CTL = env("ATLAS_EMULATOR_URL")
+EMU_HTTPS = env("ATLAS_EMULATOR_HTTPS_URL")
+CA = env("ATLAS_TEST_CA")
+SECRETS = env("ATLAS_SECRETS")
+NGINX_URL = env("BENCH_NGINX_URL")
+NGINX_DIR = env("BENCH_NGINX_DIR")
+NGINX_TOKEN = env("BENCH_NGINX_TOKEN")
+
+os.makedirs(WORK, exist_ok=True)
+
+
+def log(msg):
+    sys.stderr.write("== %s\n" % msg)
+    sys.stderr.flush()
+
+
+def secret(name):
+    with open(os.path.join(SECRETS, name)) as f:
+        return f.read().strip()
+
+
+# ---------------------------------------------------------------- emulator
+
+def emu(method, name, payload=None, timeout=300):
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(EMU_CTL + "/__emulator/" + name, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def emu_fresh(nusers, latency_ms=0):
+    """Reset the emulator (state, counters, config) and create nusers users in the project."""
+    emu("POST", "reset")
+    if latency_ms:
+        emu("POST", "config", {"latency_ms": latency_ms})
+    ids = emu("POST", "users", {"count": nusers, "orgId": ORG, "groupIds": [GROUP]})["ids"]
+    emu("POST", "reset_counters")
+    return ids
+
+
+def emu_counts():
+    c = emu("GET", "counters")
+    ok = c.get("requests_by_route", {}).get(
+        "DELETE /api/atlas/v2/groups/{groupId}/users/{userId}", {}).get("204", 0)
+    return {"requests": c["requests_total"], "challenges": c["digest_challenges"],
+            "bearer_401": c["bearer_rejections"], "tokens": c["token_grants"],
+            "tcp": c["tcp_connections"], "ok": ok,
+            "max_in_flight": c.get("max_concurrent_requests", 0)}
+
+
+def emu_token():
+    """A bearer token from the emulator's token endpoint, for wrk."""
+    import base64
+    import ssl
+    ctx = ssl.create_default_context(cafile=CA)
+    basic = base64.b64encode(("%s:%s" % (secret("client_id"), secret("client_secret"))).encode())
+    req = urllib.request.Request(EMU_HTTPS + "/api/oauth/token",
+                                 data=b"grant_type=client_credentials", method="POST",
+                                 headers={"Authorization": "Basic " + basic.decode(),
+                                          "Content-Type": "application/x-www-form-urlencoded",
+                                          "Accept": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=ctx))
+    with opener.open(req, timeout=30) as r:
+        return json.loads(r.read().decode())["access_token"]
+
+
+# ---------------------------------------------------------------- nginx
+
+def nginx_mark():
+    try:
+        return os.path.getsize(os.path.join(NGINX_DIR, "access.log"))
+    except OSError:
+        return 0
+
+
+def nginx_counts(mark):
+    """Counted figures from nginx's access log since mark (a byte offset)."""
+    reqs = s401 = tokens = ok = 0
+    conns = set()
+    with open(os.path.join(NGINX_DIR, "access.log"), "rb") as f:
+        f.seek(mark)
+        for line in f:
+            parts = line.decode("utf-8", "replace").split()
+            if len(parts) < 4:
+                continue
+            conn, status, method, uri = parts[:4]
+            reqs += 1
+            conns.add(conn)
+            if status == "401":
+                s401 += 1
+            if uri == "/api/oauth/token" and status == "200":
+                tokens += 1
+            if method == "DELETE" and status == "204":
+                ok += 1
+    return {"requests": reqs, "challenges": 0, "bearer_401": s401, "tokens": tokens,
+            "tcp": len(conns), "ok": ok, "max_in_flight": None}
+
+
+# ---------------------------------------------------------------- psql
+
+def psql(sql, name, extra_env=None, check=True):
+    """Run sql (text) as a file in one psql session; returns stdout lines."""
+    path = os.path.join(WORK, name + ".sql")
+    with open(path, "w") as f:
+        f.write("\\set ON_ERROR_STOP 1\n")
+        f.write(sql)
+    e = dict(os.environ)
+    e.update(extra_env or {})
+    p = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-d", "postgres", "-f", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    if check and p.returncode != 0:
+        sys.stderr.write(p.stderr.decode("utf-8", "replace")[-4000:])
+        raise SystemExit("bench: psql failed in %s (%s)" % (name, path))
+    return p.stdout.decode("utf-8", "replace").splitlines()
+
+
+def q1(sql):
+    lines = psql(sql + ";\n", "q")
+    return lines[0] if lines else ""
+
+
+SNAP = """
+CREATE SCHEMA IF NOT EXISTS bench;
+-- CPU time (ns), VmRSS and VmHWM (kB) of a process, read from /proc
+CREATE OR REPLACE FUNCTION bench.proc(p int) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+  cpu numeric;
+  st text;
+  f text[];
+BEGIN
+  IF p IS NULL OR p = 0 THEN
+    RETURN '0 0 0';
+  END IF;
+  IF (pg_stat_file('/proc/' || p || '/schedstat', true)).size IS NOT NULL THEN
+    cpu := split_part(pg_read_file('/proc/' || p || '/schedstat'), ' ', 1)::numeric;
+  ELSE
+    f := string_to_array(split_part(pg_read_file('/proc/' || p || '/stat'), ') ', 2), ' ');
+    cpu := (f[12]::numeric + f[13]::numeric) * (1000000000 / %(clk)d);
+  END IF;
+  st := pg_read_file('/proc/' || p || '/status');
+  RETURN cpu || ' ' || coalesce(substring(st from 'VmRSS:\\s+(\\d+)'), '0') || ' '
+         || coalesce(substring(st from 'VmHWM:\\s+(\\d+)'), '0');
+END
+$f$;
+-- one line: BENCH tag epoch backend_pid (cpu rss hwm of this backend) worker_pid (... of the worker)
+CREATE OR REPLACE FUNCTION bench.snap(tag text) RETURNS text LANGUAGE sql AS $f$
+  SELECT format('BENCH %%s %%s %%s %%s %%s %%s', tag, extract(epoch FROM clock_timestamp()),
+                pg_backend_pid(), bench.proc(pg_backend_pid()),
+                coalesce(w.pid, 0), bench.proc(w.pid))
+  FROM atlas_worker_status() w
+$f$;
+""" % {"clk": os.sysconf("SC_CLK_TCK")}
+
+
+def snaps(lines):
+    """Parse the BENCH lines of a session's output into {tag: dict}."""
+    out = {}
+    for line in lines:
+        if not line.startswith("BENCH "):
+            continue
+        p = line.split()
+        out[p[1]] = {"t": float(p[2]), "pid": int(p[3]), "cpu": float(p[4]), "rss": int(p[5]),
+                     "hwm": int(p[6]), "wpid": int(p[7]), "wcpu": float(p[8]),
+                     "wrss": int(p[9]), "whwm": int(p[10])}
+    return out
+
+
+def settings_sql(auth, base_url=None):
+    s = "SET atlas_users.auth_method = '%s';\n" % auth
+    if base_url:
+        s += "SET atlas_users.base_url = '%s';\n" % base_url
+    s += "SET atlas_users.max_concurrency = %d;\n" % CONC
+    return s
+
+
+def call_sql(uid):
+    return "SELECT atlas_remove_project_user('%s', '%s');\n" % (GROUP, uid)
+
+
+def result_from_snaps(s, n, a="start", b="end", worker_is_client=False):
+    d = s[b]
+    r = {"n": n, "wall": d["t"] - s[a]["t"]}
+    if worker_is_client:
+        r["cpu_us"] = (d["wcpu"] - s[a]["wcpu"]) / 1000.0 / n
+        r["wkr_us"] = None
+        r["rss_kb"] = d["whwm"]
+    else:
+        r["cpu_us"] = (d["cpu"] - s[a]["cpu"]) / 1000.0 / n
+        r["wkr_us"] = (d["wcpu"] - s[a]["wcpu"]) / 1000.0 / n if d["wpid"] else None
+        r["rss_kb"] = d["hwm"]
+    return r
+
+
+# ---------------------------------------------------------------- clients
+
+def run_one_at_a_time(ids, auth, base_url=None, name="one"):
+    sql = settings_sql(auth, base_url)
+    sql += "SELECT bench.snap('start');\n"
+    sql += "".join(call_sql(u) for u in ids)
+    sql += "SELECT bench.snap('end');\n"
+    lines = psql(sql, name)
+    r = result_from_snaps(snaps(lines), len(ids))
+    r["returned_true"] = sum(1 for line in lines if line == "t")
+    return r
+
+
+def run_select1(n):
+    sql = "SELECT bench.snap('start');\n" + "SELECT 1;\n" * n + "SELECT bench.snap('end');\n"
+    return result_from_snaps(snaps(psql(sql, "select1")), n)
+
+
+def run_bulk(ids, auth, base_url=None):
+    sql = settings_sql(auth, base_url)
+    sql += "SELECT bench.snap('start');\n"
+    sql += ("SELECT 'BULK ' || count(*) FILTER (WHERE removed) || ' ' || count(*)"
+            " FROM atlas_remove_project_users('%s', ARRAY[%s]);\n"
+            % (GROUP, ",".join("'%s'" % u for u in ids)))
+    sql += "SELECT bench.snap('end');\n"
+    lines = psql(sql, "bulk")
+    r = result_from_snaps(snaps(lines), len(ids))
+    for line in lines:
+        if line.startswith("BULK "):
+            r["returned_true"] = int(line.split()[1])
+    return r
+
+
+def worker_pid():
+    return int(q1("SELECT coalesce(pid, 0) FROM atlas_worker_status()") or 0)
+
+
+def reset_hwm(pid):
+    """Reset a process's VmHWM to its current RSS (Linux clear_refs 5)."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_queue(ids):
+    """Enqueue in one transaction, commit, wait until the worker finished them all."""
+    wpid = worker_pid()
+    if not wpid:
+        raise SystemExit("bench: the atlas_users worker is not running")
+    hwm_reset = reset_hwm(wpid)
+    sql = "SELECT coalesce(max(id), 0) AS q0 FROM atlas_removal_queue \\gset\n"
+    sql += "BEGIN;\n"
+    sql += ("SELECT count(atlas_enqueue_remove_project_user('%s', u))"
+            " FROM unnest(ARRAY[%s]) u \\g /dev/null\n"
+            % (GROUP, ",".join("'%s'" % u for u in ids)))
+    sql += "SELECT bench.snap('start');\nCOMMIT;\n"
+    sql += ("DO $$BEGIN\n"
+            "  LOOP\n"
+            "    EXIT WHEN (SELECT queued + running FROM atlas_queue_status) = 0;\n"
+            "    PERFORM pg_sleep(0.01);\n"
+            "  END LOOP;\nEND$$;\n")
+    sql += "SELECT bench.snap('end');\n"
+    sql += ("SELECT 'QUEUE ' || count(*) FILTER (WHERE status = 'done') || ' '"
+            " || count(*) FILTER (WHERE status <> 'done') || ' '"
+            " || extract(epoch FROM max(finished_at))"
+            " FROM atlas_removal_queue WHERE id > :q0;\n")
+    lines = psql(sql, "queue")
+    s = snaps(lines)
+    r = result_from_snaps(s, len(ids), worker_is_client=True)
+    for line in lines:
+        if line.startswith("QUEUE "):
+            p = line.split()
+            r["returned_true"] = int(p[1])
+            r["not_done"] = int(p[2])
+            r["wall"] = float(p[3]) - s["start"]["t"]
+    if not hwm_reset:
+        r["rss_note"] = "(worker lifetime peak)"
+    return r
+
+
+def run_curl_loop(ids):
+    idfile = os.path.join(WORK, "curl_ids.txt")
+    with open(idfile, "w") as f:
+        f.write("\n".join(ids) + "\n")
+    # the loop a DBA writes from the Atlas docs, one curl process per user
+    script = ('while read -r u; do\n'
+              '  curl --digest --user "$PUB:$PRIV" -X DELETE'
+              ' -H "Accept: application/vnd.atlas.2025-02-19+json"'
+              ' --cacert "$CA" "$BASE/api/atlas/v2/groups/$G/users/$u" >/dev/null 2>&1\n'
+              'done < "$IDS"\n')
+    e = dict(os.environ, PUB=secret("public_key"), PRIV=secret("private_key"), CA=CA,
+             BASE=EMU_HTTPS, G=GROUP, IDS=idfile)
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--rusage", "bash", "-c", script],
+                       stdout=subprocess.PIPE, env=e, check=True)
+    j = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    n = len(ids)
+    return {"n": n, "wall": j["wall"], "cpu_us": j["cpu"] * 1e6 / n, "wkr_us": None,
+            "rss_kb": j["maxrss_kb"], "client_procs": True}
+
+
+# ---------------------------------------------------------------- wrk
+
+def run_wrk(url, token, idfile, conns, seconds):
+    threads = 1 if conns == 1 else min(conns, max(1, os.cpu_count() or 1))
+    cmd = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, "--latency",
+           "-H", "Authorization: Bearer " + token, "-H", "Accept: " + ACCEPT,
+           "-s", os.path.join(HERE, "wrk_delete.lua"), url]
+    e = dict(os.environ, BENCH_IDS=idfile, BENCH_GROUP=GROUP)
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                         check=True).stdout.decode()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    m = re.search(r"Latency\s+([\d.]+)(us|ms|s)\b", out)
+    lat_ms = None
+    if m:
+        lat_ms = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rate": rate, "total": total, "non2xx": non2xx, "lat_ms": lat_ms,
+            "errors": errors.group(0) if errors else "", "raw": out}
+
+
+# ---------------------------------------------------------------- perf
+
+def perf_available():
+    if not shutil.which("perf"):
+        return False, "perf is not installed"
+    p = subprocess.run(["perf", "record", "-e", "cpu-clock", "-o", os.path.join(WORK, "perf.probe"),
+                        "--", "true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        return False, "perf record failed here: " + p.stdout.decode("utf-8", "replace").strip()[-300:]
+    return True, ""
+
+
+def run_perf_profile(ncalls):
+    """perf record -g on the backend (and system-wide) during one-at-a-time calls to nginx."""
+    hook = os.path.join(HERE, "perf_hook")
+    sql = settings_sql("service_account", NGINX_URL)
+    sql += "SELECT pg_backend_pid() AS pid \\gset\n\\setenv BENCH_PID :pid\n"
+    sql += "SELECT atlas_remove_project_user('%s', '%024x');\n" % (GROUP, 1)  # token, connection
+    sql += "\\! %s start\n" % hook
+    sql += "SELECT bench.snap('start');\n"
+    sql += "".join(call_sql("%024x" % (i + 2)) for i in range(ncalls))
+    sql += "SELECT bench.snap('end');\n"
+    sql += "\\! %s stop\n" % hook
+    lines = psql(sql, "perf", extra_env={"BENCH_PERF_DIR": WORK})
+    r = result_from_snaps(snaps(lines), ncalls)
+    rep = {}
+
+    def report(data, args):
+        p = subprocess.run(["perf", "report", "-i", data, "--stdio"] + args,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return [line for line in p.stdout.decode("utf-8", "replace").splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    data = os.path.join(WORK, "perf.backend.data")
+    if os.path.exists(data):
+        rep["dso"] = report(data, ["--no-children", "--sort", "dso", "-g", "none",
+                                   "--percent-limit", "0.5"])
+        rep["sym"] = report(data, ["--no-children", "--sort", "dso,sym", "-g", "none",
+                                   "--percent-limit", "0.7"])
+        rep["samples"] = report(data, ["--no-children", "--sort", "dso", "-g", "none",
+                                       "--show-nr-samples"])
+    data = os.path.join(WORK, "perf.system.data")
+    if os.path.exists(data):
+        rep["comm"] = report(data, ["--no-children", "--sort", "comm", "-g", "none",
+                                    "--percent-limit", "1"])
+    return r, rep
+
+
+# ---------------------------------------------------------------- RSS
+
+def run_rss(ncalls):
+    sql = settings_sql("service_account", NGINX_URL)
+    sql += "SELECT atlas_worker_status() AS ws0 \\gset\n"
+    marks = sorted(set([min(1000, ncalls)] + [k for k in range(10000, ncalls + 1, 10000)] + [ncalls]))
+    i = 0
+    for m in marks:
+        sql += "".join(call_sql("%024x" % (j + 1)) for j in range(i, m))
+        sql += "SELECT bench.snap('c%d');\n" % m
+        i = m
+    sql += ("SELECT 'LOGGED ' || (atlas_worker_status()).audit_records_logged;\n")
+    lines = psql(sql, "rss")
+    s = snaps(lines)
+    logged = [int(line.split()[1]) for line in lines if line.startswith("LOGGED ")]
+    first, last = "c%d" % marks[0], "c%d" % marks[-1]
+    return {"marks": [(m, s["c%d" % m]["rss"], s["c%d" % m]["hwm"]) for m in marks],
+            "first": marks[0], "calls": ncalls,
+            "growth_kb": s[last]["rss"] - s[first]["rss"],
+            "wall": s[last]["t"] - s[first]["t"], "true": sum(1 for x in lines if x == "t"),
+            "audit_logged": logged[0] if logged else None}
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, spec, none="-"):
+    if v is None:
+        return none
+    return format(v, spec)
+
+
+def main():
+    t_start = time.monotonic()
+    psql("CREATE EXTENSION IF NOT EXISTS atlas_users;\n" + SNAP, "setup")
+    rows = []       # (key, label, server, conc, result, counts)
+    cap = {}        # (server, conns) -> wrk result
+
+    def add(key, label, server, conc, r, counts, limit=None):
+        r = dict(r)
+        r.update({"key": key, "label": label, "server": server, "conc": conc,
+                  "counts": counts, "limit": limit})
+        rows.append(r)
+        ok = counts["ok"] if counts else None
+        log("%-4s %-44s %7.3f s  %8.0f/s  ok=%s" % (key, label, r["wall"], r["n"] / r["wall"], ok))
+        return r
+
+    # ---- server capacity with wrk
+    wrk_users = max(N, 30000)
+    log("capacity: wrk against the emulator (%d s per run)" % WRK_S)
+    token = emu_token()
+    for conns in (1, CONC):
+        ids = emu_fresh(wrk_users)
+        idfile = os.path.join(WORK, "wrk_ids.txt")
+        with open(idfile, "w") as f:
+            f.write("\n".join(ids) + "\n")
+        cap[("emulator", conns)] = run_wrk(EMU_HTTPS, token, idfile, conns, WRK_S)
+    idfile = os.path.join(WORK, "wrk_nginx_ids.txt")
+    with open(idfile, "w") as f:
+        f.write("\n".join("%024x" % (i + 1) for i in range(wrk_users)) + "\n")
+    log("capacity: wrk against nginx")
+    for conns in (1, CONC):
+        cap[("nginx", conns)] = run_wrk(NGINX_URL, NGINX_TOKEN, idfile, conns, WRK_S)
+
+    # ---- the clients, against the emulator (counted figures)
+    ids = emu_fresh(N)
+    log("a: curl --digest loop, %d processes" % N)
+    add("a", "curl --digest CLI loop, 1 process/user", "emulator", 1, run_curl_loop(ids), emu_counts())
+
+    emu_fresh(0)
+    add("0", "psql: SELECT 1 per statement (no HTTP)", "-", 1, run_select1(N), None)
+
+    ids = emu_fresh(N)
+    add("b", "SELECT atlas_remove_project_user, digest", "emulator", 1,
+        run_one_at_a_time(ids, "digest"), emu_counts())
+    ids = emu_fresh(N)
+    add("c", "same, service account", "emulator", 1,
+        run_one_at_a_time(ids, "service_account"), emu_counts())
+    ids = emu_fresh(N)
+    add("d", "atlas_remove_project_users (bulk), digest", "emulator", CONC,
+        run_bulk(ids, "digest"), emu_counts())
+    ids = emu_fresh(N)
+    add("e", "queue drained by the worker, digest", "emulator", CONC, run_queue(ids), emu_counts())
+
+    # ---- the same against nginx (service account)
+    m = nginx_mark()
+    add("c'", "one at a time, service account", "nginx", 1,
+        run_one_at_a_time(["%024x" % (i + 1) for i in range(N)], "service_account", NGINX_URL),
+        nginx_counts(m))
+    m = nginx_mark()
+    add("d'", "bulk, service account", "nginx", CONC,
+        run_bulk(["%024x" % (i + 1) for i in range(N)], "service_account", NGINX_URL),
+        nginx_counts(m))
+    # the worker reads its settings from the server configuration
+    psql("ALTER SYSTEM SET atlas_users.base_url = '%s';\n"
+         "ALTER SYSTEM SET atlas_users.auth_method = 'service_account';\n"
+         "SELECT pg_reload_conf();\n" % NGINX_URL, "reload")
+    time.sleep(1.0)
+    m = nginx_mark()
+    add("e'", "queue + worker, service account", "nginx", CONC,
+        run_queue(["%024x" % (i + 1) for i in range(N)]), nginx_counts(m))
+    psql("ALTER SYSTEM RESET atlas_users.base_url;\n"
+         "ALTER SYSTEM RESET atlas_users.auth_method;\n"
+         "SELECT pg_reload_conf();\n", "reload")
+    time.sleep(1.0)
+
+    # ---- latency-bound runs
+    log("latency-bound runs: emulator latency_ms = %g" % LAT_MS)
+    ids = emu_fresh(LAT_N, LAT_MS)
+    add("b50", "one at a time, digest, %g ms latency" % LAT_MS, "emulator", 1,
+        run_one_at_a_time(ids, "digest", name="one_lat"), emu_counts(),
+        limit=LAT_N * LAT_MS / 1000.0)
+    ids = emu_fresh(LAT_N, LAT_MS)
+    add("d50", "bulk, digest, %g ms latency" % LAT_MS, "emulator", CONC,
+        run_bulk(ids, "digest"), emu_counts(), limit=LAT_N * LAT_MS / 1000.0 / CONC)
+    ids = emu_fresh(LAT_N, LAT_MS)
+    add("e50", "queue + worker, digest, %g ms latency" % LAT_MS, "emulator", CONC,
+        run_queue(ids), emu_counts(), limit=LAT_N * LAT_MS / 1000.0 / CONC)
+    emu("POST", "reset")
+
+    # ---- profile
+    ok, why = perf_available()
+    perf = None
+    if ok:
+        log("perf record -g on the backend: %d one-at-a-time calls to nginx" % PERF_CALLS)
+        perf = run_perf_profile(PERF_CALLS)
+
+    # ---- RSS growth
+    rss = None
+    if not SKIP_RSS:
+        log("RSS run: %d calls in one session against nginx" % RSS_CALLS)
+        rss = run_rss(RSS_CALLS)
+
+    total = time.monotonic() - t_start
+    text = render(rows, cap, perf, why, rss, total)
+    sys.stdout.write(text)
+    with open(OUT, "w") as f:
+        f.write(text)
+    log("saved to %s" % OUT)
+
+
+def render(rows, cap, perf, perf_why, rss, total):
+    out = []
+    w = out.append
+    by = {r["key"]: r for r in rows}
+    try:
+        load = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        load = ["?"]
+    w("atlas_users benchmark  %s  N=%d per client  max_concurrency=%d%s"
+      % (time.strftime("%Y-%m-%d %H:%M:%S"), N, CONC, "  (quick mode)" if QUICK else ""))
+    w("machine: %s, %d CPUs, kernel %s, load average at the end %s; everything on loopback,"
+      " https with the test CA" % (platform.machine(), os.cpu_count() or 0, platform.release(),
+                                    " ".join(load)))
+    w("")
+
+    hdr = ("%-4s %-42s %-8s %4s %6s %8s %8s %6s %7s %5s %4s %4s %9s %8s %8s %8s %7s"
+           % ("row", "client", "server", "conc", "N", "wall s", "rem/s", "%cap", "req/rem",
+              "401s", "tok", "TCP", "CPU us/rm", "audit us", "peak RSS", "limit s", "x limit"))
+    w(hdr)
+    w("-" * len(hdr))
+    for (server, conns), c in sorted(cap.items(), key=lambda kv: (kv[0][0] != "emulator", kv[0][1])):
+        w("%-4s %-42s %-8s %4d %6s %8.1f %8.0f %6s %7s %5s %4s %4d %9s %8s %8s %8s %7s"
+          % ("cap", "wrk, bearer DELETE, %d s%s" % (WRK_S, " (%d%% 404)" % round(100.0 * c["non2xx"] / max(c["total"], 1)) if c["non2xx"] else ""),
+             server, conns, c["total"], float(WRK_S), c["rate"], "100%", "1", "-", "-", conns,
+             "-", "-", "-", "-", "-"))
+    for r in rows:
+        n = r["n"]
+        rate = n / r["wall"]
+        c = r["counts"]
+        capkey = (r["server"], 1 if r["conc"] == 1 else CONC)
+        pct = "-"
+        if r["limit"] is None and capkey in cap:
+            pct = "%.0f%%" % (100.0 * rate / cap[capkey]["rate"])
+        if r.get("client_procs"):
+            cpu = "%.0f*" % r["cpu_us"]
+            rsss = "%.1f*" % (r["rss_kb"] / 1024.0)
+        else:
+            cpu = "%.0f" % r["cpu_us"]
+            rsss = "%.1f" % (r["rss_kb"] / 1024.0)
+        if r["key"] in ("e", "e'", "e50"):
+            cpu += "w"
+            rsss += "w"
+        w("%-4s %-42s %-8s %4d %6d %8.3f %8.0f %6s %7s %5s %4s %4s %9s %8s %8s %8s %7s"
+          % (r["key"], r["label"][:42], r["server"], r["conc"], n, r["wall"], rate, pct,
+             "%.3f" % (c["requests"] / n) if c else "-",
+             (c["challenges"] + c["bearer_401"]) if c else "-",
+             c["tokens"] if c else "-", c["tcp"] if c else "-", cpu,
+             fmt(r["wkr_us"], ".0f"), rsss,
+             fmt(r["limit"], ".3f"), "%.3f" % (r["wall"] / r["limit"]) if r["limit"] else "-"))
+    w("")
+    w("cap: the server's own capacity for the same DELETE (wrk, Authorization: Bearer, keep-alive);"
+      " %cap = rate / capacity at the")
+    w("     same concurrency (1 or %d connections).  401s = digest challenges + rejected bearer"
+      " tokens; tok = token grants;" % CONC)
+    w("     TCP = distinct connections that carried a request; all counted by the server"
+      " (emulator counters, nginx access log).")
+    w("CPU us/rm: CPU time per removal of the backend that made the calls (row e: the worker);"
+      " * = bash + curl processes.")
+    w("audit us: CPU per removal of the atlas_users worker meanwhile (it inserts the audit rows"
+      " the backend hands over).")
+    w("peak RSS: VmHWM in MiB of that backend (w = the worker, its peak reset before the run;"
+      " * = the largest curl process).")
+    w("limit s = N x latency / concurrency, the latency-bound floor; x limit = wall / limit.")
+    bad = [r for r in rows if r["counts"] and r["counts"]["ok"] != r["n"]]
+    for r in bad:
+        w("WARNING: row %s: the server counted %d successful removals, not %d"
+          % (r["key"], r["counts"]["ok"], r["n"]))
+    for r in rows:
+        if "returned_true" in r and r["returned_true"] != r["n"]:
+            w("WARNING: row %s: %d of %d removals reported success in SQL"
+              % (r["key"], r["returned_true"], r["n"]))
+    w("")
+
+    # ---- targets
+    w("Targets (issue 5)")
+    results = []
+
+    def target(desc, measured, passed):
+        results.append(passed)
+        w("  [%s] %s: %s" % ("PASS" if passed else "FALL SHORT", desc, measured))
+
+    def rate(k):
+        return by[k]["n"] / by[k]["wall"]
+
+    if "b" in by:
+        rpr = by["b"]["counts"]["requests"] / by["b"]["n"]
+        target("digest, one session: at most 1.002 HTTP requests per removal",
+               "%.3f (%d requests for %d removals)" % (rpr, by["b"]["counts"]["requests"], by["b"]["n"]),
+               rpr <= 1.002 + 1e-9)
+    for k in ("c", "c'"):
+        if k in by:
+            t = by[k]["counts"]["tokens"]
+            target("service account, one session (%s, %s): 1 token grant per 1,000 removals"
+                   % (k, by[k]["server"]),
+                   "%d grant(s) for %d removals" % (t, by[k]["n"]),
+                   t <= max(1, math.ceil(by[k]["n"] / 1000.0)))
+    for k in ("b", "c", "c'"):
+        if k in by:
+            t = by[k]["counts"]["tcp"]
+            target("1 TCP connection per session (%s, %s)" % (k, by[k]["server"]),
+                   "%d" % t, t == 1)
+    for k in ("b", "c", "c'"):
+        if k in by and (by[k]["server"], 1) in cap:
+            c1 = cap[(by[k]["server"], 1)]["rate"]
+            target("one at a time (%s) >= 50%% of the %s's 1-connection capacity"
+                   % (k, by[k]["server"]),
+                   "%.0f/s of %.0f/s = %.0f%%" % (rate(k), c1, 100.0 * rate(k) / c1),
+                   rate(k) >= 0.5 * c1)
+    if "a" in by:
+        for k in ("b", "c"):
+            if k in by:
+                x = rate(k) / rate("a")
+                target("one at a time (%s) >= 20x the curl loop" % k,
+                       "%.0f/s vs %.1f/s = %.0fx" % (rate(k), rate("a"), x), x >= 20)
+    for k in ("d50", "e50"):
+        if k in by:
+            x = by[k]["wall"] / by[k]["limit"]
+            target("%s within 1.25x of the latency-bound limit (%g ms)"
+                   % ("bulk" if k == "d50" else "queue", LAT_MS),
+                   "%.3f s vs %.3f s = %.3fx" % (by[k]["wall"], by[k]["limit"], x), x <= 1.25)
+    if rss is not None:
+        g = rss["growth_kb"]
+        desc = "backend RSS growth < 1 MiB over %d calls in one session" % rss["calls"]
+        if rss["calls"] < 100000:
+            desc += " (issue: 100,000)"
+        target(desc, "%+d kB (VmRSS %d kB after %d calls, %d kB after %d)"
+               % (g, rss["marks"][0][1], rss["first"], rss["marks"][-1][1], rss["calls"]),
+               g < 1024)
+    else:
+        w("  [SKIPPED] backend RSS growth over 100,000 calls (BENCH_SKIP_RSS=1)")
+    w("  %d of %d targets met" % (sum(results), len(results)))
+    w("")
+
+    # ---- RSS detail
+    if rss is not None:
+        w("RSS run: %d calls of atlas_remove_project_user against nginx in one psql session,"
+          " %.1f s (%.0f calls/s); %d returned true"
+          % (rss["calls"], rss["wall"], (rss["calls"] - rss["first"]) / rss["wall"], rss["true"]))
+        w("  VmRSS kB after calls: " + ", ".join("%d: %d" % (m, v) for m, v, _ in rss["marks"]))
+        w("  audit records that went to the server log instead of the table: %s"
+          % rss["audit_logged"])
+        w("")
+
+    # ---- profile
+    if perf is None:
+        w("Profile: not available: %s" % perf_why)
+    else:
+        r, rep = perf
+        w("Profile: perf record -e cpu-clock -g -p <backend> during %d one-at-a-time calls to nginx"
+          " (service account):" % r["n"])
+        w("  %.3f s, %.0f calls/s, backend CPU %.0f us per call (%.0f%% of the wall time)"
+          % (r["wall"], r["n"] / r["wall"], r["cpu_us"], 100.0 * r["cpu_us"] * r["n"] / 1e6 / r["wall"]))
+        if rep.get("dso"):
+            w("  backend samples by shared object:")
+            out.extend("    " + line.strip() for line in rep["dso"][:12])
+        if rep.get("sym"):
+            w("  backend top symbols (flat, self time):")
+            out.extend("    " + re.sub(r"\s+", " ", line.strip()) for line in rep["sym"][:30])
+        if rep.get("comm"):
+            w("  whole machine meanwhile (perf record -a), by command:")
+            out.extend("    " + line.strip() for line in rep["comm"][:10])
+    w("")
+    w("bench/run took %.0f s" % total)
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
