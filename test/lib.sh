@@ -40,7 +40,8 @@ install_packages() {
 	apt-get install -y -q --no-install-recommends \
 		postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
-		make gcc libc6-dev python3 curl openssl ca-certificates >/dev/null
+		make gcc libc6-dev python3 curl openssl ca-certificates \
+		clang-14 libclang-rt-14-dev >/dev/null
 }
 
 # Build and install the extension.
