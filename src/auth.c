@@ -67,8 +67,10 @@ no_credentials(const char *what, const char *hint)
 			 errhint("%s", hint)));
 }
 
-#define DIGEST_HINT "Set atlas_users.public_key and atlas_users.private_key_file (or atlas_users.private_key)."
-#define SA_HINT "Set atlas_users.client_id and atlas_users.client_secret_file (or atlas_users.client_secret)."
+#define DIGEST_SETTINGS "atlas_users.public_key and atlas_users.private_key_file (or atlas_users.private_key)"
+#define SA_SETTINGS "atlas_users.client_id and atlas_users.client_secret_file (or atlas_users.client_secret)"
+#define DIGEST_HINT "Set " DIGEST_SETTINGS "."
+#define SA_HINT "Set " SA_SETTINGS "."
 
 /*
  * Resolve the credentials the settings select.  With digest_only (the
@@ -92,13 +94,13 @@ atlas_auth_resolve(bool digest_only)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the legacy v1.0 API accepts only digest API keys"),
 				 errdetail("atlas_users.auth_method selects a service account."),
-				 errhint("Use atlas_remove_project_user(), or " DIGEST_HINT)));
+				 errhint("Use atlas_remove_project_user(), or set " DIGEST_SETTINGS ".")));
 
 	if (auth->method == ATLAS_AUTH_DIGEST)
 	{
 		if (!has_public)
 			no_credentials("atlas_users.public_key is not set",
-						   has_client ? "Set atlas_users.auth_method = 'auto' or 'service_account' to use the service account, or " DIGEST_HINT : DIGEST_HINT " Or use a service account: " SA_HINT);
+						   has_client ? "Set atlas_users.auth_method = 'auto' or 'service_account' to use the service account, or set " DIGEST_SETTINGS "." : DIGEST_HINT " Or use a service account: set " SA_SETTINGS ".");
 		auth->username = pstrdup(atlas_public_key);
 		auth->secret = atlas_secret_value("atlas_users.private_key", atlas_private_key,
 										  "atlas_users.private_key_file", atlas_private_key_file);

@@ -363,6 +363,9 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 
 	req->curl_code = result;
 	req->status = code;
+	/* libcurl refused the body by its Content-Length: the same cap as ours */
+	if (result == CURLE_FILESIZE_EXCEEDED)
+		req->response_truncated = true;
 	req->elapsed_ms = total * 1000.0;
 	if (req->curl_error[0] == '\0' && result != CURLE_OK)
 		strlcpy(req->curl_error, curl_easy_strerror(result), sizeof(req->curl_error));

@@ -71,7 +71,7 @@ atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be null", param),
-				 errdetail("An Atlas id is 24 lowercase hexadecimal characters (^[a-f0-9]{24}$).")));
+				 errdetail("An Atlas id is 24 lowercase hexadecimal characters (^[a-f0-9]{24}$); no request was sent.")));
 
 	value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	if (!atlas_is_atlas_id(value))

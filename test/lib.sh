@@ -133,6 +133,7 @@ listen_addresses = ''
 unix_socket_directories = '$RUN_DIR'
 fsync = off
 log_line_prefix = '%m [%p] %q%u@%d '
+shared_preload_libraries = 'atlas_users'
 atlas_users.base_url = '$ATLAS_EMULATOR_HTTPS_URL'
 atlas_users.ca_file = '$ATLAS_TEST_CA'
 atlas_users.public_key = '$(cat "$ATLAS_SECRETS/public_key")'

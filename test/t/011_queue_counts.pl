@@ -79,7 +79,12 @@ sub removal_log
 {
 	my $log = emu('GET', 'requests?limit=10000');
 	my $reqs = ref $log eq 'HASH' ? $log->{requests} : $log;
-	return grep { ($_->{route} // '') eq $route && $_->{status} != 401 } @$reqs;
+	(my $template = $route) =~ s/^DELETE //;
+	return grep {
+		     $_->{method} eq 'DELETE'
+		  && ($_->{route} // '') eq $template
+		  && $_->{status} ne '401'
+	} @$reqs;
 }
 
 sub show

@@ -150,19 +150,19 @@ emu_reset_counters();
 	my @rows = map { [ split /\|/ ] } split /\n/, $out;
 	my %by = map { $_->[0] => $_ } @rows;
 	my @errors = grep { $_->[3] ne '' } @rows;
-	my @removed = grep { $_->[1] eq 't' } @rows;
+	my @removed = grep { $_->[1] eq 'true' } @rows;
 	note sprintf('200 ids with 5 x 404 and 3 x 500: %.3f s', $dt);
 	is(scalar @rows, 200, 'faults: one row per id');
 	is(scalar @errors, 8, 'faults: exactly 8 rows with an error code');
 	is(scalar @removed, 192, 'faults: 192 removed');
 	is(join(',', map { "$by{$_}[1]/$by{$_}[2]/$by{$_}[3]/$by{$_}[4]" } @n404),
-		join(',', ('f/404/USER_NOT_FOUND/t') x 5),
+		join(',', ('false/404/USER_NOT_FOUND/true') x 5),
 		'faults: the 5 are not removed, with http_status 404, USER_NOT_FOUND and a detail');
 	is(join(',', map { "$by{$_}[1]/$by{$_}[2]/$by{$_}[3]/$by{$_}[4]" } @n500),
-		join(',', ('f/500/UNEXPECTED_ERROR/t') x 3),
+		join(',', ('false/500/UNEXPECTED_ERROR/true') x 3),
 		'faults: the 3 are not removed, with http_status 500, UNEXPECTED_ERROR and a detail');
 	my %bad = map { $_ => 1 } @n404, @n500;
-	is(scalar(grep { !$bad{ $_->[0] } && $_->[1] eq 't' && $_->[2] eq '204' && $_->[3] eq '' }
+	is(scalar(grep { !$bad{ $_->[0] } && $_->[1] eq 'true' && $_->[2] eq '204' && $_->[3] eq '' }
 			@rows),
 		192,
 		'faults: every other id is removed with 204 and no error');
@@ -182,7 +182,7 @@ emu_reset_counters();
 	my $out2 = sql("SET atlas_users.max_concurrency = 20;\n"
 		  . "SELECT string_agg(removed || '/' || http_status || '/' || error_code, ',' ORDER BY user_id)"
 		  . " FROM atlas_remove_project_users('$group', " . id_array([ @n404[ 0, 1 ] ]) . ", false)");
-	is($out2, 'f/404/USER_NOT_FOUND,f/404/USER_NOT_FOUND', 'faults: missing_ok => false, still rows');
+	is($out2, 'false/404/USER_NOT_FOUND,false/404/USER_NOT_FOUND', 'faults: missing_ok => false, still rows');
 	is( audit_outcomes([ @n404[ 0, 1 ] ], " AND at > now() - interval '1 minute' AND outcome = 'failed'"),
 		'failed:2',
 		'faults: missing_ok => false audits the 404s as failed');
@@ -197,7 +197,7 @@ emu_config(latency_ms => 0);
 	my $oids = emu_users(count => 5, orgId => $org, groupIds => [$group], prefix => 'orgbulk');
 	my $out = sql("SELECT string_agg(removed || '/' || http_status, ',')"
 		  . " FROM atlas_remove_org_users('$org', " . id_array($oids) . ")");
-	is($out, join(',', ('t/204') x 5), 'org: 5 removed with 204');
+	is($out, join(',', ('true/204') x 5), 'org: 5 removed with 204');
 	my $gone = grep { !exists emu_user($_)->{orgs}{$org} && !exists emu_user($_)->{projects}{$group} }
 	  @$oids;
 	is($gone, 5, 'org: the 5 are gone from the org and its project');
@@ -205,20 +205,29 @@ emu_config(latency_ms => 0);
 	# again: already absent, still one row each
 	$out = sql("SELECT string_agg(removed || '/' || http_status || '/' || coalesce(error_code, ''), ',')"
 		  . " FROM atlas_remove_org_users('$org', " . id_array([ @{$oids}[ 0, 1 ] ]) . ")");
-	like($out, qr{^f/404/USER_NOT_IN_ORG,f/404/USER_NOT_IN_ORG$}, 'org: again, a 404 row each');
+	like($out, qr{^false/404/USER_NOT_IN_ORG,false/404/USER_NOT_IN_ORG$}, 'org: again, a 404 row each');
 
 	my $tids = emu_users(count => 4, orgId => $org, teamIds => [$team], prefix => 'teambulk');
 	is(scalar(grep { grep { $_ eq $team } @{ emu_user($_)->{teamIds} } } @$tids),
 		4, 'team: 4 users in dba-team');
 	$out = sql("SELECT string_agg(removed || '/' || http_status, ',')"
 		  . " FROM atlas_remove_team_users('$org', '$team', " . id_array($tids) . ")");
-	like($out, qr{^(t/2\d\d,){3}t/2\d\d$}, 'team: 4 removed with a 2xx status');
+	like($out, qr{^(true/2\d\d,){3}true/2\d\d$}, 'team: 4 removed with a 2xx status');
 	is(scalar(grep { !grep { $_ eq $team } @{ emu_user($_)->{teamIds} } } @$tids),
 		4, 'team: the 4 are gone from dba-team');
 	ok(exists emu_user($tids->[0])->{orgs}{$org}, 'team: they stay in the org');
 	is(audit_outcomes($tids), 'removed:4', 'team: 4 audit rows');
 	is(sql("SELECT count(*) FROM atlas_removal_audit WHERE team_id = '$team' AND user_id = ANY ("
 			  . id_array($tids) . ")"), 4, 'team: the audit rows name the team');
+
+	# a project that does not exist: an API error per item, a row each, no raise
+	my $missing = '65f0b00000000000000000ff';
+	$out = sql("SELECT string_agg(removed || '/' || http_status || '/' || error_code, ',')"
+		  . " FROM atlas_remove_project_users('$missing', " . id_array([ @{$tids}[ 0, 1 ] ]) . ")");
+	is($out, 'false/404/GROUP_NOT_FOUND,false/404/GROUP_NOT_FOUND',
+		'missing project: a GROUP_NOT_FOUND row per id, nothing raised');
+	is(sql("SELECT string_agg(outcome, ',') FROM atlas_removal_audit WHERE group_id = '$missing'"),
+		'failed,failed', 'missing project: audited as failed, not as already absent');
 }
 
 # ------------------------------------------------------------------

@@ -1,0 +1,214 @@
+# 012_worker_crash.pl: the queue loses nothing when its worker dies.
+#
+# - SIGKILL of the worker in the middle of 1,000 queued removals: the
+#   postmaster restarts everything (crash recovery); the restarted worker
+#   requeues the rows left 'running' and drains the rest.  Every row ends
+#   'done' (none failed, none stuck running).  The test reports how many
+#   requests were repeated (removal is idempotent: at-least-once).
+# - SIGTERM (pg_terminate_backend) while a batch waits on a hung request:
+#   the worker exits within 2 s, not at the request timeout, and after
+#   its restart every row still ends 'done'.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+
+use AtlasTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $org = '65f0a0000000000000000001';
+my $group = '65f0b0000000000000000001';
+my $route = 'DELETE /api/atlas/v2/groups/{groupId}/users/{userId}';
+
+emu_reset();
+
+my $node = atlas_node('crash',
+	timeout_ms => 30000,
+	extra_conf => "shared_preload_libraries = 'atlas_users'\n"
+	  . "atlas_users.max_concurrency = 8\n"
+	  . "atlas_users.retry_base_ms = 100\n"
+	  # the test framework turns this off; a killed worker must restart everything
+	  . "restart_after_crash = on\n");
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sub id_array { return "ARRAY[" . join(',', map { "'$_'" } @{ $_[0] }) . "]::text[]"; }
+
+sub enqueue_sql
+{
+	my ($ids) = @_;
+	return "SELECT count(atlas_enqueue_remove_project_user('$group', u)) FROM unnest("
+	  . id_array($ids) . ") u";
+}
+
+# "done|failed|queued|running" for the queue rows of these users.
+sub status_counts
+{
+	my ($ids) = @_;
+	return sql("SELECT count(*) FILTER (WHERE status = 'done') || '|' ||"
+		  . " count(*) FILTER (WHERE status = 'failed') || '|' ||"
+		  . " count(*) FILTER (WHERE status = 'queued') || '|' ||"
+		  . " count(*) FILTER (WHERE status = 'running')"
+		  . " FROM atlas_removal_queue WHERE user_id = ANY (" . id_array($ids) . ")");
+}
+
+sub wait_drained
+{
+	my ($ids) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM atlas_removal_queue WHERE status IN ('queued', 'running')"
+		  . " AND user_id = ANY (" . id_array($ids) . ")");
+}
+
+sub worker_pid
+{
+	return sql('SELECT worker_pid FROM atlas_queue_status');
+}
+
+ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas_queue_status'),
+	'the atlas_users worker is running');
+
+# ------------------------------------------------------------------
+# 1. SIGKILL in the middle of 1,000 queued removals
+# ------------------------------------------------------------------
+{
+	my $n = 1000;
+	my $ids = emu_users(count => $n, orgId => $org, groupIds => [$group], prefix => 'kill');
+	emu_reset_counters();
+	emu_config(latency_ms => 20);
+
+	is(sql(enqueue_sql($ids)), $n, "SIGKILL: $n removals enqueued");
+	ok( $node->poll_query_until('postgres',
+			"SELECT count(*) >= 100 FROM atlas_removal_queue WHERE status = 'done'"
+			  . " AND user_id = ANY (" . id_array($ids) . ")"),
+		'SIGKILL: the worker is under way (at least 100 done)');
+	usleep(300_000);
+	my $pid = worker_pid();
+	my $before = status_counts($ids);
+	my $log_offset = -s $node->logfile;
+	ok(kill('KILL', $pid), "SIGKILL: killed the worker (pid $pid)");
+	note "SIGKILL: done|failed|queued|running just before the kill: $before";
+	my (undef, undef, $q, $r) = split /\|/, $before;
+	cmp_ok($q + $r, '>', 0, 'SIGKILL: the worker was killed with work left');
+
+	ok($node->wait_for_log(qr/terminating any other active server processes|all server processes terminated/,
+			$log_offset),
+		'SIGKILL: the postmaster noticed and reinitialised (crash recovery)');
+	ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas_queue_status'),
+		'SIGKILL: the node is back and a worker is running again');
+	isnt(worker_pid(), $pid, 'SIGKILL: it is a new worker');
+	ok(wait_drained($ids), 'SIGKILL: the restarted worker drained the queue');
+	emu_config(latency_ms => 0);
+
+	is(status_counts($ids), "$n|0|0|0",
+		"SIGKILL: all $n rows 'done', none failed, none queued or stuck running");
+
+	my $requeued = '(none logged)';
+	$requeued = $1
+	  if slurp_file($node->logfile, $log_offset) =~ /requeued (\d+) removals left running/;
+	note "SIGKILL: the restarted worker requeued $requeued rows left running";
+
+	my $c = emu_counters();
+	my $all = emu_route_count($c, $route);
+	my $challenges = emu_route_count($c, $route, '401');
+	my $ok204 = emu_route_count($c, $route, '204');
+	my $not_found = emu_route_count($c, $route, '404');
+	my $requests = $all - $challenges;
+	my %by = %{ $c->{requests_by_route}{$route} // {} };
+	note sprintf(
+		'SIGKILL: removal requests=%d (besides %d digest challenges): 204=%d 404=%d; '
+		  . 'repeated requests=%d; by status: %s',
+		$requests, $challenges, $ok204, $not_found, $requests - $n,
+		join(' ', map { "$_=$by{$_}" } sort keys %by));
+	cmp_ok($requests, '>=', $n, "SIGKILL: at least $n removal requests in all");
+	note 'SIGKILL: rows that took more than one attempt: '
+	  . sql("SELECT count(*) FROM atlas_removal_queue WHERE user_id = ANY (" . id_array($ids) . ")"
+		  . " AND attempts > 1");
+
+	is(sql('SELECT atlas_audit_flush()'), 't', 'SIGKILL: flush returns true');
+	is(sql("SELECT count(DISTINCT user_id) FROM atlas_removal_audit WHERE outcome IN ('removed', 'already_absent')"
+			  . " AND user_id = ANY (" . id_array($ids) . ")"),
+		$n, "SIGKILL: every one of the $n users has a 'removed' or 'already_absent' audit row");
+	note 'SIGKILL: audit outcomes: '
+	  . join(', ', split /\n/, sql("SELECT outcome || '=' || count(*) FROM atlas_removal_audit"
+			  . " WHERE user_id = ANY (" . id_array($ids) . ") GROUP BY outcome ORDER BY outcome"));
+	my $st = emu('GET', "state?user=$ids->[0]");
+	ok(!exists $st->{projects}{$group}, 'SIGKILL: the first user is gone from the project');
+	$st = emu('GET', "state?user=$ids->[-1]");
+	ok(!exists $st->{projects}{$group}, 'SIGKILL: the last user is gone from the project');
+}
+
+# ------------------------------------------------------------------
+# 2. SIGTERM while a batch waits on a hung request
+# ------------------------------------------------------------------
+{
+	my $n = 200;
+	my $ids = emu_users(count => $n, orgId => $org, groupIds => [$group], prefix => 'term');
+	emu_reset_counters();
+	# one request of the batch hangs (up to 600 s; the call timeout is 30 s)
+	my $victim = $ids->[5];
+	emu_fault({ kind => 'hang', seconds => 600, count => 1, match => "/users/$victim" });
+	my $pid = worker_pid();
+	my $log_offset = -s $node->logfile;
+
+	is(sql(enqueue_sql($ids)), $n, "SIGTERM: $n removals enqueued");
+	ok( $node->poll_query_until('postgres',
+			"SELECT status = 'running' FROM atlas_removal_queue WHERE user_id = '$victim'"
+			  . " AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1"),
+		'SIGTERM: the hung removal is running');
+	# wait until the emulator holds the request
+	my $held = 0;
+	for (1 .. 100)
+	{
+		my $f = emu('GET', 'faults');
+		my $rules = ref $f eq 'HASH' ? $f->{faults} : $f;
+		if (($rules->[0]{hits} // 0) >= 1) { $held = 1; last; }
+		usleep(100_000);
+	}
+	ok($held, 'SIGTERM: the emulator holds the hung request: the worker is in the middle of a batch');
+	usleep(200_000);
+	is(worker_pid(), $pid, 'SIGTERM: still the same worker');
+
+	my $t0 = time;
+	is(sql("SELECT pg_terminate_backend($pid)"), 't', 'SIGTERM: pg_terminate_backend(worker_pid)');
+	my $gone = 0;
+	while (time - $t0 < 10)
+	{
+		if (sql("SELECT count(*) FROM pg_stat_activity WHERE pid = $pid") eq '0'
+			&& !kill(0, $pid))
+		{
+			$gone = 1;
+			last;
+		}
+		usleep(20_000);
+	}
+	my $took = time - $t0;
+	note sprintf('SIGTERM: the worker exited %.3f s after pg_terminate_backend', $took);
+	ok($gone, 'SIGTERM: the worker exited');
+	cmp_ok($took, '<', 2, 'SIGTERM: within 2 s (the hung request would have taken 30 s)');
+	ok(!$node->log_contains(qr/terminating any other active server processes/, $log_offset),
+		'SIGTERM: no crash restart of the other processes');
+
+	ok($node->poll_query_until('postgres',
+			"SELECT worker_pid IS NOT NULL AND worker_pid <> $pid FROM atlas_queue_status"),
+		'SIGTERM: the postmaster started a new worker');
+	emu('DELETE', 'faults');
+	ok(wait_drained($ids), 'SIGTERM: the new worker drained the queue');
+	is(status_counts($ids), "$n|0|0|0", "SIGTERM: all $n rows 'done'");
+	is(sql("SELECT status || '|' || attempts FROM atlas_removal_queue WHERE user_id = '$victim'"),
+		'done|2', 'SIGTERM: the hung removal was done on its second attempt');
+	my $c = emu_counters();
+	my $requests = emu_route_count($c, $route) - emu_route_count($c, $route, '401');
+	my %by = %{ $c->{requests_by_route}{$route} // {} };
+	note sprintf('SIGTERM: removal requests=%d for %d rows (repeated %d); by status: %s',
+		$requests, $n, $requests - $n, join(' ', map { "$_=$by{$_}" } sort keys %by));
+	cmp_ok($requests, '>=', $n, "SIGTERM: at least $n removal requests");
+	is(emu_route_count($c, $route, '204'), $n, "SIGTERM: $n answers of 204 (the hung request never removed its user)");
+}
+
+$node->stop;
+done_testing();
