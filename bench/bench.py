@@ -64,6 +64,7 @@ RSS_CALLS = int(env("BENCH_RSS_CALLS", "10000" if QUICK else "100000"))
 SKIP_RSS = env("BENCH_SKIP_RSS", "0") not in ("0", "")
 WRK_S = int(env("BENCH_WRK_SECONDS", "2" if QUICK else "5"))
 PERF_CALLS = int(env("BENCH_PERF_CALLS", str(max(N, 1000 if QUICK else 5000))))
+STRACE_CALLS = int(env("BENCH_STRACE_CALLS", "1000"))
 OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
 EMU_CTL = env("ATLAS_EMULATOR_URL")
 EMU_HTTPS = env("ATLAS_EMULATOR_HTTPS_URL")
@@ -191,7 +192,7 @@ def q1(sql):
 
 SNAP = """
 CREATE SCHEMA IF NOT EXISTS bench;
--- CPU time (ns), VmRSS and VmHWM (kB) of a process, read from /proc
+-- CPU time (ns), VmRSS, VmHWM, RssAnon and RssShmem (kB) of a process, from /proc
 CREATE OR REPLACE FUNCTION bench.proc(p int) RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE
   cpu numeric;
@@ -199,7 +200,7 @@ DECLARE
   f text[];
 BEGIN
   IF p IS NULL OR p = 0 THEN
-    RETURN '0 0 0';
+    RETURN '0 0 0 0 0';
   END IF;
   IF (pg_stat_file('/proc/' || p || '/schedstat', true)).size IS NOT NULL THEN
     cpu := split_part(pg_read_file('/proc/' || p || '/schedstat'), ' ', 1)::numeric;
@@ -209,7 +210,9 @@ BEGIN
   END IF;
   st := pg_read_file('/proc/' || p || '/status');
   RETURN cpu || ' ' || coalesce(substring(st from 'VmRSS:\\s+(\\d+)'), '0') || ' '
-         || coalesce(substring(st from 'VmHWM:\\s+(\\d+)'), '0');
+         || coalesce(substring(st from 'VmHWM:\\s+(\\d+)'), '0') || ' '
+         || coalesce(substring(st from 'RssAnon:\\s+(\\d+)'), '0') || ' '
+         || coalesce(substring(st from 'RssShmem:\\s+(\\d+)'), '0');
 END
 $f$;
 -- one line: BENCH tag epoch backend_pid (cpu rss hwm of this backend) worker_pid (... of the worker)
@@ -230,8 +233,9 @@ def snaps(lines):
             continue
         p = line.split()
         out[p[1]] = {"t": float(p[2]), "pid": int(p[3]), "cpu": float(p[4]), "rss": int(p[5]),
-                     "hwm": int(p[6]), "wpid": int(p[7]), "wcpu": float(p[8]),
-                     "wrss": int(p[9]), "whwm": int(p[10])}
+                     "hwm": int(p[6]), "anon": int(p[7]), "shmem": int(p[8]),
+                     "wpid": int(p[9]), "wcpu": float(p[10]), "wrss": int(p[11]),
+                     "whwm": int(p[12])}
     return out
 
 
@@ -371,7 +375,7 @@ def run_wrk(url, token, idfile, conns, seconds):
     cmd = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, "--latency",
            "-H", "Authorization: Bearer " + token, "-H", "Accept: " + ACCEPT,
            "-s", os.path.join(HERE, "wrk_delete.lua"), url]
-    e = dict(os.environ, BENCH_IDS=idfile, BENCH_GROUP=GROUP)
+    e = dict(os.environ, BENCH_IDS=idfile, BENCH_GROUP=GROUP, BENCH_THREADS=str(threads))
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
                          check=True).stdout.decode()
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -399,48 +403,73 @@ def perf_available():
     return True, ""
 
 
-def run_perf_profile(ncalls):
-    """perf record -g on the backend (and system-wide) during one-at-a-time calls to nginx."""
+def profiled_session(ncalls, kind, name):
+    """One-at-a-time calls to nginx (service account) with a profiler attached by the hook."""
     hook = os.path.join(HERE, "perf_hook")
     sql = settings_sql("service_account", NGINX_URL)
     sql += "SELECT pg_backend_pid() AS pid \\gset\n\\setenv BENCH_PID :pid\n"
-    sql += "SELECT atlas_remove_project_user('%s', '%024x');\n" % (GROUP, 1)  # token, connection
-    sql += "\\! %s start\n" % hook
+    sql += call_sql("%024x" % 1)      # the token and the connection, before the profile
+    sql += "\\! %s %s-start\n" % (hook, kind)
     sql += "SELECT bench.snap('start');\n"
     sql += "".join(call_sql("%024x" % (i + 2)) for i in range(ncalls))
     sql += "SELECT bench.snap('end');\n"
     sql += "\\! %s stop\n" % hook
-    lines = psql(sql, "perf", extra_env={"BENCH_PERF_DIR": WORK})
-    r = result_from_snaps(snaps(lines), ncalls)
+    lines = psql(sql, name, extra_env={"BENCH_PERF_DIR": WORK})
+    return result_from_snaps(snaps(lines), ncalls)
+
+
+def perf_report(data, args):
+    p = subprocess.run(["perf", "report", "-i", data, "--stdio"] + args,
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return [line.strip() for line in p.stdout.decode("utf-8", "replace").splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def run_perf_profile(ncalls):
+    """perf record (DWARF call graphs) on the backend, and perf record -a, during
+    one-at-a-time calls to nginx."""
+    r = profiled_session(ncalls, "perf", "perf")
     rep = {}
-
-    def report(data, args):
-        p = subprocess.run(["perf", "report", "-i", data, "--stdio"] + args,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        return [line for line in p.stdout.decode("utf-8", "replace").splitlines()
-                if line.strip() and not line.startswith("#")]
-
     data = os.path.join(WORK, "perf.backend.data")
     if os.path.exists(data):
-        rep["dso"] = report(data, ["--no-children", "--sort", "dso", "-g", "none",
-                                   "--percent-limit", "0.5"])
-        rep["sym"] = report(data, ["--no-children", "--sort", "dso,sym", "-g", "none",
-                                   "--percent-limit", "0.7"])
-        rep["samples"] = report(data, ["--no-children", "--sort", "dso", "-g", "none",
-                                       "--show-nr-samples"])
+        rep["dso"] = perf_report(data, ["--no-children", "--sort", "dso", "-g", "none",
+                                        "--percent-limit", "0.5"])
+        rep["sym"] = perf_report(data, ["--no-children", "--sort", "dso,sym", "-g", "none",
+                                        "--percent-limit", "0.5"])
+        # inclusive time of the named functions (unresolved addresses left out)
+        rep["incl"] = [line for line in
+                       perf_report(data, ["--children", "--sort", "sym", "-g", "none",
+                                          "--percent-limit", "1"])
+                       if not re.search(r"\] 0x[0-9a-f]+$", line)]
     data = os.path.join(WORK, "perf.system.data")
     if os.path.exists(data):
-        rep["comm"] = report(data, ["--no-children", "--sort", "comm", "-g", "none",
-                                    "--percent-limit", "1"])
+        rep["comm"] = perf_report(data, ["--no-children", "--sort", "comm", "-g", "none",
+                                         "--percent-limit", "1"])
     return r, rep
+
+
+def run_strace(ncalls):
+    """Syscalls per call of the backend (strace -c), one-at-a-time calls to nginx."""
+    profiled_session(ncalls, "strace", "strace")
+    rows = []
+    try:
+        with open(os.path.join(WORK, "strace.out")) as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                    errors = int(p[4]) if len(p) == 6 else 0
+                    rows.append((p[-1], int(p[3]), errors))
+    except OSError:
+        return None
+    return sorted(rows, key=lambda x: -x[1])
 
 
 # ---------------------------------------------------------------- RSS
 
 def run_rss(ncalls):
     sql = settings_sql("service_account", NGINX_URL)
-    sql += "SELECT atlas_worker_status() AS ws0 \\gset\n"
-    marks = sorted(set([min(1000, ncalls)] + [k for k in range(10000, ncalls + 1, 10000)] + [ncalls]))
+    marks = sorted(set([k for k in (1000, 2000, 3000, 4000, 5000) if k <= ncalls]
+                       + [k for k in range(10000, ncalls + 1, 10000)] + [ncalls]))
     i = 0
     for m in marks:
         sql += "".join(call_sql("%024x" % (j + 1)) for j in range(i, m))
@@ -451,9 +480,12 @@ def run_rss(ncalls):
     s = snaps(lines)
     logged = [int(line.split()[1]) for line in lines if line.startswith("LOGGED ")]
     first, last = "c%d" % marks[0], "c%d" % marks[-1]
-    return {"marks": [(m, s["c%d" % m]["rss"], s["c%d" % m]["hwm"]) for m in marks],
+    return {"marks": [(m, s["c%d" % m]["rss"], s["c%d" % m]["anon"], s["c%d" % m]["shmem"])
+                      for m in marks],
             "first": marks[0], "calls": ncalls,
             "growth_kb": s[last]["rss"] - s[first]["rss"],
+            "anon_growth_kb": s[last]["anon"] - s[first]["anon"],
+            "shmem_growth_kb": s[last]["shmem"] - s[first]["shmem"],
             "wall": s[last]["t"] - s[first]["t"], "true": sum(1 for x in lines if x == "t"),
             "audit_logged": logged[0] if logged else None}
 
@@ -482,7 +514,7 @@ def main():
         return r
 
     # ---- server capacity with wrk
-    wrk_users = max(N, 30000)
+    wrk_users = max(N, 6000 * WRK_S)
     log("capacity: wrk against the emulator (%d s per run)" % WRK_S)
     token = emu_token()
     for conns in (1, CONC):
@@ -558,8 +590,13 @@ def main():
     ok, why = perf_available()
     perf = None
     if ok:
-        log("perf record -g on the backend: %d one-at-a-time calls to nginx" % PERF_CALLS)
+        log("perf record --call-graph dwarf on the backend: %d one-at-a-time calls to nginx"
+            % PERF_CALLS)
         perf = run_perf_profile(PERF_CALLS)
+    sys_calls = None
+    if shutil.which("strace"):
+        log("strace -c on the backend: %d one-at-a-time calls to nginx" % STRACE_CALLS)
+        sys_calls = run_strace(STRACE_CALLS)
 
     # ---- RSS growth
     rss = None
@@ -568,14 +605,14 @@ def main():
         rss = run_rss(RSS_CALLS)
 
     total = time.monotonic() - t_start
-    text = render(rows, cap, perf, why, rss, total)
+    text = render(rows, cap, perf, why, sys_calls, rss, total)
     sys.stdout.write(text)
     with open(OUT, "w") as f:
         f.write(text)
     log("saved to %s" % OUT)
 
 
-def render(rows, cap, perf, perf_why, rss, total):
+def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     out = []
     w = out.append
     by = {r["key"]: r for r in rows}
@@ -703,6 +740,8 @@ def render(rows, cap, perf, perf_why, rss, total):
         target(desc, "%+d kB (VmRSS %d kB after %d calls, %d kB after %d)"
                % (g, rss["marks"][0][1], rss["first"], rss["marks"][-1][1], rss["calls"]),
                g < 1024)
+        w("         of which RssAnon (the backend's private memory) %+d kB, RssShmem (shared memory"
+          " pages it touched for the first time) %+d kB" % (rss["anon_growth_kb"], rss["shmem_growth_kb"]))
     else:
         w("  [SKIPPED] backend RSS growth over 100,000 calls (BENCH_SKIP_RSS=1)")
     w("  %d of %d targets met" % (sum(results), len(results)))
@@ -713,7 +752,20 @@ def render(rows, cap, perf, perf_why, rss, total):
         w("RSS run: %d calls of atlas_remove_project_user against nginx in one psql session,"
           " %.1f s (%.0f calls/s); %d returned true"
           % (rss["calls"], rss["wall"], (rss["calls"] - rss["first"]) / rss["wall"], rss["true"]))
-        w("  VmRSS kB after calls: " + ", ".join("%d: %d" % (m, v) for m, v, _ in rss["marks"]))
+        w("  growth from call %d to call %d: VmRSS %+d kB = RssAnon (private heap) %+d kB"
+          " + RssShmem (shared buffers touched) %+d kB + RssFile"
+          % (rss["first"], rss["calls"], rss["growth_kb"], rss["anon_growth_kb"],
+             rss["shmem_growth_kb"]))
+        w("  after N calls: VmRSS / RssAnon / RssShmem kB:")
+        line = ""
+        for m, v, a, sh in rss["marks"]:
+            item = "%d: %d/%d/%d" % (m, v, a, sh)
+            if len(line) + len(item) > 110:
+                w("    " + line.rstrip(", "))
+                line = ""
+            line += item + ", "
+        if line:
+            w("    " + line.rstrip(", "))
         w("  audit records that went to the server log instead of the table: %s"
           % rss["audit_logged"])
         w("")
@@ -723,19 +775,35 @@ def render(rows, cap, perf, perf_why, rss, total):
         w("Profile: not available: %s" % perf_why)
     else:
         r, rep = perf
-        w("Profile: perf record -e cpu-clock -g -p <backend> during %d one-at-a-time calls to nginx"
-          " (service account):" % r["n"])
-        w("  %.3f s, %.0f calls/s, backend CPU %.0f us per call (%.0f%% of the wall time)"
-          % (r["wall"], r["n"] / r["wall"], r["cpu_us"], 100.0 * r["cpu_us"] * r["n"] / 1e6 / r["wall"]))
+        w("Profile: perf record -e cpu-clock --call-graph dwarf -p <backend>, %d one-at-a-time"
+          " calls to nginx (service account):" % r["n"])
+        w("  %.3f s, %.0f calls/s (%.0f us per call), backend CPU %.0f us per call (%.0f%% of the"
+          " wall time; the rest it waits: psql, nginx, wake-ups)"
+          % (r["wall"], r["n"] / r["wall"], 1e6 * r["wall"] / r["n"], r["cpu_us"],
+             100.0 * r["cpu_us"] * r["n"] / 1e6 / r["wall"]))
         if rep.get("dso"):
-            w("  backend samples by shared object:")
-            out.extend("    " + line.strip() for line in rep["dso"][:12])
+            w("  backend CPU by shared object (self time):")
+            w("    " + ", ".join(re.sub(r"\s+", " ", x) for x in rep["dso"][:10]))
+        if rep.get("incl"):
+            w("  backend CPU, inclusive (function and what it calls), named functions >= 1%:")
+            for line in rep["incl"][:45]:
+                p = line.split()
+                if len(p) >= 4:
+                    w("    %7s  %s %s" % (p[0], p[2], " ".join(p[3:])))
         if rep.get("sym"):
-            w("  backend top symbols (flat, self time):")
-            out.extend("    " + re.sub(r"\s+", " ", line.strip()) for line in rep["sym"][:30])
+            w("  backend top symbols, self time:")
+            for line in rep["sym"][:25]:
+                w("    " + re.sub(r"\s+", " ", line))
         if rep.get("comm"):
-            w("  whole machine meanwhile (perf record -a), by command:")
-            out.extend("    " + line.strip() for line in rep["comm"][:10])
+            w("  the whole machine meanwhile (perf record -a; other work on this machine included),"
+              " by command:")
+            w("    " + ", ".join(re.sub(r"\s+", " ", x) for x in rep["comm"][:10]))
+    if sys_calls:
+        w("Syscalls per call of the backend (strace -c, %d one-at-a-time calls to nginx):"
+          % STRACE_CALLS)
+        w("    " + ", ".join("%s %.2f%s" % (name, n / float(STRACE_CALLS),
+                                           " (%.2f failed)" % (e / float(STRACE_CALLS)) if e else "")
+                             for name, n, e in sys_calls if n >= STRACE_CALLS / 20.0))
     w("")
     w("bench/run took %.0f s" % total)
     return "\n".join(out) + "\n"

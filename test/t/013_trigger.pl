@@ -210,8 +210,12 @@ EOF
 			"SELECT count(*) = 2 FROM atlas_removal_queue WHERE username IS NOT NULL"
 			  . " AND status NOT IN ('queued', 'running')"),
 		'username: both rows finished');
-	is(sql("SELECT status || '|' || coalesce(user_id, '') FROM atlas_removal_queue WHERE username = '$email'"),
-		"done|$u[5]", 'username: the known e-mail resolved to its id and the row is done');
+	is(sql("SELECT status FROM atlas_removal_queue WHERE username = '$email'"),
+		'done', 'username: the row of the known e-mail is done');
+	is(sql('SELECT atlas_audit_flush()'), 't', 'username: flush returns true');
+	is(sql("SELECT string_agg(outcome || '|' || coalesce(user_id, ''), ',') FROM atlas_removal_audit"
+			  . " WHERE username = '$email'"),
+		"removed|$u[5]", 'username: its audit row names the resolved id, outcome removed');
 	ok(!in_org($u[5]), 'username: the user is gone from the org');
 	is(sql("SELECT status FROM atlas_removal_queue WHERE username = 'unknown.person\@example.com'"),
 		'done', 'username: an e-mail Atlas does not know ends done (nothing to remove)');
