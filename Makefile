@@ -7,7 +7,7 @@ HEADERS = src/atlas_users.h
 
 DATA = $(wildcard sql/atlas_users--*.sql)
 
-REGRESS = setup validation remove errors auth audit privileges
+REGRESS = setup validation remove errors auth audit privileges lookup
 REGRESS_OPTS = --dbname=atlas_users_regression
 
 PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration

@@ -65,6 +65,7 @@ SKIP_RSS = env("BENCH_SKIP_RSS", "0") not in ("0", "")
 WRK_S = int(env("BENCH_WRK_SECONDS", "2" if QUICK else "5"))
 PERF_CALLS = int(env("BENCH_PERF_CALLS", str(max(N, 1000 if QUICK else 5000))))
 STRACE_CALLS = int(env("BENCH_STRACE_CALLS", "1000"))
+REPEAT = max(1, int(env("BENCH_REPEAT", "1" if QUICK else "3")))
 OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
 EMU_CTL = env("ATLAS_EMULATOR_URL")
 EMU_HTTPS = env("ATLAS_EMULATOR_HTTPS_URL")
@@ -247,6 +248,10 @@ def settings_sql(auth, base_url=None):
     return s
 
 
+# wait until the worker has inserted the audit records handed over, then look at its CPU
+FLUSH = "SELECT atlas_audit_flush(30000) \\g /dev/null\nSELECT bench.snap('flushed');\n"
+
+
 def call_sql(uid):
     return "SELECT atlas_remove_project_user('%s', '%s');\n" % (GROUP, uid)
 
@@ -260,7 +265,9 @@ def result_from_snaps(s, n, a="start", b="end", worker_is_client=False):
         r["rss_kb"] = d["whwm"]
     else:
         r["cpu_us"] = (d["cpu"] - s[a]["cpu"]) / 1000.0 / n
-        r["wkr_us"] = (d["wcpu"] - s[a]["wcpu"]) / 1000.0 / n if d["wpid"] else None
+        # the worker's audit inserts may end after the statement: up to the flush
+        f = s.get("flushed", d)
+        r["wkr_us"] = (f["wcpu"] - s[a]["wcpu"]) / 1000.0 / n if d["wpid"] else None
         r["rss_kb"] = d["hwm"]
     return r
 
@@ -272,6 +279,7 @@ def run_one_at_a_time(ids, auth, base_url=None, name="one"):
     sql += "SELECT bench.snap('start');\n"
     sql += "".join(call_sql(u) for u in ids)
     sql += "SELECT bench.snap('end');\n"
+    sql += FLUSH
     lines = psql(sql, name)
     r = result_from_snaps(snaps(lines), len(ids))
     r["returned_true"] = sum(1 for line in lines if line == "t")
@@ -290,6 +298,7 @@ def run_bulk(ids, auth, base_url=None):
             " FROM atlas_remove_project_users('%s', ARRAY[%s]);\n"
             % (GROUP, ",".join("'%s'" % u for u in ids)))
     sql += "SELECT bench.snap('end');\n"
+    sql += FLUSH
     lines = psql(sql, "bulk")
     r = result_from_snaps(snaps(lines), len(ids))
     for line in lines:
@@ -498,75 +507,105 @@ def fmt(v, spec, none="-"):
     return format(v, spec)
 
 
+def loadavg():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+LOAD_START = loadavg()
+
+
+def median_run(runs):
+    """The run with the median wall time (of an odd number; the slower middle one if even)."""
+    return sorted(runs, key=lambda x: x[0]["wall"])[len(runs) // 2]
+
+
 def main():
     t_start = time.monotonic()
     psql("CREATE EXTENSION IF NOT EXISTS atlas_users;\n" + SNAP, "setup")
-    rows = []       # (key, label, server, conc, result, counts)
+    rows = []       # one dict per client row
     cap = {}        # (server, conns) -> wrk result
 
-    def add(key, label, server, conc, r, counts, limit=None):
+    def add(key, label, server, conc, run, limit=None, repeat=REPEAT):
+        """run() -> (result, counts); repeated, the median run is kept."""
+        runs = [run() for _ in range(repeat)]
+        r, counts = median_run(runs)
         r = dict(r)
         r.update({"key": key, "label": label, "server": server, "conc": conc,
-                  "counts": counts, "limit": limit})
+                  "counts": counts, "limit": limit,
+                  "rates": sorted(x[0]["n"] / x[0]["wall"] for x in runs)})
         rows.append(r)
         ok = counts["ok"] if counts else None
-        log("%-4s %-44s %7.3f s  %8.0f/s  ok=%s" % (key, label, r["wall"], r["n"] / r["wall"], ok))
+        log("%-4s %-44s %7.3f s  %8.0f/s  ok=%s  (runs: %s)"
+            % (key, label, r["wall"], r["n"] / r["wall"], ok,
+               " ".join("%.0f" % x for x in r["rates"])))
         return r
+
+    def on_emulator(client, nusers, latency_ms=0):
+        def run():
+            ids = emu_fresh(nusers, latency_ms)
+            r = client(ids)
+            return r, emu_counts()
+        return run
+
+    def on_nginx(client):
+        ids = ["%024x" % (i + 1) for i in range(N)]
+
+        def run():
+            m = nginx_mark()
+            r = client(ids)
+            return r, nginx_counts(m)
+        return run
 
     # ---- server capacity with wrk
     wrk_users = max(N, 6000 * WRK_S)
-    log("capacity: wrk against the emulator (%d s per run)" % WRK_S)
+    log("capacity: wrk against the emulator and nginx, %d x %d s per figure" % (REPEAT, WRK_S))
     token = emu_token()
-    for conns in (1, CONC):
-        ids = emu_fresh(wrk_users)
-        idfile = os.path.join(WORK, "wrk_ids.txt")
-        with open(idfile, "w") as f:
-            f.write("\n".join(ids) + "\n")
-        cap[("emulator", conns)] = run_wrk(EMU_HTTPS, token, idfile, conns, WRK_S)
-    idfile = os.path.join(WORK, "wrk_nginx_ids.txt")
-    with open(idfile, "w") as f:
+    nginx_ids = os.path.join(WORK, "wrk_nginx_ids.txt")
+    with open(nginx_ids, "w") as f:
         f.write("\n".join("%024x" % (i + 1) for i in range(wrk_users)) + "\n")
-    log("capacity: wrk against nginx")
     for conns in (1, CONC):
-        cap[("nginx", conns)] = run_wrk(NGINX_URL, NGINX_TOKEN, idfile, conns, WRK_S)
+        runs = []
+        for _ in range(REPEAT):
+            ids = emu_fresh(wrk_users)
+            idfile = os.path.join(WORK, "wrk_ids.txt")
+            with open(idfile, "w") as f:
+                f.write("\n".join(ids) + "\n")
+            runs.append(run_wrk(EMU_HTTPS, token, idfile, conns, WRK_S))
+        cap[("emulator", conns)] = sorted(runs, key=lambda x: x["rate"])[len(runs) // 2]
+        cap[("emulator", conns)]["rates"] = sorted(x["rate"] for x in runs)
+        runs = [run_wrk(NGINX_URL, NGINX_TOKEN, nginx_ids, conns, WRK_S) for _ in range(REPEAT)]
+        cap[("nginx", conns)] = sorted(runs, key=lambda x: x["rate"])[len(runs) // 2]
+        cap[("nginx", conns)]["rates"] = sorted(x["rate"] for x in runs)
 
     # ---- the clients, against the emulator (counted figures)
-    ids = emu_fresh(N)
     log("a: curl --digest loop, %d processes" % N)
-    add("a", "curl --digest CLI loop, 1 process/user", "emulator", 1, run_curl_loop(ids), emu_counts())
-
-    emu_fresh(0)
-    add("0", "psql: SELECT 1 per statement (no HTTP)", "-", 1, run_select1(N), None)
-
-    ids = emu_fresh(N)
+    add("a", "curl --digest CLI loop, 1 process/user", "emulator", 1,
+        on_emulator(run_curl_loop, N), repeat=1)
+    add("0", "psql: SELECT 1 per statement (no HTTP)", "-", 1,
+        lambda: (run_select1(N), None))
     add("b", "SELECT atlas_remove_project_user, digest", "emulator", 1,
-        run_one_at_a_time(ids, "digest"), emu_counts())
-    ids = emu_fresh(N)
+        on_emulator(lambda ids: run_one_at_a_time(ids, "digest"), N))
     add("c", "same, service account", "emulator", 1,
-        run_one_at_a_time(ids, "service_account"), emu_counts())
-    ids = emu_fresh(N)
+        on_emulator(lambda ids: run_one_at_a_time(ids, "service_account"), N))
     add("d", "atlas_remove_project_users (bulk), digest", "emulator", CONC,
-        run_bulk(ids, "digest"), emu_counts())
-    ids = emu_fresh(N)
-    add("e", "queue drained by the worker, digest", "emulator", CONC, run_queue(ids), emu_counts())
+        on_emulator(lambda ids: run_bulk(ids, "digest"), N))
+    add("e", "queue drained by the worker, digest", "emulator", CONC,
+        on_emulator(run_queue, N))
 
     # ---- the same against nginx (service account)
-    m = nginx_mark()
     add("c'", "one at a time, service account", "nginx", 1,
-        run_one_at_a_time(["%024x" % (i + 1) for i in range(N)], "service_account", NGINX_URL),
-        nginx_counts(m))
-    m = nginx_mark()
+        on_nginx(lambda ids: run_one_at_a_time(ids, "service_account", NGINX_URL)))
     add("d'", "bulk, service account", "nginx", CONC,
-        run_bulk(["%024x" % (i + 1) for i in range(N)], "service_account", NGINX_URL),
-        nginx_counts(m))
+        on_nginx(lambda ids: run_bulk(ids, "service_account", NGINX_URL)))
     # the worker reads its settings from the server configuration
     psql("ALTER SYSTEM SET atlas_users.base_url = '%s';\n"
          "ALTER SYSTEM SET atlas_users.auth_method = 'service_account';\n"
          "SELECT pg_reload_conf();\n" % NGINX_URL, "reload")
     time.sleep(1.0)
-    m = nginx_mark()
-    add("e'", "queue + worker, service account", "nginx", CONC,
-        run_queue(["%024x" % (i + 1) for i in range(N)]), nginx_counts(m))
+    add("e'", "queue + worker, service account", "nginx", CONC, on_nginx(run_queue))
     psql("ALTER SYSTEM RESET atlas_users.base_url;\n"
          "ALTER SYSTEM RESET atlas_users.auth_method;\n"
          "SELECT pg_reload_conf();\n", "reload")
@@ -574,16 +613,15 @@ def main():
 
     # ---- latency-bound runs
     log("latency-bound runs: emulator latency_ms = %g" % LAT_MS)
-    ids = emu_fresh(LAT_N, LAT_MS)
     add("b50", "one at a time, digest, %g ms latency" % LAT_MS, "emulator", 1,
-        run_one_at_a_time(ids, "digest", name="one_lat"), emu_counts(),
-        limit=LAT_N * LAT_MS / 1000.0)
-    ids = emu_fresh(LAT_N, LAT_MS)
+        on_emulator(lambda ids: run_one_at_a_time(ids, "digest", name="one_lat"), LAT_N, LAT_MS),
+        limit=LAT_N * LAT_MS / 1000.0, repeat=1)
     add("d50", "bulk, digest, %g ms latency" % LAT_MS, "emulator", CONC,
-        run_bulk(ids, "digest"), emu_counts(), limit=LAT_N * LAT_MS / 1000.0 / CONC)
-    ids = emu_fresh(LAT_N, LAT_MS)
+        on_emulator(lambda ids: run_bulk(ids, "digest"), LAT_N, LAT_MS),
+        limit=LAT_N * LAT_MS / 1000.0 / CONC, repeat=1)
     add("e50", "queue + worker, digest, %g ms latency" % LAT_MS, "emulator", CONC,
-        run_queue(ids), emu_counts(), limit=LAT_N * LAT_MS / 1000.0 / CONC)
+        on_emulator(run_queue, LAT_N, LAT_MS),
+        limit=LAT_N * LAT_MS / 1000.0 / CONC, repeat=1)
     emu("POST", "reset")
 
     # ---- profile
@@ -616,20 +654,16 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     out = []
     w = out.append
     by = {r["key"]: r for r in rows}
-    try:
-        load = open("/proc/loadavg").read().split()[:3]
-    except OSError:
-        load = ["?"]
     w("atlas_users benchmark  %s  N=%d per client  max_concurrency=%d%s"
       % (time.strftime("%Y-%m-%d %H:%M:%S"), N, CONC, "  (quick mode)" if QUICK else ""))
-    w("machine: %s, %d CPUs, kernel %s, load average at the end %s; everything on loopback,"
-      " https with the test CA" % (platform.machine(), os.cpu_count() or 0, platform.release(),
-                                    " ".join(load)))
+    w("machine: %s, %d CPUs, kernel %s, load average %s at the start, %s at the end;"
+      " everything on loopback, https with the test CA"
+      % (platform.machine(), os.cpu_count() or 0, platform.release(), LOAD_START, loadavg()))
     w("")
 
     hdr = ("%-4s %-42s %-8s %4s %6s %8s %8s %6s %7s %5s %4s %4s %9s %8s %8s %8s %7s"
            % ("row", "client", "server", "conc", "N", "wall s", "rem/s", "%cap", "req/rem",
-              "401s", "tok", "TCP", "CPU us/rm", "audit us", "peak RSS", "limit s", "x limit"))
+              "401s", "tok", "TCP", "CPU us/rm", "wkr us/rm", "peak RSS", "limit s", "x limit"))
     w(hdr)
     w("-" * len(hdr))
     for (server, conns), c in sorted(cap.items(), key=lambda kv: (kv[0][0] != "emulator", kv[0][1])):
@@ -670,11 +704,28 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
       " (emulator counters, nginx access log).")
     w("CPU us/rm: CPU time per removal of the backend that made the calls (row e: the worker);"
       " * = bash + curl processes.")
-    w("audit us: CPU per removal of the atlas_users worker meanwhile (it inserts the audit rows"
-      " the backend hands over).")
+    w("wkr us/rm: CPU per removal of the atlas_users worker meanwhile, up to atlas_audit_flush()"
+      " (it inserts the audit rows the backend hands over).")
     w("peak RSS: VmHWM in MiB of that backend (w = the worker, its peak reset before the run;"
       " * = the largest curl process).")
     w("limit s = N x latency / concurrency, the latency-bound floor; x limit = wall / limit.")
+    w("The worker lives on between rows: in e50 it reuses the connections and digest nonces it"
+      " opened in row e.")
+    if REPEAT > 1:
+        w("Rows cap, 0, b-e and c'-e' are the median of %d runs (each on fresh users); the rates"
+          " of all runs, /s:" % REPEAT)
+        items = ["cap %s/%d: %s" % (srv, conns, "/".join("%.0f" % x for x in c["rates"]))
+                 for (srv, conns), c in sorted(cap.items(), key=lambda kv: (kv[0][0] != "emulator", kv[0][1]))]
+        items += ["%s: %s" % (r["key"], "/".join("%.0f" % x for x in r["rates"]))
+                  for r in rows if len(r["rates"]) > 1]
+        line = ""
+        for item in items:
+            if len(line) + len(item) > 120:
+                w("  " + line.rstrip(", "))
+                line = ""
+            line += item + ", "
+        if line:
+            w("  " + line.rstrip(", "))
     bad = [r for r in rows if r["counts"] and r["counts"]["ok"] != r["n"]]
     for r in bad:
         w("WARNING: row %s: the server counted %d successful removals, not %d"
@@ -686,7 +737,8 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     w("")
 
     # ---- targets
-    w("Targets (issue 5)")
+    w("Targets (issue 5)%s" % ("  -- quick mode: per-session costs (one challenge, one token,"
+                                "16 handshakes) amortize over N=%d only" % N if QUICK else ""))
     results = []
 
     def target(desc, measured, passed):
@@ -718,14 +770,20 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
             c1 = cap[(by[k]["server"], 1)]["rate"]
             target("one at a time (%s) >= 50%% of the %s's 1-connection capacity"
                    % (k, by[k]["server"]),
-                   "%.0f/s of %.0f/s = %.0f%%" % (rate(k), c1, 100.0 * rate(k) / c1),
+                   "%.0f/s of %.0f/s = %.1f%%" % (rate(k), c1, 100.0 * rate(k) / c1),
                    rate(k) >= 0.5 * c1)
+            if "0" in by:
+                stmt = 1e6 / rate("0")
+                rtt = 1e6 / c1
+                w("         floor: a psql statement alone takes %.0f us (row 0), the %s's round trip"
+                  " %.0f us; with no extension cost at all: %.0f%% of capacity; measured %.0f us per call"
+                  % (stmt, by[k]["server"], rtt, 100.0 * rtt / (stmt + rtt), 1e6 / rate(k)))
     if "a" in by:
         for k in ("b", "c"):
             if k in by:
                 x = rate(k) / rate("a")
                 target("one at a time (%s) >= 20x the curl loop" % k,
-                       "%.0f/s vs %.1f/s = %.0fx" % (rate(k), rate("a"), x), x >= 20)
+                       "%.0f/s vs %.1f/s = %.1fx" % (rate(k), rate("a"), x), x >= 20)
     for k in ("d50", "e50"):
         if k in by:
             x = by[k]["wall"] / by[k]["limit"]
@@ -785,11 +843,23 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
             w("  backend CPU by shared object (self time):")
             w("    " + ", ".join(re.sub(r"\s+", " ", x) for x in rep["dso"][:10]))
         if rep.get("incl"):
-            w("  backend CPU, inclusive (function and what it calls), named functions >= 1%:")
-            for line in rep["incl"][:45]:
+            w("  backend CPU, inclusive (the function and what it calls); user-space functions"
+              " >= 1%, and the system calls:")
+            shown = 0
+            for line in rep["incl"]:
                 p = line.split()
-                if len(p) >= 4:
-                    w("    %7s  %s %s" % (p[0], p[2], " ".join(p[3:])))
+                if len(p) < 4 or shown >= 40:
+                    continue
+                pct = float(p[0].rstrip("%"))
+                name = " ".join(p[3:])
+                if name in ("main", "_start", "PostmasterMain", "PostgresMain", "ServerLoop",
+                            "BackendRun", "BackendStartup", "__libc_start_call_main",
+                            "__libc_start_main_impl (inlined)", "__libc_start_main"):
+                    continue
+                if p[2] == "[k]" and not name.startswith("__x64_sys_"):
+                    continue
+                w("    %7s  %s %s" % (p[0], p[2], name))
+                shown += 1
         if rep.get("sym"):
             w("  backend top symbols, self time:")
             for line in rep["sym"][:25]:

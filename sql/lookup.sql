@@ -12,7 +12,9 @@
 -- This file stands alone: it installs the extension if needed and defines
 -- its own helper.
 --
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS atlas_users;
+RESET client_min_messages;
 \set x `test/emuctl reset`
 
 -- lookup_err(sql): run one statement; its SQLSTATE, message, detail and

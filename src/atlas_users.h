@@ -316,6 +316,7 @@ typedef struct AtlasMembership
 
 extern AtlasOrgUser *atlas_fetch_org_user(const char *org_id, const char *username_or_id);
 extern char *atlas_find_group_user_id(const char *group_id, const char *username);
+extern AtlasCall *atlas_lookup_last_failure(bool reset);
 extern List *atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names);
 extern AtlasOrgUser *atlas_org_user_arg(FunctionCallInfo fcinfo, int argno,
 										const char *org_id, bool *found);

@@ -55,7 +55,7 @@ atlas_clean_text(const char *s, size_t len, size_t maxlen)
 
 			if (i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
 			{
-				if ((size_t) (buf.len + l) > maxlen)
+				if ((size_t) buf.len + (size_t) l > maxlen)
 					break;
 				appendBinaryStringInfo(&buf, s + i, l);
 				i += l;

@@ -114,9 +114,10 @@ check_api_version(char **newval, void **extra pg_attribute_unused(),
 		GUC_check_errdetail("atlas_users.api_version must be a date in the form YYYY-MM-DD, or empty.");
 		return false;
 	}
-	y = atoi(v);
-	m = atoi(v + 5);
-	d = atoi(v + 8);
+	/* the digits were checked above, so strtol cannot fail here */
+	y = (int) strtol(v, NULL, 10);
+	m = (int) strtol(v + 5, NULL, 10);
+	d = (int) strtol(v + 8, NULL, 10);
 	if (y < 2000 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] ||
 		(m == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)))
 	{

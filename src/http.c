@@ -21,6 +21,7 @@
  */
 #include "atlas_users.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
@@ -44,7 +45,7 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	HttpRequest *req = (HttpRequest *) arg;
 	size_t		n = size * nmemb;
 
-	if (req->rbuf_len + n > ATLAS_MAX_RESPONSE_BYTES)
+	if (req->rbuf_len + n > (size_t) ATLAS_MAX_RESPONSE_BYTES)
 	{
 		req->response_truncated = true;
 		return 0;				/* makes libcurl end the transfer */
@@ -498,25 +499,15 @@ http_escape(const char *s)
 	return r;
 }
 
-/* Is host a loopback name or address? */
+/* Is host a loopback name or address (127.0.0.0/8, ::1, localhost)? */
 static bool
 host_is_loopback(const char *host)
 {
+	struct in_addr a4;
+
 	if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
 		return true;
-	if (strncmp(host, "127.", 4) == 0)
-	{
-		int			a,
-					b,
-					c,
-					d;
-		char		extra;
-
-		if (sscanf(host, "%d.%d.%d.%d%c", &a, &b, &c, &d, &extra) == 4 &&
-			a == 127 && b >= 0 && b <= 255 && c >= 0 && c <= 255 && d >= 0 && d <= 255)
-			return true;
-	}
-	return false;
+	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
 /*

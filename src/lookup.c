@@ -30,13 +30,33 @@ PG_FUNCTION_INFO_V1(atlas_user_memberships);
 /* a bound on pages, against a server that always says "next" */
 #define MAX_PAGES 10000
 
+/* the last read that failed, for callers that turn the error into a result */
+static AtlasCall *last_failed_read = NULL;
+
 /* Run one read call; raise the SQL error if it failed. */
 static void
 run_read(AtlasCall *call)
 {
 	atlas_run_calls(&call, 1, 1, atlas_max_retries, NULL);
 	if (call->outcome == ATLAS_OUTCOME_FAILED)
+	{
+		last_failed_read = call;
 		atlas_raise_call_error(call);
+	}
+}
+
+/*
+ * Forget, or return, the last read that failed.  The queue uses it to
+ * keep the HTTP status and Retry-After of a failed username lookup.
+ */
+AtlasCall *
+atlas_lookup_last_failure(bool reset)
+{
+	AtlasCall  *c = last_failed_read;
+
+	if (reset)
+		last_failed_read = NULL;
+	return c;
 }
 
 /* Raise for an answer that is not the JSON we expect. */

@@ -142,7 +142,7 @@ atlas_parse_token_answer(const char *body, size_t len, AtlasTokenAnswer *out)
 		out->problem = "the token endpoint answered a token that is not a bearer token";
 	else
 	{
-		double		lifetime = cJSON_IsNumber(exp) ? exp->valuedouble : 3600;
+		double		lifetime = (exp != NULL && cJSON_IsNumber(exp)) ? exp->valuedouble : 3600;
 
 		/* NaN fails both comparisons: treat it as the default hour */
 		if (!(lifetime >= 1))
@@ -344,7 +344,7 @@ atlas_free_parsed_user(AtlasParsedUser *u)
 	free(u->status);
 	free_strings(u->org_roles, u->n_org_roles);
 	free_strings(u->team_ids, u->nteams);
-	for (i = 0; i < u->ngroups; i++)
+	for (i = 0; u->groups != NULL && i < u->ngroups; i++)
 	{
 		free(u->groups[i].group_id);
 		free_strings(u->groups[i].roles, u->groups[i].nroles);

@@ -440,7 +440,7 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid atlas_offboard_trigger argument \"%s\"", tg->tgargs[i]),
-					 errhint("Write 'param=column' or 'param:=value', with param one of org_id, group_id, team_id, user_id.")));
+					 errhint("Write 'param=column' or 'param:=value', with param one of org_id, group_id, team_id, user_id, username.")));
 		literal = (eq[-1] == ':');
 		if (literal)
 			eq[-1] = '\0';
@@ -607,19 +607,31 @@ resolve_username(AtlasCall *call)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 
+	(void) atlas_lookup_last_failure(true);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		char	   *id;
+		char	   *id = NULL;
 
 		if (call->op == ATLAS_OP_REMOVE_PROJECT_USER)
 			id = atlas_find_group_user_id(call->group_id, call->username);
 		else
 		{
 			AtlasOrgUser *u = atlas_fetch_org_user(call->org_id, call->username);
+			ListCell   *lc;
 
-			id = u ? u->id : NULL;
+			if (u && call->op == ATLAS_OP_REMOVE_TEAM_USER)
+			{
+				/* only a member of the team has something to remove */
+				foreach(lc, u->team_ids)
+				{
+					if (strcmp((char *) lfirst(lc), call->team_id) == 0)
+						id = u->id;
+				}
+			}
+			else if (u)
+				id = u->id;
 		}
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -641,6 +653,7 @@ resolve_username(AtlasCall *call)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		AtlasCall  *failed;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
@@ -649,6 +662,15 @@ resolve_username(AtlasCall *call)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 
+		/* keep what Atlas answered the lookup, Retry-After included */
+		failed = atlas_lookup_last_failure(true);
+		if (failed)
+		{
+			call->http_status = failed->http_status;
+			call->error_code = failed->error_code;
+			call->retry_after = failed->retry_after;
+			call->transport_failed = failed->transport_failed;
+		}
 		call->operation = atlas_operation_name(call->op);
 		call->started_at = GetCurrentTimestamp();
 		call->attempts = 1;

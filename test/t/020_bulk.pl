@@ -12,7 +12,8 @@
 # - A query cancel ends a long bulk call within 1 s with 57014; the same
 #   session works afterwards.
 # - Long runs report progress with a NOTICE every 10 s; short runs do not.
-# - atlas_remove_org_users and atlas_remove_team_users remove too.
+# - atlas_remove_org_users and atlas_remove_team_users remove too; a
+#   missing project is a failed row per id, not an error.
 use strict;
 use warnings;
 

@@ -12,7 +12,9 @@
 # - Enqueueing by username and an HR trigger with 'username=email': a
 #   committed change removes the user (the worker resolves the username),
 #   a rolled-back one sends nothing; an unknown username ends 'done' with
-#   "No Atlas user has the username ...".
+#   "No Atlas user has the username ...", and so does a user who is not in
+#   the project or team; a lookup answered 429 is retried no sooner than
+#   its Retry-After.
 use strict;
 use warnings;
 
