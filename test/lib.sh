@@ -36,8 +36,8 @@ install_packages() {
 	fi
 	log "installing Debian packages"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q >/dev/null
-	apt-get install -y -q --no-install-recommends \
+	apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
 		postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
 		make gcc libc6-dev python3 curl openssl ca-certificates \

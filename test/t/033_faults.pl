@@ -229,6 +229,7 @@ sub faulted_removal
 		$audit_expect{$u} = [ 'failed', undef, 1 ];
 		alive("$kind (fresh backend)");
 	}
+}
 
 # ------------------------------------------------------------------
 # 2. 429 storms with Retry-After, 5xx
