@@ -447,7 +447,7 @@ def run_perf_profile(ncalls):
                                         "--percent-limit", "0.5"])
         # inclusive time of the named functions (unresolved addresses left out)
         rep["incl"] = [line for line in
-                       perf_report(data, ["--children", "--sort", "sym", "-g", "none",
+                       perf_report(data, ["--children", "--sort", "dso,sym", "-g", "none",
                                           "--percent-limit", "1"])
                        if not re.search(r"\] 0x[0-9a-f]+$", line)]
     data = os.path.join(WORK, "perf.system.data")
@@ -709,8 +709,8 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     w("peak RSS: VmHWM in MiB of that backend (w = the worker, its peak reset before the run;"
       " * = the largest curl process).")
     w("limit s = N x latency / concurrency, the latency-bound floor; x limit = wall / limit.")
-    w("The worker lives on between rows: in e50 it reuses the connections and digest nonces it"
-      " opened in row e.")
+    w("The worker lives on between runs and rows: after its first run it reuses its connections"
+      " and digest nonces (rows e, e', e50).")
     if REPEAT > 1:
         w("Rows cap, 0, b-e and c'-e' are the median of %d runs (each on fresh users); the rates"
           " of all runs, /s:" % REPEAT)
@@ -839,6 +839,9 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
           " wall time; the rest it waits: psql, nginx, wake-ups)"
           % (r["wall"], r["n"] / r["wall"], 1e6 * r["wall"] / r["n"], r["cpu_us"],
              100.0 * r["cpu_us"] * r["n"] / 1e6 / r["wall"]))
+        if any("(deleted)" in x for x in rep.get("dso", [])):
+            w("  WARNING: a library (atlas_users.so?) was replaced on disk while the cluster ran"
+              " (a make install?): its symbols are missing below; run bench/run again.")
         if rep.get("dso"):
             w("  backend CPU by shared object (self time):")
             w("    " + ", ".join(re.sub(r"\s+", " ", x) for x in rep["dso"][:10]))
@@ -847,18 +850,17 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
               " >= 1%, and the system calls:")
             shown = 0
             for line in rep["incl"]:
-                p = line.split()
-                if len(p) < 4 or shown >= 40:
+                p = line.split()        # children%, self%, dso, [.] or [k], symbol
+                if len(p) < 5 or shown >= 40:
                     continue
-                pct = float(p[0].rstrip("%"))
-                name = " ".join(p[3:])
+                name = " ".join(p[4:])
                 if name in ("main", "_start", "PostmasterMain", "PostgresMain", "ServerLoop",
                             "BackendRun", "BackendStartup", "__libc_start_call_main",
                             "__libc_start_main_impl (inlined)", "__libc_start_main"):
                     continue
-                if p[2] == "[k]" and not name.startswith("__x64_sys_"):
+                if p[3] == "[k]" and not name.startswith("__x64_sys_"):
                     continue
-                w("    %7s  %s %s" % (p[0], p[2], name))
+                w("    %7s  %-18s %s" % (p[0], p[2][:18], name))
                 shown += 1
         if rep.get("sym"):
             w("  backend top symbols, self time:")

@@ -26,3 +26,7 @@ COMMENT ON FUNCTION @extschema@.atlas_purge_audit(interval) IS
 
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_audit_guard() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_purge_audit(interval) FROM PUBLIC;
+
+-- Fire even with session_replication_role = replica.
+ALTER TABLE @extschema@.atlas_removal_audit ENABLE ALWAYS TRIGGER atlas_removal_audit_append_only;
+ALTER TABLE @extschema@.atlas_removal_audit ENABLE ALWAYS TRIGGER atlas_removal_audit_no_truncate;

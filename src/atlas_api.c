@@ -445,18 +445,35 @@ engine_next(void *arg, int in_flight pg_attribute_unused(), long *wait_ms)
 static void engine_sort_answer(CallEngine *e, AtlasCall *call, HttpRequest *req,
 							   bool answered);
 
+/*
+ * Did Atlas answer?  libcurl keeps the last status line it saw (a digest
+ * challenge's 401, say) even when the transfer then failed, so a status
+ * counts only if the transfer completed, or its body was cut at our cap.
+ * A 2xx to a removal counts even when the body broke off: Atlas acted.
+ */
+static bool
+http_answered(HttpRequest *req)
+{
+	if (req->status < 100)
+		return false;
+	if (req->curl_code == CURLE_OK || req->response_truncated)
+		return true;
+	return req->status >= 200 && req->status < 300 && strcmp(req->method, "GET") != 0;
+}
+
 /* Driver callback: sort a finished request's answer. */
 static void
 engine_done(void *arg, HttpRequest *req)
 {
 	CallEngine *e = (CallEngine *) arg;
 	AtlasCall  *call;
-	bool		answered = (req->status >= 100);
+	bool		answered;
 
 	if (req == &e->token_req)
 	{
 		char	   *problem = NULL;
 
+		answered = http_answered(req);
 		e->token_in_flight = false;
 		if (atlas_auth_accept_token(e->auth, req, &problem))
 			return;
@@ -474,7 +491,7 @@ engine_done(void *arg, HttpRequest *req)
 		e->token_error = atlas_call_new(ATLAS_OP_REMOVE_PROJECT_USER);
 		e->token_error->req.method = "POST";
 		e->token_error->req.path = "/api/oauth/token";
-		if (!answered || (req->curl_code != CURLE_OK && req->status == 200))
+		if (!answered)
 		{
 			e->token_error->transport_failed = true;
 			e->token_error->detail = atlas_clean_text(req->curl_error, strlen(req->curl_error), 500);
@@ -490,7 +507,7 @@ engine_done(void *arg, HttpRequest *req)
 	}
 
 	call = (AtlasCall *) ((char *) req - offsetof(AtlasCall, req));
-	engine_sort_answer(e, call, req, answered);
+	engine_sort_answer(e, call, req, http_answered(req));
 	if (call->finished)
 		report_progress(e);
 }
@@ -505,6 +522,7 @@ engine_sort_answer(CallEngine *e, AtlasCall *call, HttpRequest *req, bool answer
 
 	if (!answered)
 	{
+		call->http_status = 0;
 		call->transport_failed = true;
 		call->detail = atlas_clean_text(req->curl_error, strlen(req->curl_error), 500);
 		finish_call(call, ATLAS_OUTCOME_FAILED);
@@ -515,6 +533,15 @@ engine_sort_answer(CallEngine *e, AtlasCall *call, HttpRequest *req, bool answer
 	call->detail = NULL;
 	call->excerpt = NULL;
 
+	if (req->status >= 200 && req->status < 300 && req->response_truncated &&
+		strcmp(req->method, "GET") == 0)
+	{
+		/* a read whose answer we could not hold: not usable */
+		call->excerpt = psprintf("The response exceeded the %d byte limit and was not read.",
+								 ATLAS_MAX_RESPONSE_BYTES);
+		finish_call(call, ATLAS_OUTCOME_FAILED);
+		return;
+	}
 	if (req->status >= 200 && req->status < 300)
 	{
 		/* Atlas did it, even if the rest of the body was cut short */

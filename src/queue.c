@@ -14,8 +14,9 @@
  * any number of atlas_process_queue() callers never share a row, runs
  * them through the call engine at atlas_users.max_concurrency, and
  * records each result: done, failed, or queued again with exponential
- * backoff and jitter that never comes before Retry-After.  Every attempt
- * writes an audit row.
+ * backoff and jitter that never comes before Retry-After.  A user already
+ * absent counts as done (removal is idempotent, and an earlier attempt may
+ * have removed them).  Every attempt writes an audit row.
  *
  * The worker commits 'running' before it calls Atlas, so that a crash
  * leaves visible 'running' rows; atlas_queue_recover() puts rows whose
@@ -586,8 +587,13 @@ claim_spi(Oid nsp, void *arg)
 		call->user_id = SPI_getvalue(tup, desc, 6);
 		a->ids[r] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		a->attempts[r] = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-		/* a retry may find that an earlier attempt already removed the user */
-		call->missing_ok = a->attempts[r] > 1;
+		/*
+		 * A queued removal wants the user gone: if Atlas says the user or
+		 * membership is already absent, the row is done (an earlier attempt,
+		 * maybe one whose transaction rolled back, may have removed it).  The
+		 * 404 and its errorCode stay on the row and in the audit.
+		 */
+		call->missing_ok = true;
 		if (call->user_id == NULL)
 			a->usernames[r] = SPI_getvalue(tup, desc, 8);
 		call->username = a->usernames[r];

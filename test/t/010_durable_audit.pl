@@ -7,7 +7,8 @@
 # the call.  Without preloading, the synchronous functions still work,
 # audit is transactional (one NOTICE per session says so),
 # atlas_audit_flush() returns true at once, and atlas_process_queue()
-# drains the queue.
+# drains the queue (skipping rows its own transaction enqueued; rows of a
+# drain whose transaction rolled back are run again and must end 'done').
 use strict;
 use warnings;
 
@@ -223,6 +224,45 @@ is($plain->safe_psql('postgres', 'SELECT worker_pid IS NULL FROM atlas_queue_sta
 			"SELECT count(*) FROM atlas_removal_audit WHERE outcome = 'removed' AND user_id IN ("
 			  . join(',', map { "'$_'" } @u) . ')'),
 		$n, "not preloaded: $n audit rows 'removed'");
+}
+
+# atlas_process_queue() skips what its own transaction enqueued
+{
+	my ($u) = @{ emu_users(count => 1, orgId => $org, groupIds => [$group], prefix => 'own') };
+	emu_reset_counters();
+	is($plain->safe_psql('postgres',
+			"BEGIN;\n"
+			  . "SELECT atlas_enqueue_remove_project_user('$group', '$u') AS id \\gset\n"
+			  . "SELECT atlas_process_queue();\n"
+			  . "ROLLBACK;\n"),
+		'0', 'not preloaded: atlas_process_queue() does not run a removal its own transaction enqueued');
+	is(emu_counter('removal_requests'), 0, 'not preloaded: and makes no request');
+}
+
+# A drain whose transaction rolls back after Atlas removed the users: its
+# rows are queued again (the claim rolled back), and running them again
+# must end 'done': the users are gone, as asked.  (Atlas answers the repeat
+# with 404 USER_NOT_FOUND.)
+{
+	my $n = 3;
+	my @u = @{ emu_users(count => $n, orgId => $org, groupIds => [$group], prefix => 'rbdrain') };
+	my $list = join(',', map { "'$_'" } @u);
+	$plain->safe_psql('postgres',
+		join('', map { "SELECT atlas_enqueue_remove_project_user('$group', '$_');\n" } @u));
+	emu_reset_counters();
+	is($plain->safe_psql('postgres', "BEGIN;\nSELECT atlas_process_queue();\nROLLBACK;\n"),
+		$n, "rolled-back drain: atlas_process_queue() ran $n removals, then the transaction rolled back");
+	is(emu_route_count(emu_counters(), $route, '204'), $n,
+		"rolled-back drain: Atlas removed the $n users");
+	is($plain->safe_psql('postgres',
+			"SELECT count(*) FROM atlas_removal_queue WHERE status = 'queued' AND user_id IN ($list)"),
+		$n, "rolled-back drain: the $n rows are queued again");
+	is($plain->safe_psql('postgres', 'SELECT atlas_process_queue()'),
+		$n, "rolled-back drain: the next atlas_process_queue() runs them again");
+	is($plain->safe_psql('postgres',
+			"SELECT string_agg(status, ',' ORDER BY id) FROM atlas_removal_queue WHERE user_id IN ($list)"),
+		join(',', ('done') x $n),
+		"rolled-back drain: the rows end 'done' (the users are gone), not 'failed' on the repeat's 404");
 }
 
 $plain->stop;

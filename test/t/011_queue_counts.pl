@@ -218,7 +218,45 @@ sub show
 	isnt($second, $first, 'enqueueing a removal that is already done makes a new row');
 	ok(wait_drained([$u4]), 'the second row finished too');
 	is(sql("SELECT status || '|' || http_status FROM atlas_removal_queue WHERE id = $second"),
-		'failed|404', 'the second row (user already gone, first attempt) failed with 404');
+		'done|404', 'the second row (user already gone) is done, with the 404 kept on the row');
+}
+
+# ------------------------------------------------------------------
+# 3b. enqueue validates at enqueue time; org and team removals
+# ------------------------------------------------------------------
+{
+	my $team = '65f0c0000000000000000001';
+	my ($uo, $ut) = @{ emu_users(count => 2, orgId => $org, groupIds => [$group],
+		teamIds => [$team], prefix => 'ops') };
+	emu_reset_counters();
+	my $before = sql('SELECT count(*) FROM atlas_removal_queue');
+	for my $case (
+		[ "atlas_enqueue_remove_project_user('$group', 'B00000000000000000000001')", 'user_id' ],
+		[ "atlas_enqueue_remove_project_user(NULL, '$uo')", 'group_id' ],
+		[ "atlas_enqueue_remove_org_user('$org', NULL)", 'user_id' ],
+		[ "atlas_enqueue_remove_team_user('$org', 'xyz', '$ut')", 'team_id' ])
+	{
+		my ($out, $err) = ('', '');
+		$node->psql('postgres', "SELECT $case->[0]", stdout => \$out, stderr => \$err,
+			extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+		like($err, qr/ERROR:\s+22023:.*$case->[1]/, "validation: $case->[0] fails with 22023 naming $case->[1]");
+	}
+	is(sql('SELECT count(*) FROM atlas_removal_queue'), $before, 'validation: no row queued');
+
+	my $ido = sql("SELECT atlas_enqueue_remove_org_user('$org', '$uo')");
+	my $idt = sql("SELECT atlas_enqueue_remove_team_user('$org', '$team', '$ut')");
+	ok(wait_drained([ $uo, $ut ]), 'org and team removals: drained');
+	is(sql("SELECT string_agg(operation || '|' || status || '|' || http_status, ',' ORDER BY id)"
+			  . " FROM atlas_removal_queue WHERE id IN ($ido, $idt)"),
+		'remove_org_user|done|204,remove_team_user|done|200',
+		'org and team removals: both done');
+	my $so = emu('GET', "state?user=$uo");
+	ok(!exists $so->{orgs}{$org}, 'org removal: the user is gone from the org');
+	my $st = emu('GET', "state?user=$ut");
+	ok(!grep({ $_ eq $team } @{ $st->{teamIds} // [] }), 'team removal: the user is gone from the team');
+	ok(exists $st->{orgs}{$org}, 'team removal: the user is still in the org');
+	is(emu_counter('removal_requests') - emu_counter('digest_challenges'), 2,
+		'org and team removals: 2 removal requests besides digest challenges');
 }
 
 # ------------------------------------------------------------------

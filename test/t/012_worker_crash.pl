@@ -8,6 +8,10 @@
 # - SIGTERM (pg_terminate_backend) while a batch waits on a hung request:
 #   the worker exits within 2 s, not at the request timeout, and after
 #   its restart every row still ends 'done'.
+# - SIGHUP in the middle of a batch: the same worker carries on, and a
+#   reloaded atlas_users.max_concurrency applies to the next batches.
+# - DROP DATABASE ... WITH (FORCE) of the worker's database while it
+#   waits on a hung request: the drop succeeds at once.
 use strict;
 use warnings;
 
@@ -210,5 +214,95 @@ ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas
 	is(emu_route_count($c, $route, '204'), $n, "SIGTERM: $n answers of 204 (the hung request never removed its user)");
 }
 
+# ------------------------------------------------------------------
+# 3. SIGHUP in the middle of a batch: the worker stays, the new setting
+#    applies to the following batches
+# ------------------------------------------------------------------
+{
+	my $ids = emu_users(count => 40, orgId => $org, groupIds => [$group], prefix => 'hup');
+	my $victim = $ids->[3];
+	emu('DELETE', 'faults');
+	emu_fault({ kind => 'status', status => 204, latency_ms => 1500, count => 1,
+		match => "/users/$victim" });
+	emu_reset_counters();
+	my $pid = worker_pid();
+	is(sql(enqueue_sql([$victim])), 1, 'SIGHUP: a slow removal enqueued');
+	ok( $node->poll_query_until('postgres',
+			"SELECT status = 'running' FROM atlas_removal_queue WHERE user_id = '$victim'"),
+		'SIGHUP: it is running');
+	sql('ALTER SYSTEM SET atlas_users.max_concurrency = 2');
+	sql('SELECT pg_reload_conf()');
+	ok(wait_drained([$victim]), 'SIGHUP: the batch under way finished');
+	is(worker_pid(), $pid, 'SIGHUP: the same worker (a reload does not end it)');
+	is(sql("SELECT status FROM atlas_removal_queue WHERE user_id = '$victim'"),
+		'done', 'SIGHUP: the slow removal is done');
+
+	emu('DELETE', 'faults');
+	emu_config(latency_ms => 50);
+	emu_reset_counters();
+	my @rest = grep { $_ ne $victim } @$ids;
+	is(sql(enqueue_sql(\@rest)), scalar @rest, 'SIGHUP: ' . scalar(@rest) . ' more enqueued');
+	ok(wait_drained(\@rest), 'SIGHUP: drained');
+	emu_config(latency_ms => 0);
+	my $c = emu_counters();
+	note "SIGHUP: max_concurrent_requests after max_concurrency = 2: $c->{max_concurrent_requests}";
+	cmp_ok($c->{max_concurrent_requests}, '<=', 2,
+		'SIGHUP: the reloaded max_concurrency (2) applies to the next batches');
+	is(worker_pid(), $pid, 'SIGHUP: still the same worker');
+	sql('ALTER SYSTEM RESET atlas_users.max_concurrency');
+	sql('SELECT pg_reload_conf()');
+}
+
 $node->stop;
+
+# ------------------------------------------------------------------
+# 4. DROP DATABASE ... WITH (FORCE) of the worker's database in the
+#    middle of a batch
+# ------------------------------------------------------------------
+{
+	# the worker waits for database offboard (it exits and is restarted until it exists)
+	my $dnode = atlas_node('dropdb',
+		extra_conf => "shared_preload_libraries = 'atlas_users'\n"
+		  . "atlas_users.database = 'offboard'\n");
+	$dnode->safe_psql('postgres', 'CREATE DATABASE offboard');
+	$dnode->safe_psql('offboard', 'CREATE EXTENSION atlas_users');
+	ok( $dnode->poll_query_until('offboard',
+			"SELECT worker_pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_activity"
+			  . " WHERE pid = worker_pid AND datname = 'offboard') FROM atlas_queue_status"),
+		'DROP DATABASE: the worker serves database offboard');
+
+	my $ids = emu_users(count => 20, orgId => $org, groupIds => [$group], prefix => 'drop');
+	my $victim = $ids->[2];
+	emu('DELETE', 'faults');
+	emu_fault({ kind => 'hang', seconds => 600, count => 1, match => "/users/$victim" });
+	$dnode->safe_psql('offboard',
+		"SELECT count(atlas_enqueue_remove_project_user('$group', u)) FROM unnest("
+		  . "ARRAY[" . join(',', map { "'$_'" } @$ids) . "]) u");
+	my $held = 0;
+	for (1 .. 100)
+	{
+		my $f = emu('GET', 'faults');
+		my $rules = ref $f eq 'HASH' ? $f->{faults} : $f;
+		if (($rules->[0]{hits} // 0) >= 1) { $held = 1; last; }
+		usleep(100_000);
+	}
+	ok($held, 'DROP DATABASE: the worker is in the middle of a batch (request held)');
+	my $log_offset = -s $dnode->logfile;
+	my $t0 = time;
+	my ($out, $err) = ('', '');
+	my $rc = $dnode->psql('postgres', 'DROP DATABASE offboard WITH (FORCE)',
+		stdout => \$out, stderr => \$err);
+	my $took = time - $t0;
+	note sprintf('DROP DATABASE: took %.3f s', $took);
+	is($rc, 0, 'DROP DATABASE offboard WITH (FORCE) succeeds while the worker waits on Atlas')
+	  or diag $err;
+	cmp_ok($took, '<', 3, 'DROP DATABASE: within 3 s (the hung request would take 600 s)');
+	sleep 3;
+	my $log = slurp_file($dnode->logfile, $log_offset);
+	my $fatal = () = $log =~ /FATAL:.*database "offboard" does not exist/g;
+	note "DROP DATABASE: in the 3 s after the drop, the log has $fatal 'database \"offboard\" does not exist' lines";
+	emu('DELETE', 'faults');
+	$dnode->stop;
+}
+
 done_testing();

@@ -9,7 +9,7 @@
 #
 # In each: job A drains the queue every minute (SELECT
 # atlas_process_queue(500)); job B queues a batch of removals every minute
-# from hr.leavers, one of them a user Atlas answers 404 for, which must
+# from hr.leavers, one of them a user Atlas refuses (403), which must
 # not stop the rest.  pg_cron has minute granularity, so this waits up to
 # about 2.5 minutes.  Checks cron.job_run_details, the queue and the audit.
 use strict;
@@ -54,8 +54,9 @@ for my $name (@names)
 {
 	my $node = $nodes{$name};
 	$users{$name} = emu_users(count => $n, orgId => $org, groupIds => [$group], prefix => $name);
-	# in the org, not in the project: 404 USER_NOT_FOUND
-	($bad{$name}) = @{ emu_users(count => 1, orgId => $org, prefix => "${name}_bad") };
+	# a user Atlas refuses to remove (403, every time): a failure that must not stop the rest
+	($bad{$name}) = @{ emu_users(count => 1, orgId => $org, groupIds => [$group], prefix => "${name}_bad") };
+	emu_fault({ kind => 'status', status => 403, count => -1, match => $bad{$name} });
 	my $values = join(",\n", map { "('$group', '$_')" } @{ $users{$name} }, $bad{$name});
 	$node->safe_psql('postgres', <<"EOF");
 CREATE EXTENSION pg_cron;
@@ -101,15 +102,15 @@ for my $name (@names)
 	is($sql->("SELECT count(*) FILTER (WHERE status = 'done') || '|' || count(*) FILTER (WHERE status = 'failed')"
 			  . " FROM atlas_removal_queue"),
 		"$n|1", "$name: $n rows done, 1 failed");
-	is($sql->("SELECT status || '|' || http_status || '|' || error_code FROM atlas_removal_queue"
+	is($sql->("SELECT status || '|' || http_status FROM atlas_removal_queue"
 			  . " WHERE user_id = '$bad{$name}'"),
-		'failed|404|USER_NOT_FOUND', "$name: the 404 row failed with its errorCode, and did not stop the rest");
+		'failed|403', "$name: the 403 row failed, and did not stop the rest");
 	is($sql->('SELECT atlas_audit_flush()'), 't', "$name: flush returns true");
 	is($sql->("SELECT count(*) FROM atlas_removal_audit WHERE outcome = 'removed' AND user_id = ANY ($ids)"),
 		$n, "$name: $n audit rows 'removed'");
-	is($sql->("SELECT outcome || '|' || http_status || '|' || error_code FROM atlas_removal_audit"
+	is($sql->("SELECT outcome || '|' || http_status FROM atlas_removal_audit"
 			  . " WHERE user_id = '$bad{$name}'"),
-		'failed|404|USER_NOT_FOUND', "$name: the failed audit row");
+		'failed|403', "$name: the failed audit row");
 
 	# cron.job_run_details
 	my $runs = $sql->(
@@ -160,7 +161,7 @@ note sprintf('both nodes: removal requests=%d (204=%d 404=%d 401=%d)',
 	emu_route_count($c, $route, '404'), emu_route_count($c, $route, '401'));
 is(emu_route_count($c, $route, '204'), 2 * $n, "both nodes: exactly " . 2 * $n . " answers of 204");
 is(emu_route_count($c, $route) - emu_route_count($c, $route, '401'),
-	2 * $n + 2, 'both nodes: exactly one request per leaver (the two 404s included)');
+	2 * $n + 2, 'both nodes: exactly one request per leaver (the two 403s included)');
 
 $_->stop for values %nodes;
 done_testing();

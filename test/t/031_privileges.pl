@@ -93,7 +93,8 @@ GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean),
                           atlas_remove_team_user(text, text, text, boolean),
                           atlas_enqueue_remove_project_user(text, text),
                           atlas_enqueue_remove_org_user(text, text),
-                          atlas_enqueue_remove_team_user(text, text, text)
+                          atlas_enqueue_remove_team_user(text, text, text),
+                          atlas_worker_status()      -- used by the atlas_queue_status view
       TO offboarding_role;
 GRANT SELECT ON atlas_removal_audit, atlas_removal_queue, atlas_queue_status TO offboarding_role;
 CREATE ROLE alice LOGIN;
