@@ -275,6 +275,8 @@ typedef struct AuditRecord
 extern void atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec);
 extern Oid	atlas_extension_namespace(void);
 extern Oid	atlas_relation_owner(Oid nsp, const char *relname);
+typedef void (*AtlasOwnerFn) (Oid nsp, void *arg);
+extern void atlas_as_table_owner(const char *relname, AtlasOwnerFn fn, void *arg);
 extern void atlas_audit_insert(AuditRecord *rec);
 extern int	atlas_pin_search_path(void);
 extern void atlas_unpin_search_path(int level);

@@ -151,6 +151,39 @@ atlas_unpin_search_path(int level)
 	AtEOXact_GUC(true, level);
 }
 
+/*
+ * Run fn(nsp, arg) with SPI connected, as the owner of one of the
+ * extension's tables and with search_path pinned.  Callers need no
+ * privilege on the table, and their search_path cannot reach our SQL.
+ */
+void
+atlas_as_table_owner(const char *relname, AtlasOwnerFn fn, void *arg)
+{
+	Oid			nsp = atlas_extension_namespace();
+	Oid			owner = atlas_relation_owner(nsp, relname);
+	Oid			save_userid;
+	int			save_sec;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		int			level = atlas_pin_search_path();
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		fn(nsp, arg);
+		SPI_finish();
+		atlas_unpin_search_path(level);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+}
+
 /* A text Datum of a field, or NULL when the field is empty. */
 static Datum
 text_or_null(const char *s, char *nulls, int i)
@@ -163,17 +196,11 @@ text_or_null(const char *s, char *nulls, int i)
 	return CStringGetTextDatum(s);
 }
 
-/*
- * Insert an audit record in the current transaction, as the audit
- * table's owner.  The caller must be in a transaction with a snapshot.
- */
-void
-atlas_audit_insert(AuditRecord *rec)
+/* Insert one prepared audit record; runs under atlas_as_table_owner(). */
+static void
+audit_insert_spi(Oid nsp, void *arg)
 {
-	Oid			nsp = atlas_extension_namespace();
-	Oid			owner = atlas_relation_owner(nsp, "atlas_removal_audit");
-	Oid			save_userid;
-	int			save_sec;
+	AuditRecord *rec = (AuditRecord *) arg;
 	Datum		values[AUDIT_NARGS];
 	char		nulls[AUDIT_NARGS];
 
@@ -198,55 +225,48 @@ atlas_audit_insert(AuditRecord *rec)
 	values[15] = Int32GetDatum(rec->attempts);
 	values[16] = text_or_null(rec->username, nulls, 16);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
+	if (audit_plan == NULL || audit_plan_nsp != nsp)
 	{
-		int			level = atlas_pin_search_path();
+		Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+		TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID};
+		char	   *sql;
+		SPIPlanPtr	plan;
+		bool		has_username;
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (audit_plan == NULL || audit_plan_nsp != nsp)
-		{
-			Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
-				TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-			TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID};
-			char	   *sql;
-			SPIPlanPtr	plan;
-			bool		has_username;
+		/* extension versions before 1.2 have no username column */
+		has_username = get_attnum(get_relname_relid("atlas_removal_audit", nsp),
+								  "username") != InvalidAttrNumber;
+		sql = psprintf("INSERT INTO %s.atlas_removal_audit "
+					   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
+					   "user_id, api_version, auth_method, http_status, outcome, error_code, "
+					   "detail, duration_ms, attempts%s) "
+					   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16%s)",
+					   quote_identifier(get_namespace_name(nsp)),
+					   has_username ? ", username" : "",
+					   has_username ? ", $17" : "");
+		plan = SPI_prepare(sql, has_username ? AUDIT_NARGS : AUDIT_NARGS - 1, types);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the audit insert: %s",
+				 SPI_result_code_string(SPI_result));
+		if (audit_plan != NULL)
+			SPI_freeplan(audit_plan);
+		SPI_keepplan(plan);
+		audit_plan = plan;
+		audit_plan_nsp = nsp;
+	}
+	if (SPI_execute_plan(audit_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert an audit row");
+}
 
-			/* extension versions before 1.2 have no username column */
-			has_username = get_attnum(get_relname_relid("atlas_removal_audit", nsp),
-									  "username") != InvalidAttrNumber;
-			sql = psprintf("INSERT INTO %s.atlas_removal_audit "
-						   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
-						   "user_id, api_version, auth_method, http_status, outcome, error_code, "
-						   "detail, duration_ms, attempts%s) "
-						   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16%s)",
-						   quote_identifier(get_namespace_name(nsp)),
-						   has_username ? ", username" : "",
-						   has_username ? ", $17" : "");
-			plan = SPI_prepare(sql, has_username ? AUDIT_NARGS : AUDIT_NARGS - 1, types);
-			if (plan == NULL)
-				elog(ERROR, "could not prepare the audit insert: %s",
-					 SPI_result_code_string(SPI_result));
-			if (audit_plan != NULL)
-				SPI_freeplan(audit_plan);
-			SPI_keepplan(plan);
-			audit_plan = plan;
-			audit_plan_nsp = nsp;
-		}
-		if (SPI_execute_plan(audit_plan, values, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert an audit row");
-		SPI_finish();
-		atlas_unpin_search_path(level);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-	}
-	PG_END_TRY();
+/*
+ * Insert an audit record in the current transaction, as the audit
+ * table's owner.  The caller must be in a transaction with a snapshot.
+ */
+void
+atlas_audit_insert(AuditRecord *rec)
+{
+	atlas_as_table_owner("atlas_removal_audit", audit_insert_spi, rec);
 }
 
 /* Write a whole audit record to the server log. */
@@ -404,55 +424,41 @@ atlas_audit_guard(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-typedef struct PurgeArgs
+/* Delete audit rows older than *arg; runs under atlas_as_table_owner(). */
+static void
+purge_spi(Oid nsp, void *arg)
 {
-	Datum		older_than;
-	uint64		deleted;
-} PurgeArgs;
+	Datum	   *older_than = (Datum *) arg;
+	Oid			types[1] = {INTERVALOID};
+
+	if (SPI_execute_with_args(psprintf("DELETE FROM %s.atlas_removal_audit WHERE at < now() - $1",
+									   quote_identifier(get_namespace_name(nsp))),
+							  1, types, older_than, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not purge the audit table");
+	older_than[1] = Int64GetDatum((int64) SPI_processed);
+}
 
 /* atlas_purge_audit(older_than): delete audit rows older than that; returns how many */
 Datum
 atlas_purge_audit(PG_FUNCTION_ARGS)
 {
-	Oid			nsp;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec;
-	Oid			types[1] = {INTERVALOID};
-	Datum		values[1];
-	volatile uint64 deleted = 0;
+	Datum		args[2];
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must not be null")));
-	values[0] = PG_GETARG_DATUM(0);
-	nsp = atlas_extension_namespace();
-	owner = atlas_relation_owner(nsp, "atlas_removal_audit");
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = Int64GetDatum(0);
 	purge_in_progress = true;
 	PG_TRY();
 	{
-		int			level = atlas_pin_search_path();
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args(psprintf("DELETE FROM %s.atlas_removal_audit WHERE at < now() - $1",
-										   quote_identifier(get_namespace_name(nsp))),
-								  1, types, values, NULL, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "could not purge the audit table");
-		deleted = SPI_processed;
-		SPI_finish();
-		atlas_unpin_search_path(level);
+		atlas_as_table_owner("atlas_removal_audit", purge_spi, args);
 	}
 	PG_FINALLY();
 	{
 		purge_in_progress = false;
-		SetUserIdAndSecContext(save_userid, save_sec);
 	}
 	PG_END_TRY();
-	PG_RETURN_INT64((int64) deleted);
+	PG_RETURN_INT64(DatumGetInt64(args[1]));
 }

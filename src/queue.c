@@ -83,39 +83,15 @@ ext_rel(Oid nsp, const char *rel)
 	return psprintf("%s.%s", quote_identifier(get_namespace_name(nsp)), rel);
 }
 
-/* Run fn(arg) with SPI connected, as the owner of the queue table. */
-typedef void (*QueueSpiFn) (Oid nsp, void *arg);
-
 /* the memory context of as_queue_owner's caller, for results that outlive SPI */
 static MemoryContext caller_cxt = NULL;
 
+/* Run fn(nsp, arg) with SPI connected, as the owner of the queue table. */
 static void
-as_queue_owner(QueueSpiFn fn, void *arg)
+as_queue_owner(AtlasOwnerFn fn, void *arg)
 {
-	Oid			nsp = atlas_extension_namespace();
-	Oid			owner = atlas_relation_owner(nsp, "atlas_removal_queue");
-	Oid			save_userid;
-	int			save_sec;
-
 	caller_cxt = CurrentMemoryContext;
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		int			level = atlas_pin_search_path();
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		fn(nsp, arg);
-		SPI_finish();
-		atlas_unpin_search_path(level);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-	}
-	PG_END_TRY();
+	atlas_as_table_owner("atlas_removal_queue", fn, arg);
 }
 
 /* ----------------------------------------------------------------
