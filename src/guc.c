@@ -291,9 +291,9 @@ atlas_define_settings(void)
 	MarkGUCPrefixReserved("atlas_users");
 }
 
-/* Read a secret from a key file, refusing files others could read. */
+/* Read a secret from a key file, refusing files others could read; *stp gets its stat. */
 static char *
-read_secret_file(const char *setting, const char *path)
+read_secret_file(const char *setting, const char *path, struct stat *stp)
 {
 	int			fd;
 	struct stat st;
@@ -326,6 +326,7 @@ read_secret_file(const char *setting, const char *path)
 				 errdetail("The file must be a regular file owned by the database server's operating system user, with no group or other permissions."),
 				 errhint("Run: chown <server user> \"%s\" && chmod 0600 \"%s\"", path, path)));
 	}
+	*stp = st;
 	n = read(fd, buf, ATLAS_MAX_SECRET_FILE + 1);
 	close(fd);
 	if (n < 0)
@@ -348,6 +349,50 @@ read_secret_file(const char *setting, const char *path)
 	return pstrdup(buf);
 }
 
+/* a key file's contents, kept while the file is unchanged */
+typedef struct SecretFileCache
+{
+	char	   *path;			/* TopMemoryContext */
+	char	   *secret;			/* TopMemoryContext */
+	struct stat st;
+} SecretFileCache;
+
+static SecretFileCache secret_cache[2];
+
+/*
+ * Read a key file, or reuse what was read while the file is the same: one
+ * stat() per call instead of open, fstat, read and close.  A change of
+ * inode, size, mtime, mode or owner re-reads (and re-checks) the file.
+ */
+static char *
+cached_secret_file(const char *setting, const char *path)
+{
+	SecretFileCache *c = &secret_cache[strcmp(setting, "atlas_users.private_key_file") == 0 ? 0 : 1];
+	struct stat st;
+	char	   *secret;
+
+	if (c->path && strcmp(c->path, path) == 0 && stat(path, &st) == 0 &&
+		st.st_ino == c->st.st_ino && st.st_dev == c->st.st_dev &&
+		st.st_size == c->st.st_size && st.st_mode == c->st.st_mode &&
+		st.st_uid == c->st.st_uid &&
+		st.st_mtim.tv_sec == c->st.st_mtim.tv_sec &&
+		st.st_mtim.tv_nsec == c->st.st_mtim.tv_nsec)
+		return pstrdup(c->secret);
+
+	secret = read_secret_file(setting, path, &st);
+	if (c->secret)
+	{
+		explicit_bzero(c->secret, strlen(c->secret));
+		pfree(c->secret);
+	}
+	if (c->path)
+		pfree(c->path);
+	c->path = MemoryContextStrdup(TopMemoryContext, path);
+	c->secret = MemoryContextStrdup(TopMemoryContext, secret);
+	c->st = st;
+	return secret;
+}
+
 /*
  * Return the secret configured inline or in a file, palloc'd, or NULL when
  * neither is set.  Setting both is an error, so there is never a doubt
@@ -366,7 +411,7 @@ atlas_secret_value(const char *inline_name, const char *inline_value,
 				 errmsg("both %s and %s are set", inline_name, file_name),
 				 errhint("Set only %s, and reset %s.", file_name, inline_name)));
 	if (has_file)
-		return read_secret_file(file_name, file_path);
+		return cached_secret_file(file_name, file_path);
 	if (has_inline)
 		return pstrdup(inline_value);
 	return NULL;

@@ -29,8 +29,12 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-/* records the ring holds */
-#define AUDIT_RING_SIZE 4096
+/*
+ * Records the ring holds: the worker drains it within milliseconds, so a
+ * small ring suffices, and it keeps the shared pages a backend touches
+ * (about 1.7 MB) small.
+ */
+#define AUDIT_RING_SIZE 1024
 /* how long a backend waits for room in a full ring */
 #define AUDIT_FULL_WAIT_MS 2000
 
@@ -147,15 +151,22 @@ atlas_shmem_hand_audit(AuditRecord *rec)
 	{
 		Latch	   *latch = NULL;
 		long		left;
+		bool		was_empty = false;
 
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		if (shared->handed - shared->written < AUDIT_RING_SIZE)
 		{
+			was_empty = (shared->handed == shared->written);
 			memcpy(&shared->ring[shared->handed % AUDIT_RING_SIZE], rec, sizeof(AuditRecord));
 			shared->handed++;
 			done = true;
 		}
-		if (shared->worker_pid != 0)
+
+		/*
+		 * Wake the worker when the ring stops being empty, or is full.  While
+		 * records wait, the worker is awake already: it drains until empty.
+		 */
+		if (shared->worker_pid != 0 && (was_empty || !done))
 			latch = shared->worker_latch;
 		LWLockRelease(shared->lock);
 		if (latch)

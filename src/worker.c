@@ -46,6 +46,8 @@ PGDLLEXPORT void atlas_worker_main(Datum arg);
 #define PURGE_INTERVAL_MS 60000
 /* audit records inserted per transaction */
 #define AUDIT_BATCH 256
+/* how long the worker lets records gather before it inserts them */
+#define AUDIT_GATHER_MS 10
 
 PG_FUNCTION_INFO_V1(atlas_worker_status);
 
@@ -109,6 +111,14 @@ static void
 drain_audit(MemoryContext cxt)
 {
 	AuditRecord *buf = MemoryContextAlloc(cxt, sizeof(AuditRecord) * AUDIT_BATCH);
+
+	/* a short pause gathers a burst of calls into one transaction */
+	if (atlas_shmem_peek_audit(buf, 1) > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, AUDIT_GATHER_MS,
+						 PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
 
 	for (;;)
 	{
