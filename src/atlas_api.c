@@ -300,7 +300,8 @@ report_progress(CallEngine *e)
 	{
 		e->last_progress = now;
 		ereport(NOTICE,
-				(errmsg("%s: %d of %d done", e->progress_label, e->nfinished, e->ncalls)));
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("%s: %d of %d done", e->progress_label, e->nfinished, e->ncalls)));
 	}
 }
 
