@@ -18,6 +18,13 @@ SELECT atlas_remove_team_user('65f0a0000000000000000001', '65f0c0000000000000000
                               '65f0d0000000000000000006') AS removed;
 
 \echo
+\echo '== Offboard carol@example.com by e-mail: where she has access, the plan, then the removal'
+SELECT scope, id, name, roles, org_membership_status
+FROM atlas_user_memberships('65f0a0000000000000000001', 'carol@example.com');
+SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'carol@example.com', dry_run => true);
+SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'carol@example.com');
+
+\echo
 \echo '== An error carries what Atlas answered: a project that does not exist'
 SELECT atlas_remove_project_user('65f0b00000000000000000ff', '65f0d0000000000000000002');
 
