@@ -142,7 +142,6 @@ extern void http_run(HttpDriver *driver);
 extern void http_reset_request(HttpRequest *req);
 extern char *http_escape(const char *s);
 extern bool http_base_url_ok(const char *url, char **why);
-extern int	http_connections_opened(void);
 
 /* ----------------------------------------------------------------
  * atlas_api.c: the endpoint table and the call engine
@@ -246,6 +245,7 @@ extern int	atlas_status_sqlstate(long status);
 extern bool atlas_is_user_absent(AtlasCall *call);
 extern void atlas_raise_call_error(AtlasCall *call) pg_attribute_noreturn();
 extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
+extern char *atlas_call_detail(AtlasCall *call);
 
 /* ----------------------------------------------------------------
  * audit.c: the audit trail

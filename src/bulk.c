@@ -121,7 +121,7 @@ bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *org_id,
 		AtlasCall  *c = calls[i];
 		Datum		values[5];
 		bool		nulls[5] = {false, false, false, false, false};
-		const char *detail = c->detail ? c->detail : c->excerpt;
+		const char *detail = atlas_call_detail(c);
 
 		values[0] = CStringGetTextDatum(c->user_id);
 		values[1] = BoolGetDatum(c->outcome == ATLAS_OUTCOME_REMOVED);
@@ -131,9 +131,6 @@ bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *org_id,
 			values[3] = CStringGetTextDatum(c->error_code);
 		else
 			nulls[3] = true;
-		if (c->outcome == ATLAS_OUTCOME_FAILED && c->transport_failed)
-			detail = psprintf("could not reach Atlas at %s: %s", atlas_base_host(),
-							  c->detail ? c->detail : "transfer failed");
 		if (detail && c->outcome != ATLAS_OUTCOME_REMOVED)
 			values[4] = CStringGetTextDatum(detail);
 		else

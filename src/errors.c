@@ -197,6 +197,20 @@ status_hint(AtlasCall *call)
 	}
 }
 
+/*
+ * What a call's failure says in a message or a result row: that Atlas
+ * could not be reached (and why), Atlas's detail, or an excerpt of a body
+ * that was not an Atlas error.  NULL when there is nothing to say.
+ */
+char *
+atlas_call_detail(AtlasCall *call)
+{
+	if (call->transport_failed)
+		return psprintf("could not reach Atlas at %s: %s", atlas_base_host(),
+						call->detail ? call->detail : "transfer failed");
+	return call->detail ? call->detail : call->excerpt;
+}
+
 /* The request, for errcontext. */
 static int
 call_context(AtlasCall *call)
@@ -215,8 +229,7 @@ atlas_raise_call_error(AtlasCall *call)
 	if (call->transport_failed)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("could not reach Atlas at %s: %s", atlas_base_host(),
-						call->detail ? call->detail : "transfer failed"),
+				 errmsg("%s", atlas_call_detail(call)),
 				 errhint("Check atlas_users.base_url, the network path to Atlas, and atlas_users.timeout_ms."),
 				 call_context(call)));
 

@@ -36,7 +36,6 @@ static CURLM *multi = NULL;
 static CURL *slot_handle[ATLAS_MAX_CONCURRENCY];
 static char *slot_ca_file[ATLAS_MAX_CONCURRENCY];	/* malloc'd */
 static HttpRequest *slot_req[ATLAS_MAX_CONCURRENCY];
-static int	connections_opened = 0;
 
 /* Append received body bytes, up to the cap; runs inside libcurl. */
 static size_t
@@ -353,14 +352,11 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	HttpRequest *req = slot_req[slot];
 	CURL	   *h = slot_handle[slot];
 	long		code = 0;
-	long		nconn = 0;
 	double		total = 0;
 	MemoryContext old;
 
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &nconn);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
-	connections_opened += (int) nconn;
 
 	req->curl_code = result;
 	req->status = code;
@@ -551,11 +547,4 @@ http_base_url_ok(const char *url, char **why)
 	curl_free(part);
 	curl_url_cleanup(u);
 	return ok;
-}
-
-/* How many TCP connections this backend has opened so far. */
-int
-http_connections_opened(void)
-{
-	return connections_opened;
 }

@@ -155,9 +155,7 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 		else if (c != NULL)
 			put_row(rsinfo, it->m->scope, it->m->id, it->action,
 					atlas_outcome_name(c->outcome), c->http_status, c->error_code,
-					c->transport_failed
-					? psprintf("could not reach Atlas at %s: %s", atlas_base_host(), c->detail)
-					: (c->detail ? c->detail : c->excerpt));
+					atlas_call_detail(c));
 		else if (org_call && org_call->outcome == ATLAS_OUTCOME_REMOVED)
 			put_row(rsinfo, it->m->scope, it->m->id, it->action, "removed", 0, NULL,
 					"Atlas removed this membership with the organization membership.");
