@@ -175,3 +175,162 @@ setup_all() {
 	start_emulator
 	start_cluster
 }
+
+# Run the pg_regress suite against the running cluster; print "PASSED FAILED"
+# on stdout, the suite's output and any diffs on stderr.
+run_regress() {
+	local out=$RUN_DIR/regress${1:+-$1}.log p f
+	make -C "$ROOT" -s installcheck >"$out" 2>&1 || true
+	cat "$out" >&2
+	p=$(grep -cE '^(ok|test) .*\.\.\. ok|^ok [0-9]+ ' "$out" || true)
+	f=$(grep -cE 'FAILED|failed \(ignored\)' "$out" || true)
+	if [ -f "$ROOT/regression.diffs" ]; then head -c 20000 "$ROOT/regression.diffs" >&2; fi
+	[ "$p" -gt 0 ] || f=$((f + 1))
+	echo "$p $f"
+}
+
+# Run the TAP tests (test/t/*.pl, or the files given) with prove, as the
+# postgres OS user, with the binaries first on PATH; print "PASSED FAILED"
+# (every assertion counts; a file that died counts as one failure) on
+# stdout and prove's output on stderr.  ATLAS_TAP_TAG names the log.
+run_tap() {
+	local tapdir=$RUN_DIR/tap${ATLAS_TAP_TAG:+-$ATLAS_TAP_TAG} out p f
+	local files=${*:-t/*.pl}
+	out=$tapdir.log
+	rm -rf "$tapdir" && mkdir -p "$tapdir"
+	cp -r "$ROOT/test" "$tapdir/src"
+	chown -R postgres:postgres "$tapdir"
+	# shellcheck disable=SC2086
+	(cd "$tapdir/src" && runuser -u postgres -- env PATH="$PATH" TESTDIR="$tapdir" \
+		PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+		ATLAS_EMULATOR_URL="$ATLAS_EMULATOR_URL" ATLAS_EMULATOR_HTTPS_URL="$ATLAS_EMULATOR_HTTPS_URL" \
+		ATLAS_TEST_CA="$ATLAS_TEST_CA" ATLAS_SECRETS="$ATLAS_SECRETS" ATLAS_TEST_ROOT="$tapdir/src" \
+		${ATLAS_SLOW:+ATLAS_SLOW="$ATLAS_SLOW"} \
+		prove -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl -I perl $files) >"$out" 2>&1 || true
+	cat "$out" >&2
+	read -r p f < <(perl -ne '
+		$t += $1 if /^Files=\d+, Tests=(\d+)/;
+		$fs += $1 if /Failed (\d+)\/\d+ subtests/;
+		$died++ if /(Wstat: [1-9]|No plan found|Bad plan)/ && !/Failed:? \d+/;
+		END { printf "%d %d\n", ($t // 0) - ($fs // 0), ($fs // 0) + ($died // 0) }' "$out")
+	grep -q '^Result: PASS' "$out" || [ "$f" -gt 0 ] || f=1
+	echo "$p $f"
+}
+
+# make_server_wrapper DIR PREFIX...: a directory of PostgreSQL's binaries in
+# which "postgres" runs the real server under PREFIX (valgrind, or env with
+# LD_PRELOAD); pg_ctl and initdb are copies, so they find it beside them.
+# Version checks and initdb's bootstrap and single-user runs are not
+# wrapped.  Put DIR first on PATH to use it, for the TAP tests too.
+make_server_wrapper() {
+	local dir=$1 b
+	shift
+	rm -rf "$dir" && mkdir -p "$dir"
+	for b in "$PGBIN"/*; do
+		case ${b##*/} in
+		postgres | postmaster) ;;
+		pg_ctl | initdb) cp "$b" "$dir/" ;;
+		*) ln -s "$b" "$dir/" ;;
+		esac
+	done
+	{
+		echo '#!/bin/sh'
+		echo "case \"\${1:-}\" in -V | --version | --boot | --single | -C | --describe-config | --check)"
+		echo "	exec $PGBIN/postgres \"\$@\" ;;"
+		echo 'esac'
+		echo "exec $* $PGBIN/postgres \"\$@\""
+	} >"$dir/postgres"
+	chmod 755 "$dir/postgres"
+	ln -s postgres "$dir/postmaster"
+	chmod -R a+rX "$dir"
+}
+
+# Restart the running cluster with the binaries of the directory $1 first on
+# PATH (a make_server_wrapper directory), or with the plain ones.
+restart_cluster_with() {
+	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -m fast -w stop >/dev/null
+	runuser -u postgres -- env PATH="${1:+$1:}$PATH" \
+		pg_ctl -D "$RUN_DIR/data" -l "$RUN_DIR/postgres.log" -w -t 300 start >/dev/null
+}
+
+# The pg_regress and TAP suites again, against atlas_users.so built with
+# AddressSanitizer and UndefinedBehaviorSanitizer (gcc), in Debian's
+# PostgreSQL with libasan preloaded into every server process (see
+# test/sanitize/preload.c for the second preloaded library).  PostgreSQL
+# itself is not instrumented: ASan checks our code's stack, globals and
+# heap, and every malloc'ed block (libcurl's and cJSON's too) through its
+# allocator; palloc'ed chunks are checked only as whole memory contexts.
+# Reports are read from ASan's log files and from every server log (UBSan
+# writes to the server's stderr).  Then test/sanitize/canary.c proves that
+# a use after free and a signed overflow are seen.  Prints "PASSED FAILED"
+# on stdout: both suites' counts plus four checks (libasan in a backend, no
+# report from the suites, each canary seen).  Installs the plain build
+# again at the end.
+sanitize_suites() {
+	local sdir=$RUN_DIR/sanitize p1 f1 p2 f2 libasan reports maps cp=0 cf=0
+	local flags='-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer'
+	rm -rf "$sdir" && mkdir -p "$sdir/reports"
+	chmod 1777 "$sdir/reports"
+	log "building atlas_users with $flags"
+	make -C "$ROOT" -s clean >/dev/null
+	make -C "$ROOT" -s COPT="$flags" >"$sdir/build.log" 2>&1 || { cat "$sdir/build.log" >&2; echo "0 1"; return; }
+	make -C "$ROOT" -s install >/dev/null
+	libasan=$(ldd "$ROOT/atlas_users.so" | awk '/libasan\.so/ { print $3 }')
+	gcc -shared -fPIC -O2 -o "$sdir/preload.so" "$ROOT/test/sanitize/preload.c"
+	# shellcheck disable=SC2086
+	gcc -shared -fPIC -O1 -w $flags -I "$(pg_config --includedir-server)" \
+		-o "$sdir/canary.so" "$ROOT/test/sanitize/canary.c"
+	chmod a+rx "$sdir" "$sdir"/*.so
+	make_server_wrapper "$sdir/bin" env LD_PRELOAD="$libasan:$sdir/preload.so" \
+		ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$sdir/reports/asan" \
+		UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+	restart_cluster_with "$sdir/bin"
+	maps=$(runuser -u postgres -- psql -XAtqc "SELECT pg_read_file('/proc/' || pg_backend_pid() || '/maps')" postgres || true)
+	if grep -q libasan <<<"$maps"; then cp=$((cp + 1)); else
+		echo "libasan is not mapped in a backend: the run would check nothing" >&2
+		cf=$((cf + 1))
+	fi
+	log "pg_regress with ASan and UBSan"
+	read -r p1 f1 < <(run_regress sanitize)
+	log "TAP tests with ASan and UBSan"
+	read -r p2 f2 < <(PATH="$sdir/bin:$PATH" ATLAS_TAP_TAG=sanitize run_tap)
+	sanitizer_reports() {
+		cat "$sdir"/reports/* "$RUN_DIR/postgres.log" "$RUN_DIR"/tap-sanitize/tmp_check/log/*.log 2>/dev/null |
+			grep -E 'ERROR: AddressSanitizer|runtime error:' || true
+	}
+	reports=$(sanitizer_reports | wc -l)
+	if [ "$reports" -eq 0 ]; then cp=$((cp + 1)); else
+		cf=$((cf + 1))
+		sanitizer_reports >&2
+		grep -h -A30 -E 'ERROR: AddressSanitizer|runtime error:' "$sdir"/reports/* "$RUN_DIR/postgres.log" \
+			"$RUN_DIR"/tap-sanitize/tmp_check/log/*.log 2>/dev/null | head -c 30000 >&2 || true
+	fi
+	log "sanitizers: $reports reports over the pg_regress suite ($p1 passed, $f1 failed) and the TAP suite ($p2 passed, $f2 failed)"
+
+	log "canaries: a use after free and a signed overflow must be reported"
+	runuser -u postgres -- psql -Xq -v ON_ERROR_STOP=1 postgres >/dev/null <<SQL
+CREATE DATABASE sanitize_canary;
+\c sanitize_canary
+CREATE FUNCTION use_after_free(int) RETURNS int AS '$sdir/canary.so', 'sanitize_canary_use_after_free' LANGUAGE C STRICT;
+CREATE FUNCTION signed_overflow(int) RETURNS int AS '$sdir/canary.so', 'sanitize_canary_signed_overflow' LANGUAGE C STRICT;
+SQL
+	runuser -u postgres -- psql -XAtqc "SELECT use_after_free(3)" sanitize_canary >/dev/null 2>&1 || true
+	runuser -u postgres -- pg_isready -q -t 60 || true
+	sleep 2
+	runuser -u postgres -- psql -XAtqc "SELECT signed_overflow(2147483647)" sanitize_canary >/dev/null 2>&1 || true
+	runuser -u postgres -- pg_isready -q -t 60 || true
+	if cat "$sdir"/reports/* 2>/dev/null | grep -q 'heap-use-after-free'; then cp=$((cp + 1)); else
+		echo "the use-after-free canary was not reported" >&2
+		cf=$((cf + 1))
+	fi
+	if grep -q 'runtime error: signed integer overflow' "$RUN_DIR/postgres.log"; then cp=$((cp + 1)); else
+		echo "the signed-overflow canary was not reported" >&2
+		cf=$((cf + 1))
+	fi
+	log "canaries: $cp of 4 checks passed"
+
+	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -m fast -w stop >/dev/null
+	build_install
+	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -l "$RUN_DIR/postgres.log" -w start >/dev/null
+	echo "$((p1 + p2 + cp)) $((f1 + f2 + cf))"
+}
