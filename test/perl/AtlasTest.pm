@@ -10,12 +10,16 @@ use warnings;
 
 use Exporter 'import';
 use HTTP::Tiny;
+use IPC::Run;
 use JSON::PP;
+use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use Test::More;
 
 our @EXPORT = qw(atlas_node emu emu_reset emu_counter emu_fault emu_config
-  emu_users seed seed_id emu_counters emu_reset_counters emu_route_count);
+  emu_users seed seed_id emu_counters emu_reset_counters emu_route_count
+  wait_counter bg_query sqlstate_of socket_count
+  psql_session session_send session_wait session_run session_cancel session_close);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
 # outside a PostgreSQL build tree leaves it unset, so find the pg_regress
@@ -144,6 +148,146 @@ atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION atlas_users');
 	return $node;
+}
+
+# Poll an emulator counter until $ok->(value) holds, up to $timeout
+# seconds; returns its last value.
+sub wait_counter
+{
+	my ($name, $ok, $timeout) = @_;
+	my $deadline = time + $timeout;
+	while (1)
+	{
+		my $v = emu_counter($name);
+		return $v if $ok->($v) || time > $deadline;
+		sleep 0.02;
+	}
+}
+
+# One statement in a BackgroundPsql session: (stdout, the stderr of just
+# this statement, seconds it took).
+sub bg_query
+{
+	my ($s, $sql) = @_;
+	$s->{stderr} = '';
+	my $t0 = time;
+	my $out = $s->query($sql);
+	my $dt = time - $t0;
+	my $err = $s->{stderr};
+	$s->{stderr} = '';
+	return ($out, $err, $dt);
+}
+
+# The SQLSTATE of the first ERROR in psql's stderr (VERBOSITY verbose).
+sub sqlstate_of
+{
+	my ($err) = @_;
+	return $err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '(none)';
+}
+
+# The sockets a process holds, from /proc/<pid>/fd.
+sub socket_count
+{
+	my ($pid) = @_;
+	my $n = 0;
+	opendir my $d, "/proc/$pid/fd" or die "cannot read /proc/$pid/fd: $!";
+	for my $fd (readdir $d)
+	{
+		next if $fd =~ /^\./;
+		my $l = readlink "/proc/$pid/fd/$fd";
+		$n++ if defined $l && $l =~ /^socket:\[/;
+	}
+	closedir $d;
+	return $n;
+}
+
+# ------------------------------------------------------------------
+# psql sessions driven through IPC::Run, for tests that watch a statement
+# while it runs (cancel, timing): send it, poll its output, cancel it.
+# A session is a hash: in, out, err (the texts) and h (the harness).
+# ------------------------------------------------------------------
+my $mark = 0;
+
+# A psql session on the postgres database of $node.
+sub psql_session
+{
+	my ($node) = @_;
+	my %s = (in => '', out => '', err => '');
+	$s{h} = IPC::Run::start(
+		[ 'psql', '-XAtq', '-v', 'VERBOSITY=verbose', '-d', $node->connstr('postgres') ],
+		'<', \$s{in}, '>', \$s{out}, '2>', \$s{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return \%s;
+}
+
+# Wait until the text of $which (out or err) matches $re; returns the time
+# it was first seen, or undef after $timeout seconds.
+sub session_wait
+{
+	my ($s, $which, $re, $timeout) = @_;
+	my $deadline = time + $timeout;
+	while (1)
+	{
+		$s->{h}->pump_nb;
+		return time if $s->{$which} =~ $re;
+		return undef if time > $deadline;
+		sleep 0.002;
+	}
+}
+
+# Hand what is queued for psql's stdin to psql now (IPC::Run writes it only
+# while pumping).
+sub _session_flush
+{
+	my ($s) = @_;
+	my $deadline = time + 30;
+	while (length $s->{in})
+	{
+		$s->{h}->pump_nb;
+		die 'psql does not read its input' if time > $deadline;
+		sleep 0.001 if length $s->{in};
+	}
+}
+
+# Send a statement without waiting for it; returns the end marker that
+# session_wait can look for in out.
+sub session_send
+{
+	my ($s, $sql) = @_;
+	$mark++;
+	$s->{out} = '';
+	$s->{err} = '';
+	$s->{in} .= "$sql;\n\\echo END$mark\n";
+	_session_flush($s);
+	return "END$mark";
+}
+
+# Run a statement to its end; returns (stdout without the marker, stderr).
+sub session_run
+{
+	my ($s, $sql, $timeout) = @_;
+	my $m = session_send($s, $sql);
+	defined session_wait($s, 'out', qr/^\Q$m\E$/m, $timeout // 60)
+	  or die "statement did not end: $sql\nstdout: $s->{out}\nstderr: $s->{err}";
+	(my $out = $s->{out}) =~ s/^\Q$m\E\n?//m;
+	chomp $out;
+	return ($out, $s->{err});
+}
+
+# From the session $ctl, cancel the backend $pid; does not wait.
+sub session_cancel
+{
+	my ($ctl, $pid) = @_;
+	$ctl->{in} .= "SELECT pg_cancel_backend($pid);\n";
+	_session_flush($ctl);
+}
+
+# End a session.
+sub session_close
+{
+	my ($s) = @_;
+	$s->{in} .= "\\q\n";
+	$s->{h}->finish;
 }
 
 sub _slurp

@@ -49,29 +49,11 @@ sub run_session
 	return ($rc, $out, $err);
 }
 
-# The SQLSTATE of the first ERROR line (needs VERBOSITY verbose).
-sub sqlstate_of
-{
-	my ($err) = @_;
-	return $err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '(none)';
-}
-
-# One statement in a background_psql session: (stdout, stderr of just it).
-sub bq
-{
-	my ($s, $sql) = @_;
-	$s->{stderr} = '';
-	my $out = $s->query($sql);
-	my $err = $s->{stderr};
-	$s->{stderr} = '';
-	return ($out, $err);
-}
-
 # The same, failing the test when the statement wrote an ERROR.
 sub bq_ok
 {
 	my ($s, $sql) = @_;
-	my ($out, $err) = bq($s, $sql);
+	my ($out, $err) = bg_query($s, $sql);
 	diag "statement failed: $sql\n$err" if $err =~ /ERROR/;
 	return $err =~ /ERROR/ ? "ERROR: $err" : $out;
 }

@@ -32,123 +32,12 @@ my $ids = emu_users(
 	groupIds => [$group],
 	prefix => 'cancel');
 
-# ------------------------------------------------------------------
-# a psql session driven through IPC::Run, with timestamps
-# ------------------------------------------------------------------
-my $mark = 0;
-
+# A psql session (AtlasTest's psql_session) that shows warnings only.
 sub session
 {
-	my %s = (in => '', out => '', err => '');
-	$s{h} = IPC::Run::start(
-		[
-			'psql', '-XAtq', '-v', 'VERBOSITY=verbose',
-			'-d', $node->connstr('postgres')
-		],
-		'<', \$s{in}, '>', \$s{out}, '2>', \$s{err},
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	my $s = \%s;
-	run_sql($s, 'SET client_min_messages = warning');
+	my $s = psql_session($node);
+	session_run($s, 'SET client_min_messages = warning');
 	return $s;
-}
-
-# Wait until the text of $which (out or err) matches $re; returns the
-# time it was first seen, or undef after $timeout seconds.
-sub wait_for
-{
-	my ($s, $which, $re, $timeout) = @_;
-	my $deadline = time + $timeout;
-	while (1)
-	{
-		$s->{h}->pump_nb;
-		return time if $s->{$which} =~ $re;
-		return undef if time > $deadline;
-		sleep 0.002;
-	}
-}
-
-# Hand what is queued for psql's stdin to psql now (IPC::Run writes it
-# only while pumping).
-sub flush
-{
-	my ($s) = @_;
-	my $deadline = time + 30;
-	while (length $s->{in})
-	{
-		$s->{h}->pump_nb;
-		die 'psql does not read its input' if time > $deadline;
-		sleep 0.001 if length $s->{in};
-	}
-}
-
-# Send a statement without waiting; returns the end marker to wait for.
-sub send_sql
-{
-	my ($s, $sql) = @_;
-	$mark++;
-	$s->{out} = '';
-	$s->{err} = '';
-	$s->{in} .= "$sql;\n\\echo END$mark\n";
-	flush($s);
-	return "END$mark";
-}
-
-# Cancel the session's backend from the control session.
-sub cancel
-{
-	my ($ctl, $pid) = @_;
-	$ctl->{in} .= "SELECT pg_cancel_backend($pid);\n";
-	flush($ctl);
-}
-
-# Run a statement to its end; returns (stdout without the marker, stderr).
-sub run_sql
-{
-	my ($s, $sql, $timeout) = @_;
-	my $m = send_sql($s, $sql);
-	defined wait_for($s, 'out', qr/^\Q$m\E$/m, $timeout // 60)
-	  or die "statement did not end: $sql\nstdout: $s->{out}\nstderr: $s->{err}";
-	(my $out = $s->{out}) =~ s/^\Q$m\E\n?//m;
-	chomp $out;
-	return ($out, $s->{err});
-}
-
-sub close_session
-{
-	my ($s) = @_;
-	$s->{in} .= "\\q\n";
-	$s->{h}->finish;
-}
-
-# The sockets a process holds, from /proc/<pid>/fd.
-sub socket_count
-{
-	my ($pid) = @_;
-	my $n = 0;
-	opendir my $d, "/proc/$pid/fd" or die "cannot read /proc/$pid/fd: $!";
-	for my $fd (readdir $d)
-	{
-		next if $fd =~ /^\./;
-		my $l = readlink "/proc/$pid/fd/$fd";
-		$n++ if defined $l && $l =~ /^socket:\[/;
-	}
-	closedir $d;
-	return $n;
-}
-
-# Poll the emulator until a counter satisfies $ok, up to $timeout seconds.
-sub wait_counter
-{
-	my ($name, $ok, $timeout) = @_;
-	my $deadline = time + $timeout;
-	my $v;
-	while (1)
-	{
-		$v = emu_counter($name);
-		return $v if $ok->($v);
-		return $v if time > $deadline;
-		sleep 0.02;
-	}
 }
 
 sub remove_sql { return "SELECT atlas_remove_project_user('$group', '$_[0]')"; }
@@ -156,11 +45,11 @@ sub remove_sql { return "SELECT atlas_remove_project_user('$group', '$_[0]')"; }
 my $s = session();
 my $ctl = session();    # sends the cancels
 
-my ($pid) = run_sql($s, 'SELECT pg_backend_pid()');
+my ($pid) = session_run($s, 'SELECT pg_backend_pid()');
 like($pid, qr/^\d+$/, "backend pid $pid");
 
 # baseline: one successful call leaves one cached connection
-my ($out, $err) = run_sql($s, remove_sql($ids->[0]));
+my ($out, $err) = session_run($s, remove_sql($ids->[0]));
 is($out, 't', 'first removal succeeds');
 my $base_sockets = socket_count($pid);
 my $base_active = emu_counter('active_connections');
@@ -175,7 +64,7 @@ sub start_hung_call
 	my $before = emu_counter('faults_triggered');
 	emu_fault({ kind => 'hang', match => $user, count => 1 });
 	my $t0 = time;
-	my $m = send_sql($s, remove_sql($user));
+	my $m = session_send($s, remove_sql($user));
 	my $now = wait_counter('faults_triggered', sub { $_[0] > $before }, 10);
 	return ($t0, $m, $now > $before);
 }
@@ -189,19 +78,19 @@ sub start_hung_call
 	my $in_flight = emu_counter('in_flight_requests');
 	is($in_flight, 1, 'cancel: one request in flight at the emulator');
 	sleep(1.0 - (time - $t0)) if time - $t0 < 1.0;
-	ok(!defined wait_for($s, 'err', qr/ERROR/, 0), 'cancel: the call is still running after 1 s');
+	ok(!defined session_wait($s, 'err', qr/ERROR/, 0), 'cancel: the call is still running after 1 s');
 
 	my $tc = time;
-	cancel($ctl, $pid);
-	my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
+	session_cancel($ctl, $pid);
+	my $te = session_wait($s, 'err', qr/ERROR:\s+57014/, 30);
 	ok(defined $te, 'cancel: the call ended with SQLSTATE 57014') or diag $s->{err};
 	my $lat = defined $te ? $te - $tc : 999;
 	note sprintf('cancel: started %.3f s before the cancel, ended %.3f s after it',
 		$tc - $t0, $lat);
 	cmp_ok($lat, '<', $limit, "cancel: ended within $limit s of pg_cancel_backend");
-	wait_for($s, 'out', qr/^\Q$m\E$/m, 10);
+	session_wait($s, 'out', qr/^\Q$m\E$/m, 10);
 	unlike($s->{out}, qr/^t$/m, 'cancel: the cancelled call returned nothing');
-	my ($cancelled) = run_sql($ctl, 'SELECT 1');    # drain the cancel's answer
+	my ($cancelled) = session_run($ctl, 'SELECT 1');    # drain the cancel's answer
 
 	my $after_cancel = socket_count($pid);
 	note "cancel: backend sockets right after the cancel: $after_cancel";
@@ -214,7 +103,7 @@ sub start_hung_call
 		0, 'cancel: no request left in flight at the emulator');
 
 	# the same backend still works, and removes the same user
-	($out, $err) = run_sql($s, remove_sql($ids->[1]));
+	($out, $err) = session_run($s, remove_sql($ids->[1]));
 	is($out, 't', 'cancel: the same session removes the user afterwards') or diag $err;
 	my $n = socket_count($pid);
 	note "cancel: backend sockets after the next successful call: $n (baseline $base_sockets)";
@@ -227,10 +116,10 @@ sub start_hung_call
 # 2. statement_timeout = 1s on a hung call
 # ------------------------------------------------------------------
 {
-	run_sql($s, "SET statement_timeout = '1s'");
+	session_run($s, "SET statement_timeout = '1s'");
 	my ($t0, $m, $hung) = start_hung_call($ids->[2]);
 	ok($hung, 'timeout: the emulator is hanging on the removal request');
-	my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
+	my $te = session_wait($s, 'err', qr/ERROR:\s+57014/, 30);
 	ok(defined $te, 'timeout: the call ended with SQLSTATE 57014') or diag $s->{err};
 	like($s->{err}, qr/statement timeout/, 'timeout: the error is the statement timeout');
 	my $total = defined $te ? $te - $t0 : 999;
@@ -238,12 +127,12 @@ sub start_hung_call
 		$total, $total - 1.0);
 	cmp_ok($total, '>=', 0.9, 'timeout: the call did wait for the timeout');
 	cmp_ok($total, '<', 1.0 + $limit, "timeout: ended within $limit s after the 1 s timeout");
-	wait_for($s, 'out', qr/^\Q$m\E$/m, 10);
-	run_sql($s, 'RESET statement_timeout');
+	session_wait($s, 'out', qr/^\Q$m\E$/m, 10);
+	session_run($s, 'RESET statement_timeout');
 
 	is(wait_counter('in_flight_requests', sub { $_[0] == 0 }, 10),
 		0, 'timeout: no request left in flight at the emulator');
-	($out, $err) = run_sql($s, remove_sql($ids->[2]));
+	($out, $err) = session_run($s, remove_sql($ids->[2]));
 	is($out, 't', 'timeout: the same session removes the user afterwards') or diag $err;
 	my $n = socket_count($pid);
 	note "timeout: backend sockets after the next successful call: $n (baseline $base_sockets)";
@@ -265,16 +154,16 @@ sub start_hung_call
 		$all_57014 = 0 unless $hung;
 		sleep 0.2;
 		my $tc = time;
-		cancel($ctl, $pid);
-		my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
+		session_cancel($ctl, $pid);
+		my $te = session_wait($s, 'err', qr/ERROR:\s+57014/, 30);
 		$all_57014 = 0 unless defined $te;
 		push @lat, defined $te ? $te - $tc : 999;
-		wait_for($s, 'out', qr/^\Q$m\E$/m, 10);
-		run_sql($ctl, 'SELECT 1');
+		session_wait($s, 'out', qr/^\Q$m\E$/m, 10);
+		session_run($ctl, 'SELECT 1');
 		my $n = socket_count($pid);
 		note sprintf('repeat %d: ended %.3f s after the cancel; backend sockets %d',
 			$i, $lat[-1], $n);
-		($out, $err) = run_sql($s, remove_sql($user));
+		($out, $err) = session_run($s, remove_sql($user));
 		$all_57014 = 0 unless $out eq 't';
 	}
 	ok($all_57014, 'repeat: 5 hung calls, each cancelled with 57014, each user removed afterwards');
@@ -293,29 +182,29 @@ sub start_hung_call
 # 4. cancel while the service-account token request hangs
 # ------------------------------------------------------------------
 {
-	run_sql($s, "SET atlas_users.auth_method = 'service_account'");
+	session_run($s, "SET atlas_users.auth_method = 'service_account'");
 	my $before = emu_counters();
 	emu_fault(
 		{ kind => 'hang', match => '/api/oauth/token', auth => JSON::PP::true, count => 1 });
 	my $t0 = time;
-	my $m = send_sql($s, remove_sql($ids->[8]));
+	my $m = session_send($s, remove_sql($ids->[8]));
 	my $now = wait_counter('faults_triggered', sub { $_[0] > $before->{faults_triggered} }, 10);
 	cmp_ok($now, '>', $before->{faults_triggered}, 'token hang: the emulator hangs on the token request');
 	sleep 0.5;
 	my $tc = time;
-	cancel($ctl, $pid);
-	my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
+	session_cancel($ctl, $pid);
+	my $te = session_wait($s, 'err', qr/ERROR:\s+57014/, 30);
 	ok(defined $te, 'token hang: the call ended with SQLSTATE 57014') or diag $s->{err};
 	my $lat = defined $te ? $te - $tc : 999;
 	note sprintf('token hang: ended %.3f s after the cancel', $lat);
 	cmp_ok($lat, '<', $limit, "token hang: ended within $limit s of pg_cancel_backend");
-	wait_for($s, 'out', qr/^\Q$m\E$/m, 10);
-	run_sql($ctl, 'SELECT 1');
+	session_wait($s, 'out', qr/^\Q$m\E$/m, 10);
+	session_run($ctl, 'SELECT 1');
 	my $mid = emu_counters();
 	is($mid->{removal_requests} - $before->{removal_requests},
 		0, 'token hang: no removal request was sent');
 
-	($out, $err) = run_sql($s, remove_sql($ids->[8]));
+	($out, $err) = session_run($s, remove_sql($ids->[8]));
 	is($out, 't', 'token hang: the same session removes the user afterwards') or diag $err;
 	my $after = emu_counters();
 	is($after->{token_grants} - $mid->{token_grants}, 1, 'token hang: one token granted afterwards');
@@ -327,7 +216,7 @@ sub start_hung_call
 	is(emu_counter('in_flight_requests'), 0, 'token hang: nothing in flight at the emulator');
 }
 
-close_session($ctl);
-close_session($s);
+session_close($ctl);
+session_close($s);
 $node->stop;
 done_testing();

@@ -234,107 +234,37 @@ emu_config(latency_ms => 0);
 # ------------------------------------------------------------------
 # 4. query cancel ends a long bulk call within 1 s
 # ------------------------------------------------------------------
-# a psql session driven through IPC::Run
-sub session
-{
-	my %s = (in => '', out => '', err => '');
-	$s{h} = IPC::Run::start(
-		[ 'psql', '-XAtq', '-v', 'VERBOSITY=verbose', '-d', $node->connstr('postgres') ],
-		'<', \$s{in}, '>', \$s{out}, '2>', \$s{err},
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	return \%s;
-}
-
-# Wait until $which (out or err) matches $re; the time it did, or undef.
-sub wait_for
-{
-	my ($s, $which, $re, $timeout) = @_;
-	my $deadline = time + $timeout;
-	while (1)
-	{
-		$s->{h}->pump_nb;
-		return time if $s->{$which} =~ $re;
-		return undef if time > $deadline;
-		sleep 0.002;
-	}
-}
-
-my $mark = 0;
-
-# Send a statement without waiting; returns its end marker.
-sub send_sql
-{
-	my ($s, $q) = @_;
-	$mark++;
-	$s->{out} = '';
-	$s->{err} = '';
-	$s->{in} .= "$q;\n\\echo END$mark\n";
-	my $deadline = time + 30;
-	while (length $s->{in})
-	{
-		$s->{h}->pump_nb;
-		die 'psql does not read its input' if time > $deadline;
-		sleep 0.001 if length $s->{in};
-	}
-	return "END$mark";
-}
-
-# Run a statement to its end; returns (stdout, stderr).
-sub run_sql
-{
-	my ($s, $q, $timeout) = @_;
-	my $m = send_sql($s, $q);
-	defined wait_for($s, 'out', qr/^\Q$m\E$/m, $timeout // 60)
-	  or die "statement did not end: $q\nstdout: $s->{out}\nstderr: $s->{err}";
-	(my $out = $s->{out}) =~ s/^\Q$m\E\n?//m;
-	chomp $out;
-	return ($out, $s->{err});
-}
-
-# Poll a counter until $ok, up to $timeout seconds; its last value.
-sub wait_counter
-{
-	my ($name, $ok, $timeout) = @_;
-	my $deadline = time + $timeout;
-	while (1)
-	{
-		my $v = emu_counter($name);
-		return $v if $ok->($v) || time > $deadline;
-		sleep 0.02;
-	}
-}
-
 {
 	my $cids = emu_users(count => 100, orgId => $org, groupIds => [$group], prefix => 'cancel');
-	my $s = session();
-	my ($pid) = run_sql($s, 'SELECT pg_backend_pid()');
-	run_sql($s, 'SET atlas_users.max_concurrency = 8');
+	my $s = psql_session($node);
+	my ($pid) = session_run($s, 'SELECT pg_backend_pid()');
+	session_run($s, 'SET atlas_users.max_concurrency = 8');
 	emu_reset_counters();
 	emu_fault({ kind => 'hang', match => "DELETE /api/atlas/v2/groups/$group/users/", count => -1 });
 	my $t0 = time;
-	my $m = send_sql($s,
+	my $m = session_send($s,
 		"SELECT count(*) FROM atlas_remove_project_users('$group', " . id_array($cids) . ")");
 	my $hung = wait_counter('faults_triggered', sub { $_[0] >= 8 }, 20);
 	is($hung, 8, 'cancel: 8 requests hang at the emulator (max_concurrency 8)');
 	sleep(1.0 - (time - $t0)) if time - $t0 < 1.0;
-	ok(!defined wait_for($s, 'err', qr/ERROR/, 0), 'cancel: the bulk call is still running');
+	ok(!defined session_wait($s, 'err', qr/ERROR/, 0), 'cancel: the bulk call is still running');
 	my $tc = time;
 	sql("SELECT pg_cancel_backend($pid)");
-	my $te = wait_for($s, 'err', qr/ERROR:\s+57014/, 30);
+	my $te = session_wait($s, 'err', qr/ERROR:\s+57014/, 30);
 	ok(defined $te, 'cancel: the bulk call ended with SQLSTATE 57014') or diag $s->{err};
 	my $lat = defined $te ? $te - $tc : 999;
 	note sprintf('cancel: ended %.3f s after pg_cancel_backend returned', $lat);
 	cmp_ok($lat, '<', 1.0, 'cancel: the bulk call ended within 1 s of the cancel');
-	wait_for($s, 'out', qr/^\Q$m\E$/m, 10);
+	session_wait($s, 'out', qr/^\Q$m\E$/m, 10);
 	unlike($s->{out}, qr/^\d+$/m, 'cancel: the cancelled call returned no result');
 	is(wait_counter('in_flight_requests', sub { $_[0] == 0 }, 10),
 		0, 'cancel: nothing left in flight at the emulator');
 	emu('DELETE', 'faults');
 
 	# the same session works afterwards
-	my ($out, $err) = run_sql($s, 'SELECT pg_backend_pid()');
+	my ($out, $err) = session_run($s, 'SELECT pg_backend_pid()');
 	is($out, $pid, 'cancel: the same session answers afterwards');
-	($out, $err) = run_sql($s,
+	($out, $err) = session_run($s,
 		"SELECT count(*) FILTER (WHERE removed) FROM atlas_remove_project_users('$group', "
 		  . id_array([ @{$cids}[ 0 .. 9 ] ]) . ")");
 	is($out, '10', 'cancel: the same session removes 10 users afterwards') or diag $err;
@@ -348,14 +278,14 @@ sub wait_counter
 {
 	my $pids = emu_users(count => 12, orgId => $org, groupIds => [$group], prefix => 'progress');
 	emu_config(latency_ms => 1000);
-	my $s = session();
-	run_sql($s, 'SET atlas_users.max_concurrency = 1');
+	my $s = psql_session($node);
+	session_run($s, 'SET atlas_users.max_concurrency = 1');
 	my $t0 = time;
-	my $m = send_sql($s,
+	my $m = session_send($s,
 		"SELECT count(*) FILTER (WHERE removed) FROM atlas_remove_project_users('$group', "
 		  . id_array($pids) . ")");
-	my $tn = wait_for($s, 'err', qr/NOTICE:.*atlas_remove_project_users: \d+ of 12 done/, 30);
-	my $te = wait_for($s, 'out', qr/^\Q$m\E$/m, 60);
+	my $tn = session_wait($s, 'err', qr/NOTICE:.*atlas_remove_project_users: \d+ of 12 done/, 30);
+	my $te = session_wait($s, 'out', qr/^\Q$m\E$/m, 60);
 	my $end = $te // time;
 	(my $out = $s->{out}) =~ s/^\Q$m\E\n?//m;
 	chomp $out;

@@ -162,18 +162,6 @@ sub session
 		extra_params => [ '-v', 'VERBOSITY=verbose', '-U', $user ]);
 }
 
-sub sq
-{
-	my ($s, $sql) = @_;
-	$s->{stderr} = '';
-	my $out = $s->query($sql);
-	my $err = $s->{stderr};
-	$s->{stderr} = '';
-	return ($out, $err);
-}
-
-sub sqlstate { return $_[0] =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '(none)'; }
-
 # Has the backend of a session mapped atlas_users.so?
 sub library_loaded
 {
@@ -192,15 +180,15 @@ sub settings_view
 	my $all = '';
 	for my $name (@settings)
 	{
-		my ($o, $e) = sq($s, "SHOW $name");
+		my ($o, $e) = bg_query($s, "SHOW $name");
 		$all .= "SHOW $name: $o $e\n";
-		($o, $e) = sq($s, "SELECT current_setting('$name', true)");
+		($o, $e) = bg_query($s, "SELECT current_setting('$name', true)");
 		$all .= "current_setting($name): $o $e\n";
 	}
-	my ($o, $e) = sq($s,
+	my ($o, $e) = bg_query($s,
 		"SELECT string_agg(s::text, E'\\n') FROM pg_settings s WHERE name LIKE 'atlas%'");
 	$all .= "pg_settings: $o $e\n";
-	($o, $e) = sq($s, 'SHOW ALL');
+	($o, $e) = bg_query($s, 'SHOW ALL');
 	$all .= "SHOW ALL: $o $e\n";
 	return $all;
 }
@@ -230,14 +218,14 @@ $node->safe_psql('postgres', q{
 for my $role (qw(plain settings_reader alice))
 {
 	my $s = session($node, $role);
-	my ($pid) = sq($s, 'SELECT pg_backend_pid()');
+	my ($pid) = bg_query($s, 'SELECT pg_backend_pid()');
 	is(library_loaded($pid), 0, "fresh $role backend: atlas_users.so is not loaded");
 	my $view = settings_view($s);
 	is(library_loaded($pid), 0, "fresh $role backend: still not loaded after SHOW and pg_settings");
 	no_leak($view, "SHOW/current_setting/pg_settings/SHOW ALL of a fresh $role backend");
-	my ($o) = sq($s, 'SHOW atlas_users.private_key_file');
+	my ($o) = bg_query($s, 'SHOW atlas_users.private_key_file');
 	is($o, "$secrets/private_key", "fresh $role backend: private_key_file shows only the path");
-	($o) = sq($s, 'SHOW atlas_users.client_secret_file');
+	($o) = bg_query($s, 'SHOW atlas_users.client_secret_file');
 	is($o, "$secrets/client_secret", "fresh $role backend: client_secret_file shows only the path");
 	$s->quit;
 }
@@ -248,31 +236,31 @@ for my $role (qw(plain settings_reader alice))
 {
 	# alice loads it by calling a function she may run (bad input: 22023)
 	my $s = session($node, 'alice');
-	my ($pid) = sq($s, 'SELECT pg_backend_pid()');
-	my ($o, $e) = sq($s, "SELECT atlas_remove_project_user('x', 'y')");
-	is(sqlstate($e), '22023', 'alice: a call with bad ids fails with 22023');
+	my ($pid) = bg_query($s, 'SELECT pg_backend_pid()');
+	my ($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('x', 'y')");
+	is(sqlstate_of($e), '22023', 'alice: a call with bad ids fails with 22023');
 	is(library_loaded($pid), 1, 'alice backend: the call loaded atlas_users.so');
 	my $view = settings_view($s);
 	no_leak($view, 'settings of a non-superuser backend that loaded the library');
-	($o, $e) = sq($s, 'SHOW atlas_users.private_key_file');
-	is(sqlstate($e), '42501', 'loaded, alice: SHOW private_key_file is refused (42501)');
-	($o, $e) = sq($s, 'SHOW atlas_users.client_secret');
-	is(sqlstate($e), '42501', 'loaded, alice: SHOW client_secret is refused (42501)');
-	($o, $e) = sq($s, "SELECT count(*) FROM pg_settings WHERE name ~ '(private_key|client_secret)'");
+	($o, $e) = bg_query($s, 'SHOW atlas_users.private_key_file');
+	is(sqlstate_of($e), '42501', 'loaded, alice: SHOW private_key_file is refused (42501)');
+	($o, $e) = bg_query($s, 'SHOW atlas_users.client_secret');
+	is(sqlstate_of($e), '42501', 'loaded, alice: SHOW client_secret is refused (42501)');
+	($o, $e) = bg_query($s, "SELECT count(*) FROM pg_settings WHERE name ~ '(private_key|client_secret)'");
 	is($o, '0', 'loaded, alice: pg_settings lists no secret setting');
 	$s->quit;
 
 	# superuser after LOAD, then SET ROLE to roles without the right
 	$s = session($node, 'postgres');
-	($pid) = sq($s, 'SELECT pg_backend_pid()');
-	sq($s, "LOAD 'atlas_users'");
+	($pid) = bg_query($s, 'SELECT pg_backend_pid()');
+	bg_query($s, "LOAD 'atlas_users'");
 	is(library_loaded($pid), 1, 'superuser backend: LOAD loaded atlas_users.so');
 	for my $role (qw(plain settings_reader))
 	{
-		sq($s, "SET ROLE $role");
+		bg_query($s, "SET ROLE $role");
 		$view = settings_view($s);
 		no_leak($view, "settings seen by $role in a loaded backend");
-		sq($s, 'RESET ROLE');
+		bg_query($s, 'RESET ROLE');
 	}
 	$view = settings_view($s);
 	no_leak($view, 'settings seen by the superuser in a loaded backend');
@@ -313,14 +301,14 @@ sub call_text
 	# a 404 (USER_NOT_FOUND) with full error fields
 	($o, $e) = call_text('404 error', 'postgres',
 		"SELECT atlas_remove_project_user('$group', 'ffffffffffffffffffffff01')");
-	is(sqlstate($e), '42704', '404: 42704');
+	is(sqlstate_of($e), '42704', '404: 42704');
 
 	# a rejected bearer token: renewed once, then 401 again -> 28000
 	emu_fault({ kind => 'status', status => 401, match => 'DELETE /api/atlas/v2/groups', count => 2 });
 	($o, $e) = call_text('rejected bearer', 'postgres',
 		"SET atlas_users.auth_method = 'service_account';\n"
 		  . "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
-	is(sqlstate($e), '28000', 'rejected bearer twice: 28000');
+	is(sqlstate_of($e), '28000', 'rejected bearer twice: 28000');
 	like($e, qr/Atlas API error 401/, 'rejected bearer: the message has the status');
 	like($e, qr/CONTEXT:\s+Atlas API request DELETE /, 'rejected bearer: CONTEXT names the request');
 	emu('DELETE', 'faults');
@@ -339,11 +327,11 @@ chmod 0700, $kdir;
 	spew($cf, "$client_secret\n");
 
 	my $s = session($node, 'postgres');
-	sq($s, "SET atlas_users.private_key_file = '$kf'");
-	sq($s, "SET atlas_users.client_secret_file = '$cf'");
-	my ($pid) = sq($s, 'SELECT pg_backend_pid()');
+	bg_query($s, "SET atlas_users.private_key_file = '$kf'");
+	bg_query($s, "SET atlas_users.client_secret_file = '$cf'");
+	my ($pid) = bg_query($s, 'SELECT pg_backend_pid()');
 
-	my ($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
+	my ($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
 	$calls++;
 	is($o, 't', 'key file 0600: works') or diag $e;
 
@@ -352,9 +340,9 @@ chmod 0700, $kdir;
 	for my $mode (@unsafe)
 	{
 		chmod $mode, $kf;
-		($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[39] . "')");
+		($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[39] . "')");
 		$texts{ sprintf('mode %04o error', $mode) } = $e;
-		my $ok = sqlstate($e) eq 'F0000' && $e =~ /is not safe to use/ && $e =~ /\Q$kf\E/;
+		my $ok = sqlstate_of($e) eq 'F0000' && $e =~ /is not safe to use/ && $e =~ /\Q$kf\E/;
 		$all_refused = 0 unless $ok;
 		diag sprintf("mode %04o: %s", $mode, $e) unless $ok;
 	}
@@ -363,7 +351,7 @@ chmod 0700, $kdir;
 	like($e, qr/HINT:\s+Run: chown/, 'unsafe key file: the HINT says how to fix it');
 
 	chmod 0400, $kf;
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
 	$calls++;
 	is($o, 't', 'key file 0400: works') or diag $e;
 	chmod 0600, $kf;
@@ -382,44 +370,44 @@ chmod 0700, $kdir;
 	$bad{'two lines'} = "$kdir/twolines";
 	for my $k (sort keys %bad)
 	{
-		sq($s, "SET atlas_users.private_key_file = '$bad{$k}'");
-		($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[39] . "')");
+		bg_query($s, "SET atlas_users.private_key_file = '$bad{$k}'");
+		($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[39] . "')");
 		$texts{"$k key file error"} = $e;
-		is(sqlstate($e), 'F0000', "key file $k: F0000") or diag $e;
+		is(sqlstate_of($e), 'F0000', "key file $k: F0000") or diag $e;
 		like($e, qr/atlas_users\.private_key_file "\Q$bad{$k}\E"/, "key file $k: the message names the setting and path");
 	}
 	like($texts{'owned by root (/etc/passwd) key file error'}, qr/is not safe to use/,
 		'a world-readable key file of another owner (root) is "not safe to use"');
-	sq($s, "SET atlas_users.private_key_file = '$kf'");
+	bg_query($s, "SET atlas_users.private_key_file = '$kf'");
 
 	# re-read without reload: a wrong key gives 401, the right one works again
 	spew($kf, "$wrong_key\n");
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[38] . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[38] . "')");
 	$texts{'wrong private key error'} = $e;
-	is(sqlstate($e), '28000', 'key file changed to a wrong key: the next call gets 401 (28000)') or diag $e;
+	is(sqlstate_of($e), '28000', 'key file changed to a wrong key: the next call gets 401 (28000)') or diag $e;
 	spew($kf, "$private_key\n");
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[38] . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[38] . "')");
 	$calls++;
 	is($o, 't', 'key file changed back: the next call works, without a reload') or diag $e;
 
 	# the same for the client secret file (token request 401)
-	sq($s, "SET atlas_users.auth_method = 'service_account'");
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
+	bg_query($s, "SET atlas_users.auth_method = 'service_account'");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
 	$calls++;
 	is($o, 't', 'client secret file: works') or diag $e;
 	spew($cf, "$wrong_secret\n");
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[37] . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[37] . "')");
 	$texts{'wrong client secret error'} = $e;
-	is(sqlstate($e), '28000', 'client secret file changed to a wrong secret: 28000') or diag $e;
+	is(sqlstate_of($e), '28000', 'client secret file changed to a wrong secret: 28000') or diag $e;
 	like($e, qr/Atlas token request failed: 401/, 'wrong client secret: the token request failed');
 	spew($cf, "$client_secret\n");
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[37] . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[37] . "')");
 	$calls++;
 	is($o, 't', 'client secret file changed back: works, without a reload') or diag $e;
 	chmod 0644, $cf;
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[36] . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . $ids->[36] . "')");
 	$texts{'client secret 0644 error'} = $e;
-	is(sqlstate($e), 'F0000', 'client secret file 0644: F0000') or diag $e;
+	is(sqlstate_of($e), 'F0000', 'client secret file 0644: F0000') or diag $e;
 	chmod 0600, $cf;
 	is(library_loaded($pid), 1, 'the session backend is the same one');
 	$s->quit;
@@ -430,9 +418,9 @@ chmod 0700, $kdir;
 # ------------------------------------------------------------------
 {
 	my $s = session($node, 'postgres');
-	my ($pid) = sq($s, 'SELECT pg_backend_pid()');
-	sq($s, "SET atlas_users.auth_method = 'service_account'");
-	my ($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
+	my ($pid) = bg_query($s, 'SELECT pg_backend_pid()');
+	bg_query($s, "SET atlas_users.auth_method = 'service_account'");
+	my ($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
 	$calls++;
 	is($o, 't', 'pg_stat_activity: the session has a token') or diag $e;
 	my $u = fresh_user();
@@ -453,7 +441,7 @@ chmod 0700, $kdir;
 	like($act, qr/atlas_remove_project_user\('$group', '$u'\)/,
 		'pg_stat_activity shows the hung statement');
 	$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
-	($o, $e) = sq($s, 'SELECT 1');
+	($o, $e) = bg_query($s, 'SELECT 1');
 	is($o, '1', 'pg_stat_activity: the cancelled session goes on');
 	$s->quit;
 }
@@ -538,12 +526,12 @@ $inl->safe_psql('postgres', 'CREATE ROLE plain LOGIN');
 {
 	# leak 1: any role reads the placeholder in a backend without the library
 	my $s = session($inl, 'plain');
-	my ($pid) = sq($s, 'SELECT pg_backend_pid()');
-	my ($o, $e) = sq($s, 'SHOW atlas_users.client_secret');
+	my ($pid) = bg_query($s, 'SELECT pg_backend_pid()');
+	my ($o, $e) = bg_query($s, 'SHOW atlas_users.client_secret');
 	is($o, $client_secret,
 		'documented leak 1: not preloaded, a non-superuser reads an inline secret with SHOW');
 	is(library_loaded($pid), 0, 'documented leak 1: in a backend that has not loaded atlas_users');
-	($o, $e) = sq($s, "SELECT current_setting('atlas_users.client_secret')");
+	($o, $e) = bg_query($s, "SELECT current_setting('atlas_users.client_secret')");
 	is($o, $client_secret, 'documented leak 1: current_setting() too');
 	$s->quit;
 
@@ -587,31 +575,31 @@ $pre->safe_psql('postgres', q{
 });
 {
 	my $s = session($pre, 'plain');
-	my ($pid) = sq($s, 'SELECT pg_backend_pid()');
+	my ($pid) = bg_query($s, 'SELECT pg_backend_pid()');
 	is(library_loaded($pid), 1, 'preloaded: a fresh backend has atlas_users.so');
-	my ($o, $e) = sq($s, 'SHOW atlas_users.client_secret');
-	is(sqlstate($e), '42501', 'preloaded: a non-superuser cannot SHOW the inline secret (42501)');
+	my ($o, $e) = bg_query($s, 'SHOW atlas_users.client_secret');
+	is(sqlstate_of($e), '42501', 'preloaded: a non-superuser cannot SHOW the inline secret (42501)');
 	my $view = settings_view($s);
 	no_leak($view, 'settings of a fresh non-superuser backend with preloading');
-	($o, $e) = sq($s, 'SELECT count(*) FROM pg_file_settings');
-	is(sqlstate($e), '42501', 'preloaded: pg_file_settings is refused to a non-superuser');
+	($o, $e) = bg_query($s, 'SELECT count(*) FROM pg_file_settings');
+	is(sqlstate_of($e), '42501', 'preloaded: pg_file_settings is refused to a non-superuser');
 	$s->quit;
 
 	$s = session($pre, 'settings_reader');
 	$view = settings_view($s);
 	no_leak($view, 'settings of a pg_read_all_settings member with preloading');
-	($o) = sq($s, 'SHOW atlas_users.client_secret');
+	($o) = bg_query($s, 'SHOW atlas_users.client_secret');
 	is($o, '********', 'preloaded: a pg_read_all_settings member sees only the mask');
 	$s->quit;
 
 	$s = session($pre, 'postgres');
 	$view = settings_view($s);
 	no_leak($view, 'settings of a superuser with preloading');
-	($o) = sq($s, 'SHOW atlas_users.client_secret');
+	($o) = bg_query($s, 'SHOW atlas_users.client_secret');
 	is($o, '********', 'preloaded: the superuser sees only the mask');
-	($o) = sq($s, "SELECT count(*) FROM pg_settings WHERE name = 'atlas_users.client_secret'");
+	($o) = bg_query($s, "SELECT count(*) FROM pg_settings WHERE name = 'atlas_users.client_secret'");
 	is($o, '0', 'preloaded: the secret is not in pg_settings, even for the superuser');
-	($o, $e) = sq($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
+	($o, $e) = bg_query($s, "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "')");
 	is($o, 't', 'preloaded: the inline secret works') or diag $e;
 	unlike($e, qr/is set inline/, 'preloaded: no WARNING about the inline secret');
 	$s->quit;

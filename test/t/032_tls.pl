@@ -92,17 +92,7 @@ my $s = $node->background_psql('postgres',
 	on_error_stop => 0,
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 
-sub sq
-{
-	my ($sql) = @_;
-	$s->{stderr} = '';
-	my $out = $s->query($sql);
-	my $err = $s->{stderr};
-	$s->{stderr} = '';
-	return ($out, $err);
-}
-
-sub sqlstate { return $_[0] =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '(none)'; }
+sub sq { return bg_query($s, $_[0]); }
 
 sub remove_sql { return "SELECT atlas_remove_project_user('$group', '$_[0]')"; }
 
@@ -124,7 +114,7 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 
 	sq("SET atlas_users.base_url = 'https://localhost:$wrong->{https_port}'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'a certificate for another host name: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'a certificate for another host name: 08006') or diag $e;
 	like($e, qr/could not reach Atlas at localhost:$wrong->{https_port}: .*(SSL|certificate|subject)/i,
 		'wrong host: the message names the host and the SSL failure');
 	note "wrong host: $1" if $e =~ /(could not reach Atlas[^\n]*)/;
@@ -135,7 +125,7 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 
 	sq("SET atlas_users.base_url = 'https://localhost:$expired->{https_port}'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'an expired certificate: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'an expired certificate: 08006') or diag $e;
 	like($e, qr/could not reach Atlas at localhost:$expired->{https_port}: .*(SSL|certificate).*expired/i,
 		'expired: the message says the certificate has expired');
 	note "expired: $1" if $e =~ /(could not reach Atlas[^\n]*)/;
@@ -147,13 +137,13 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 	is($o, 't', 'back to the good server: works (a kept connection does not bypass checks)') or diag $e;
 	sq("SET atlas_users.base_url = 'https://localhost:$wrong->{https_port}'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'wrong host again after a good call: 08006');
+	is(sqlstate_of($e), '08006', 'wrong host again after a good call: 08006');
 	sq('RESET atlas_users.base_url');
 
 	# the system store does not know the test CA
 	sq("SET atlas_users.ca_file = ''");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'no CA file (system store) against the test server: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'no CA file (system store) against the test server: 08006') or diag $e;
 	like($e, qr/(SSL|certificate|issuer)/i, 'system store: an SSL message');
 	note "system store: $1" if $e =~ /(could not reach Atlas[^\n]*)/;
 
@@ -164,16 +154,16 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 	  or die 'openssl failed';
 	sq("SET atlas_users.ca_file = '$other.crt'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'an unrelated CA: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'an unrelated CA: 08006') or diag $e;
 
 	sq("SET atlas_users.ca_file = '$tmp/no_such_ca.crt'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'a CA file that does not exist: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'a CA file that does not exist: 08006') or diag $e;
 
 	# the server certificate itself as the only trust anchor is not a CA
 	sq("SET atlas_users.ca_file = '$certs/wronghost.crt'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'a CA file with an unrelated leaf certificate: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'a CA file with an unrelated leaf certificate: 08006') or diag $e;
 	sq('RESET atlas_users.ca_file');
 
 	# nothing turns verification off
@@ -212,7 +202,7 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 	for my $url (@refused)
 	{
 		my ($o, $e) = sq("SET atlas_users.base_url = '$url'");
-		push @wrong, "$url: " . ($e || 'accepted') unless sqlstate($e) eq '22023';
+		push @wrong, "$url: " . ($e || 'accepted') unless sqlstate_of($e) eq '22023';
 	}
 	is(scalar(@wrong), 0, 'base_url: ' . scalar(@refused)
 		  . ' URLs (http to non-loopback, other schemes, credentials, query, fragment) refused with 22023')
@@ -244,7 +234,7 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 	}
 	sq("SET atlas_users.base_url = 'http://127.0.0.2:$http_port'");
 	($o, $e) = sq(remove_sql($ids->[19]));
-	is(sqlstate($e), '08006', 'http://127.0.0.2 (nothing listens): 08006, connection refused') or diag $e;
+	is(sqlstate_of($e), '08006', 'http://127.0.0.2 (nothing listens): 08006, connection refused') or diag $e;
 	sq('RESET atlas_users.base_url');
 }
 
@@ -272,7 +262,7 @@ my ($pid) = sq('SELECT pg_backend_pid()');
 		emu_reset_counters();
 		($o, $e) = sq(remove_sql($u));
 		my $c = emu_counters();
-		is(sqlstate($e), '58000', "$status to $loc: 58000") or diag $e;
+		is(sqlstate_of($e), '58000', "$status to $loc: 58000") or diag $e;
 		like($e, qr/Atlas API error $status/, "$status: the message has the status");
 		like($e, qr/HINT:\s+atlas_users does not follow redirects/, "$status: the hint says redirects are not followed");
 		is($c->{requests_total}, 1, "$status: exactly one request reached the emulator");

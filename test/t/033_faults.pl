@@ -64,19 +64,7 @@ my $s = $node->background_psql('postgres',
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 
 # One statement: (stdout, stderr, seconds).
-sub sq
-{
-	my ($sql) = @_;
-	$s->{stderr} = '';
-	my $t0 = time;
-	my $out = $s->query($sql);
-	my $dt = time - $t0;
-	my $err = $s->{stderr};
-	$s->{stderr} = '';
-	return ($out, $err, $dt);
-}
-
-sub sqlstate { return $_[0] =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '(none)'; }
+sub sq { return bg_query($s, $_[0]); }
 
 my ($pid) = sq('SELECT pg_backend_pid()');
 
@@ -147,7 +135,7 @@ sub faulted_removal
 	my $u = fresh_user();
 	sq("SET atlas_users.base_url = 'https://localhost:$closed'");
 	my ($o, $e) = sq(remove_sql($u));
-	is(sqlstate($e), '08006', 'refused: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'refused: 08006') or diag $e;
 	like($e, qr/could not reach Atlas at localhost:$closed: .*(refused|connect)/i, 'refused: says so, with the host');
 	$audit_expect{$u} = [ 'failed', undef, 1 ];
 	sq('RESET atlas_users.base_url');
@@ -157,7 +145,7 @@ sub faulted_removal
 	$u = fresh_user();
 	my ($d, $dt);
 	($o, $e, $dt, $d) = faulted_removal($u, { kind => 'reset', match => $u, count => -1 });
-	is(sqlstate($e), '08006', 'reset: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'reset: 08006') or diag $e;
 	note "reset: $d->{total} request(s) reached the emulator";
 	cmp_ok($d->{total}, '<=', 2, 'reset: at most one transparent reconnect by libcurl');
 	$audit_expect{$u} = [ 'failed', undef, 1 ];
@@ -167,7 +155,7 @@ sub faulted_removal
 	my $name = username_of(fresh_user());
 	emu_fault({ kind => 'reset_mid_body', match => 'GET /api/atlas/v2/orgs/', count => 1 });
 	($o, $e) = sq("SELECT atlas_find_user_id('$org', '$name')");
-	is(sqlstate($e), '08006', 'reset mid-body (GET, 200 cut in half): 08006 (a transport failure)') or diag $e;
+	is(sqlstate_of($e), '08006', 'reset mid-body (GET, 200 cut in half): 08006 (a transport failure)') or diag $e;
 	note "reset mid-body GET: $1" if $e =~ /(ERROR:[^\n]*)/;
 	alive('reset_mid_body (GET)');
 
@@ -176,7 +164,7 @@ sub faulted_removal
 	($o, $e, $dt, $d) = faulted_removal($u, { kind => 'reset_mid_body', match => $u, count => 1 });
 	my $gone = !exists emu('GET', "state?user=$u")->{projects}{$group};
 	ok($gone, 'reset mid-body (DELETE): the emulator did remove the user');
-	ok($o eq 't' || sqlstate($e) eq '08006',
+	ok($o eq 't' || sqlstate_of($e) eq '08006',
 		'reset mid-body (DELETE): true (the status line arrived) or 08006') or diag "$o $e";
 	note 'reset mid-body DELETE: ' . ($o eq 't' ? 'returned true' : "error $1") if $o eq 't' || $e =~ /(ERROR:[^\n]*)/;
 	$audit_expect{$u} = $o eq 't' ? [ 'removed', 204, 1 ] : [ 'failed', undef, 1 ];
@@ -186,7 +174,7 @@ sub faulted_removal
 	sq('SET atlas_users.timeout_ms = 1000');
 	$u = fresh_user();
 	($o, $e, $dt, $d) = faulted_removal($u, { kind => 'hang', match => $u, count => 1, seconds => 60 });
-	is(sqlstate($e), '08006', 'hang: 08006') or diag $e;
+	is(sqlstate_of($e), '08006', 'hang: 08006') or diag $e;
 	like($e, qr/tim(ed|e) ?out/i, 'hang: the message says timed out');
 	cmp_ok($dt, '>=', 0.9, sprintf('hang: waited for the 1 s timeout (%.2f s)', $dt));
 	cmp_ok($dt, '<', 3, 'hang: ended within 3 s');
@@ -204,7 +192,7 @@ sub faulted_removal
 	sq('SET atlas_users.timeout_ms = 1000');
 	emu_fault({ kind => 'slow_body', match => 'GET /api/atlas/v2/orgs/', count => 1, interval_ms => 20 });
 	($o, $e, $dt) = sq("SELECT atlas_find_user_id('$org', '$name')");
-	is(sqlstate($e), '08006', sprintf('slow body slower than timeout_ms (1 s): 08006 after %.2f s', $dt)) or diag $e;
+	is(sqlstate_of($e), '08006', sprintf('slow body slower than timeout_ms (1 s): 08006 after %.2f s', $dt)) or diag $e;
 	cmp_ok($dt, '<', 3, 'slow body: ended at the timeout');
 	sq('RESET atlas_users.timeout_ms');
 	alive('slow_body');
@@ -223,7 +211,7 @@ sub faulted_removal
 			stderr => \$err,
 			on_error_stop => 0,
 			extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-		is(sqlstate($err), '08006', "$kind in a fresh backend (after the digest challenge): 08006") or diag $err;
+		is(sqlstate_of($err), '08006', "$kind in a fresh backend (after the digest challenge): 08006") or diag $err;
 		note "$kind in a fresh backend: $1" if $err =~ /(ERROR:[^\n]*)/;
 		like($out, qr/^alive$/m, "$kind in a fresh backend: the backend goes on");
 		$audit_expect{$u} = [ 'failed', undef, 1 ];
@@ -239,7 +227,7 @@ sub faulted_removal
 	my $u = fresh_user();
 	my ($o, $e, $dt, $d) = faulted_removal($u,
 		{ kind => 'status', status => 429, retry_after => 1, match => $u, count => 10 });
-	is(sqlstate($e), '53000', '429 x10, max_retries 2: 53000') or diag $e;
+	is(sqlstate_of($e), '53000', '429 x10, max_retries 2: 53000') or diag $e;
 	is($d->{429}, 3, '429 x10, max_retries 2: exactly 3 requests');
 	is($d->{total}, 3, '429 x10: no other request');
 	cmp_ok($dt, '>=', 1.9, sprintf('429 x10: waited Retry-After twice (%.2f s)', $dt));
@@ -258,7 +246,7 @@ sub faulted_removal
 	$u = fresh_user();
 	($o, $e, $dt, $d) = faulted_removal($u,
 		{ kind => 'status', status => 429, retry_after => 30, match => $u, count => 1 });
-	is(sqlstate($e), '53000', '429, max_retries 0: 53000 at once');
+	is(sqlstate_of($e), '53000', '429, max_retries 0: 53000 at once');
 	cmp_ok($dt, '<', 2, 'max_retries 0: no wait for Retry-After 30');
 	$audit_expect{$u} = [ 'failed', 429, 1 ];
 	alive('429 no retry');
@@ -268,7 +256,7 @@ sub faulted_removal
 	{
 		$u = fresh_user();
 		($o, $e, $dt, $d) = faulted_removal($u, { kind => 'status', status => $st, match => $u, count => 10 });
-		is(sqlstate($e), '58000', "$st: 58000") or diag $e;
+		is(sqlstate_of($e), '58000', "$st: 58000") or diag $e;
 		like($e, qr/Atlas API error $st UNEXPECTED_ERROR/, "$st: message with status and errorCode");
 		is($d->{total}, 1, "$st: not retried synchronously (1 request)");
 		$audit_expect{$u} = [ 'failed', $st, 1 ];
@@ -276,7 +264,7 @@ sub faulted_removal
 	}
 	$u = fresh_user();
 	($o, $e, $dt, $d) = faulted_removal($u, { kind => 'status', status => 503, match => $u, count => 10, retry_after => 0 });
-	is(sqlstate($e), '58000', '503 x10, max_retries 2: 58000') or diag $e;
+	is(sqlstate_of($e), '58000', '503 x10, max_retries 2: 58000') or diag $e;
 	like($e, qr/Atlas API error 503 SERVICE_UNAVAILABLE/, '503: message');
 	is($d->{503}, 3, '503 x10: retried to 3 requests');
 	$audit_expect{$u} = [ 'failed', 503, 3 ];
@@ -304,7 +292,7 @@ sub faulted_removal
 		my ($state, $st, $re) = @{ $case{$kind} };
 		my $u = fresh_user();
 		my ($o, $e, $dt, $d) = faulted_removal($u, { kind => $kind, match => $u, count => 1 });
-		is(sqlstate($e), $state, "$kind ($st): $state") or diag $e;
+		is(sqlstate_of($e), $state, "$kind ($st): $state") or diag $e;
 		like($e, qr/Atlas API error $st/, "$kind: the message has the status");
 		like($e, $re, "$kind: the DETAIL is a clean excerpt or Atlas's detail") or diag $e;
 		$audit_expect{$u} = [ 'failed', $st, 1 ];
@@ -314,7 +302,7 @@ sub faulted_removal
 	# invalid UTF-8 in a 404 with X-Error-Code
 	my $u = fresh_user();
 	my ($o, $e) = faulted_removal($u, { kind => 'invalid_utf8', status => 404, match => $u, count => 1 });
-	is(sqlstate($e), '42704', 'invalid_utf8 (404): 42704') or diag $e;
+	is(sqlstate_of($e), '42704', 'invalid_utf8 (404): 42704') or diag $e;
 	$audit_expect{$u} = [ 'failed', 404, 1 ];
 	alive('invalid_utf8 (404)');
 
@@ -326,7 +314,7 @@ sub faulted_removal
 		$u = fresh_user();
 		my $d;
 		($o, $e, undef, $d) = faulted_removal($u, { kind => 'oversized', match => $u, count => 1 });
-		is(sqlstate($e), '58000', "oversized 10 MiB (500), try $i: 58000") or diag $e;
+		is(sqlstate_of($e), '58000', "oversized 10 MiB (500), try $i: 58000") or diag $e;
 		$audit_expect{$u} = [ 'failed', 500, 1 ];
 	}
 	like($e, qr/DETAIL:\s+The response \(application\/json\) exceeded the 1048576 byte limit and was not read\./,
@@ -380,7 +368,7 @@ sub token_case
 			{ kind => 'status', status => $st, match => '/api/oauth/token', auth => JSON::PP::true,
 				count => 1, retry_after => 1 });
 		my $state = $st == 429 ? '53000' : '58000';
-		is(sqlstate($e), $state, "token endpoint $st: $state") or diag $e;
+		is(sqlstate_of($e), $state, "token endpoint $st: $state") or diag $e;
 		like($e, qr/Atlas token request failed: $st/, "token endpoint $st: the message says the token request failed");
 		like($e, qr/CONTEXT:\s+Atlas API request POST \/api\/oauth\/token/, "token endpoint $st: CONTEXT names it");
 		is("$tok/$rem", '1/0', "token endpoint $st: one token request, no removal request");
@@ -397,7 +385,7 @@ sub token_case
 	alive('token endpoint 429 retried');
 	($u, $o, $e, $tok, $rem) = token_case('',
 		{ kind => 'hang', match => '/api/oauth/token', auth => JSON::PP::true, count => 1, seconds => 30 });
-	is(sqlstate($e), '08006', 'token endpoint hangs: 08006 at the timeout') or diag $e;
+	is(sqlstate_of($e), '08006', 'token endpoint hangs: 08006 at the timeout') or diag $e;
 	$audit_expect{$u} = [ 'failed', undef, undef ];
 	alive('token endpoint hang');
 	($u, $o, $e, $tok, $rem) = token_case('',
