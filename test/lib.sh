@@ -41,7 +41,7 @@ install_packages() {
 		postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
 		make gcc libc6-dev python3 curl openssl ca-certificates \
-		clang-14 libclang-rt-14-dev >/dev/null
+		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 >/dev/null
 }
 
 # Build and install the extension.
