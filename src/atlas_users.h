@@ -337,6 +337,7 @@ extern bool atlas_shmem_wait_written(uint64 target, int timeout_ms);
 extern int	atlas_shmem_peek_audit(AuditRecord *out, int max);
 extern void atlas_shmem_audit_done(int n);
 extern void atlas_shmem_worker_attach(void);
+extern int	atlas_shmem_worker_starting(void);
 extern void atlas_shmem_worker_activity(void);
 extern void atlas_shmem_worker_info(pid_t *pid, TimestampTz *activity, uint64 *logged_instead);
 

@@ -49,6 +49,7 @@ typedef struct AtlasShared
 	uint64		handed;
 	uint64		written;
 	uint64		logged_instead; /* records that went to the log, ring full */
+	int			worker_failed_starts;	/* starts in a row that never connected */
 	AuditRecord ring[AUDIT_RING_SIZE];
 } AtlasShared;
 
@@ -277,8 +278,27 @@ atlas_shmem_worker_attach(void)
 	shared->worker_latch = MyLatch;
 	shared->worker_dboid = MyDatabaseId;
 	shared->worker_activity = GetCurrentTimestamp();
+	shared->worker_failed_starts = 0;
 	LWLockRelease(shared->lock);
 	on_shmem_exit(worker_detach, (Datum) 0);
+}
+
+/*
+ * Worker side, before connecting: count this start, and return how many
+ * starts in a row before it never connected (atlas_shmem_worker_attach
+ * sets the count back to 0).
+ */
+int
+atlas_shmem_worker_starting(void)
+{
+	int			failed;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	failed = shared->worker_failed_starts;
+	if (shared->worker_failed_starts < INT_MAX)
+		shared->worker_failed_starts++;
+	LWLockRelease(shared->lock);
+	return failed;
 }
 
 /* Worker side: note that the worker did something just now. */

@@ -44,6 +44,8 @@ PGDLLEXPORT void atlas_worker_main(Datum arg);
 #define NO_CREDENTIALS_WAIT_MS 60000
 /* how often to apply the queue's retention */
 #define PURGE_INTERVAL_MS 60000
+/* the longest pause before connecting again after starts that failed */
+#define CONNECT_BACKOFF_MAX_MS 60000
 /* audit records inserted per transaction */
 #define AUDIT_BATCH 256
 /* how long the worker lets records gather before it inserts them */
@@ -174,6 +176,40 @@ credentials_usable(bool *reported)
 	return ok;
 }
 
+/*
+ * Pause before connecting when the last "failed" starts never connected
+ * (atlas_users.database dropped or not created yet): 1 s, 2 s, 4 s, ... up
+ * to a minute, so that the server log gets a FATAL a minute rather than a
+ * second.  A shutdown or SIGTERM ends the pause at once; other wake-ups
+ * of the latch do not shorten it.
+ */
+static void
+wait_before_connecting(int failed)
+{
+	long		delay_ms = CONNECT_BACKOFF_MAX_MS;
+	TimestampTz until;
+
+	if (failed <= 6)
+		delay_ms = Min(1000L << (failed - 1), CONNECT_BACKOFF_MAX_MS);
+	ereport(LOG,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("atlas_users worker could not connect to database \"%s\" on its last %d %s; next attempt in %ld s",
+					atlas_database, failed, failed == 1 ? "start" : "starts", delay_ms / 1000),
+			 errhint("Create the database and run CREATE EXTENSION atlas_users in it, or set atlas_users.database and restart the server.")));
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 /* The worker's main loop. */
 void
 atlas_worker_main(Datum arg pg_attribute_unused())
@@ -182,10 +218,14 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 	bool		recovered = false;
 	bool		credentials_reported = false;
 	TimestampTz last_purge = 0;
+	int			failed_starts;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	failed_starts = atlas_shmem_worker_starting();
+	if (failed_starts > 0)
+		wait_before_connecting(failed_starts);
 	BackgroundWorkerInitializeConnection(atlas_database, NULL, 0);
 	pgstat_report_appname("atlas_users worker");
 	atlas_shmem_worker_attach();

@@ -11,7 +11,9 @@
 # - SIGHUP in the middle of a batch: the same worker carries on, and a
 #   reloaded atlas_users.max_concurrency applies to the next batches.
 # - DROP DATABASE ... WITH (FORCE) of the worker's database while it
-#   waits on a hung request: the drop succeeds at once.
+#   waits on a hung request: the drop succeeds at once; the worker then
+#   backs off between connection attempts, and serves the database again
+#   once it is re-created.
 use strict;
 use warnings;
 
@@ -297,10 +299,32 @@ $node->stop;
 	is($rc, 0, 'DROP DATABASE offboard WITH (FORCE) succeeds while the worker waits on Atlas')
 	  or diag $err;
 	cmp_ok($took, '<', 3, 'DROP DATABASE: within 3 s (the hung request would take 600 s)');
-	sleep 3;
+	# the restarted worker finds no database; it backs off (1 s, 2 s, 4 s,
+	# ...) instead of failing every second
+	sleep 12;
 	my $log = slurp_file($dnode->logfile, $log_offset);
 	my $fatal = () = $log =~ /FATAL:.*database "offboard" does not exist/g;
-	note "DROP DATABASE: in the 3 s after the drop, the log has $fatal 'database \"offboard\" does not exist' lines";
+	my $pauses = () = $log =~
+	  /atlas_users worker could not connect to database "offboard" on its last \d+ starts?; next attempt in \d+ s/g;
+	note "DROP DATABASE: in the 12 s after the drop, the log has $fatal 'database \"offboard\" does not exist'"
+	  . " lines and $pauses backoff lines";
+	cmp_ok($fatal, '>=', 1, 'after the drop: the restarted worker tries the database again');
+	cmp_ok($fatal, '<=', 5,
+		'after the drop: at most 5 connection attempts in 12 s (restarts every second would make 11 or 12)');
+	cmp_ok($pauses, '>=', 2, 'after the drop: the worker logs each pause and the next attempt');
+	like($log, qr/HINT:\s+Create the database and run CREATE EXTENSION atlas_users in it/,
+		'after the drop: the pause says how to fix it');
+
+	# the database comes back: the worker serves it from its next attempt
+	my $t1 = time;
+	$dnode->safe_psql('postgres', 'CREATE DATABASE offboard');
+	$dnode->safe_psql('offboard', 'CREATE EXTENSION atlas_users');
+	ok( $dnode->poll_query_until('offboard',
+			"SELECT worker_pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_activity"
+			  . " WHERE pid = worker_pid AND datname = 'offboard') FROM atlas_queue_status"),
+		'DROP DATABASE: the worker serves the re-created database');
+	note sprintf('DROP DATABASE: the worker served the re-created database %.1f s after it was created',
+		time - $t1);
 	emu('DELETE', 'faults');
 	$dnode->stop;
 }
