@@ -205,7 +205,6 @@ run_tap() {
 		PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
 		ATLAS_EMULATOR_URL="$ATLAS_EMULATOR_URL" ATLAS_EMULATOR_HTTPS_URL="$ATLAS_EMULATOR_HTTPS_URL" \
 		ATLAS_TEST_CA="$ATLAS_TEST_CA" ATLAS_SECRETS="$ATLAS_SECRETS" ATLAS_TEST_ROOT="$tapdir/src" \
-		${ATLAS_SLOW:+ATLAS_SLOW="$ATLAS_SLOW"} \
 		prove -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl -I perl $files) >"$out" 2>&1 || true
 	cat "$out" >&2
 	read -r p f < <(perl -ne '
