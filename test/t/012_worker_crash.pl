@@ -262,16 +262,20 @@ $node->stop;
 #    middle of a batch
 # ------------------------------------------------------------------
 {
-	# the worker waits for database offboard (it exits and is restarted until it exists)
+	# the worker waits for database offboard (its starts fail, with a growing pause, until it exists)
 	my $dnode = atlas_node('dropdb',
 		extra_conf => "shared_preload_libraries = 'atlas_users'\n"
 		  . "atlas_users.database = 'offboard'\n");
-	$dnode->safe_psql('postgres', 'CREATE DATABASE offboard');
-	$dnode->safe_psql('offboard', 'CREATE EXTENSION atlas_users');
-	ok( $dnode->poll_query_until('offboard',
+
+	# Create database offboard with the extension; true once the worker serves it.
+	my $create_offboard = sub {
+		$dnode->safe_psql('postgres', 'CREATE DATABASE offboard');
+		$dnode->safe_psql('offboard', 'CREATE EXTENSION atlas_users');
+		return $dnode->poll_query_until('offboard',
 			"SELECT worker_pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_activity"
-			  . " WHERE pid = worker_pid AND datname = 'offboard') FROM atlas_queue_status"),
-		'DROP DATABASE: the worker serves database offboard');
+			  . " WHERE pid = worker_pid AND datname = 'offboard') FROM atlas_queue_status");
+	};
+	ok($create_offboard->(), 'DROP DATABASE: the worker serves database offboard');
 
 	my $ids = emu_users(count => 20, orgId => $org, groupIds => [$group], prefix => 'drop');
 	my $victim = $ids->[2];
@@ -317,12 +321,7 @@ $node->stop;
 
 	# the database comes back: the worker serves it from its next attempt
 	my $t1 = time;
-	$dnode->safe_psql('postgres', 'CREATE DATABASE offboard');
-	$dnode->safe_psql('offboard', 'CREATE EXTENSION atlas_users');
-	ok( $dnode->poll_query_until('offboard',
-			"SELECT worker_pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_stat_activity"
-			  . " WHERE pid = worker_pid AND datname = 'offboard') FROM atlas_queue_status"),
-		'DROP DATABASE: the worker serves the re-created database');
+	ok($create_offboard->(), 'DROP DATABASE: the worker serves the re-created database');
 	note sprintf('DROP DATABASE: the worker served the re-created database %.1f s after it was created',
 		time - $t1);
 	emu('DELETE', 'faults');
