@@ -426,41 +426,47 @@ atlas_audit_guard(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* Delete audit rows older than *arg; runs under atlas_as_table_owner(). */
+typedef struct PurgeArgs
+{
+	Datum		older_than;		/* interval */
+	uint64		deleted;
+} PurgeArgs;
+
+/* Delete audit rows older than the interval; runs under atlas_as_table_owner(). */
 static void
 purge_spi(Oid nsp, void *arg)
 {
-	Datum	   *older_than = (Datum *) arg;
+	PurgeArgs  *a = (PurgeArgs *) arg;
 	Oid			types[1] = {INTERVALOID};
 
 	if (SPI_execute_with_args(psprintf("DELETE FROM %s.atlas_removal_audit WHERE at < now() - $1",
 									   quote_identifier(get_namespace_name(nsp))),
-							  1, types, older_than, NULL, false, 0) != SPI_OK_DELETE)
+							  1, types, &a->older_than, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not purge the audit table");
-	older_than[1] = Int64GetDatum((int64) SPI_processed);
+	a->deleted = SPI_processed;
 }
 
 /* atlas_purge_audit(older_than): delete audit rows older than that; returns how many */
 Datum
 atlas_purge_audit(PG_FUNCTION_ARGS)
 {
-	Datum		args[2];
+	PurgeArgs	a;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must not be null")));
-	args[0] = PG_GETARG_DATUM(0);
-	args[1] = Int64GetDatum(0);
+	a.older_than = PG_GETARG_DATUM(0);
+	a.deleted = 0;
 	purge_in_progress = true;
 	PG_TRY();
 	{
-		atlas_as_table_owner("atlas_removal_audit", purge_spi, args);
+		atlas_as_table_owner("atlas_removal_audit", purge_spi, &a);
 	}
 	PG_FINALLY();
 	{
 		purge_in_progress = false;
 	}
 	PG_END_TRY();
-	PG_RETURN_INT64(DatumGetInt64(args[1]));
+	PG_RETURN_INT64((int64) a.deleted);
 }
