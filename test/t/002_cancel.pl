@@ -14,7 +14,6 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
 use AtlasTest;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;

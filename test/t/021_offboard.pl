@@ -22,7 +22,6 @@ use FindBin;
 use lib "$FindBin::RealBin/../perl";
 
 use AtlasTest;
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -215,30 +214,20 @@ emu_reset();
 # 3. a cancelled offboarding is audited as far as it got
 # ------------------------------------------------------------------
 {
-	my %s = (in => '', out => '', err => '');
-	my $h = IPC::Run::start(
-		[ 'psql', '-XAtq', '-v', 'VERBOSITY=verbose', '-d', $node->connstr('postgres') ],
-		'<', \$s{in}, '>', \$s{out}, '2>', \$s{err},
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	$s{in} .= "SELECT pg_backend_pid();\n";
-	$h->pump until $s{out} =~ /^(\d+)$/m;
-	my $pid = $1;
+	my $s = psql_session($node);
+	my ($pid) = session_run($s, 'SELECT pg_backend_pid()');
 	# carol: acme-prod and acme-dev; acme-dev hangs
 	emu_fault({ kind => 'hang', match => "/groups/$projects[2]/users/$carol", count => 1 });
 	my $a0 = last_audit_id();
 	my $f0 = emu_counter('faults_triggered');
-	$s{in} .= "SELECT * FROM atlas_offboard_user('$org', 'carol\@example.com', 'projects');\n";
-	$h->pump_nb;
-	my $deadline = time + 20;
-	sleep 0.02 while emu_counter('faults_triggered') == $f0 && time < $deadline;
-	ok(emu_counter('faults_triggered') > $f0, 'cancel: the emulator hangs on acme-dev');
+	session_send($s, "SELECT * FROM atlas_offboard_user('$org', 'carol\@example.com', 'projects')");
+	ok(wait_counter('faults_triggered', sub { $_[0] > $f0 }, 20) > $f0,
+		'cancel: the emulator hangs on acme-dev');
 	sleep 0.3;
 	my $tc = time;
 	sql("SELECT pg_cancel_backend($pid)");
-	$deadline = time + 30;
-	while ($s{err} !~ /ERROR:\s+57014/ && time < $deadline) { $h->pump_nb; sleep 0.002; }
-	my $lat = time - $tc;
-	like($s{err}, qr/ERROR:\s+57014/, 'cancel: the offboarding ended with 57014');
+	my $lat = (session_wait($s, 'err', qr/ERROR:\s+57014/, 30) // time) - $tc;
+	like($s->{err}, qr/ERROR:\s+57014/, 'cancel: the offboarding ended with 57014');
 	note sprintf('cancel: offboarding ended %.3f s after pg_cancel_backend', $lat);
 	cmp_ok($lat, '<', 1.0, 'cancel: within 1 s');
 	ok( $node->poll_query_until('postgres',
@@ -251,8 +240,7 @@ emu_reset();
 			  . " AND outcome = 'failed'"),
 		qr/interrupted/, 'cancel: the interrupted item says so');
 	emu('DELETE', 'faults');
-	$s{in} .= "\\q\n";
-	$h->finish;
+	session_close($s);
 }
 
 # ------------------------------------------------------------------
