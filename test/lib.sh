@@ -244,6 +244,18 @@ make_server_wrapper() {
 	chmod -R a+rX "$dir"
 }
 
+# make_canary_db DB SO: create database DB on the running cluster with the
+# two broken functions of test/sanitize/canary.c, built as SO:
+# use_after_free(int) and signed_overflow(int).
+make_canary_db() {
+	runuser -u postgres -- psql -Xq -v ON_ERROR_STOP=1 postgres >/dev/null <<SQL
+CREATE DATABASE $1;
+\\c $1
+CREATE FUNCTION use_after_free(int) RETURNS int AS '$2', 'sanitize_canary_use_after_free' LANGUAGE C STRICT;
+CREATE FUNCTION signed_overflow(int) RETURNS int AS '$2', 'sanitize_canary_signed_overflow' LANGUAGE C STRICT;
+SQL
+}
+
 # Restart the running cluster with the binaries of the directory $1 first on
 # PATH (a make_server_wrapper directory), or with the plain ones.
 restart_cluster_with() {
@@ -266,7 +278,7 @@ restart_cluster_with() {
 # report from the suites, each canary seen).  Installs the plain build
 # again at the end.
 sanitize_suites() {
-	local sdir=$RUN_DIR/sanitize p1 f1 p2 f2 libasan reports maps cp=0 cf=0
+	local sdir=$RUN_DIR/sanitize p1 f1 p2 f2 libasan reports maps logs cp=0 cf=0
 	local flags='-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer'
 	rm -rf "$sdir" && mkdir -p "$sdir/reports"
 	chmod 1777 "$sdir/reports"
@@ -293,26 +305,16 @@ sanitize_suites() {
 	read -r p1 f1 < <(run_regress sanitize)
 	log "TAP tests with ASan and UBSan"
 	read -r p2 f2 < <(PATH="$sdir/bin:$PATH" ATLAS_TAP_TAG=sanitize run_tap)
-	sanitizer_reports() {
-		cat "$sdir"/reports/* "$RUN_DIR/postgres.log" "$RUN_DIR"/tap-sanitize/tmp_check/log/*.log 2>/dev/null |
-			grep -E 'ERROR: AddressSanitizer|runtime error:' || true
-	}
-	reports=$(sanitizer_reports | wc -l)
+	logs=("$sdir"/reports/* "$RUN_DIR/postgres.log" "$RUN_DIR"/tap-sanitize/tmp_check/log/*.log)
+	reports=$(cat "${logs[@]}" 2>/dev/null | grep -cE 'ERROR: AddressSanitizer|runtime error:' || true)
 	if [ "$reports" -eq 0 ]; then cp=$((cp + 1)); else
 		cf=$((cf + 1))
-		sanitizer_reports >&2
-		grep -h -A30 -E 'ERROR: AddressSanitizer|runtime error:' "$sdir"/reports/* "$RUN_DIR/postgres.log" \
-			"$RUN_DIR"/tap-sanitize/tmp_check/log/*.log 2>/dev/null | head -c 30000 >&2 || true
+		grep -h -A30 -E 'ERROR: AddressSanitizer|runtime error:' "${logs[@]}" 2>/dev/null | head -c 30000 >&2 || true
 	fi
 	log "sanitizers: $reports reports over the pg_regress suite ($p1 passed, $f1 failed) and the TAP suite ($p2 passed, $f2 failed)"
 
 	log "canaries: a use after free and a signed overflow must be reported"
-	runuser -u postgres -- psql -Xq -v ON_ERROR_STOP=1 postgres >/dev/null <<SQL
-CREATE DATABASE sanitize_canary;
-\c sanitize_canary
-CREATE FUNCTION use_after_free(int) RETURNS int AS '$sdir/canary.so', 'sanitize_canary_use_after_free' LANGUAGE C STRICT;
-CREATE FUNCTION signed_overflow(int) RETURNS int AS '$sdir/canary.so', 'sanitize_canary_signed_overflow' LANGUAGE C STRICT;
-SQL
+	make_canary_db sanitize_canary "$sdir/canary.so"
 	runuser -u postgres -- psql -XAtqc "SELECT use_after_free(3)" sanitize_canary >/dev/null 2>&1 || true
 	runuser -u postgres -- pg_isready -q -t 60 || true
 	sleep 2
@@ -328,8 +330,7 @@ SQL
 	fi
 	log "canaries: $cp of 4 checks passed"
 
-	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -m fast -w stop >/dev/null
 	build_install
-	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -l "$RUN_DIR/postgres.log" -w start >/dev/null
+	restart_cluster_with ""
 	echo "$((p1 + p2 + cp)) $((f1 + f2 + cf))"
 }
