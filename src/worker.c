@@ -233,7 +233,8 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 	cxt = AllocSetContextCreate(TopMemoryContext, "atlas_users worker",
 								ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG,
-			(errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
 
 	for (;;)
 	{
@@ -274,7 +275,8 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 				MemoryContextSwitchTo(cxt);
 				if (n > 0)
 					ereport(LOG,
-							(errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
+							(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+							 errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
 									(unsigned long long) n)));
 				recovered = true;
 			}
