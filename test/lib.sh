@@ -6,11 +6,21 @@
 # throwaway PostgreSQL 15 cluster run by the unprivileged "postgres" OS
 # user, and stops both again on exit.  Must run as root (apt-get, make
 # install); initdb refuses root, so the cluster runs as postgres.
+#
+# Environment (all optional): ATLAS_RUN_DIR, ATLAS_PGPORT, ATLAS_EMU_HTTP_PORT
+# and ATLAS_EMU_HTTPS_PORT move the run elsewhere; ATLAS_PG_PREFIX=DIR makes
+# a private copy of Debian's PostgreSQL 15 under DIR and builds, installs and
+# tests there, so that two checkouts can run their suites side by side
+# without installing over each other's atlas_users.so.
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=/usr/lib/postgresql/15/bin
+SYS_PGBIN=/usr/lib/postgresql/15/bin
+PG_PREFIX=${ATLAS_PG_PREFIX:-}
+PGBIN=${PG_PREFIX:+$PG_PREFIX$SYS_PGBIN}
+PGBIN=${PGBIN:-$SYS_PGBIN}
+PGXS_DIR=$(dirname "$PGBIN")/lib/pgxs
 RUN_DIR=${ATLAS_RUN_DIR:-/tmp/atlas_users_run}
 PGPORT=${ATLAS_PGPORT:-54329}
 EMU_HTTP_PORT=${ATLAS_EMU_HTTP_PORT:-18080}
@@ -42,6 +52,19 @@ install_packages() {
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
 		make gcc libc6-dev python3 curl openssl ca-certificates \
 		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 >/dev/null
+}
+
+# With ATLAS_PG_PREFIX: a fresh private copy of PostgreSQL 15 under it.
+# PostgreSQL finds its lib and share directories relative to its binaries,
+# so the copy installs and loads extensions from under the prefix.
+make_private_pg() {
+	[ -n "$PG_PREFIX" ] || return 0
+	log "copying PostgreSQL 15 to $PG_PREFIX"
+	rm -rf "$PG_PREFIX"
+	mkdir -p "$PG_PREFIX/usr/lib/postgresql" "$PG_PREFIX/usr/share/postgresql" "$PG_PREFIX/usr"
+	cp -a /usr/lib/postgresql/15 "$PG_PREFIX/usr/lib/postgresql/"
+	cp -a /usr/share/postgresql/15 "$PG_PREFIX/usr/share/postgresql/"
+	ln -s /usr/include "$PG_PREFIX/usr/include"
 }
 
 # Build and install the extension.
@@ -166,6 +189,7 @@ stop_all() {
 # Everything a run needs, from packages to a running cluster.
 setup_all() {
 	install_packages
+	make_private_pg
 	stop_all
 	rm -rf "$RUN_DIR"
 	mkdir -p "$RUN_DIR"
@@ -202,10 +226,10 @@ run_tap() {
 	chown -R postgres:postgres "$tapdir"
 	# shellcheck disable=SC2086
 	(cd "$tapdir/src" && runuser -u postgres -- env PATH="$PATH" TESTDIR="$tapdir" \
-		PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+		PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress \
 		ATLAS_EMULATOR_URL="$ATLAS_EMULATOR_URL" ATLAS_EMULATOR_HTTPS_URL="$ATLAS_EMULATOR_HTTPS_URL" \
 		ATLAS_TEST_CA="$ATLAS_TEST_CA" ATLAS_SECRETS="$ATLAS_SECRETS" ATLAS_TEST_ROOT="$tapdir/src" \
-		prove -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl -I perl $files) >"$out" 2>&1 || true
+		prove -I $PGXS_DIR/src/test/perl -I perl $files) >"$out" 2>&1 || true
 	cat "$out" >&2
 	read -r p f < <(perl -ne '
 		$t += $1 if /^Files=\d+, Tests=(\d+)/;
