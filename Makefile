@@ -1,15 +1,20 @@
 EXTENSION = atlas_users
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big = atlas_users
-OBJS = src/atlas_users.o src/guc.o src/validate.o src/http.o src/auth.o \
-	src/atlas_api.o src/errors.o src/audit.o src/remove.o \
-	src/shmem.o src/queue.o src/worker.o src/lookup.o src/offboard.o src/bulk.o src/parse.o
-HEADERS = src/atlas_users.h
+OBJS = src/atlas_users.o src/guc.o src/keyfile.o src/validate.o \
+	src/http.o src/http_answer.o src/http_url.o \
+	src/endpoints.o src/credentials.o src/token.o src/executor.o src/dispatch.o src/answer.o \
+	src/errors.o src/owner.o src/audit.o src/audit_sql.o src/shmem.o \
+	src/remove.o src/bulk.o src/listing.o src/lookup.o src/offboard.o \
+	src/queue_sql.o src/trigger.o src/queue_run.o src/worker.o src/parse.o
 
 DATA = $(wildcard sql/atlas_users--*.sql)
 
 REGRESS = setup validation remove errors auth audit privileges lookup
 REGRESS_OPTS = --dbname=atlas_users_regression
 
+# the User-Agent names the version of the control file, never a hand-kept copy
+PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration
 SHLIB_LINK = -lcurl -lcjson
 
@@ -17,8 +22,8 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the shared header
-$(OBJS): src/atlas_users.h src/parse.h
+# every object depends on the shared headers
+$(OBJS): src/atlas_users.h src/parse.h src/http.h src/executor.h $(EXTENSION).control
 
 # PostgreSQL's headers are not -Wextra clean; treat them as system headers
 # so that -Wall -Wextra report only this project's code.

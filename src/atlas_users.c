@@ -35,16 +35,11 @@ warn_inline_secrets(void)
 				 errhint("Use atlas_users.private_key_file or atlas_users.client_secret_file, and preload atlas_users.")));
 }
 
-/* Initialise libcurl and define the settings. */
+/* Initialise the transport and define the settings. */
 void
 _PG_init(void)
 {
-	CURLcode	rc = curl_global_init(CURL_GLOBAL_ALL);
-
-	if (rc != CURLE_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("could not initialize libcurl: %s", curl_easy_strerror(rc))));
+	http_init();
 	atlas_define_settings();
 
 	if (process_shared_preload_libraries_in_progress)

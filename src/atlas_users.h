@@ -5,6 +5,8 @@
  *
  * Each .c file owns one concern; this header only names what crosses
  * file boundaries.  See the header comment of each file for details.
+ * No libcurl type appears here: the transport (http.c, http_url.c)
+ * keeps libcurl to itself, and only the executor sends requests.
  *
  *-------------------------------------------------------------------------
  */
@@ -13,26 +15,32 @@
 
 #include "postgres.h"
 
-#include <curl/curl.h>
-
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "parse.h"
 
-#define ATLAS_USERS_VERSION "1.0"
-#define ATLAS_USER_AGENT "atlas_users/" ATLAS_USERS_VERSION
+#ifndef EXTVERSION
+#error "EXTVERSION must be defined (the Makefile passes the control file's default_version)"
+#endif
+#define ATLAS_USER_AGENT "atlas_users/" EXTVERSION
 
 /* the resource version every v2 operation uses unless one is pinned */
 #define ATLAS_DEFAULT_API_VERSION "2025-02-19"
 
-/* the most bytes of any response body that we read */
-#define ATLAS_MAX_RESPONSE_BYTES (1024 * 1024)
-
-/* upper bound of atlas_users.max_concurrency */
+/* upper bound of atlas_users.max_concurrency (the transport's too) */
 #define ATLAS_MAX_CONCURRENCY 64
 
+/*
+ * Define the SQL-callable C function "name" as impl(fcinfo, ...): for
+ * families of SQL functions that differ only in the operation they pass.
+ */
+#define ATLAS_SQL_FUNCTION(name, impl, ...) \
+	PG_FUNCTION_INFO_V1(name); \
+	Datum name(PG_FUNCTION_ARGS) { return impl(fcinfo, __VA_ARGS__); }
+
 /* ----------------------------------------------------------------
- * guc.c: settings
+ * guc.c: settings; keyfile.c: secrets in key files
  * ----------------------------------------------------------------
  */
 typedef enum AtlasAuthMethod
@@ -71,80 +79,44 @@ extern char *atlas_secret_value(const char *inline_name, const char *inline_valu
  * ----------------------------------------------------------------
  */
 extern char *atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param);
-extern bool atlas_is_atlas_id(const char *s);
 extern char *atlas_username_arg(FunctionCallInfo fcinfo, int argno, const char *param);
 extern bool atlas_is_username(const char *s);
+extern bool atlas_bool_arg(FunctionCallInfo fcinfo, int argno, const char *param);
 
 /* ----------------------------------------------------------------
- * http.c: the curl_multi transport
+ * http.c, http_url.c: the transport's start and its URL helpers
  * ----------------------------------------------------------------
  */
-typedef enum HttpAuthKind
-{
-	HTTP_AUTH_NONE,
-	HTTP_AUTH_DIGEST,
-	HTTP_AUTH_BASIC,
-	HTTP_AUTH_BEARER
-} HttpAuthKind;
-
-typedef struct HttpRequest
-{
-	/* what to send; all strings stay owned by the caller */
-	const char *method;			/* "GET", "POST" or "DELETE" */
-	char	   *url;
-	const char *path;			/* method-less path, for messages */
-	const char *body;			/* NULL for none */
-	const char *accept;
-	const char *content_type;	/* of the body */
-	HttpAuthKind auth;
-	const char *username;		/* digest or basic */
-	const char *password;		/* digest or basic */
-	const char *bearer;			/* bearer token */
-
-	/* what came back; palloc'd in the caller's memory context */
-	long		status;			/* HTTP status, 0 when none was received */
-	CURLcode	curl_code;		/* CURLE_OK unless the transfer failed */
-	char		curl_error[CURL_ERROR_SIZE];
-	char	   *response;		/* NUL-terminated body, never NULL */
-	size_t		response_len;
-	bool		response_truncated; /* the body exceeded the cap */
-	char		content_type_in[128];
-	char		deprecation[64];	/* Deprecation header, if any */
-	char		sunset[64];		/* Sunset header, if any */
-	char		error_code_header[64];	/* X-Error-Code header, if any */
-	int			retry_after;	/* Retry-After seconds, -1 when absent */
-	double		elapsed_ms;
-
-	/* transport-private state */
-	int			slot;
-	struct curl_slist *headers;
-	char	   *rbuf;			/* malloc'd while the transfer runs */
-	size_t		rbuf_len;
-	size_t		rbuf_cap;
-} HttpRequest;
-
-/*
- * A driver feeds requests to http_run() and learns of their completion.
- * next() returns a request to start now, or NULL with *wait_ms set to how
- * long to wait before asking again (-1: only when a transfer finishes).
- * done() is called once for each finished request, outside any libcurl
- * callback, so it may palloc; it must not raise errors for API answers.
- */
-typedef struct HttpDriver
-{
-	HttpRequest *(*next) (void *arg, int in_flight, long *wait_ms);
-	void		(*done) (void *arg, HttpRequest *req);
-	void	   *arg;
-	int			concurrency;
-} HttpDriver;
-
-extern void http_run(HttpDriver *driver);
-extern void http_reset_request(HttpRequest *req);
+extern void http_init(void);
 extern char *http_escape(const char *s);
-extern bool http_base_url_ok(const char *url, char **why);
+extern bool http_base_url_ok(const char *url, const char *what, char **why);
+extern char *http_url_host(const char *url);
+extern bool http_url_same_origin(const char *url, const char *base);
 
 /* ----------------------------------------------------------------
- * atlas_api.c: the endpoint table and the call engine
+ * credentials.c: where calls go, and with which credentials
+ * ----------------------------------------------------------------
+ */
+typedef struct AtlasTarget
+{
+	char	   *base_url;		/* without a trailing slash */
+	char	   *host;			/* host[:port] of base_url, for messages */
+	char	   *ca_file;		/* "" for the system store */
+	char	   *api_version;	/* pinned resource version, or NULL */
+	int			timeout_ms;
+	int			connect_timeout_ms;
+	AtlasAuthMethod method;		/* DIGEST or SERVICE_ACCOUNT, never AUTO */
+	char	   *username;		/* public key or client id */
+	char	   *secret;			/* private key or client secret */
+	uint32		credentials_key;	/* identity of the method, username and secret */
+	uint32		key;			/* and of base_url and the CA file too */
+} AtlasTarget;
+
+extern AtlasTarget *atlas_target_from_settings(bool digest_only);
+extern void atlas_target_wipe(AtlasTarget *target);
+
+/* ----------------------------------------------------------------
+ * endpoints.c: the operations and their endpoints
  * ----------------------------------------------------------------
  */
 typedef enum AtlasOperation
@@ -161,91 +133,145 @@ typedef enum AtlasOperation
 	ATLAS_OP_LIST_TEAMS
 } AtlasOperation;
 
+/* an id an operation takes, in the order of its SQL arguments */
+typedef enum AtlasIdKind
+{
+	ATLAS_ID_ORG,
+	ATLAS_ID_GROUP,
+	ATLAS_ID_TEAM,
+	ATLAS_ID_USER
+} AtlasIdKind;
+
+#define ATLAS_MAX_IDS 4
+
+extern const char *atlas_operation_name(AtlasOperation op);
+extern AtlasOperation atlas_operation_from_name(const char *name, bool trigger_alias);
+extern bool atlas_operation_removes(AtlasOperation op);
+extern bool atlas_operation_is_legacy(AtlasOperation op);
+extern int	atlas_operation_ids(AtlasOperation op, AtlasIdKind *kinds);
+extern const char *atlas_id_param_name(AtlasIdKind kind);
+
+/* ----------------------------------------------------------------
+ * executor.c: the one way Atlas calls are run
+ * ----------------------------------------------------------------
+ */
 typedef enum AtlasOutcome
 {
-	ATLAS_OUTCOME_NONE,
-	ATLAS_OUTCOME_REMOVED,
-	ATLAS_OUTCOME_ALREADY_ABSENT,
+	ATLAS_OUTCOME_NONE,			/* not finished */
+	ATLAS_OUTCOME_SUCCEEDED,	/* Atlas answered with a 2xx */
+	ATLAS_OUTCOME_ALREADY_ABSENT,	/* the user or membership was already gone */
 	ATLAS_OUTCOME_FAILED
 } AtlasOutcome;
 
-/* one Atlas operation on one user, with its retries and its result */
+typedef struct AtlasCallState AtlasCallState;
+
+/* what Atlas answered a call, or why it could not */
+typedef struct AtlasAnswer
+{
+	long		http_status;	/* of the last answer; 0 when there was none */
+	char	   *error_code;		/* Atlas errorCode, or NULL */
+	char	   *detail;			/* Atlas detail, or why the call failed */
+	char	   *excerpt;		/* an excerpt of a body that is not an Atlas error */
+	bool		transport_failed;	/* no answer: Atlas could not be reached */
+	bool		token_failed;	/* the failure came from the token endpoint */
+	int			retry_after;	/* seconds, from the last answer; -1 if none */
+} AtlasAnswer;
+
+/* one Atlas operation, with its retries and its result */
 typedef struct AtlasCall
 {
+	/* what to do, set by the caller */
 	AtlasOperation op;
+	AtlasTarget *target;		/* NULL: the atlas_users.* settings */
 	char	   *org_id;
 	char	   *group_id;
 	char	   *team_id;
 	char	   *user_id;
 	char	   *username;		/* for the audit, when the user was named so */
 	char	   *query;			/* URL query string without '?', or NULL */
-	bool		missing_ok;
+	bool		missing_ok;		/* an absent user is an outcome, not a failure */
+	bool		keep_body;		/* keep a successful answer's body in body */
+	int64		queue_id;		/* audit: the queue row this call runs, or 0 */
+	void	   *owner;			/* the caller's own data */
 
-	/* resolved when the call is prepared */
-	const char *operation;		/* audit name, e.g. "remove_project_user" */
-	const char *endpoint;		/* e.g. "DELETE /api/atlas/v2/groups/{groupId}/users/{userId}" */
+	/* set when the call is added to a run */
+	const char *method;
+	char	   *path;			/* for messages: the path, ids expanded */
 	const char *api_version;	/* date, or "v1.0" */
 	const char *auth_method;	/* "digest" or "service_account" */
 
-	/* the outcome */
+	/* the result, set by the executor */
 	AtlasOutcome outcome;
-	long		http_status;	/* last answer; 0 for transport failures */
-	char	   *error_code;		/* Atlas errorCode, or NULL */
-	char	   *detail;			/* Atlas detail, or a transport message */
-	char	   *excerpt;		/* short excerpt of a non-JSON body */
-	bool		transport_failed;
-	bool		names_user;		/* the error names the call's user id */
-	bool		retry_lookup;	/* a username lookup failed transiently */
-	bool		token_failed;	/* the failure came from the token endpoint */
-	int			retry_after;	/* from the last answer, -1 if none */
-	int			attempts;
+	AtlasAnswer answer;
+	int			attempts;		/* requests made, a renewed token's retry included */
 	TimestampTz started_at;
 	double		duration_ms;
+	char	   *body;			/* with keep_body, a successful answer's body */
+	size_t		body_len;
 
-	/* engine-private */
-	HttpRequest req;
-	int			endpoint_index;
-	TimestampTz not_before;
-	uint64		token_generation;	/* of the bearer token sent */
-	bool		reauthed;
-	bool		finished;
+	AtlasCallState *state;		/* the executor's */
 } AtlasCall;
 
-extern AtlasCall *atlas_call_new(AtlasOperation op);
-extern void atlas_run_calls(AtlasCall **calls, int ncalls, int concurrency,
-							int max_retries, const char *progress_label);
-extern const char *atlas_base_url_trimmed(void);
-extern const char *atlas_base_host(void);
-extern const char *atlas_outcome_name(AtlasOutcome outcome);
-extern const char *atlas_operation_name(AtlasOperation op);
+typedef struct AtlasRun AtlasRun;
 
-/* ----------------------------------------------------------------
- * auth.c: digest keys and service-account tokens
- * ----------------------------------------------------------------
- */
-typedef struct AtlasAuth
+/* where a run's calls are audited */
+typedef enum AtlasAuditMode
 {
-	AtlasAuthMethod method;		/* DIGEST or SERVICE_ACCOUNT, never AUTO */
-	char	   *username;		/* public key or client id */
-	char	   *secret;			/* private key or client secret */
-} AtlasAuth;
+	ATLAS_AUDIT_SESSION,		/* handed to the worker, else in this transaction */
+	ATLAS_AUDIT_WORKER			/* the worker: in a transaction with the hook's work */
+} AtlasAuditMode;
 
-extern AtlasAuth *atlas_auth_resolve(bool digest_only);
-extern const char *atlas_auth_cached_token(AtlasAuth *auth, uint64 *generation);
-extern void atlas_auth_forget_token(uint64 generation);
-extern void atlas_auth_prepare_token_request(AtlasAuth *auth, HttpRequest *req);
-extern bool atlas_auth_accept_token(AtlasAuth *auth, HttpRequest *req, char **problem);
+typedef struct AtlasRunSpec
+{
+	int			concurrency;
+	int			max_retries;	/* retries of a retryable failure within the run */
+	const char *progress_label; /* NOTICE progress lines under this name */
+	AtlasAuditMode audit;
+	bool		forget_calls;	/* free a call's memory once it is reported */
+
+	/*
+	 * finished() sees each call once it is done for good, after its audit
+	 * (in the same transaction, with ATLAS_AUDIT_WORKER); it may add calls.
+	 * feed() runs between transfers and may add calls; it returns false
+	 * once it will add no more, with *wait_ms how soon to ask again.
+	 */
+	void		(*finished) (AtlasRun *run, AtlasCall *call, void *arg);
+	bool		(*feed) (AtlasRun *run, void *arg, int free_slots, long *wait_ms);
+	void	   *arg;
+} AtlasRunSpec;
+
+extern AtlasCall *atlas_call_new(AtlasOperation op);
+extern void atlas_call_set_ids(AtlasCall *call, char **ids);
+extern int	atlas_ids_arg(FunctionCallInfo fcinfo, int argno, AtlasOperation op,
+						  bool with_user, char **ids);
+extern AtlasRunSpec atlas_session_spec(const char *progress_label);
+extern AtlasRun *atlas_run_create(const AtlasRunSpec *spec);
+extern void atlas_run_add(AtlasRun *run, AtlasCall *call);
+extern void atlas_run_finish_unsent(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome);
+extern void atlas_run_execute(AtlasRun *run);
+extern void atlas_execute(AtlasCall **calls, int ncalls, const AtlasRunSpec *spec);
+extern bool atlas_retry_due(const AtlasAnswer *answer, int attempt, bool queued, int64 *delay_ms);
 
 /* ----------------------------------------------------------------
- * errors.c: Atlas answers to SQL errors
+ * errors.c: failed calls as SQL errors
  * ----------------------------------------------------------------
  */
-extern void atlas_parse_api_error(AtlasCall *call, HttpRequest *req);
 extern int	atlas_status_sqlstate(long status);
-extern bool atlas_is_user_absent(AtlasCall *call);
 extern void atlas_raise_call_error(AtlasCall *call) pg_attribute_noreturn();
 extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
 extern char *atlas_call_detail(AtlasCall *call);
+extern char *atlas_call_message(AtlasCall *call);
+extern const char *atlas_outcome_name(AtlasOutcome outcome);
+
+/* ----------------------------------------------------------------
+ * owner.c: the extension's own SQL, run as its tables' owner
+ * ----------------------------------------------------------------
+ */
+typedef void (*AtlasOwnerFn) (Oid nsp, void *arg);
+extern Oid	atlas_extension_namespace(void);
+extern void atlas_as_table_owner(const char *relname, AtlasOwnerFn fn, void *arg);
+extern char *atlas_ext_rel(Oid nsp, const char *relname);
+extern Datum atlas_text_or_null(const char *s, char *nulls, int i);
 
 /* ----------------------------------------------------------------
  * audit.c: the audit trail
@@ -273,22 +299,38 @@ typedef struct AuditRecord
 } AuditRecord;
 
 extern void atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec);
-extern Oid	atlas_extension_namespace(void);
-extern Oid	atlas_relation_owner(Oid nsp, const char *relname);
-typedef void (*AtlasOwnerFn) (Oid nsp, void *arg);
-extern void atlas_as_table_owner(const char *relname, AtlasOwnerFn fn, void *arg);
 extern void atlas_audit_insert(AuditRecord *rec);
-extern int	atlas_pin_search_path(void);
-extern void atlas_unpin_search_path(int level);
 extern void atlas_audit_log(AuditRecord *rec, const char *why);
-extern void atlas_audit_call(AtlasCall *call);
-extern void atlas_audit_after_error(AtlasCall **calls, int ncalls);
-
-/* bulk.c */
-extern void atlas_run_audited(AtlasCall **calls, int n, const char *progress_label);
+extern void atlas_audit_call(AtlasCall *call, AtlasAuditMode mode);
+extern void atlas_audit_interrupted(AtlasCall *call);
 
 /* ----------------------------------------------------------------
- * lookup.c: reading users and memberships
+ * listing.c: reading every page of an Atlas list
+ * ----------------------------------------------------------------
+ */
+typedef struct AtlasListing
+{
+	AtlasOperation op;
+	AtlasTarget *target;
+	char	   *org_id;
+	char	   *group_id;
+	char	   *team_id;
+	char	   *query;			/* extra query text, "" or "name=value&" */
+	AtlasItemFn item;			/* called for each result */
+	void	   *arg;
+	void	   *owner;			/* passed on to each page's call */
+	/* progress */
+	int			pages;
+	AtlasCall  *failed;			/* the page that failed, if one did */
+	const char *problem;		/* an answer that was not a list, if one was */
+} AtlasListing;
+
+extern AtlasCall *atlas_listing_first(AtlasListing *listing);
+extern AtlasCall *atlas_listing_page_done(AtlasListing *listing, AtlasCall *page);
+extern void atlas_list_all(AtlasListing *listing);
+
+/* ----------------------------------------------------------------
+ * lookup.c: users and memberships
  * ----------------------------------------------------------------
  */
 typedef struct AtlasGroupRoles
@@ -316,9 +358,11 @@ typedef struct AtlasMembership
 	char	   *status;
 } AtlasMembership;
 
+extern AtlasOrgUser *atlas_org_user_from_json(const cJSON *obj);
+extern void atlas_username_listing(AtlasListing *listing, AtlasOperation op,
+								   const char *org_id, const char *group_id,
+								   const char *username, AtlasOrgUser **found);
 extern AtlasOrgUser *atlas_fetch_org_user(const char *org_id, const char *username_or_id);
-extern char *atlas_find_group_user_id(const char *group_id, const char *username);
-extern AtlasCall *atlas_lookup_last_failure(bool reset);
 extern List *atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names);
 extern AtlasOrgUser *atlas_org_user_arg(FunctionCallInfo fcinfo, int argno,
 										const char *org_id, bool *found);
@@ -342,10 +386,12 @@ extern void atlas_shmem_worker_activity(void);
 extern void atlas_shmem_worker_info(pid_t *pid, TimestampTz *activity, uint64 *logged_instead);
 
 /* ----------------------------------------------------------------
- * queue.c: the removal queue
+ * queue_sql.c, trigger.c, queue_run.c: the removal queue
  * ----------------------------------------------------------------
  */
-extern int	atlas_queue_worker_batch(int max_items);
+extern int64 atlas_enqueue(AtlasOperation op, char **ids, const char *username);
+extern Datum atlas_enqueued_here(void);
+extern int	atlas_queue_drain(bool worker, int max_items);
 extern uint64 atlas_queue_recover(void);
 extern uint64 atlas_queue_purge(void);
 extern TimestampTz atlas_queue_next_due(void);
@@ -355,5 +401,6 @@ extern TimestampTz atlas_queue_next_due(void);
  * ----------------------------------------------------------------
  */
 extern void atlas_worker_register(void);
+extern void atlas_worker_drain_audit(void);
 
 #endif							/* ATLAS_USERS_H */

@@ -1,36 +1,33 @@
 /*-------------------------------------------------------------------------
  *
  * audit.c
- *	  The audit trail: one atlas_removal_audit row per call.
+ *	  The audit trail: one atlas_removal_audit row per removal call, and
+ *	  per queue attempt.
  *
- * A call's outcome becomes a flat AuditRecord (fixed-size fields, no
- * pointers, no credentials), which is inserted into the extension's
- * atlas_removal_audit table.  The insert runs as the table's owner, so
- * callers need no privilege on the table and cannot forge or change rows.
- * Every failed call is also written to the server log, whole, so that a
- * failure is on record even when the caller's transaction rolls back.
+ * A finished call becomes a flat AuditRecord (fixed-size fields, no
+ * pointers, no credentials).  The executor hands each finished removal
+ * here, whatever path it came from.  Every failed call is written to the
+ * server log, whole, when it happens, so that a failure is on record even
+ * when the caller's transaction rolls back.  Then the record goes:
+ *	  - from a session: to the worker through shared memory (it survives
+ *		the caller's rollback), or, when the worker does not serve this
+ *		database or the library is not preloaded, into the table in the
+ *		caller's transaction;
+ *	  - from the worker: into the table in the transaction that also
+ *		records the queue row's new state.
+ * The insert runs as the table's owner (owner.c), so callers need no
+ * privilege on the table and cannot forge or change rows.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "catalog/indexing.h"
-#include "catalog/pg_class.h"
-#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
-#include "commands/trigger.h"
-#include "utils/fmgroids.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #define AUDIT_NARGS 17
@@ -62,8 +59,7 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 	rec->at = call->started_at ? call->started_at : GetCurrentTimestamp();
 	set_field(rec->requested_by, NAMEDATALEN, GetUserNameFromId(GetSessionUserId(), true));
 	set_field(rec->executed_as, NAMEDATALEN, GetUserNameFromId(GetUserId(), true));
-	set_field(rec->operation, sizeof(rec->operation),
-			  call->operation ? call->operation : atlas_operation_name(call->op));
+	set_field(rec->operation, sizeof(rec->operation), atlas_operation_name(call->op));
 	set_field(rec->org_id, sizeof(rec->org_id), call->org_id);
 	set_field(rec->group_id, sizeof(rec->group_id), call->group_id);
 	set_field(rec->team_id, sizeof(rec->team_id), call->team_id);
@@ -71,132 +67,48 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 	set_field(rec->username, sizeof(rec->username), call->username);
 	set_field(rec->api_version, sizeof(rec->api_version), call->api_version);
 	set_field(rec->auth_method, sizeof(rec->auth_method), call->auth_method);
-	rec->http_status = (int) call->http_status;
+	rec->http_status = (int) call->answer.http_status;
 	set_field(rec->outcome, sizeof(rec->outcome), atlas_outcome_name(call->outcome));
-	set_field(rec->error_code, sizeof(rec->error_code), call->error_code);
-	set_field(rec->detail, sizeof(rec->detail), call->detail ? call->detail : call->excerpt);
+	set_field(rec->error_code, sizeof(rec->error_code), call->answer.error_code);
+	set_field(rec->detail, sizeof(rec->detail),
+			  call->answer.detail ? call->answer.detail : call->answer.excerpt);
 	rec->duration_ms = call->duration_ms;
 	rec->attempts = call->attempts;
 }
 
-/* The schema atlas_users is installed in. */
-Oid
-atlas_extension_namespace(void)
+/* Prepare the insert for the extension's schema, once per backend. */
+static void
+prepare_insert(Oid nsp)
 {
-	Oid			extoid = get_extension_oid("atlas_users", false);
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			nsp = InvalidOid;
+	Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+	TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID};
+	char	   *sql;
+	SPIPlanPtr	plan;
+	bool		has_username;
 
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	if (!OidIsValid(nsp))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("extension \"atlas_users\" has no schema")));
-	return nsp;
+	/* extension versions before 1.2 have no username column */
+	has_username = get_attnum(get_relname_relid("atlas_removal_audit", nsp),
+							  "username") != InvalidAttrNumber;
+	sql = psprintf("INSERT INTO %s "
+				   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
+				   "user_id, api_version, auth_method, http_status, outcome, error_code, "
+				   "detail, duration_ms, attempts%s) "
+				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16%s)",
+				   atlas_ext_rel(nsp, "atlas_removal_audit"),
+				   has_username ? ", username" : "", has_username ? ", $17" : "");
+	plan = SPI_prepare(sql, has_username ? AUDIT_NARGS : AUDIT_NARGS - 1, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the audit insert: %s",
+			 SPI_result_code_string(SPI_result));
+	if (audit_plan != NULL)
+		SPI_freeplan(audit_plan);
+	SPI_keepplan(plan);
+	audit_plan = plan;
+	audit_plan_nsp = nsp;
 }
 
-/* The owner of a relation of the extension's schema. */
-Oid
-atlas_relation_owner(Oid nsp, const char *relname)
-{
-	Oid			relid = get_relname_relid(relname, nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"%s.%s\" does not exist", get_namespace_name(nsp), relname),
-				 errhint("Reinstall the atlas_users extension.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
- * Run the extension's own SQL with search_path = pg_catalog, pg_temp, so
- * that no object of the caller's search_path (an operator, a function)
- * can stand in for a built-in one.  Returns the level for
- * atlas_unpin_search_path(); an error restores it by itself.
- */
-int
-atlas_pin_search_path(void)
-{
-	int			level = NewGUCNestLevel();
-
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return level;
-}
-
-/* Restore the search_path pinned by atlas_pin_search_path(). */
-void
-atlas_unpin_search_path(int level)
-{
-	AtEOXact_GUC(true, level);
-}
-
-/*
- * Run fn(nsp, arg) with SPI connected, as the owner of one of the
- * extension's tables and with search_path pinned.  Callers need no
- * privilege on the table, and their search_path cannot reach our SQL.
- */
-void
-atlas_as_table_owner(const char *relname, AtlasOwnerFn fn, void *arg)
-{
-	Oid			nsp = atlas_extension_namespace();
-	Oid			owner = atlas_relation_owner(nsp, relname);
-	Oid			save_userid;
-	int			save_sec;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		int			level = atlas_pin_search_path();
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		fn(nsp, arg);
-		SPI_finish();
-		atlas_unpin_search_path(level);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec);
-	}
-	PG_END_TRY();
-}
-
-/* A text Datum of a field, or NULL when the field is empty. */
-static Datum
-text_or_null(const char *s, char *nulls, int i)
-{
-	if (s[0] == '\0')
-	{
-		nulls[i] = 'n';
-		return (Datum) 0;
-	}
-	return CStringGetTextDatum(s);
-}
-
-/* Insert one prepared audit record; runs under atlas_as_table_owner(). */
+/* Insert one audit record; runs under atlas_as_table_owner(). */
 static void
 audit_insert_spi(Oid nsp, void *arg)
 {
@@ -209,52 +121,24 @@ audit_insert_spi(Oid nsp, void *arg)
 	values[1] = CStringGetTextDatum(rec->requested_by);
 	values[2] = CStringGetTextDatum(rec->executed_as);
 	values[3] = CStringGetTextDatum(rec->operation);
-	values[4] = text_or_null(rec->org_id, nulls, 4);
-	values[5] = text_or_null(rec->group_id, nulls, 5);
-	values[6] = text_or_null(rec->team_id, nulls, 6);
-	values[7] = text_or_null(rec->user_id, nulls, 7);
-	values[8] = text_or_null(rec->api_version, nulls, 8);
-	values[9] = text_or_null(rec->auth_method, nulls, 9);
+	values[4] = atlas_text_or_null(rec->org_id, nulls, 4);
+	values[5] = atlas_text_or_null(rec->group_id, nulls, 5);
+	values[6] = atlas_text_or_null(rec->team_id, nulls, 6);
+	values[7] = atlas_text_or_null(rec->user_id, nulls, 7);
+	values[8] = atlas_text_or_null(rec->api_version, nulls, 8);
+	values[9] = atlas_text_or_null(rec->auth_method, nulls, 9);
 	values[10] = Int32GetDatum(rec->http_status);
 	if (rec->http_status == 0)
 		nulls[10] = 'n';
 	values[11] = CStringGetTextDatum(rec->outcome);
-	values[12] = text_or_null(rec->error_code, nulls, 12);
-	values[13] = text_or_null(rec->detail, nulls, 13);
+	values[12] = atlas_text_or_null(rec->error_code, nulls, 12);
+	values[13] = atlas_text_or_null(rec->detail, nulls, 13);
 	values[14] = Float8GetDatum(rec->duration_ms);
 	values[15] = Int32GetDatum(rec->attempts);
-	values[16] = text_or_null(rec->username, nulls, 16);
+	values[16] = atlas_text_or_null(rec->username, nulls, 16);
 
 	if (audit_plan == NULL || audit_plan_nsp != nsp)
-	{
-		Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
-			TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-		TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID};
-		char	   *sql;
-		SPIPlanPtr	plan;
-		bool		has_username;
-
-		/* extension versions before 1.2 have no username column */
-		has_username = get_attnum(get_relname_relid("atlas_removal_audit", nsp),
-								  "username") != InvalidAttrNumber;
-		sql = psprintf("INSERT INTO %s.atlas_removal_audit "
-					   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
-					   "user_id, api_version, auth_method, http_status, outcome, error_code, "
-					   "detail, duration_ms, attempts%s) "
-					   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16%s)",
-					   quote_identifier(get_namespace_name(nsp)),
-					   has_username ? ", username" : "",
-					   has_username ? ", $17" : "");
-		plan = SPI_prepare(sql, has_username ? AUDIT_NARGS : AUDIT_NARGS - 1, types);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the audit insert: %s",
-				 SPI_result_code_string(SPI_result));
-		if (audit_plan != NULL)
-			SPI_freeplan(audit_plan);
-		SPI_keepplan(plan);
-		audit_plan = plan;
-		audit_plan_nsp = nsp;
-	}
+		prepare_insert(nsp);
 	if (SPI_execute_plan(audit_plan, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert an audit row");
 }
@@ -274,20 +158,18 @@ void
 atlas_audit_log(AuditRecord *rec, const char *why)
 {
 	ereport(LOG_SERVER_ONLY,
-			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-			 errmsg("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
-					"username=%s outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
-					"api_version=%s auth_method=%s requested_by=%s executed_as=%s at=%s",
-					why, rec->operation, rec->org_id, rec->group_id, rec->team_id,
-					rec->user_id, rec->username, rec->outcome, rec->http_status, rec->error_code,
-					rec->attempts, rec->duration_ms, rec->api_version, rec->auth_method,
-					rec->requested_by, rec->executed_as, timestamptz_to_str(rec->at)),
+			(errmsg_internal("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
+							 "username=%s outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
+							 "api_version=%s auth_method=%s requested_by=%s executed_as=%s at=%s",
+							 why, rec->operation, rec->org_id, rec->group_id, rec->team_id,
+							 rec->user_id, rec->username, rec->outcome, rec->http_status,
+							 rec->error_code, rec->attempts, rec->duration_ms, rec->api_version,
+							 rec->auth_method, rec->requested_by, rec->executed_as,
+							 timestamptz_to_str(rec->at)),
 			 rec->detail[0] ? errdetail_log("%s", rec->detail) : 0));
 }
 
-/*
- * Say once per session that the audit is transactional here, and why.
- */
+/* Say once per session that the audit is transactional here, and why. */
 static void
 notice_transactional_audit(void)
 {
@@ -298,38 +180,23 @@ notice_transactional_audit(void)
 	noticed = true;
 	if (!atlas_shmem_preloaded())
 		ereport(NOTICE,
-				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-				 errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
+				(errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
 				 errdetail("A rollback of this transaction also removes its audit rows; failures are always in the server log."),
 				 errhint("Add atlas_users to shared_preload_libraries to make the audit durable and start the queue worker.")));
 	else
 		ereport(NOTICE,
-				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-				 errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
+				(errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
 				 errdetail("The worker connects to atlas_users.database = \"%s\".", atlas_database),
 				 errhint("Run offboarding in that database for a durable audit.")));
 }
 
 /*
- * Hand a record to the worker if it serves this database, so that it
- * survives this transaction; otherwise insert it here.
+ * Record a finished removal in the audit trail: every failure in the
+ * server log at once; then the record to the worker (a session, when the
+ * worker serves this database) or into the table in this transaction.
  */
-static void
-audit_record(AuditRecord *rec, bool logged)
-{
-	if (atlas_shmem_audit_available())
-	{
-		if (!atlas_shmem_hand_audit(rec) && !logged)
-			atlas_audit_log(rec, "audit buffer full");
-		return;
-	}
-	notice_transactional_audit();
-	atlas_audit_insert(rec);
-}
-
-/* Record a finished call in the audit trail. */
 void
-atlas_audit_call(AtlasCall *call)
+atlas_audit_call(AtlasCall *call, AtlasAuditMode mode)
 {
 	AuditRecord rec;
 	bool		failed = (call->outcome == ATLAS_OUTCOME_FAILED);
@@ -337,137 +204,43 @@ atlas_audit_call(AtlasCall *call)
 	atlas_audit_record_from_call(call, &rec);
 	if (failed)
 		atlas_audit_log(&rec, "failed call");
-	audit_record(&rec, failed);
+	if (mode == ATLAS_AUDIT_SESSION && atlas_shmem_audit_available())
+	{
+		if (!atlas_shmem_hand_audit(&rec) && !failed)
+			atlas_audit_log(&rec, "audit buffer full");
+		return;
+	}
+	if (mode == ATLAS_AUDIT_SESSION)
+		notice_transactional_audit();
+	atlas_audit_insert(&rec);
 }
 
 /*
- * Audit the calls of a run that an error (query cancel, statement_timeout,
- * shutdown) interrupted: those that finished with their outcome, those
- * still in flight as failed.  This runs in error cleanup, before the
- * transaction aborts, so it only logs and hands over; it never uses SPI.
+ * Audit a removal that an error (query cancel, statement_timeout,
+ * shutdown) interrupted: one that finished keeps its outcome, one still
+ * waiting for its answer is failed.  This runs in error cleanup, before
+ * the transaction aborts, so it only logs and hands over; no SPI.
  */
 void
-atlas_audit_after_error(AtlasCall **calls, int ncalls)
+atlas_audit_interrupted(AtlasCall *call)
 {
-	int			i;
+	AuditRecord rec;
+	bool		finished = (call->outcome != ATLAS_OUTCOME_NONE);
 	bool		durable = atlas_shmem_audit_available();
 
-	HOLD_INTERRUPTS();
-	for (i = 0; i < ncalls; i++)
+	if (!finished)
 	{
-		AtlasCall  *call = calls[i];
-		AuditRecord rec;
-
-		if (call->started_at == 0)
-			continue;			/* never sent */
-		if (!call->finished)
-		{
-			call->outcome = ATLAS_OUTCOME_FAILED;
-			call->http_status = 0;
-			call->attempts = Max(call->attempts, 1);
-			call->duration_ms = (double) (GetCurrentTimestamp() - call->started_at) / 1000.0;
-			call->error_code = NULL;
-			call->excerpt = NULL;
-			call->detail = "The call was interrupted (query cancel, statement_timeout or shutdown) before Atlas answered; Atlas may or may not have removed the user.";
-		}
-		atlas_audit_record_from_call(call, &rec);
-		if (!durable || call->outcome == ATLAS_OUTCOME_FAILED)
-			atlas_audit_log(&rec, call->finished ? "call in an interrupted statement" : "interrupted call");
-		if (durable)
-			(void) atlas_shmem_hand_audit(&rec);
+		call->outcome = ATLAS_OUTCOME_FAILED;
+		call->answer.http_status = 0;
+		call->attempts = Max(call->attempts, 1);
+		call->duration_ms = (double) (GetCurrentTimestamp() - call->started_at) / 1000.0;
+		call->answer.error_code = NULL;
+		call->answer.excerpt = NULL;
+		call->answer.detail = "The call was interrupted (query cancel, statement_timeout or shutdown) before Atlas answered; Atlas may or may not have removed the user.";
 	}
-	RESUME_INTERRUPTS();
-}
-
-PG_FUNCTION_INFO_V1(atlas_audit_flush);
-
-/* atlas_audit_flush(timeout_ms): wait until handed-over records are in the table */
-Datum
-atlas_audit_flush(PG_FUNCTION_ARGS)
-{
-	int			timeout_ms = PG_ARGISNULL(0) ? 5000 : PG_GETARG_INT32(0);
-
-	if (timeout_ms < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout_ms must not be negative")));
-	/* without the worker, rows are written in the caller's transaction */
-	if (!atlas_shmem_preloaded())
-		PG_RETURN_BOOL(true);
-	PG_RETURN_BOOL(atlas_shmem_wait_written(atlas_shmem_audit_handed(), timeout_ms));
-}
-
-/* set only while atlas_purge_audit() deletes rows */
-static bool purge_in_progress = false;
-
-PG_FUNCTION_INFO_V1(atlas_audit_guard);
-PG_FUNCTION_INFO_V1(atlas_purge_audit);
-
-/*
- * atlas_audit_guard(): BEFORE UPDATE OR DELETE and BEFORE TRUNCATE trigger
- * that keeps atlas_removal_audit append-only, for its owner too; only
- * atlas_purge_audit() may delete.
- */
-Datum
-atlas_audit_guard(PG_FUNCTION_ARGS)
-{
-	TriggerData *td = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("atlas_audit_guard() must be called as a trigger")));
-	if (purge_in_progress && TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		return PointerGetDatum(td->tg_trigtuple);
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("atlas_removal_audit is append-only"),
-			 errdetail("Audit rows cannot be updated, deleted or truncated."),
-			 errhint("For retention, the extension owner can run atlas_purge_audit(older_than interval).")));
-	return PointerGetDatum(NULL);
-}
-
-typedef struct PurgeArgs
-{
-	Datum		older_than;		/* interval */
-	uint64		deleted;
-} PurgeArgs;
-
-/* Delete audit rows older than the interval; runs under atlas_as_table_owner(). */
-static void
-purge_spi(Oid nsp, void *arg)
-{
-	PurgeArgs  *a = (PurgeArgs *) arg;
-	Oid			types[1] = {INTERVALOID};
-
-	if (SPI_execute_with_args(psprintf("DELETE FROM %s.atlas_removal_audit WHERE at < now() - $1",
-									   quote_identifier(get_namespace_name(nsp))),
-							  1, types, &a->older_than, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not purge the audit table");
-	a->deleted = SPI_processed;
-}
-
-/* atlas_purge_audit(older_than): delete audit rows older than that; returns how many */
-Datum
-atlas_purge_audit(PG_FUNCTION_ARGS)
-{
-	PurgeArgs	a;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("older_than must not be null")));
-	a.older_than = PG_GETARG_DATUM(0);
-	a.deleted = 0;
-	purge_in_progress = true;
-	PG_TRY();
-	{
-		atlas_as_table_owner("atlas_removal_audit", purge_spi, &a);
-	}
-	PG_FINALLY();
-	{
-		purge_in_progress = false;
-	}
-	PG_END_TRY();
-	PG_RETURN_INT64((int64) a.deleted);
+	atlas_audit_record_from_call(call, &rec);
+	if (!durable || call->outcome == ATLAS_OUTCOME_FAILED)
+		atlas_audit_log(&rec, finished ? "call in an interrupted statement" : "interrupted call");
+	if (durable)
+		(void) atlas_shmem_hand_audit(&rec);
 }

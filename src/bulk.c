@@ -4,8 +4,8 @@
  *	  Bulk removal: many users from one project, organization or team in
  *	  one statement.
  *
- * All ids are validated first; then the removals run through the call
- * engine, up to atlas_users.max_concurrency at once on the curl_multi
+ * All ids are validated first; then the removals run through the
+ * executor, up to atlas_users.max_concurrency at once on the curl_multi
  * transport, with a NOTICE of progress every 10 seconds.  A per-user API
  * error becomes a result row, never an error: the functions raise only
  * for invalid input or configuration (and for a query cancel, which ends
@@ -19,10 +19,6 @@
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-
-PG_FUNCTION_INFO_V1(atlas_remove_project_users);
-PG_FUNCTION_INFO_V1(atlas_remove_org_users);
-PG_FUNCTION_INFO_V1(atlas_remove_team_users);
 
 /* The validated elements of a text[] of user ids. */
 static char **
@@ -53,7 +49,7 @@ user_ids_arg(FunctionCallInfo fcinfo, int argno, int *n)
 					 errmsg("user_ids[%d] must not be null", i + 1),
 					 errdetail("No request was sent.")));
 		ids[i] = TextDatumGetCString(elems[i]);
-		if (!atlas_is_atlas_id(ids[i]))
+		if (!atlas_is_id(ids[i]))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid user_ids[%d]", i + 1),
@@ -62,43 +58,45 @@ user_ids_arg(FunctionCallInfo fcinfo, int argno, int *n)
 	return ids;
 }
 
-/* Run calls, auditing each; interrupted runs are audited as far as they got. */
-void
-atlas_run_audited(AtlasCall **calls, int n, const char *progress_label)
+/* Put one result row for a finished call. */
+static void
+put_row(ReturnSetInfo *rsinfo, AtlasCall *c)
 {
-	int			i;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	const char *detail = atlas_call_detail(c);
 
-	PG_TRY();
-	{
-		atlas_run_calls(calls, n, atlas_max_concurrency, atlas_max_retries, progress_label);
-	}
-	PG_CATCH();
-	{
-		atlas_audit_after_error(calls, n);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	for (i = 0; i < n; i++)
-		atlas_audit_call(calls[i]);
+	values[0] = CStringGetTextDatum(c->user_id);
+	values[1] = BoolGetDatum(c->outcome == ATLAS_OUTCOME_SUCCEEDED);
+	values[2] = Int32GetDatum((int32) c->answer.http_status);
+	nulls[2] = (c->answer.http_status == 0);
+	if (c->answer.error_code)
+		values[3] = CStringGetTextDatum(c->answer.error_code);
+	else
+		nulls[3] = true;
+	if (detail && c->outcome != ATLAS_OUTCOME_SUCCEEDED)
+		values[4] = CStringGetTextDatum(detail);
+	else
+		nulls[4] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
-/* Remove each user with one operation and return a row per user. */
+/*
+ * Remove each user of the array argument with one operation, whose other
+ * ids come first; return a row per user.
+ */
 static Datum
-bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *org_id,
-			const char *group_id, const char *team_id, int ids_argno, const char *label)
+bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *label)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *ids[ATLAS_MAX_IDS];
+	int			argno = atlas_ids_arg(fcinfo, 0, op, false, ids);
 	int			n;
-	char	  **ids = user_ids_arg(fcinfo, ids_argno, &n);
-	bool		missing_ok;
+	char	  **user_ids = user_ids_arg(fcinfo, argno, &n);
+	bool		missing_ok = atlas_bool_arg(fcinfo, argno + 1, "missing_ok");
+	AtlasRunSpec spec = atlas_session_spec(label);
 	AtlasCall **calls;
 	int			i;
-
-	if (PG_ARGISNULL(ids_argno + 1))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("missing_ok must not be null")));
-	missing_ok = PG_GETARG_BOOL(ids_argno + 1);
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (n == 0)
@@ -108,65 +106,24 @@ bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *org_id,
 	for (i = 0; i < n; i++)
 	{
 		calls[i] = atlas_call_new(op);
-		calls[i]->org_id = (char *) org_id;
-		calls[i]->group_id = (char *) group_id;
-		calls[i]->team_id = (char *) team_id;
-		calls[i]->user_id = ids[i];
+		ids[ATLAS_ID_USER] = user_ids[i];
+		atlas_call_set_ids(calls[i], ids);
 		calls[i]->missing_ok = missing_ok;
 	}
-	atlas_run_audited(calls, n, label);
-
+	atlas_execute(calls, n, &spec);
 	for (i = 0; i < n; i++)
-	{
-		AtlasCall  *c = calls[i];
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
-		const char *detail = atlas_call_detail(c);
-
-		values[0] = CStringGetTextDatum(c->user_id);
-		values[1] = BoolGetDatum(c->outcome == ATLAS_OUTCOME_REMOVED);
-		values[2] = Int32GetDatum((int32) c->http_status);
-		nulls[2] = (c->http_status == 0);
-		if (c->error_code)
-			values[3] = CStringGetTextDatum(c->error_code);
-		else
-			nulls[3] = true;
-		if (detail && c->outcome != ATLAS_OUTCOME_REMOVED)
-			values[4] = CStringGetTextDatum(detail);
-		else
-			nulls[4] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+		put_row(rsinfo, calls[i]);
 	return (Datum) 0;
 }
 
-/* atlas_remove_project_users(group_id, user_ids, missing_ok) */
-Datum
-atlas_remove_project_users(PG_FUNCTION_ARGS)
-{
-	char	   *group_id = atlas_id_arg(fcinfo, 0, "group_id");
-
-	return bulk_remove(fcinfo, ATLAS_OP_REMOVE_PROJECT_USER, NULL, group_id, NULL, 1,
-					   "atlas_remove_project_users");
-}
-
-/* atlas_remove_org_users(org_id, user_ids, missing_ok) */
-Datum
-atlas_remove_org_users(PG_FUNCTION_ARGS)
-{
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-
-	return bulk_remove(fcinfo, ATLAS_OP_REMOVE_ORG_USER, org_id, NULL, NULL, 1,
-					   "atlas_remove_org_users");
-}
-
-/* atlas_remove_team_users(org_id, team_id, user_ids, missing_ok) */
-Datum
-atlas_remove_team_users(PG_FUNCTION_ARGS)
-{
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-	char	   *team_id = atlas_id_arg(fcinfo, 1, "team_id");
-
-	return bulk_remove(fcinfo, ATLAS_OP_REMOVE_TEAM_USER, org_id, NULL, team_id, 2,
-					   "atlas_remove_team_users");
-}
+/*
+ * atlas_remove_project_users(group_id, user_ids, missing_ok),
+ * atlas_remove_org_users(org_id, user_ids, missing_ok),
+ * atlas_remove_team_users(org_id, team_id, user_ids, missing_ok)
+ */
+ATLAS_SQL_FUNCTION(atlas_remove_project_users, bulk_remove, ATLAS_OP_REMOVE_PROJECT_USER,
+				   "atlas_remove_project_users")
+ATLAS_SQL_FUNCTION(atlas_remove_org_users, bulk_remove, ATLAS_OP_REMOVE_ORG_USER,
+				   "atlas_remove_org_users")
+ATLAS_SQL_FUNCTION(atlas_remove_team_users, bulk_remove, ATLAS_OP_REMOVE_TEAM_USER,
+				   "atlas_remove_team_users")

@@ -1,31 +1,23 @@
 /*-------------------------------------------------------------------------
  *
  * errors.c
- *	  Turning Atlas answers into SQL errors.
+ *	  Failed calls as SQL errors and result rows.
  *
- * Atlas answers failures with an ApiError body:
- *	  {"error": 404, "errorCode": "USER_NOT_FOUND", "detail": "...",
- *	   "reason": "Not Found", "parameters": [...]}
- * possibly wrapped as {"status": ..., "content": {...}} with envelope=true.
- * parse.c reads that; this file maps the HTTP status to a SQLSTATE, and raises
- * an ERROR whose message carries the status and errorCode, whose detail
- * carries Atlas's detail, with a hint and a context naming the request.
- * Text from Atlas is cleaned (control characters, invalid UTF-8) and
- * capped before it reaches a message.  Nothing here ever sees a secret.
+ * A failed call raises an ERROR whose message carries the HTTP status and
+ * Atlas's errorCode, whose detail carries Atlas's detail, with a hint that
+ * fits the call (a removal, a read, or the token request) and a context
+ * naming the request.  Atlas's text is built outside the ereport, so it
+ * goes through errmsg_internal/errdetail_internal, as postgres_fdw does
+ * with remote messages; it was cleaned (control characters, invalid
+ * UTF-8) and capped when the answer was read.  Nothing here ever sees a
+ * secret.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
-
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
-#include "parse.h"
-
-/* the longest detail we keep from an answer */
-#define ATLAS_MAX_DETAIL 2000
-/* the longest excerpt of a non-JSON body */
-#define ATLAS_MAX_EXCERPT 200
 
 /*
  * Copy at most maxlen bytes of untrusted text, valid in the database
@@ -77,55 +69,6 @@ atlas_clean_text(const char *s, size_t len, size_t maxlen)
 	return buf.data;
 }
 
-/*
- * Fill in the call's error fields from a non-2xx answer: errorCode and
- * detail from an ApiError body (parse.c), or an excerpt of a body that is
- * not one.
- */
-void
-atlas_parse_api_error(AtlasCall *call, HttpRequest *req)
-{
-	AtlasErrorBody body;
-
-	call->http_status = req->status;
-	call->retry_after = req->retry_after;
-	call->error_code = NULL;
-	call->detail = NULL;
-	call->excerpt = NULL;
-	call->names_user = false;
-
-	atlas_parse_error_body(req->response_truncated ? NULL : req->response,
-						   req->response_len, call->user_id, &body);
-	if (body.is_object)
-	{
-		if (body.has_error_code)
-			call->error_code = atlas_clean_text(body.error_code, strlen(body.error_code), 64);
-		if (body.has_detail)
-			call->detail = atlas_clean_text(body.detail, strlen(body.detail), ATLAS_MAX_DETAIL);
-		call->names_user = body.names_user;
-	}
-	else
-	{
-		const char *ct = req->content_type_in[0] ? req->content_type_in : "no content type";
-
-		if (req->response_truncated)
-			call->excerpt = psprintf("The response (%s) exceeded the %d byte limit and was not read.",
-									 atlas_clean_text(ct, strlen(ct), 100),
-									 ATLAS_MAX_RESPONSE_BYTES);
-		else if (req->response_len == 0)
-			call->excerpt = psprintf("The response (%s) had an empty body.",
-									 atlas_clean_text(ct, strlen(ct), 100));
-		else
-			call->excerpt = psprintf("The response (%s) was not an Atlas error document: %s",
-									 atlas_clean_text(ct, strlen(ct), 100),
-									 atlas_clean_text(req->response, req->response_len,
-													  ATLAS_MAX_EXCERPT));
-	}
-	if (call->error_code == NULL && req->error_code_header[0])
-		call->error_code = atlas_clean_text(req->error_code_header,
-											strlen(req->error_code_header), 64);
-}
-
 /* The SQLSTATE for an HTTP status; see the README's error table. */
 int
 atlas_status_sqlstate(long status)
@@ -152,34 +95,54 @@ atlas_status_sqlstate(long status)
 	}
 }
 
-/*
- * Is this answer Atlas saying the user or membership is already absent?
- * A missing project, organization or team is not.
- */
-bool
-atlas_is_user_absent(AtlasCall *call)
+/* The audit name of an outcome: a removal's. */
+const char *
+atlas_outcome_name(AtlasOutcome outcome)
 {
-	if (call->http_status != 404 || call->error_code == NULL)
-		return false;
-	if (strcmp(call->error_code, "USER_NOT_FOUND") == 0 ||
-		strcmp(call->error_code, "USER_NOT_IN_ORG") == 0)
-		return true;
-	return strcmp(call->error_code, "RESOURCE_NOT_FOUND") == 0 && call->names_user;
+	switch (outcome)
+	{
+		case ATLAS_OUTCOME_SUCCEEDED:
+			return "removed";
+		case ATLAS_OUTCOME_ALREADY_ABSENT:
+			return "already_absent";
+		case ATLAS_OUTCOME_FAILED:
+		case ATLAS_OUTCOME_NONE:
+			break;
+	}
+	return "failed";
 }
 
-/* An actionable hint for an HTTP status, or NULL. */
+/* A hint for a 401 or 403, fitting the call. */
+static const char *
+auth_hint(AtlasCall *call)
+{
+	bool		removes = atlas_operation_removes(call->op);
+
+	if (call->answer.token_failed)
+		return call->answer.http_status == 401
+			? "Check the service account's client id and client secret (atlas_users.client_id and the client secret)."
+			: "Check that the service account exists and may request tokens.";
+	if (call->answer.http_status == 401)
+		return "Check the API credentials (atlas_users.public_key and private key, or the service account), and that this server's IP address is on the API access list.";
+	if (removes)
+		return "Removing a project user needs the Project Owner or Project Access Manager role; removing an organization or team user needs Organization Owner. Also check the API access list.";
+	return "Reading organization users, projects and teams needs Organization Member or a project role. Also check the API access list.";
+}
+
+/* An actionable hint for a failed call, or NULL. */
 static const char *
 status_hint(AtlasCall *call)
 {
-	switch (call->http_status)
+	long		status = call->answer.http_status;
+
+	switch (status)
 	{
 		case 401:
-			return call->token_failed
-				? "Check atlas_users.client_id and the client secret, and that this server's IP address is on the service account's access list."
-				: "Check the API credentials (atlas_users.public_key and private key, or the service account), and that this server's IP address is on the API access list.";
 		case 403:
-			return "Removing a project user needs the Project Owner or Project Access Manager role; removing an organization or team user needs Organization Owner. Also check the API access list.";
+			return auth_hint(call);
 		case 404:
+			if (!atlas_operation_removes(call->op))
+				return "Check the ids: the organization, project or team must exist and be visible to these credentials.";
 			return "Check the ids: GET /api/atlas/v2/orgs/{orgId}/users?username=<e-mail> lists a user's id, and missing_ok => true accepts a user who is already gone.";
 		case 406:
 		case 410:
@@ -187,14 +150,25 @@ status_hint(AtlasCall *call)
 		case 409:
 			return "Atlas refused the change in the resource's current state.";
 		case 429:
-			return "Atlas rate-limited the request. Retry later, or let atlas_users.max_retries retry after Retry-After.";
+			return call->answer.token_failed
+				? "Atlas limits token requests to 50 a minute per service account and address. Retry later, or let atlas_users.max_retries retry after Retry-After."
+				: "Atlas rate-limited the request. Retry later, or let atlas_users.max_retries retry after Retry-After.";
 		default:
-			if (call->http_status >= 500)
+			if (status >= 500)
 				return "Atlas failed to answer; retry later.";
-			if (call->http_status >= 300 && call->http_status < 400)
+			if (status >= 300 && status < 400)
 				return "atlas_users does not follow redirects; check atlas_users.base_url.";
 			return NULL;
 	}
+}
+
+/* The host a call went to, for messages. */
+static const char *
+call_host(AtlasCall *call)
+{
+	if (call->target != NULL)
+		return call->target->host;
+	return http_url_host(atlas_base_url);
 }
 
 /*
@@ -205,50 +179,58 @@ status_hint(AtlasCall *call)
 char *
 atlas_call_detail(AtlasCall *call)
 {
-	if (call->transport_failed)
-		return psprintf("could not reach Atlas at %s: %s", atlas_base_host(),
-						call->detail ? call->detail : "transfer failed");
-	return call->detail ? call->detail : call->excerpt;
+	if (call->answer.transport_failed)
+		return psprintf("could not reach Atlas at %s: %s", call_host(call),
+						call->answer.detail ? call->answer.detail : "transfer failed");
+	return call->answer.detail ? call->answer.detail : call->answer.excerpt;
+}
+
+/*
+ * The one-line summary of a failed call, as its error's message says it:
+ * "Atlas API error 404 USER_NOT_FOUND", "Atlas token request failed: 401
+ * invalid_client", or "could not reach Atlas at host: why".
+ */
+char *
+atlas_call_message(AtlasCall *call)
+{
+	AtlasAnswer *a = &call->answer;
+
+	if (a->transport_failed)
+		return atlas_call_detail(call);
+	return psprintf("%s %ld%s%s",
+					a->token_failed ? "Atlas token request failed:" : "Atlas API error",
+					a->http_status, a->error_code ? " " : "",
+					a->error_code ? a->error_code : "");
 }
 
 /* The request, for errcontext. */
 static int
 call_context(AtlasCall *call)
 {
-	if (call->token_failed)
+	if (call->answer.token_failed)
 		return errcontext("Atlas API request POST /api/oauth/token");
-	return errcontext("Atlas API request %s %s", call->req.method, call->req.path);
+	return errcontext("Atlas API request %s %s", call->method, call->path);
 }
 
 /* Raise the SQL error for a failed call. */
 void
 atlas_raise_call_error(AtlasCall *call)
 {
+	AtlasAnswer *a = &call->answer;
 	const char *hint = status_hint(call);
+	const char *detail = a->detail ? a->detail : a->excerpt;
 
-	if (call->transport_failed)
+	if (a->transport_failed)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("%s", atlas_call_detail(call)),
+				 errmsg_internal("%s", atlas_call_message(call)),
 				 errhint("Check atlas_users.base_url, the network path to Atlas, and atlas_users.timeout_ms."),
 				 call_context(call)));
 
-	if (call->token_failed)
-		ereport(ERROR,
-				(errcode(atlas_status_sqlstate(call->http_status)),
-				 errmsg("Atlas token request failed: %ld%s%s", call->http_status,
-						call->error_code ? " " : "", call->error_code ? call->error_code : ""),
-				 call->detail ? errdetail("%s", call->detail) :
-				 call->excerpt ? errdetail("%s", call->excerpt) : 0,
-				 hint ? errhint("%s", hint) : 0,
-				 call_context(call)));
-
 	ereport(ERROR,
-			(errcode(atlas_status_sqlstate(call->http_status)),
-			 errmsg("Atlas API error %ld%s%s", call->http_status,
-					call->error_code ? " " : "", call->error_code ? call->error_code : ""),
-			 call->detail ? errdetail("%s", call->detail) :
-			 call->excerpt ? errdetail("%s", call->excerpt) : 0,
+			(errcode(atlas_status_sqlstate(a->http_status)),
+			 errmsg_internal("%s", atlas_call_message(call)),
+			 detail ? errdetail_internal("%s", detail) : 0,
 			 hint ? errhint("%s", hint) : 0,
 			 call_context(call)));
 	pg_unreachable();

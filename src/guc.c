@@ -1,21 +1,19 @@
 /*-------------------------------------------------------------------------
  *
  * guc.c
- *	  The atlas_users.* settings: their definitions, checks and the
- *	  reading of secrets from inline settings or from key files.
+ *	  The atlas_users.* settings: their definitions and checks.
  *
  * Every setting is PGC_SUSET.  Secrets are GUC_SUPERUSER_ONLY and
  * GUC_NO_SHOW_ALL, and their show hook prints a mask, so that not even
- * members of pg_read_all_settings can read them back.
+ * members of pg_read_all_settings can read them back.  Reading secrets
+ * from key files is keyfile.c's.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
 #include <ctype.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <limits.h>
 
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -41,9 +39,6 @@ int			atlas_page_size = 500;
 int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
 char	   *atlas_database = NULL;
-
-/* the largest key file we read */
-#define ATLAS_MAX_SECRET_FILE 8192
 
 static const struct config_enum_entry auth_method_options[] = {
 	{"auto", ATLAS_AUTH_AUTO, false},
@@ -83,7 +78,7 @@ check_base_url(char **newval, void **extra pg_attribute_unused(),
 		GUC_check_errdetail("atlas_users.base_url must not be empty.");
 		return false;
 	}
-	if (!http_base_url_ok(*newval, &why))
+	if (!http_base_url_ok(*newval, "atlas_users.base_url", &why))
 	{
 		GUC_check_errdetail("%s", why);
 		GUC_check_errhint("Use https://cloud.mongodb.com, or an http:// URL on a loopback host for tests.");
@@ -289,130 +284,4 @@ atlas_define_settings(void)
 							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("atlas_users");
-}
-
-/* Read a secret from a key file, refusing files others could read; *stp gets its stat. */
-static char *
-read_secret_file(const char *setting, const char *path, struct stat *stp)
-{
-	int			fd;
-	struct stat st;
-	char		buf[ATLAS_MAX_SECRET_FILE + 1];
-	ssize_t		n;
-	size_t		len;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("could not open %s \"%s\": %m", setting, path)));
-	if (fstat(fd, &st) != 0)
-	{
-		int			save_errno = errno;
-
-		close(fd);
-		errno = save_errno;
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("could not stat %s \"%s\": %m", setting, path)));
-	}
-	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-		(st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-	{
-		close(fd);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("%s \"%s\" is not safe to use", setting, path),
-				 errdetail("The file must be a regular file owned by the database server's operating system user, with no group or other permissions."),
-				 errhint("Run: chown <server user> \"%s\" && chmod 0600 \"%s\"", path, path)));
-	}
-	*stp = st;
-	n = read(fd, buf, ATLAS_MAX_SECRET_FILE + 1);
-	close(fd);
-	if (n < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("could not read %s \"%s\": %m", setting, path)));
-	if (n > ATLAS_MAX_SECRET_FILE)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("%s \"%s\" is too large", setting, path),
-				 errdetail("A key file holds one secret of at most %d bytes.", ATLAS_MAX_SECRET_FILE)));
-	len = (size_t) n;
-	while (len > 0 && isspace((unsigned char) buf[len - 1]))
-		len--;
-	buf[len] = '\0';
-	if (len == 0 || memchr(buf, '\0', len) != NULL || strpbrk(buf, "\r\n") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("%s \"%s\" does not hold a single-line secret", setting, path)));
-	return pstrdup(buf);
-}
-
-/* a key file's contents, kept while the file is unchanged */
-typedef struct SecretFileCache
-{
-	char	   *path;			/* TopMemoryContext */
-	char	   *secret;			/* TopMemoryContext */
-	struct stat st;
-} SecretFileCache;
-
-static SecretFileCache secret_cache[2];
-
-/*
- * Read a key file, or reuse what was read while the file is the same: one
- * stat() per call instead of open, fstat, read and close.  A change of
- * inode, size, mtime, mode or owner re-reads (and re-checks) the file.
- */
-static char *
-cached_secret_file(const char *setting, const char *path)
-{
-	SecretFileCache *c = &secret_cache[strcmp(setting, "atlas_users.private_key_file") == 0 ? 0 : 1];
-	struct stat st;
-	char	   *secret;
-
-	if (c->path && strcmp(c->path, path) == 0 && stat(path, &st) == 0 &&
-		st.st_ino == c->st.st_ino && st.st_dev == c->st.st_dev &&
-		st.st_size == c->st.st_size && st.st_mode == c->st.st_mode &&
-		st.st_uid == c->st.st_uid &&
-		st.st_mtim.tv_sec == c->st.st_mtim.tv_sec &&
-		st.st_mtim.tv_nsec == c->st.st_mtim.tv_nsec)
-		return pstrdup(c->secret);
-
-	secret = read_secret_file(setting, path, &st);
-	if (c->secret)
-	{
-		explicit_bzero(c->secret, strlen(c->secret));
-		pfree(c->secret);
-	}
-	if (c->path)
-		pfree(c->path);
-	c->path = MemoryContextStrdup(TopMemoryContext, path);
-	c->secret = MemoryContextStrdup(TopMemoryContext, secret);
-	c->st = st;
-	return secret;
-}
-
-/*
- * Return the secret configured inline or in a file, palloc'd, or NULL when
- * neither is set.  Setting both is an error, so there is never a doubt
- * about which one is used.
- */
-char *
-atlas_secret_value(const char *inline_name, const char *inline_value,
-				   const char *file_name, const char *file_path)
-{
-	bool		has_inline = inline_value && inline_value[0];
-	bool		has_file = file_path && file_path[0];
-
-	if (has_inline && has_file)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("both %s and %s are set", inline_name, file_name),
-				 errhint("Set only %s, and reset %s.", file_name, inline_name)));
-	if (has_file)
-		return cached_secret_file(file_name, file_path);
-	if (has_inline)
-		return pstrdup(inline_value);
-	return NULL;
 }

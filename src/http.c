@@ -4,11 +4,14 @@
  *	  The HTTP transport: libcurl's multi interface driven by a wait loop
  *	  that checks for interrupts.
  *
- * One multi handle and up to ATLAS_MAX_CONCURRENCY easy handles live for
- * the whole backend.  Keeping them is what makes steady state cheap: the
- * multi handle's connection cache keeps the TCP and TLS connection open,
- * and each easy handle keeps libcurl's digest nonce, so a session pays one
- * 401 challenge and one connection, not one per request.
+ * With http_url.c, the only file that includes libcurl.  One multi handle and up
+ * to HTTP_MAX_CONCURRENCY easy handles live for the whole backend.
+ * Keeping them is what makes steady state cheap: the multi handle's
+ * connection cache keeps the TCP and TLS connection open, and each easy
+ * handle keeps libcurl's digest nonce, so a session pays one 401 challenge
+ * and one connection, not one per request.  A handle serves requests of
+ * one handle key (credentials) and CA file only, so digest state never
+ * carries over to other credentials.
  *
  * http_run() runs the requests a driver hands it, up to the driver's
  * concurrency at once.  libcurl allocates with malloc, so everything of
@@ -19,13 +22,16 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "postgres.h"
 
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
+#include <curl/curl.h>
+
+#include "atlas_users.h"
+#include "common/hashfn.h"
+#include "http.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
@@ -33,112 +39,10 @@
 #define HTTP_POLL_MS 50
 
 static CURLM *multi = NULL;
-static CURL *slot_handle[ATLAS_MAX_CONCURRENCY];
-static char *slot_ca_file[ATLAS_MAX_CONCURRENCY];	/* malloc'd */
-static HttpRequest *slot_req[ATLAS_MAX_CONCURRENCY];
-
-/* Append received body bytes, up to the cap; runs inside libcurl. */
-static size_t
-write_cb(char *data, size_t size, size_t nmemb, void *arg)
-{
-	HttpRequest *req = (HttpRequest *) arg;
-	size_t		n = size * nmemb;
-
-	if (req->rbuf_len + n > (size_t) ATLAS_MAX_RESPONSE_BYTES)
-	{
-		req->response_truncated = true;
-		return 0;				/* makes libcurl end the transfer */
-	}
-	if (req->rbuf_len + n + 1 > req->rbuf_cap)
-	{
-		size_t		cap = Max(req->rbuf_cap * 2, 4096);
-		char	   *p;
-
-		while (cap < req->rbuf_len + n + 1)
-			cap *= 2;
-		p = realloc(req->rbuf, cap);
-		if (p == NULL)
-			return 0;
-		req->rbuf = p;
-		req->rbuf_cap = cap;
-	}
-	memcpy(req->rbuf + req->rbuf_len, data, n);
-	req->rbuf_len += n;
-	req->rbuf[req->rbuf_len] = '\0';
-	return n;
-}
-
-/* Copy a header value, trimmed, into a fixed buffer. */
-static void
-copy_header_value(char *dst, size_t dstlen, const char *v, size_t len)
-{
-	while (len > 0 && isspace((unsigned char) *v))
-	{
-		v++;
-		len--;
-	}
-	while (len > 0 && isspace((unsigned char) v[len - 1]))
-		len--;
-	if (len >= dstlen)
-		len = dstlen - 1;
-	memcpy(dst, v, len);
-	dst[len] = '\0';
-}
-
-/* Capture the few response headers we act on; runs inside libcurl. */
-static size_t
-header_cb(char *data, size_t size, size_t nmemb, void *arg)
-{
-	HttpRequest *req = (HttpRequest *) arg;
-	size_t		n = size * nmemb;
-	const char *colon;
-	size_t		namelen;
-	const char *value;
-	size_t		vlen;
-
-	/* a new status line: forget what an earlier (e.g. 401) answer said */
-	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
-	{
-		req->content_type_in[0] = '\0';
-		req->deprecation[0] = '\0';
-		req->sunset[0] = '\0';
-		req->error_code_header[0] = '\0';
-		req->retry_after = -1;
-		req->rbuf_len = 0;
-		req->response_truncated = false;
-		return n;
-	}
-	colon = memchr(data, ':', n);
-	if (colon == NULL)
-		return n;
-	namelen = colon - data;
-	value = colon + 1;
-	vlen = n - namelen - 1;
-
-#define HEADER_IS(name) (namelen == strlen(name) && strncasecmp(data, name, namelen) == 0)
-	if (HEADER_IS("Content-Type"))
-		copy_header_value(req->content_type_in, sizeof(req->content_type_in), value, vlen);
-	else if (HEADER_IS("Deprecation"))
-		copy_header_value(req->deprecation, sizeof(req->deprecation), value, vlen);
-	else if (HEADER_IS("Sunset"))
-		copy_header_value(req->sunset, sizeof(req->sunset), value, vlen);
-	else if (HEADER_IS("X-Error-Code"))
-		copy_header_value(req->error_code_header, sizeof(req->error_code_header), value, vlen);
-	else if (HEADER_IS("Retry-After"))
-	{
-		char		tmp[32];
-		char	   *end;
-		long		secs;
-
-		copy_header_value(tmp, sizeof(tmp), value, vlen);
-		secs = strtol(tmp, &end, 10);
-		/* only the delta-seconds form; an HTTP-date is treated as absent */
-		if (end != tmp && *end == '\0' && secs >= 0)
-			req->retry_after = (int) Min(secs, 86400);
-	}
-#undef HEADER_IS
-	return n;
-}
+static CURL *slot_handle[HTTP_MAX_CONCURRENCY];
+static uint32 slot_key[HTTP_MAX_CONCURRENCY];	/* handle_key and CA file */
+static HttpRequest *slot_req[HTTP_MAX_CONCURRENCY];
+static char slot_error[HTTP_MAX_CONCURRENCY][CURL_ERROR_SIZE];
 
 /* Create the multi handle on first use. */
 static void
@@ -151,25 +55,33 @@ ensure_multi(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a libcurl multi handle")));
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) (ATLAS_MAX_CONCURRENCY + 4));
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) (HTTP_MAX_CONCURRENCY + 4));
+}
+
+/* The key of the handle a request needs: its own key and its CA file. */
+static uint32
+request_handle_key(const HttpRequest *req)
+{
+	const char *ca = req->ca_file ? req->ca_file : "";
+
+	return hash_combine(req->handle_key, hash_bytes((const unsigned char *) ca, strlen(ca)));
 }
 
 /*
- * Return the easy handle of a slot, creating it when missing or when the
- * CA file changed (libcurl has no way to go back to its default store).
+ * Return the easy handle of a slot for a request, creating it when missing
+ * or made for another key: another CA file (libcurl has no way back to
+ * its default store) or other credentials (whose digest state must not
+ * carry over).
  */
 static CURL *
-slot_easy(int slot)
+slot_easy(int slot, const HttpRequest *req)
 {
-	const char *ca = atlas_ca_file ? atlas_ca_file : "";
+	uint32		key = request_handle_key(req);
 
-	if (slot_handle[slot] != NULL &&
-		strcmp(slot_ca_file[slot] ? slot_ca_file[slot] : "", ca) != 0)
+	if (slot_handle[slot] != NULL && slot_key[slot] != key)
 	{
 		curl_easy_cleanup(slot_handle[slot]);
 		slot_handle[slot] = NULL;
-		free(slot_ca_file[slot]);
-		slot_ca_file[slot] = NULL;
 	}
 	if (slot_handle[slot] == NULL)
 	{
@@ -179,14 +91,6 @@ slot_easy(int slot)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not create a libcurl handle")));
-		slot_ca_file[slot] = strdup(ca);
-		if (slot_ca_file[slot] == NULL)
-		{
-			curl_easy_cleanup(h);
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory")));
-		}
 		/* the options that never change for a handle */
 		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -194,39 +98,76 @@ slot_easy(int slot)
 		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (ca[0])
-			curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+		if (req->ca_file && req->ca_file[0])
+			curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
 		curl_easy_setopt(h, CURLOPT_USERAGENT, ATLAS_USER_AGENT);
 		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
-		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
-		curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) ATLAS_MAX_RESPONSE_BYTES);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http_header_cb);
+		curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) HTTP_MAX_RESPONSE_BYTES);
 		slot_handle[slot] = h;
+		slot_key[slot] = key;
 	}
 	return slot_handle[slot];
 }
 
-/* Prepare a request's results before it (re)starts. */
+/*
+ * Drop every idle easy handle, and with them the digest state of the
+ * credentials they were used with.  Connections stay in the multi
+ * handle's cache.
+ */
 void
-http_reset_request(HttpRequest *req)
+http_forget_handles(void)
+{
+	int			slot;
+
+	for (slot = 0; slot < HTTP_MAX_CONCURRENCY; slot++)
+	{
+		if (slot_handle[slot] != NULL && slot_req[slot] == NULL)
+		{
+			curl_easy_cleanup(slot_handle[slot]);
+			slot_handle[slot] = NULL;
+		}
+	}
+}
+
+/* A free slot for a request, preferring one whose handle fits it. */
+static int
+free_slot(const HttpRequest *req, int concurrency)
+{
+	uint32		key = request_handle_key(req);
+	int			any = -1;
+	int			slot;
+
+	for (slot = 0; slot < concurrency; slot++)
+	{
+		if (slot_req[slot] != NULL)
+			continue;
+		if (slot_handle[slot] != NULL && slot_key[slot] == key)
+			return slot;
+		if (any < 0)
+			any = slot;
+	}
+	Assert(any >= 0);
+	return any;
+}
+
+/* Clear a request's results before it (re)starts. */
+void
+http_prepare(HttpRequest *req)
 {
 	req->status = 0;
-	req->curl_code = CURLE_OK;
-	req->curl_error[0] = '\0';
+	req->answered = false;
+	req->not_sent = false;
+	req->error[0] = '\0';
 	req->response = "";
 	req->response_len = 0;
-	req->response_truncated = false;
-	req->content_type_in[0] = '\0';
-	req->deprecation[0] = '\0';
-	req->sunset[0] = '\0';
-	req->error_code_header[0] = '\0';
-	req->retry_after = -1;
 	req->elapsed_ms = 0;
 	req->slot = -1;
-	req->headers = NULL;
+	req->priv = NULL;
 	req->rbuf = NULL;
-	req->rbuf_len = 0;
 	req->rbuf_cap = 0;
+	http_forget_answer(req);
 }
 
 /* Append a header line, raising on allocation failure. */
@@ -237,22 +178,24 @@ add_header(HttpRequest *req, const char *name, const char *value)
 	struct curl_slist *l;
 
 	snprintf(line, sizeof(line), "%s: %s", name, value);
-	l = curl_slist_append(req->headers, line);
+	l = curl_slist_append((struct curl_slist *) req->priv, line);
 	if (l == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
-	req->headers = l;
+	req->priv = l;
 }
 
 /* Set every per-request option on the slot's handle and start it. */
 static void
 start_request(int slot, HttpRequest *req)
 {
-	CURL	   *h = slot_easy(slot);
+	static const long auth_mask[] = {CURLAUTH_NONE, CURLAUTH_DIGEST, CURLAUTH_BASIC, CURLAUTH_BEARER};
+	CURL	   *h = slot_easy(slot, req);
+	bool		with_password = (req->auth == HTTP_AUTH_DIGEST || req->auth == HTTP_AUTH_BASIC);
 	CURLMcode	mc;
 
-	http_reset_request(req);
+	http_prepare(req);
 	req->slot = slot;
 	slot_req[slot] = req;
 
@@ -274,41 +217,20 @@ start_request(int slot, HttpRequest *req)
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
 	else
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, (struct curl_slist *) req->priv);
 
-	switch (req->auth)
-	{
-		case HTTP_AUTH_DIGEST:
-			curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long) CURLAUTH_DIGEST);
-			curl_easy_setopt(h, CURLOPT_USERNAME, req->username);
-			curl_easy_setopt(h, CURLOPT_PASSWORD, req->password);
-			curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, NULL);
-			break;
-		case HTTP_AUTH_BASIC:
-			curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
-			curl_easy_setopt(h, CURLOPT_USERNAME, req->username);
-			curl_easy_setopt(h, CURLOPT_PASSWORD, req->password);
-			curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, NULL);
-			break;
-		case HTTP_AUTH_BEARER:
-			curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long) CURLAUTH_BEARER);
-			curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, req->bearer);
-			curl_easy_setopt(h, CURLOPT_USERNAME, NULL);
-			curl_easy_setopt(h, CURLOPT_PASSWORD, NULL);
-			break;
-		case HTTP_AUTH_NONE:
-			curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long) CURLAUTH_NONE);
-			curl_easy_setopt(h, CURLOPT_USERNAME, NULL);
-			curl_easy_setopt(h, CURLOPT_PASSWORD, NULL);
-			curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, NULL);
-			break;
-	}
+	/* libcurl does digest and Basic itself; a bearer token is a header of its own */
+	curl_easy_setopt(h, CURLOPT_HTTPAUTH, auth_mask[req->auth]);
+	curl_easy_setopt(h, CURLOPT_USERNAME, with_password ? req->username : NULL);
+	curl_easy_setopt(h, CURLOPT_PASSWORD, with_password ? req->password : NULL);
+	curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, req->auth == HTTP_AUTH_BEARER ? req->bearer : NULL);
 
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) atlas_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) atlas_connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) req->connect_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, req->curl_error);
+	slot_error[slot][0] = '\0';
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, slot_error[slot]);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, req);
 
 	mc = curl_multi_add_handle(multi, h);
@@ -335,8 +257,8 @@ release_slot(int slot)
 	}
 	if (req != NULL)
 	{
-		curl_slist_free_all(req->headers);
-		req->headers = NULL;
+		curl_slist_free_all((struct curl_slist *) req->priv);
+		req->priv = NULL;
 		free(req->rbuf);
 		req->rbuf = NULL;
 		req->rbuf_len = req->rbuf_cap = 0;
@@ -345,7 +267,35 @@ release_slot(int slot)
 	slot_req[slot] = NULL;
 }
 
-/* Record a finished transfer's results in palloc'd memory. */
+/* Did the transfer fail before the request could reach the server? */
+static bool
+failed_before_sending(CURLcode result)
+{
+	switch (result)
+	{
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Record a finished transfer's results in palloc'd memory.
+ *
+ * Did the server answer?  libcurl keeps the last status line it saw (a
+ * digest challenge's 401, say) even when the transfer then failed, so a
+ * status counts only if the transfer completed, or its body was cut at
+ * our cap.  A 2xx to a request other than GET counts even when the body
+ * broke off: the server acted.
+ */
 static void
 finish_request(int slot, CURLcode result, MemoryContext cxt)
 {
@@ -358,14 +308,18 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
 
-	req->curl_code = result;
 	req->status = code;
 	/* libcurl refused the body by its Content-Length: the same cap as ours */
 	if (result == CURLE_FILESIZE_EXCEEDED)
 		req->response_truncated = true;
+	req->answered = code >= 100 &&
+		(result == CURLE_OK || req->response_truncated ||
+		 (code >= 200 && code < 300 && strcmp(req->method, "GET") != 0));
+	req->not_sent = !req->answered && failed_before_sending(result);
 	req->elapsed_ms = total * 1000.0;
-	if (req->curl_error[0] == '\0' && result != CURLE_OK)
-		strlcpy(req->curl_error, curl_easy_strerror(result), sizeof(req->curl_error));
+	if (result != CURLE_OK)
+		strlcpy(req->error, slot_error[slot][0] ? slot_error[slot] : curl_easy_strerror(result),
+				sizeof(req->error));
 
 	old = MemoryContextSwitchTo(cxt);
 	req->response_len = req->rbuf_len;
@@ -378,91 +332,100 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	release_slot(slot);
 }
 
+/* Start as many of the driver's requests as there are free slots. */
+static int
+start_ready(HttpDriver *driver, int concurrency, int in_flight, long *wait_ms)
+{
+	*wait_ms = -1;
+	while (in_flight < concurrency)
+	{
+		HttpRequest *req = driver->next(driver->arg, wait_ms);
+
+		if (req == NULL)
+			break;
+		start_request(free_slot(req, concurrency), req);
+		in_flight++;
+	}
+	return in_flight;
+}
+
+/* Hand every transfer that finished to the driver; returns how many. */
+static int
+collect_finished(HttpDriver *driver, MemoryContext cxt)
+{
+	CURLMsg    *msg;
+	int			left;
+	int			finished = 0;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HttpRequest *req = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		if (req == NULL || req->slot < 0)
+			continue;
+		finish_request(req->slot, msg->data.result, cxt);
+		driver->done(driver->arg, req);
+		finished++;
+	}
+	return finished;
+}
+
+/* Raise for a failure to drive libcurl itself. */
+static void
+check_multi(CURLMcode mc)
+{
+	if (mc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("HTTP transport failure: %s", curl_multi_strerror(mc))));
+}
+
 /*
  * Run a driver's requests to completion, at most driver->concurrency at a
- * time.  Raises only for interrupts and for failures to drive libcurl;
- * every HTTP answer or transfer failure is reported through done().
+ * time.  Raises only for interrupts, for failures to drive libcurl and for
+ * the driver's own errors; every HTTP answer or transfer failure is
+ * reported through done().  On any error, every transfer in flight is
+ * removed (which closes its connection) and its buffers freed before the
+ * error goes on.
  */
 void
 http_run(HttpDriver *driver)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	int			concurrency = Max(1, Min(driver->concurrency, ATLAS_MAX_CONCURRENCY));
+	int			concurrency = Max(1, Min(driver->concurrency, HTTP_MAX_CONCURRENCY));
 
 	ensure_multi();
 
 	PG_TRY();
 	{
+		int			in_flight = 0;
+
 		for (;;)
 		{
-			int			in_flight = 0;
+			bool		more = driver->step(driver->arg, in_flight);
+			long		wait_ms;
 			int			running = 0;
-			int			slot;
-			long		wait_ms = -1;
-			bool		more = true;
-			CURLMsg    *msg;
-			int			left;
-			int			finished = 0;
-			CURLMcode	mc;
+			int			finished;
 
-			for (slot = 0; slot < concurrency; slot++)
-				if (slot_req[slot] != NULL)
-					in_flight++;
-
-			/* start as many requests as the driver has ready */
-			while (in_flight < concurrency)
-			{
-				HttpRequest *req;
-
-				wait_ms = -1;
-				req = driver->next(driver->arg, in_flight, &wait_ms);
-				if (req == NULL)
-				{
-					more = (wait_ms >= 0);
-					break;
-				}
-				for (slot = 0; slot < concurrency; slot++)
-					if (slot_req[slot] == NULL)
-						break;
-				start_request(slot, req);
-				in_flight++;
-			}
-
+			in_flight = start_ready(driver, concurrency, in_flight, &wait_ms);
 			if (in_flight == 0 && !more)
 				break;
 
-			mc = curl_multi_perform(multi, &running);
-			if (mc != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_SYSTEM_ERROR),
-						 errmsg("HTTP transport failure: %s", curl_multi_strerror(mc))));
+			check_multi(curl_multi_perform(multi, &running));
+			finished = collect_finished(driver, cxt);
+			in_flight -= finished;
 
-			while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-			{
-				HttpRequest *req = NULL;
-
-				if (msg->msg != CURLMSG_DONE)
-					continue;
-				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
-				if (req == NULL || req->slot < 0)
-					continue;
-				finish_request(req->slot, msg->data.result, cxt);
-				driver->done(driver->arg, req);
-				finished++;
-			}
-
-			/* a slot came free: ask the driver for more before sleeping */
+			/* nothing finished: sleep until a socket stirs, or a retry is due */
 			if (finished == 0)
 			{
 				long		timeout = HTTP_POLL_MS;
 
-				if (in_flight == 0)
-					timeout = Min(wait_ms, HTTP_POLL_MS);
-				mc = curl_multi_poll(multi, NULL, 0, (int) timeout, NULL);
-				if (mc != CURLM_OK)
-					ereport(ERROR,
-							(errcode(ERRCODE_SYSTEM_ERROR),
-							 errmsg("HTTP transport failure: %s", curl_multi_strerror(mc))));
+				if (wait_ms >= 0)
+					timeout = Min(Max(wait_ms, 1), HTTP_POLL_MS);
+				check_multi(curl_multi_poll(multi, NULL, 0, (int) timeout, NULL));
 			}
 			CHECK_FOR_INTERRUPTS();
 		}
@@ -471,7 +434,7 @@ http_run(HttpDriver *driver)
 	{
 		int			slot;
 
-		for (slot = 0; slot < ATLAS_MAX_CONCURRENCY; slot++)
+		for (slot = 0; slot < HTTP_MAX_CONCURRENCY; slot++)
 			if (slot_req[slot] != NULL)
 				release_slot(slot);
 		PG_RE_THROW();
@@ -479,72 +442,14 @@ http_run(HttpDriver *driver)
 	PG_END_TRY();
 }
 
-/* URL-encode a string with libcurl; the result is palloc'd. */
-char *
-http_escape(const char *s)
+/* Initialise libcurl; once per process, from _PG_init. */
+void
+http_init(void)
 {
-	char	   *e = curl_easy_escape(NULL, s, (int) strlen(s));
-	char	   *r;
+	CURLcode	rc = curl_global_init(CURL_GLOBAL_ALL);
 
-	if (e == NULL)
+	if (rc != CURLE_OK)
 		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	r = pstrdup(e);
-	curl_free(e);
-	return r;
-}
-
-/* Is host a loopback name or address (127.0.0.0/8, ::1, localhost)? */
-static bool
-host_is_loopback(const char *host)
-{
-	struct in_addr a4;
-
-	if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
-		return true;
-	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
-}
-
-/*
- * Is url acceptable as atlas_users.base_url?  It is parsed by libcurl's
- * URL API.  On failure *why says why, in static storage.
- */
-bool
-http_base_url_ok(const char *url, char **why)
-{
-	CURLU	   *u = curl_url();
-	char	   *scheme = NULL;
-	char	   *host = NULL;
-	char	   *part = NULL;
-	bool		ok = false;
-
-	if (u == NULL)
-	{
-		*why = "out of memory";
-		return false;
-	}
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
-		*why = "atlas_users.base_url is not a valid URL.";
-	else if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK)
-		*why = "atlas_users.base_url must not hold credentials.";
-	else if (curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
-			 curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
-		*why = "atlas_users.base_url must not have a query or a fragment.";
-	else if (strcmp(scheme, "https") == 0)
-		ok = true;
-	else if (strcmp(scheme, "http") == 0 && host_is_loopback(host))
-		ok = true;
-	else if (strcmp(scheme, "http") == 0)
-		*why = "atlas_users.base_url must use https; http is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost).";
-	else
-		*why = "atlas_users.base_url must use https.";
-
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(part);
-	curl_url_cleanup(u);
-	return ok;
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl: %s", curl_easy_strerror(rc))));
 }

@@ -7,11 +7,10 @@
  * GET /api/atlas/v2/orgs/{orgId}/users?username=... (2025-02-19, which
  * covers ACTIVE and PENDING users).  atlas_user_memberships() lists the
  * organization, project and team memberships of an org user from its
- * roles.orgRoles, roles.groupRoleAssignments and teamIds.  Every list is
- * read page by page (itemsPerPage, pageNum) for as long as Atlas answers
- * with a links entry of rel "next"; the next page's URL is built from
- * base_url, never taken from the answer.  The JSON itself is read by
- * parse.c; this file copies what it needs into palloc'd memory.
+ * roles.orgRoles, roles.groupRoleAssignments and teamIds.  Lists are read
+ * page by page by listing.c, and every call runs through the executor.
+ * The JSON itself is read by parse.c; this file copies what it needs into
+ * palloc'd memory.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,36 +26,17 @@
 PG_FUNCTION_INFO_V1(atlas_find_user_id);
 PG_FUNCTION_INFO_V1(atlas_user_memberships);
 
-/* a bound on pages, against a server that always says "next" */
-#define MAX_PAGES 10000
-
-/* the last read that failed, for callers that turn the error into a result */
-static AtlasCall *last_failed_read = NULL;
-
 /* Run one read call; raise the SQL error if it failed. */
 static void
 run_read(AtlasCall *call)
 {
-	atlas_run_calls(&call, 1, 1, atlas_max_retries, NULL);
+	AtlasRunSpec spec = atlas_session_spec(NULL);
+
+	spec.concurrency = 1;
+	call->keep_body = true;
+	atlas_execute(&call, 1, &spec);
 	if (call->outcome == ATLAS_OUTCOME_FAILED)
-	{
-		last_failed_read = call;
 		atlas_raise_call_error(call);
-	}
-}
-
-/*
- * Forget, or return, the last read that failed.  The queue uses it to
- * keep the HTTP status and Retry-After of a failed username lookup.
- */
-AtlasCall *
-atlas_lookup_last_failure(bool reset)
-{
-	AtlasCall  *c = last_failed_read;
-
-	if (reset)
-		last_failed_read = NULL;
-	return c;
 }
 
 /* Raise for an answer that is not the JSON we expect. */
@@ -69,7 +49,7 @@ bad_answer(AtlasCall *call, const char *what)
 	ereport(ERROR,
 			(errcode(ERRCODE_PROTOCOL_VIOLATION),
 			 errmsg("unexpected answer from Atlas: %s", what),
-			 errcontext("Atlas API request %s %s", call->req.method, call->req.path)));
+			 errcontext("Atlas API request %s %s", call->method, call->path)));
 }
 
 /* A string member, cleaned and palloc'd, or NULL. */
@@ -97,8 +77,8 @@ string_list(char **a, int n)
  * Parse an OrgUserResponse (2025-02-19) with parse.c, into palloc'd
  * memory; NULL when it has no well-formed id.
  */
-static AtlasOrgUser *
-parse_org_user(const cJSON *obj)
+AtlasOrgUser *
+atlas_org_user_from_json(const cJSON *obj)
 {
 	AtlasParsedUser *volatile p = atlas_parse_org_user(obj);
 	AtlasOrgUser *volatile u = NULL;
@@ -132,61 +112,10 @@ parse_org_user(const cJSON *obj)
 	return u;
 }
 
-typedef void (*ListItemFn) (const cJSON *item, void *arg);
-
-/* Read one page of a list endpoint; returns whether Atlas says there is a next one. */
-static bool
-read_page(AtlasOperation op, const char *org_id, const char *group_id,
-		  const char *query, int page, ListItemFn fn, void *arg)
-{
-	AtlasCall  *call = atlas_call_new(op);
-	cJSON	   *volatile json = NULL;
-	volatile bool more = false;
-
-	call->org_id = (char *) org_id;
-	call->group_id = (char *) group_id;
-	call->query = psprintf("%sitemsPerPage=%d&pageNum=%d", query, atlas_page_size, page);
-	run_read(call);
-
-	json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
-	PG_TRY();
-	{
-		bool		next = false;
-
-		if (!atlas_list_page_items(json, fn, arg, &next))
-			bad_answer(call, "a list without \"results\"");
-		more = next;
-	}
-	PG_FINALLY();
-	{
-		cJSON_Delete(json);
-	}
-	PG_END_TRY();
-	return more;
-}
-
-/*
- * Read every page of a list endpoint and call fn for each result.
- * query is extra query text ("" or "username=...&").
- */
-static void
-read_all_pages(AtlasOperation op, const char *org_id, const char *group_id,
-			   const char *query, ListItemFn fn, void *arg)
-{
-	int			page;
-
-	for (page = 1; page <= MAX_PAGES; page++)
-		if (!read_page(op, org_id, group_id, query, page, fn, arg))
-			return;
-	ereport(ERROR,
-			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-			 errmsg("Atlas list has more than %d pages", MAX_PAGES)));
-}
-
 typedef struct FindArgs
 {
 	const char *username;
-	AtlasOrgUser *found;
+	AtlasOrgUser **found;
 } FindArgs;
 
 /* Keep the result whose username is the one we look for. */
@@ -196,8 +125,31 @@ find_username_item(const cJSON *item, void *arg)
 	FindArgs   *a = (FindArgs *) arg;
 	const char *name = atlas_json_string(item, "username");
 
-	if (a->found == NULL && name && pg_strcasecmp(name, a->username) == 0)
-		a->found = parse_org_user(item);
+	if (*a->found == NULL && name && pg_strcasecmp(name, a->username) == 0)
+		*a->found = atlas_org_user_from_json(item);
+}
+
+/*
+ * Set up a listing that looks for a username among an organization's or a
+ * project's users (op is ATLAS_OP_LIST_ORG_USERS or _LIST_GROUP_USERS);
+ * *found gets the user, or stays NULL.
+ */
+void
+atlas_username_listing(AtlasListing *listing, AtlasOperation op, const char *org_id,
+					   const char *group_id, const char *username, AtlasOrgUser **found)
+{
+	FindArgs   *a = palloc(sizeof(FindArgs));
+
+	a->username = pstrdup(username);
+	a->found = found;
+	*found = NULL;
+	memset(listing, 0, sizeof(AtlasListing));
+	listing->op = op;
+	listing->org_id = (char *) org_id;
+	listing->group_id = (char *) group_id;
+	listing->query = psprintf("username=%s&", http_escape(username));
+	listing->item = find_username_item;
+	listing->arg = a;
 }
 
 /*
@@ -207,11 +159,12 @@ find_username_item(const cJSON *item, void *arg)
 AtlasOrgUser *
 atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 {
-	if (atlas_is_atlas_id(username_or_id))
+	AtlasOrgUser *u = NULL;
+
+	if (atlas_is_id(username_or_id))
 	{
 		AtlasCall  *call = atlas_call_new(ATLAS_OP_GET_ORG_USER);
 		cJSON	   *volatile json = NULL;
-		AtlasOrgUser *volatile u = NULL;
 
 		call->org_id = (char *) org_id;
 		call->user_id = (char *) username_or_id;
@@ -219,10 +172,10 @@ atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 		run_read(call);
 		if (call->outcome == ATLAS_OUTCOME_ALREADY_ABSENT)
 			return NULL;
-		json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
+		json = cJSON_ParseWithLength(call->body, call->body_len);
 		PG_TRY();
 		{
-			if (!cJSON_IsObject(json) || (u = parse_org_user(json)) == NULL)
+			if (!cJSON_IsObject(json) || (u = atlas_org_user_from_json(json)) == NULL)
 				bad_answer(call, "an organization user without an id");
 		}
 		PG_FINALLY();
@@ -230,49 +183,16 @@ atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 			cJSON_Delete(json);
 		}
 		PG_END_TRY();
-		return u;
 	}
 	else
 	{
-		FindArgs	a;
+		AtlasListing listing;
 
-		a.username = username_or_id;
-		a.found = NULL;
-		read_all_pages(ATLAS_OP_LIST_ORG_USERS, org_id, NULL,
-					   psprintf("username=%s&", http_escape(username_or_id)),
-					   find_username_item, &a);
-		return a.found;
+		atlas_username_listing(&listing, ATLAS_OP_LIST_ORG_USERS, org_id, NULL,
+							   username_or_id, &u);
+		atlas_list_all(&listing);
 	}
-}
-
-/* Keep the id of the project user whose username is the one we look for. */
-static void
-find_group_username_item(const cJSON *item, void *arg)
-{
-	FindArgs   *a = (FindArgs *) arg;
-	const char *name = atlas_json_string(item, "username");
-	const char *id = atlas_json_string(item, "id");
-
-	if (a->found == NULL && name && atlas_parse_is_id(id) &&
-		pg_strcasecmp(name, a->username) == 0)
-	{
-		a->found = palloc0(sizeof(AtlasOrgUser));
-		a->found->id = pstrdup(id);
-	}
-}
-
-/* The id of a project's user by username, or NULL; the project must exist. */
-char *
-atlas_find_group_user_id(const char *group_id, const char *username)
-{
-	FindArgs	a;
-
-	a.username = username;
-	a.found = NULL;
-	read_all_pages(ATLAS_OP_LIST_GROUP_USERS, NULL, group_id,
-				   psprintf("username=%s&", http_escape(username)),
-				   find_group_username_item, &a);
-	return a.found ? a.found->id : NULL;
+	return u;
 }
 
 /* atlas_find_user_id(org_id, username): the user's id, or NULL */
@@ -295,9 +215,9 @@ answer_name(AtlasCall *call)
 	cJSON	   *json;
 	char	   *volatile name = NULL;
 
-	if (call->outcome == ATLAS_OUTCOME_FAILED || call->req.response_len == 0)
+	if (call->outcome != ATLAS_OUTCOME_SUCCEEDED || call->body_len == 0)
 		return NULL;
-	json = cJSON_ParseWithLength(call->req.response, call->req.response_len);
+	json = cJSON_ParseWithLength(call->body, call->body_len);
 	if (json == NULL)
 		return NULL;
 	PG_TRY();
@@ -346,78 +266,97 @@ text_array(List *l)
 }
 
 /*
+ * Look up the names of an org user's organization and projects
+ * (concurrently) and of its organization's teams.  names[0] gets the
+ * organization's, names[i] the name of u->groups' i-th project (NULL where
+ * Atlas gave none).
+ */
+static void
+membership_names(const char *org_id, AtlasOrgUser *u, char **names, TeamNames *teams)
+{
+	int			ngroups = list_length(u->groups);
+	AtlasCall **calls = palloc(sizeof(AtlasCall *) * (ngroups + 1));
+	AtlasRunSpec spec = atlas_session_spec(NULL);
+	ListCell   *lc;
+	int			i = 0;
+
+	calls[0] = atlas_call_new(ATLAS_OP_GET_ORG);
+	calls[0]->org_id = (char *) org_id;
+	foreach(lc, u->groups)
+	{
+		calls[++i] = atlas_call_new(ATLAS_OP_GET_GROUP);
+		calls[i]->group_id = ((AtlasGroupRoles *) lfirst(lc))->group_id;
+	}
+	for (i = 0; i <= ngroups; i++)
+		calls[i]->keep_body = true;
+	atlas_execute(calls, ngroups + 1, &spec);
+	for (i = 0; i <= ngroups; i++)
+		names[i] = answer_name(calls[i]);
+	if (u->team_ids != NIL)
+	{
+		AtlasListing listing;
+
+		memset(&listing, 0, sizeof(listing));
+		listing.op = ATLAS_OP_LIST_TEAMS;
+		listing.org_id = (char *) org_id;
+		listing.item = team_name_item;
+		listing.arg = teams;
+		atlas_list_all(&listing);
+	}
+}
+
+/* A membership row. */
+static AtlasMembership *
+membership(const char *scope, char *id, char *name, List *roles, char *status)
+{
+	AtlasMembership *m = palloc0(sizeof(AtlasMembership));
+
+	m->scope = scope;
+	m->id = id;
+	m->name = name;
+	m->roles = roles;
+	m->status = status;
+	return m;
+}
+
+/*
  * The memberships of an org user: the organization, each project and
- * each team.  With names, also look their names up (concurrently).
+ * each team.  With names, also look their names up.
  */
 List *
 atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names)
 {
 	List	   *result = NIL;
-	AtlasMembership *m;
-	ListCell   *lc;
-	int			ngroups = list_length(u->groups);
-	AtlasCall **calls = palloc(sizeof(AtlasCall *) * (ngroups + 1));
+	char	  **names = palloc0(sizeof(char *) * (list_length(u->groups) + 1));
 	TeamNames	teams = {NIL, NIL};
+	ListCell   *lc;
 	int			i = 0;
 
 	if (with_names)
-	{
-		calls[0] = atlas_call_new(ATLAS_OP_GET_ORG);
-		calls[0]->org_id = (char *) org_id;
-		calls[0]->missing_ok = true;
-		foreach(lc, u->groups)
-		{
-			AtlasCall  *c = atlas_call_new(ATLAS_OP_GET_GROUP);
-
-			c->group_id = ((AtlasGroupRoles *) lfirst(lc))->group_id;
-			c->missing_ok = true;
-			calls[++i] = c;
-		}
-		atlas_run_calls(calls, ngroups + 1, atlas_max_concurrency, atlas_max_retries, NULL);
-		if (u->team_ids != NIL)
-			read_all_pages(ATLAS_OP_LIST_TEAMS, org_id, NULL, "", team_name_item, &teams);
-	}
-
-	m = palloc0(sizeof(AtlasMembership));
-	m->scope = "org";
-	m->id = pstrdup(org_id);
-	m->name = with_names ? answer_name(calls[0]) : NULL;
-	m->roles = u->org_roles;
-	m->status = u->status;
-	result = lappend(result, m);
-
-	i = 0;
+		membership_names(org_id, u, names, &teams);
+	result = lappend(result, membership("org", pstrdup(org_id), names[0], u->org_roles, u->status));
 	foreach(lc, u->groups)
 	{
 		AtlasGroupRoles *gr = (AtlasGroupRoles *) lfirst(lc);
 
-		i++;
-		m = palloc0(sizeof(AtlasMembership));
-		m->scope = "project";
-		m->id = gr->group_id;
-		m->name = with_names ? answer_name(calls[i]) : NULL;
-		m->roles = gr->roles;
-		m->status = u->status;
-		result = lappend(result, m);
+		result = lappend(result, membership("project", gr->group_id, names[++i], gr->roles,
+											u->status));
 	}
 	foreach(lc, u->team_ids)
 	{
 		char	   *team_id = (char *) lfirst(lc);
+		char	   *name = NULL;
 		ListCell   *a,
 				   *b;
 
-		if (!atlas_is_atlas_id(team_id))
+		if (!atlas_is_id(team_id))
 			continue;
-		m = palloc0(sizeof(AtlasMembership));
-		m->scope = "team";
-		m->id = team_id;
 		forboth(a, teams.ids, b, teams.names)
 		{
 			if (strcmp((char *) lfirst(a), team_id) == 0)
-				m->name = (char *) lfirst(b);
+				name = (char *) lfirst(b);
 		}
-		m->status = u->status;
-		result = lappend(result, m);
+		result = lappend(result, membership("team", team_id, name, NIL, u->status));
 	}
 	return result;
 }
@@ -434,16 +373,15 @@ atlas_org_user_arg(FunctionCallInfo fcinfo, int argno, const char *org_id, bool 
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("username_or_id must not be null")));
 	who = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (!atlas_is_atlas_id(who))
+	if (!atlas_is_id(who))
 		who = atlas_username_arg(fcinfo, argno, "username_or_id");
 	u = atlas_fetch_org_user(org_id, who);
 	*found = (u != NULL);
 	if (u == NULL)
 		ereport(NOTICE,
-				(errcode(ERRCODE_NO_DATA),
-				 errmsg("organization %s has no user %s", org_id, who),
+				(errmsg("organization %s has no user %s", org_id, who),
 				 errdetail("Atlas lists no ACTIVE or PENDING member with this %s.",
-						   atlas_is_atlas_id(who) ? "id" : "username")));
+						   atlas_is_id(who) ? "id" : "username")));
 	return u;
 }
 

@@ -16,9 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* the longest token we accept */
-#define TOKEN_MAX 8192
-
 /* Copy at most cap-1 bytes of s into dst, NUL-terminated. */
 static void
 copy_capped(char *dst, size_t cap, const char *s)
@@ -47,7 +44,7 @@ atlas_json_string(const cJSON *obj, const char *name)
 
 /* Is s a well-formed Atlas id (^[a-f0-9]{24}$)? */
 bool
-atlas_parse_is_id(const char *s)
+atlas_is_id(const char *s)
 {
 	int			i;
 
@@ -135,7 +132,7 @@ atlas_parse_token_answer(const char *body, size_t len, AtlasTokenAnswer *out)
 
 	if (!cJSON_IsObject(json))
 		out->problem = "the token endpoint did not answer with a JSON object";
-	else if (tok == NULL || tok[0] == '\0' || strlen(tok) > TOKEN_MAX ||
+	else if (tok == NULL || tok[0] == '\0' || strlen(tok) > ATLAS_TOKEN_MAX ||
 			 strpbrk(tok, "\r\n") != NULL)
 		out->problem = "the token endpoint answer has no usable access_token";
 	else if (typ != NULL && strcmp(typ, "Bearer") != 0 && strcmp(typ, "bearer") != 0)
@@ -276,7 +273,7 @@ atlas_parse_org_user(const cJSON *obj)
 	const cJSON *g;
 	int			count = 0;
 
-	if (!cJSON_IsObject(obj) || !atlas_parse_is_id(atlas_json_string(obj, "id")))
+	if (!cJSON_IsObject(obj) || !atlas_is_id(atlas_json_string(obj, "id")))
 		return NULL;
 	u = calloc(1, sizeof(AtlasParsedUser));
 	if (u == NULL)
@@ -293,7 +290,7 @@ atlas_parse_org_user(const cJSON *obj)
 	{
 		cJSON_ArrayForEach(g, gra)
 		{
-			if (atlas_parse_is_id(atlas_json_string(g, "groupId")))
+			if (atlas_is_id(atlas_json_string(g, "groupId")))
 				count++;
 		}
 	}
@@ -303,7 +300,7 @@ atlas_parse_org_user(const cJSON *obj)
 	{
 		cJSON_ArrayForEach(g, gra)
 		{
-			if (u->ngroups < count && atlas_parse_is_id(atlas_json_string(g, "groupId")))
+			if (u->ngroups < count && atlas_is_id(atlas_json_string(g, "groupId")))
 			{
 				AtlasParsedGroup *pg = &u->groups[u->ngroups++];
 

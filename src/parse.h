@@ -35,6 +35,9 @@ typedef struct AtlasErrorBody
 extern void atlas_parse_error_body(const char *body, size_t len, const char *user_id,
 								   AtlasErrorBody *out);
 
+/* the longest bearer token we accept */
+#define ATLAS_TOKEN_MAX 8192
+
 /* the token endpoint's answer */
 typedef struct AtlasTokenAnswer
 {
@@ -77,7 +80,7 @@ typedef struct AtlasParsedUser
 
 extern AtlasParsedUser *atlas_parse_org_user(const cJSON *obj);
 extern void atlas_free_parsed_user(AtlasParsedUser *u);
-extern bool atlas_parse_is_id(const char *s);
+extern bool atlas_is_id(const char *s);
 
 /* a string member of an object, or NULL; points into the cJSON tree */
 extern const char *atlas_json_string(const cJSON *obj, const char *name);

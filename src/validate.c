@@ -3,7 +3,8 @@
  * validate.c
  *	  Checks of SQL arguments, done before any request leaves the backend.
  *
- * Atlas ids are 24 lowercase hexadecimal characters (^[a-f0-9]{24}$).
+ * Atlas ids are 24 lowercase hexadecimal characters (^[a-f0-9]{24}$),
+ * checked by atlas_is_id() of parse.c.
  * Anything else, NULL included, raises SQLSTATE 22023 naming the
  * parameter; the offending value is shown escaped, never sent anywhere.
  *
@@ -13,24 +14,6 @@
 
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
-
-#define ATLAS_ID_LEN 24
-
-/* Is s a well-formed Atlas id? */
-bool
-atlas_is_atlas_id(const char *s)
-{
-	int			i;
-
-	for (i = 0; i < ATLAS_ID_LEN; i++)
-	{
-		char		c = s[i];
-
-		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-			return false;
-	}
-	return s[ATLAS_ID_LEN] == '\0';
-}
 
 /* Quote a bad value for a message: control bytes escaped, length capped. */
 static char *
@@ -58,12 +41,17 @@ quote_bad_value(const char *s)
 	return buf.data;
 }
 
+#define ID_FORMAT "An Atlas id is 24 lowercase hexadecimal characters (^[a-f0-9]{24}$); no request was sent."
+#define USERNAME_FORMAT "An Atlas username is the user's e-mail address, such as jane@example.com; no request was sent."
+
 /*
- * Return argument argno as a validated Atlas id, or raise 22023 naming
- * the parameter.
+ * Return text argument argno if is_valid accepts it; otherwise raise 22023
+ * naming the parameter, with the format in the detail (for a NULL too when
+ * null_detail).
  */
-char *
-atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param)
+static char *
+checked_text_arg(FunctionCallInfo fcinfo, int argno, const char *param,
+				 bool (*is_valid) (const char *), const char *format, bool null_detail)
 {
 	char	   *value;
 
@@ -71,15 +59,21 @@ atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be null", param),
-				 errdetail("An Atlas id is 24 lowercase hexadecimal characters (^[a-f0-9]{24}$); no request was sent.")));
-
+				 null_detail ? errdetail("%s", format) : 0));
 	value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (!atlas_is_atlas_id(value))
+	if (!is_valid(value))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %s", param, quote_bad_value(value)),
-				 errdetail("An Atlas id is 24 lowercase hexadecimal characters (^[a-f0-9]{24}$); no request was sent.")));
+				 errdetail("%s", format)));
 	return value;
+}
+
+/* Return argument argno as a validated Atlas id, or raise 22023. */
+char *
+atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param)
+{
+	return checked_text_arg(fcinfo, argno, param, atlas_is_id, ID_FORMAT, true);
 }
 
 /*
@@ -113,17 +107,39 @@ atlas_is_username(const char *s)
 char *
 atlas_username_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 {
-	char	   *value;
+	return checked_text_arg(fcinfo, argno, param, atlas_is_username, USERNAME_FORMAT, false);
+}
 
+/*
+ * Read and validate, from the SQL arguments starting at argno, the ids an
+ * operation takes, in order, into ids[] indexed by AtlasIdKind (the user
+ * id too only when with_user).  Returns the number of the next argument.
+ */
+int
+atlas_ids_arg(FunctionCallInfo fcinfo, int argno, AtlasOperation op, bool with_user,
+			  char **ids)
+{
+	AtlasIdKind kinds[ATLAS_MAX_IDS];
+	int			n = atlas_operation_ids(op, kinds);
+	int			i;
+
+	memset(ids, 0, sizeof(char *) * ATLAS_MAX_IDS);
+	for (i = 0; i < n; i++)
+	{
+		if (kinds[i] == ATLAS_ID_USER && !with_user)
+			continue;
+		ids[kinds[i]] = atlas_id_arg(fcinfo, argno++, atlas_id_param_name(kinds[i]));
+	}
+	return argno;
+}
+
+/* Return a boolean argument, which must not be NULL, or raise 22023. */
+bool
+atlas_bool_arg(FunctionCallInfo fcinfo, int argno, const char *param)
+{
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be null", param)));
-	value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	if (!atlas_is_username(value))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s", param, quote_bad_value(value)),
-				 errdetail("An Atlas username is the user's e-mail address, such as jane@example.com; no request was sent.")));
-	return value;
+	return PG_GETARG_BOOL(argno);
 }

@@ -107,21 +107,16 @@ extension_installed(void)
 /*
  * Insert handed-over audit records, a batch per transaction.  If they
  * cannot be inserted (the table is gone, say), log them whole instead:
- * a record is never dropped silently.
+ * a record is never dropped silently.  Runs outside any transaction.
  */
-static void
-drain_audit(MemoryContext cxt)
+void
+atlas_worker_drain_audit(void)
 {
-	AuditRecord *buf = MemoryContextAlloc(cxt, sizeof(AuditRecord) * AUDIT_BATCH);
+	static AuditRecord *buf = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
 
-	/* a short pause gathers a burst of calls into one transaction */
-	if (atlas_shmem_peek_audit(buf, 1) > 0)
-	{
-		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, AUDIT_GATHER_MS,
-						 PG_WAIT_EXTENSION);
-		CHECK_FOR_INTERRUPTS();
-	}
-
+	if (buf == NULL)
+		buf = MemoryContextAlloc(TopMemoryContext, sizeof(AuditRecord) * AUDIT_BATCH);
 	for (;;)
 	{
 		int			n = atlas_shmem_peek_audit(buf, AUDIT_BATCH);
@@ -152,6 +147,22 @@ drain_audit(MemoryContext cxt)
 	}
 }
 
+/* Drain the audit ring, letting a burst of records gather first. */
+static void
+drain_audit_gathered(void)
+{
+	AuditRecord one;
+
+	/* a short pause gathers a burst of calls into one transaction */
+	if (atlas_shmem_peek_audit(&one, 1) > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, AUDIT_GATHER_MS,
+						 PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+	atlas_worker_drain_audit();
+}
+
 /* Can the credentials be resolved?  Reports the problem once per reload. */
 static bool
 credentials_usable(bool *reported)
@@ -161,7 +172,7 @@ credentials_usable(bool *reported)
 
 	PG_TRY();
 	{
-		(void) atlas_auth_resolve(false);
+		atlas_target_wipe(atlas_target_from_settings(false));
 	}
 	PG_CATCH();
 	{
@@ -210,14 +221,19 @@ wait_before_connecting(int failed)
 	}
 }
 
-/* The worker's main loop. */
-void
-atlas_worker_main(Datum arg pg_attribute_unused())
+/* what the worker keeps between rounds of its loop */
+typedef struct WorkerState
 {
-	MemoryContext cxt;
-	bool		recovered = false;
-	bool		credentials_reported = false;
-	TimestampTz last_purge = 0;
+	MemoryContext cxt;			/* reset every round */
+	bool		recovered;		/* rows of an earlier process put back */
+	bool		credentials_reported;	/* since the last reload */
+	TimestampTz last_purge;
+} WorkerState;
+
+/* Start: signals, the pause after failed starts, the database, shared state. */
+static void
+worker_start(void)
+{
 	int			failed_starts;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -229,17 +245,88 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 	BackgroundWorkerInitializeConnection(atlas_database, NULL, 0);
 	pgstat_report_appname("atlas_users worker");
 	atlas_shmem_worker_attach();
-
-	cxt = AllocSetContextCreate(TopMemoryContext, "atlas_users worker",
-								ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG,
-			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-			 errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
+			(errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
+}
 
+/*
+ * The queue's housekeeping, in one transaction: put back rows an earlier
+ * process left running (once), apply the retention (once a minute), and
+ * return when the next queued row is due (0: none).
+ */
+static TimestampTz
+queue_housekeeping(WorkerState *ws)
+{
+	TimestampTz next_due;
+	uint64		requeued = 0;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!ws->recovered)
+		requeued = atlas_queue_recover();
+	next_due = atlas_queue_next_due();
+	if (TimestampDifferenceExceeds(ws->last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
+	{
+		(void) atlas_queue_purge();
+		ws->last_purge = GetCurrentTimestamp();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(ws->cxt);
+	if (requeued > 0)
+		ereport(LOG,
+				(errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
+						(unsigned long long) requeued)));
+	ws->recovered = true;
+	return next_due;
+}
+
+/*
+ * One round of work: the audit records handed over, then the due rows of
+ * the queue.  Returns how long to sleep: -1 until the latch is set, 0 not
+ * at all.
+ */
+static long
+worker_round(WorkerState *ws)
+{
+	TimestampTz next_due;
+
+	if (!extension_installed())
+	{
+		MemoryContextSwitchTo(ws->cxt);
+		drain_audit_gathered();
+		return NO_EXTENSION_WAIT_MS;
+	}
+	MemoryContextSwitchTo(ws->cxt);
+	drain_audit_gathered();
+	next_due = queue_housekeeping(ws);
+	if (next_due == 0)
+		return -1;
+	if (next_due > GetCurrentTimestamp())
+		return Max(1, (long) ((next_due - GetCurrentTimestamp()) / 1000) + 1);
+	if (!credentials_usable(&ws->credentials_reported))
+		return NO_CREDENTIALS_WAIT_MS;
+	if (atlas_queue_drain(true, 0) == 0)
+		return -1;
+	MemoryContextSwitchTo(ws->cxt);
+	atlas_shmem_worker_activity();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return 0;					/* look for more at once */
+}
+
+/* The worker's main loop. */
+void
+atlas_worker_main(Datum arg pg_attribute_unused())
+{
+	WorkerState ws;
+
+	memset(&ws, 0, sizeof(ws));
+	worker_start();
+	ws.cxt = AllocSetContextCreate(TopMemoryContext, "atlas_users worker",
+								   ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
-		long		timeout = -1;
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		long		timeout;
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -247,75 +334,14 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			credentials_reported = false;
+			ws.credentials_reported = false;
 		}
-		MemoryContextReset(cxt);
-		MemoryContextSwitchTo(cxt);
-
-		if (!extension_installed())
-		{
-			MemoryContextSwitchTo(cxt);
-			drain_audit(cxt);
-			timeout = NO_EXTENSION_WAIT_MS;
-		}
-		else
-		{
-			TimestampTz next_due;
-
-			MemoryContextSwitchTo(cxt);
-			if (!recovered)
-			{
-				uint64		n;
-
-				StartTransactionCommand();
-				PushActiveSnapshot(GetTransactionSnapshot());
-				n = atlas_queue_recover();
-				PopActiveSnapshot();
-				CommitTransactionCommand();
-				MemoryContextSwitchTo(cxt);
-				if (n > 0)
-					ereport(LOG,
-							(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-							 errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
-									(unsigned long long) n)));
-				recovered = true;
-			}
-
-			drain_audit(cxt);
-
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			next_due = atlas_queue_next_due();
-			if (TimestampDifferenceExceeds(last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
-			{
-				(void) atlas_queue_purge();
-				last_purge = GetCurrentTimestamp();
-			}
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			MemoryContextSwitchTo(cxt);
-
-			if (next_due != 0 && next_due <= GetCurrentTimestamp())
-			{
-				if (!credentials_usable(&credentials_reported))
-					timeout = NO_CREDENTIALS_WAIT_MS;
-				else
-				{
-					int			n = atlas_queue_worker_batch(atlas_max_concurrency * 4);
-
-					MemoryContextSwitchTo(cxt);
-					atlas_shmem_worker_activity();
-					pgstat_report_activity(STATE_IDLE, NULL);
-					if (n > 0)
-						continue;	/* look for more at once */
-				}
-			}
-			else if (next_due != 0)
-				timeout = Max(1, (long) ((next_due - GetCurrentTimestamp()) / 1000) + 1);
-		}
-
-		if (timeout >= 0)
-			events |= WL_TIMEOUT;
-		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);
+		MemoryContextReset(ws.cxt);
+		MemoryContextSwitchTo(ws.cxt);
+		timeout = worker_round(&ws);
+		if (timeout == 0)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (timeout > 0 ? WL_TIMEOUT : 0),
+						 timeout, PG_WAIT_EXTENSION);
 	}
 }

@@ -18,10 +18,10 @@ each_user(const cJSON *item, void *arg)
 
 	if (u == NULL)
 		return;
-	if (!atlas_parse_is_id(u->id))
+	if (!atlas_is_id(u->id))
 		__builtin_trap();
 	for (i = 0; i < u->ngroups; i++)
-		if (!atlas_parse_is_id(u->groups[i].group_id))
+		if (!atlas_is_id(u->groups[i].group_id))
 			__builtin_trap();
 	(*(int *) arg)++;
 	atlas_free_parsed_user(u);

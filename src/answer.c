@@ -1,0 +1,151 @@
+/*-------------------------------------------------------------------------
+ *
+ * answer.c
+ *	  What an answer says, for the executor: the failure in an error
+ *	  body, a transport failure, an already absent user, a deprecation.
+ *
+ * Atlas answers failures with an ApiError body:
+ *	  {"error": 404, "errorCode": "USER_NOT_FOUND", "detail": "...",
+ *	   "reason": "Not Found", "parameters": [...]}
+ * possibly wrapped as {"status": ..., "content": {...}} with envelope=true.
+ * parse.c reads that; this file keeps it as an AtlasAnswer, with the errorCode
+ * of the X-Error-Code header when the body has none, and an excerpt of a
+ * body that is not an Atlas error.  Text from Atlas is cleaned (control
+ * characters, invalid UTF-8) and capped before it is kept.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "executor.h"
+#include "parse.h"
+#include "utils/memutils.h"
+
+/* the longest detail we keep from an answer */
+#define ATLAS_MAX_DETAIL 2000
+/* the longest excerpt of a non-JSON body */
+#define ATLAS_MAX_EXCERPT 200
+
+/* endpoints whose deprecation we already warned of in this session */
+static bool *deprecation_warned = NULL;
+
+/* A fixed header value, cleaned. */
+static char *
+clean_header(const char *v, size_t maxlen)
+{
+	return atlas_clean_text(v, strlen(v), maxlen);
+}
+
+/* Describe a body that is not an Atlas error document. */
+static char *
+body_excerpt(HttpRequest *req)
+{
+	const char *ct = req->content_type_in[0] ? req->content_type_in : "no content type";
+
+	if (req->response_truncated)
+		return psprintf("The response (%s) exceeded the %d byte limit and was not read.",
+						clean_header(ct, 100), HTTP_MAX_RESPONSE_BYTES);
+	if (req->response_len == 0)
+		return psprintf("The response (%s) had an empty body.", clean_header(ct, 100));
+	return psprintf("The response (%s) was not an Atlas error document: %s",
+					clean_header(ct, 100),
+					atlas_clean_text(req->response, req->response_len, ATLAS_MAX_EXCERPT));
+}
+
+/*
+ * Read a non-2xx answer: errorCode and detail from an ApiError body, or
+ * an excerpt of a body that is not one.  Returns whether its detail or
+ * parameters name user_id (which may be NULL).
+ */
+bool
+atlas_answer_error(AtlasAnswer *a, HttpRequest *req, const char *user_id)
+{
+	AtlasErrorBody body;
+
+	a->http_status = req->status;
+	a->retry_after = req->retry_after;
+	a->transport_failed = false;
+	a->error_code = NULL;
+	a->detail = NULL;
+	a->excerpt = NULL;
+
+	atlas_parse_error_body(req->response_truncated ? NULL : req->response,
+						   req->response_len, user_id, &body);
+	if (body.is_object)
+	{
+		if (body.has_error_code)
+			a->error_code = atlas_clean_text(body.error_code, strlen(body.error_code), 64);
+		if (body.has_detail)
+			a->detail = atlas_clean_text(body.detail, strlen(body.detail), ATLAS_MAX_DETAIL);
+	}
+	else
+		a->excerpt = body_excerpt(req);
+	if (a->error_code == NULL && req->error_code_header[0])
+		a->error_code = clean_header(req->error_code_header, 64);
+	return body.is_object && body.names_user;
+}
+
+/* Read a transfer that got no answer. */
+void
+atlas_answer_transport(AtlasAnswer *a, HttpRequest *req)
+{
+	a->http_status = 0;
+	a->transport_failed = true;
+	a->error_code = NULL;
+	a->excerpt = NULL;
+	a->retry_after = -1;
+	a->detail = atlas_clean_text(req->error, strlen(req->error), 500);
+}
+
+/*
+ * Is the failure Atlas saying that the user or membership is already
+ * absent?  A missing project, organization or team is not.
+ */
+bool
+atlas_answer_user_absent(AtlasCall *call)
+{
+	const char *code = call->answer.error_code;
+
+	if (call->answer.http_status != 404 || code == NULL)
+		return false;
+	if (strcmp(code, "USER_NOT_FOUND") == 0 || strcmp(code, "USER_NOT_IN_ORG") == 0)
+		return true;
+	return strcmp(code, "RESOURCE_NOT_FOUND") == 0 && call->state->names_user;
+}
+
+/* Warn, once per session and endpoint, of a Deprecation or Sunset header. */
+void
+atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req)
+{
+	int			i = atlas_endpoint_index(call->state->endpoint);
+
+	if (req->deprecation[0] == '\0' && req->sunset[0] == '\0')
+		return;
+	if (deprecation_warned == NULL)
+		deprecation_warned = MemoryContextAllocZero(TopMemoryContext,
+													sizeof(bool) * atlas_endpoint_count());
+	if (deprecation_warned[i])
+		return;
+	deprecation_warned[i] = true;
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING_DEPRECATED_FEATURE),
+			 errmsg("Atlas endpoint %s %s is deprecated%s%s",
+					call->state->endpoint->method, call->state->endpoint->route,
+					req->sunset[0] ? " and will be removed on " : "",
+					req->sunset[0] ? clean_header(req->sunset, 60) : ""),
+			 req->deprecation[0]
+			 ? errdetail("Atlas sent Deprecation: %s, at resource version %s.",
+						 clean_header(req->deprecation, 60), call->api_version)
+			 : 0,
+			 errhint("Reset atlas_users.api_version to use the current version of this endpoint.")));
+}
+
+/* Keep a successful answer's body on the call (it is the run's memory). */
+void
+atlas_answer_keep_body(AtlasCall *call, HttpRequest *req)
+{
+	call->body = req->response;
+	call->body_len = req->response_len;
+	req->response = "";
+	req->response_len = 0;
+}

@@ -1,0 +1,133 @@
+/*-------------------------------------------------------------------------
+ *
+ * credentials.c
+ *	  Where calls go and with which credentials: the AtlasTarget.
+ *
+ * A target is the base URL, CA file, pinned resource version, time
+ * limits and credentials that a call uses.  Today it comes from the
+ * atlas_users.* settings.  Resolving it checks the credentials before any
+ * request is made, and raises 55000 naming the settings to set when the
+ * chosen method lacks them.  The target's key identifies its URL, CA file
+ * and credentials (the secret enters only through a hash), so caches of
+ * tokens and digest state never serve other credentials.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "common/hashfn.h"
+
+#define DIGEST_SETTINGS "atlas_users.public_key and atlas_users.private_key_file (or atlas_users.private_key)"
+#define SA_SETTINGS "atlas_users.client_id and atlas_users.client_secret_file (or atlas_users.client_secret)"
+#define DIGEST_HINT "Set " DIGEST_SETTINGS "."
+#define SA_HINT "Set " SA_SETTINGS "."
+
+/* Raise 55000 for missing credentials, naming the settings to set. */
+static void
+no_credentials(const char *what, const char *hint) pg_attribute_noreturn();
+
+static void
+no_credentials(const char *what, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("no usable Atlas credentials: %s", what),
+			 errhint("%s", hint)));
+}
+
+/* Hash a string into a running hash. */
+static uint32
+hash_string(uint32 h, const char *s)
+{
+	return hash_combine(h, hash_bytes((const unsigned char *) s, strlen(s)));
+}
+
+/* The identity of a target's credentials: method, username and secret. */
+static uint32
+credentials_key(const AtlasTarget *t)
+{
+	uint32		h = hash_combine(0, (uint32) t->method);
+
+	h = hash_string(h, t->username);
+	return hash_string(h, t->secret);
+}
+
+/* Fill in the credentials of the chosen method, or raise 55000. */
+static void
+settings_credentials(AtlasTarget *t, bool digest_only)
+{
+	bool		has_client = atlas_client_id && atlas_client_id[0];
+	bool		has_public = atlas_public_key && atlas_public_key[0];
+
+	t->method = (AtlasAuthMethod) atlas_auth_method;
+	if (t->method == ATLAS_AUTH_AUTO)
+		t->method = (has_client && !(digest_only && has_public))
+			? ATLAS_AUTH_SERVICE_ACCOUNT : ATLAS_AUTH_DIGEST;
+
+	if (digest_only && t->method == ATLAS_AUTH_SERVICE_ACCOUNT)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the legacy v1.0 API accepts only digest API keys"),
+				 errdetail("atlas_users.auth_method selects a service account."),
+				 errhint("Use atlas_remove_project_user(), or set " DIGEST_SETTINGS ".")));
+
+	if (t->method == ATLAS_AUTH_DIGEST)
+	{
+		if (!has_public)
+			no_credentials("atlas_users.public_key is not set",
+						   has_client ? "Set atlas_users.auth_method = 'auto' or 'service_account' to use the service account, or set " DIGEST_SETTINGS "." : DIGEST_HINT " Or use a service account: set " SA_SETTINGS ".");
+		t->username = pstrdup(atlas_public_key);
+		t->secret = atlas_secret_value("atlas_users.private_key", atlas_private_key,
+									   "atlas_users.private_key_file", atlas_private_key_file);
+		if (t->secret == NULL)
+			no_credentials("no private key is set", DIGEST_HINT);
+	}
+	else
+	{
+		if (!has_client)
+			no_credentials("atlas_users.client_id is not set", SA_HINT);
+		t->username = pstrdup(atlas_client_id);
+		t->secret = atlas_secret_value("atlas_users.client_secret", atlas_client_secret,
+									   "atlas_users.client_secret_file", atlas_client_secret_file);
+		if (t->secret == NULL)
+			no_credentials("no client secret is set", SA_HINT);
+	}
+}
+
+/*
+ * The target the atlas_users.* settings describe.  With digest_only (the
+ * legacy v1.0 API), a service account is refused.  Raises 55000 when the
+ * chosen method lacks credentials; no request is made then.
+ */
+AtlasTarget *
+atlas_target_from_settings(bool digest_only)
+{
+	AtlasTarget *t = palloc0(sizeof(AtlasTarget));
+	size_t		len;
+
+	t->base_url = pstrdup(atlas_base_url);
+	len = strlen(t->base_url);
+	while (len > 0 && t->base_url[len - 1] == '/')
+		t->base_url[--len] = '\0';
+	t->host = http_url_host(atlas_base_url);
+	t->ca_file = pstrdup(atlas_ca_file ? atlas_ca_file : "");
+	t->api_version = (atlas_api_version && atlas_api_version[0]) ? pstrdup(atlas_api_version) : NULL;
+	t->timeout_ms = atlas_timeout_ms;
+	t->connect_timeout_ms = atlas_connect_timeout_ms;
+	settings_credentials(t, digest_only);
+	t->credentials_key = credentials_key(t);
+	t->key = hash_string(hash_string(t->credentials_key, t->base_url), t->ca_file);
+	return t;
+}
+
+/* Wipe a target's secret from memory once its run is over. */
+void
+atlas_target_wipe(AtlasTarget *target)
+{
+	if (target != NULL && target->secret != NULL)
+	{
+		explicit_bzero(target->secret, strlen(target->secret));
+		pfree(target->secret);
+		target->secret = NULL;
+	}
+}

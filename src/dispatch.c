@@ -1,0 +1,302 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.c
+ *	  Sending a run's calls: which call goes next, with which token, and
+ *	  what each answer means: finished, or sent again under the retry
+ *	  policy.
+ *
+ * These are the transport driver's next() and done() callbacks of a run
+ * (executor.c starts the run).  next() looks through the calls waiting to
+ * be sent for one whose retry is due and whose target has a token; a
+ * service-account target without one gets its token request sent first,
+ * or waits while another process fetches it.  done() sorts an answer: a
+ * 2xx succeeded; a 401 to a bearer token renews the token once and sends
+ * again; a retryable failure goes again after the policy's delay while
+ * the run's retries last; an absent user is an outcome when the caller
+ * allows it; anything else failed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "common/pg_prng.h"
+#include "executor.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* Finish a call with its target's token failure. */
+static void
+fail_with_token(AtlasRun *run, AtlasCall *call)
+{
+	call->answer = call->state->ts->token_answer;
+	atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+}
+
+/*
+ * Is a failed attempt worth another, and after how long?  The one retry
+ * policy: a 429 or 503, and a transport failure, are retried, and a
+ * queued removal also retries 500, 502 and 504 (it has time; a statement
+ * at a prompt does not wait for them).  The delay is the backoff of
+ * atlas_users.retry_base_ms doubled per attempt, plus up to 25% jitter,
+ * and never shorter than Retry-After.
+ */
+bool
+atlas_retry_due(const AtlasAnswer *answer, int attempt, bool queued, int64 *delay_ms)
+{
+	long		st = answer->http_status;
+	double		backoff;
+
+	if (!(answer->transport_failed || st == 429 || st == 503 ||
+		  (queued && (st == 500 || st == 502 || st == 504))))
+		return false;
+	backoff = (double) atlas_retry_base_ms * (double) (1 << Min(Max(attempt, 1) - 1, 16));
+	backoff = Min(backoff, 3600.0 * 1000);
+	backoff *= 1.0 + 0.25 * pg_prng_double(&pg_global_prng_state);
+	*delay_ms = (int64) Max(backoff, answer->retry_after * 1000.0);
+	return true;
+}
+
+/* Send a call again after a delay. */
+static void
+requeue(AtlasRun *run, AtlasCall *call, int64 delay_ms)
+{
+	call->state->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+	atlas_run_push(run, &run->pending, &run->npending, &run->pending_cap, call);
+}
+
+/* Retry the call if the policy and the run's retries allow; true if so. */
+static bool
+maybe_retry(AtlasRun *run, AtlasCall *call)
+{
+	int64		delay_ms;
+
+	if (call->attempts > run->spec.max_retries ||
+		!atlas_retry_due(&call->answer, call->attempts, false, &delay_ms))
+		return false;
+	requeue(run, call, delay_ms);
+	return true;
+}
+
+/*
+ * How far the token of a call's target is: true when the call may go.
+ * Otherwise *token_req is a token request to send first, or the call
+ * waits (*wait_ms), or it failed with the token.
+ */
+static bool
+token_ready(TargetState *ts, HttpRequest **token_req, long *wait_ms)
+{
+	TimestampTz now;
+
+	*token_req = NULL;
+	if (ts->target->method != ATLAS_AUTH_SERVICE_ACCOUNT)
+		return true;
+	if (ts->token_failed || ts->fetching)
+		return false;
+	switch (atlas_token_get(ts->target, ts->token, &ts->generation))
+	{
+		case ATLAS_TOKEN_READY:
+			return true;
+		case ATLAS_TOKEN_WAIT:
+			*wait_ms = (*wait_ms < 0) ? 20 : Min(*wait_ms, 20);
+			return false;
+		case ATLAS_TOKEN_FETCH:
+			break;
+	}
+	now = GetCurrentTimestamp();
+	if (ts->token_not_before > now)
+	{
+		long		ms = Max(1, (long) ((ts->token_not_before - now) / 1000));
+
+		*wait_ms = (*wait_ms < 0) ? ms : Min(*wait_ms, ms);
+		return false;
+	}
+	atlas_token_request(ts->target, &ts->token_req);
+	ts->fetching = true;
+	ts->token_attempts++;
+	*token_req = &ts->token_req;
+	return false;
+}
+
+/* Driver callback: the next request to start, if one is ready. */
+HttpRequest *
+atlas_dispatch_next(void *arg, long *wait_ms)
+{
+	AtlasRun   *run = (AtlasRun *) arg;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	*wait_ms = run->feed_more ? run->feed_wait_ms : -1;
+	for (i = 0; i < run->npending; i++)
+	{
+		AtlasCall  *call = run->pending[i];
+		AtlasCallState *st = call->state;
+		HttpRequest *token_req;
+
+		if (st->not_before > now)
+		{
+			long		ms = Max(1, (long) ((st->not_before - now) / 1000));
+
+			*wait_ms = (*wait_ms < 0) ? ms : Min(*wait_ms, ms);
+			continue;
+		}
+		if (!token_ready(st->ts, &token_req, wait_ms))
+		{
+			if (token_req != NULL)
+				return token_req;
+			if (st->ts->token_failed)
+			{
+				atlas_run_take(run->pending, &run->npending, i--);
+				fail_with_token(run, call);
+			}
+			continue;
+		}
+		atlas_run_take(run->pending, &run->npending, i);
+		if (call->started_at == 0)
+			call->started_at = now;
+		st->token_generation = st->ts->generation;
+		st->in_flight = true;
+		atlas_run_push(run, &run->flight, &run->nflight, &run->flight_cap, call);
+		return &st->req;
+	}
+	return NULL;
+}
+
+/* Sort the answer of a token request. */
+static void
+token_done(AtlasRun *run, TargetState *ts, HttpRequest *req)
+{
+	const char *problem = NULL;
+	AtlasAnswer *a = &ts->token_answer;
+	int64		delay_ms;
+
+	ts->fetching = false;
+	if (atlas_token_accept(ts->target, req, &problem))
+		return;
+	atlas_token_fetch_failed(ts->target);
+
+	/* what the token endpoint said, read as any answer is */
+	memset(a, 0, sizeof(AtlasAnswer));
+	a->token_failed = true;
+	if (!req->answered)
+		atlas_answer_transport(a, req);
+	else if (problem != NULL)
+	{
+		/* a 200 that holds no usable token */
+		a->http_status = req->status;
+		a->retry_after = -1;
+		a->detail = pstrdup(problem);
+	}
+	else
+		(void) atlas_answer_error(a, req, NULL);
+
+	if (problem == NULL && !a->transport_failed && ts->token_attempts <= run->spec.max_retries &&
+		atlas_retry_due(a, ts->token_attempts, false, &delay_ms))
+	{
+		/* the token endpoint is rate-limited too: wait as it says */
+		ts->token_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+		return;
+	}
+	ts->token_failed = true;
+}
+
+/* Sort a 2xx answer: Atlas did it, even if the rest of the body broke off. */
+static void
+sort_success(AtlasRun *run, AtlasCall *call, HttpRequest *req)
+{
+	if (req->response_truncated && strcmp(req->method, "GET") == 0)
+	{
+		/* a read whose answer we could not hold: not usable */
+		call->answer.excerpt = psprintf("The response exceeded the %d byte limit and was not read.",
+										HTTP_MAX_RESPONSE_BYTES);
+		atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+		return;
+	}
+	if (call->keep_body)
+		atlas_answer_keep_body(call, req);
+	atlas_run_finish(run, call, ATLAS_OUTCOME_SUCCEEDED);
+}
+
+/* Sort one call's answer: finished with an outcome, or to be sent again. */
+static void
+sort_answer(AtlasRun *run, AtlasCall *call, HttpRequest *req)
+{
+	AtlasCallState *st = call->state;
+
+	call->attempts++;
+	call->answer.http_status = req->status;
+	call->answer.token_failed = false;
+	if (!req->answered)
+	{
+		atlas_answer_transport(&call->answer, req);
+		st->maybe_acted |= !req->not_sent;
+		if (!maybe_retry(run, call))
+			atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+		return;
+	}
+	atlas_answer_warn_deprecated(call, req);
+	if (req->status >= 200 && req->status < 300)
+	{
+		/* what earlier attempts said no longer holds */
+		call->answer.transport_failed = false;
+		call->answer.error_code = NULL;
+		call->answer.detail = NULL;
+		call->answer.excerpt = NULL;
+		call->answer.retry_after = -1;
+		sort_success(run, call, req);
+		return;
+	}
+	if (req->status == 401 && req->auth == HTTP_AUTH_BEARER && !st->reauthed)
+	{
+		/* the token expired or was revoked early: renew it once */
+		st->reauthed = true;
+		atlas_token_reject(st->ts->target, st->token_generation);
+		requeue(run, call, 0);
+		return;
+	}
+	st->names_user = atlas_answer_error(&call->answer, req, call->user_id);
+	if (maybe_retry(run, call))
+		return;
+	if ((call->missing_ok || st->maybe_acted) && atlas_answer_user_absent(call))
+		atlas_run_finish(run, call, ATLAS_OUTCOME_ALREADY_ABSENT);
+	else
+		atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+}
+
+/* Driver callback: a request finished. */
+void
+atlas_dispatch_done(void *arg, HttpRequest *req)
+{
+	AtlasRun   *run = (AtlasRun *) arg;
+	MemoryContext old = MemoryContextSwitchTo(run->cxt);
+	ListCell   *lc;
+	int			i;
+
+	foreach(lc, run->targets)
+	{
+		TargetState *ts = (TargetState *) lfirst(lc);
+
+		if (req == &ts->token_req)
+		{
+			token_done(run, ts, req);
+			MemoryContextSwitchTo(old);
+			return;
+		}
+	}
+	for (i = 0; i < run->nflight; i++)
+	{
+		AtlasCall  *call = run->flight[i];
+
+		if (&call->state->req != req)
+			continue;
+		atlas_run_take(run->flight, &run->nflight, i);
+		call->state->in_flight = false;
+		MemoryContextSwitchTo(call->state->cxt);
+		sort_answer(run, call, req);
+		break;
+	}
+	if (req->response_len > 0)
+		pfree(req->response);
+	req->response = "";
+	req->response_len = 0;
+	MemoryContextSwitchTo(old);
+}

@@ -1,0 +1,132 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor.h
+ *	  What the files of the executor share: the endpoint table's rows, the
+ *	  state of a call in a run, the sorting of answers and the token cache.
+ *
+ * Included by executor.c, answer.c, endpoints.c and token.c only.  The
+ * rest of the extension sees AtlasCall and the run functions of
+ * atlas_users.h, never a request.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ATLAS_EXECUTOR_H
+#define ATLAS_EXECUTOR_H
+
+#include "atlas_users.h"
+#include "http.h"
+
+/* ----------------------------------------------------------------
+ * endpoints.c
+ * ----------------------------------------------------------------
+ */
+typedef struct AtlasEndpoint
+{
+	AtlasOperation op;
+	const char *name;			/* operation name in the audit and the queue */
+	const char *alias;			/* the trigger's short name; NULL: not a queued removal */
+	const char *method;
+	const char *route;			/* path template */
+	const char *version;		/* resource version; NULL for v1.0 */
+	bool		pinnable;		/* follows atlas_users.api_version */
+	bool		legacy;			/* used only with a pinned old version */
+} AtlasEndpoint;
+
+extern bool atlas_operation_lookup(const char *name, bool trigger_alias, AtlasOperation *op);
+extern const AtlasEndpoint *atlas_endpoint_for(AtlasOperation op, const char *pinned);
+extern int	atlas_endpoint_index(const AtlasEndpoint *ep);
+extern int	atlas_endpoint_count(void);
+extern char *atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call);
+extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
+
+/* ----------------------------------------------------------------
+ * executor.c and dispatch.c: a run, and a call's state in it
+ * ----------------------------------------------------------------
+ */
+/* a target's state in a run: its token, fetched by this run or not */
+typedef struct TargetState
+{
+	AtlasTarget *target;
+	HttpRequest token_req;
+	bool		fetching;		/* our token request is in flight */
+	int			token_attempts;
+	TimestampTz token_not_before;
+	bool		token_failed;	/* no token to be had: its calls fail */
+	AtlasAnswer token_answer;	/* why */
+	uint64		generation;		/* of the token in buf; 0: none */
+	char		token[ATLAS_TOKEN_MAX + 1];
+} TargetState;
+
+struct AtlasRun
+{
+	AtlasRunSpec spec;
+	MemoryContext cxt;
+	List	   *targets;		/* of TargetState * */
+	AtlasTarget *settings[2];	/* the settings' target, [digest_only] */
+	AtlasCall **pending;		/* not in flight and not finished */
+	int			npending;
+	int			pending_cap;
+	AtlasCall **flight;			/* in flight (or started and waiting) */
+	int			nflight;
+	int			flight_cap;
+	List	   *done;			/* finished, not yet reported */
+	bool		feed_more;
+	long		feed_wait_ms;
+	int			nadded;
+	int			nreported;
+	TimestampTz last_progress;
+};
+
+
+extern void atlas_run_push(AtlasRun *run, AtlasCall ***arr, int *n, int *cap, AtlasCall *call);
+extern void atlas_run_take(AtlasCall **arr, int *n, int i);
+extern void atlas_run_finish(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome);
+extern HttpRequest *atlas_dispatch_next(void *arg, long *wait_ms);
+extern void atlas_dispatch_done(void *arg, HttpRequest *req);
+
+struct AtlasCallState
+{
+	MemoryContext cxt;			/* the call's memory: its request and answer */
+	HttpRequest req;
+	const AtlasEndpoint *endpoint;
+	TargetState *ts;			/* its target's state in the run */
+	TimestampTz not_before;		/* a retry waits until then */
+	uint64		token_generation;	/* of the bearer token sent */
+	bool		reauthed;		/* renewed a rejected token once already */
+	bool		maybe_acted;	/* an earlier attempt may have reached Atlas */
+	bool		names_user;		/* the last error names the call's user id */
+	bool		in_flight;
+	bool		finished;		/* done for good */
+	bool		reported;		/* audited and handed to finished() */
+};
+
+/* ----------------------------------------------------------------
+ * answer.c: sorting an answer
+ * ----------------------------------------------------------------
+ */
+extern bool atlas_answer_error(AtlasAnswer *answer, HttpRequest *req, const char *user_id);
+extern void atlas_answer_transport(AtlasAnswer *answer, HttpRequest *req);
+extern bool atlas_answer_user_absent(AtlasCall *call);
+extern void atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req);
+extern void atlas_answer_keep_body(AtlasCall *call, HttpRequest *req);
+
+/* ----------------------------------------------------------------
+ * token.c: service-account tokens
+ * ----------------------------------------------------------------
+ */
+typedef enum AtlasTokenState
+{
+	ATLAS_TOKEN_READY,			/* here is a token */
+	ATLAS_TOKEN_FETCH,			/* none: the caller must fetch one */
+	ATLAS_TOKEN_WAIT			/* none yet: another process is fetching it */
+} AtlasTokenState;
+
+extern AtlasTokenState atlas_token_get(const AtlasTarget *target, char *buf,
+									   uint64 *generation);
+extern bool atlas_token_accept(const AtlasTarget *target, HttpRequest *req,
+							   const char **problem);
+extern void atlas_token_fetch_failed(const AtlasTarget *target);
+extern void atlas_token_reject(const AtlasTarget *target, uint64 generation);
+extern void atlas_token_request(const AtlasTarget *target, HttpRequest *req);
+
+#endif							/* ATLAS_EXECUTOR_H */

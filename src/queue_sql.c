@@ -1,0 +1,259 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue_sql.c
+ *	  The removal queue's SQL side: enqueueing and cancelling.
+ *
+ * Enqueue functions validate like the synchronous ones and insert into
+ * atlas_removal_queue (as its owner); an identical removal that is still
+ * queued or running is returned instead of a new one.  At commit a
+ * transaction callback sets the worker's latch; a rollback leaves nothing
+ * behind and wakes nobody.  The ids a transaction enqueued are kept until
+ * its end, so that its own atlas_process_queue() never runs them: nothing
+ * runs before the enqueuing transaction commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(atlas_cancel_removal);
+
+/* ids this transaction enqueued, which its own atlas_process_queue skips */
+static List *xact_enqueued = NIL;	/* of int64 *, in TopTransactionContext */
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/* Wake the worker at commit; forget this transaction's ids at its end. */
+static void
+queue_xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				atlas_shmem_wake_worker();
+			/* FALLTHROUGH */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			xact_enqueued = NIL;	/* its memory goes with the transaction */
+			break;
+		default:
+			break;
+	}
+}
+
+/* The ids this transaction enqueued, as an int8[] Datum. */
+Datum
+atlas_enqueued_here(void)
+{
+	int			n = list_length(xact_enqueued);
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, xact_enqueued)
+		ids[i++] = Int64GetDatum(*(int64 *) lfirst(lc));
+	return PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+}
+
+typedef struct EnqueueArgs
+{
+	const char *operation;
+	char	  **ids;			/* by AtlasIdKind */
+	const char *username;		/* instead of the user id, resolved when run */
+	const char *enqueued_by;
+	int64		id;
+} EnqueueArgs;
+
+/* The SQL that inserts a queue row, or finds the identical pending one. */
+static char *
+enqueue_sql(Oid nsp, bool by_name)
+{
+	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
+
+	/* the unique index on pending rows decides whether this one exists */
+	return psprintf("WITH ins AS ("
+					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s)"
+					" VALUES ($1, $2, $3, $4, $5, $6)"
+					" ON CONFLICT (operation, coalesce(org_id, ''), coalesce(group_id, ''),"
+					"  coalesce(team_id, ''), %s) WHERE status IN ('queued', 'running')%s"
+					" DO NOTHING RETURNING id)"
+					" SELECT id, true FROM ins"
+					" UNION ALL"
+					" SELECT id, false FROM %s"
+					" WHERE operation = $2 AND coalesce(org_id, '') = coalesce($3, '')"
+					" AND coalesce(group_id, '') = coalesce($4, '')"
+					" AND coalesce(team_id, '') = coalesce($5, '') AND %s"
+					" AND status IN ('queued', 'running')"
+					" LIMIT 1", q,
+					by_name ? "username" : "user_id",
+					by_name ? "lower(username)" : "user_id",
+					by_name ? " AND user_id IS NULL" : "",
+					q,
+					by_name ? "user_id IS NULL AND lower(username) = lower($6)" : "user_id = $6");
+}
+
+/* Insert a queue row, or find the identical one still pending. */
+static void
+enqueue_spi(Oid nsp, void *arg)
+{
+	EnqueueArgs *a = (EnqueueArgs *) arg;
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6];
+	bool		by_name = (a->ids[ATLAS_ID_USER] == NULL);
+	char	   *sql = enqueue_sql(nsp, by_name);
+	int			try;
+
+	values[0] = atlas_text_or_null(a->enqueued_by, nulls, 0);
+	values[1] = atlas_text_or_null(a->operation, nulls, 1);
+	values[2] = atlas_text_or_null(a->ids[ATLAS_ID_ORG], nulls, 2);
+	values[3] = atlas_text_or_null(a->ids[ATLAS_ID_GROUP], nulls, 3);
+	values[4] = atlas_text_or_null(a->ids[ATLAS_ID_TEAM], nulls, 4);
+	values[5] = atlas_text_or_null(by_name ? a->username : a->ids[ATLAS_ID_USER], nulls, 5);
+
+	/* a concurrent enqueuer's row may commit after our snapshot: look again */
+	for (try = 0; try < 3; try++)
+	{
+		bool		isnull;
+
+		if (SPI_execute_with_args(sql, 6, types, values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not enqueue a removal");
+		if (SPI_processed == 1)
+		{
+			a->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1, &isnull));
+			return;
+		}
+		CommandCounterIncrement();
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not enqueue the removal: an identical one changed state concurrently"),
+			 errhint("Retry the statement.")));
+}
+
+/*
+ * Enqueue a validated removal of a user given by id (ids[ATLAS_ID_USER])
+ * or, when that is NULL, by username; returns its queue id.
+ */
+int64
+atlas_enqueue(AtlasOperation op, char **ids, const char *username)
+{
+	EnqueueArgs a;
+	MemoryContext old;
+
+	a.operation = atlas_operation_name(op);
+	a.ids = ids;
+	a.username = username;
+	a.enqueued_by = GetUserNameFromId(GetSessionUserId(), false);
+	a.id = 0;
+	atlas_as_table_owner("atlas_removal_queue", enqueue_spi, &a);
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(queue_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	xact_enqueued = lappend(xact_enqueued, palloc(sizeof(int64)));
+	*(int64 *) llast(xact_enqueued) = a.id;
+	MemoryContextSwitchTo(old);
+	return a.id;
+}
+
+/* Enqueue what the arguments name: the ids, then the user id or username. */
+static Datum
+enqueue_from_args(FunctionCallInfo fcinfo, AtlasOperation op, bool by_username)
+{
+	char	   *ids[ATLAS_MAX_IDS];
+	int			argno = atlas_ids_arg(fcinfo, 0, op, !by_username, ids);
+	char	   *username = by_username ? atlas_username_arg(fcinfo, argno, "username") : NULL;
+
+	PG_RETURN_INT64(atlas_enqueue(op, ids, username));
+}
+
+/*
+ * atlas_enqueue_remove_project_user(group_id, user_id),
+ * atlas_enqueue_remove_org_user(org_id, user_id),
+ * atlas_enqueue_remove_team_user(org_id, team_id, user_id), and the same
+ * with _by_username and a username in place of the user id
+ */
+ATLAS_SQL_FUNCTION(atlas_enqueue_remove_project_user, enqueue_from_args,
+				   ATLAS_OP_REMOVE_PROJECT_USER, false)
+ATLAS_SQL_FUNCTION(atlas_enqueue_remove_org_user, enqueue_from_args,
+				   ATLAS_OP_REMOVE_ORG_USER, false)
+ATLAS_SQL_FUNCTION(atlas_enqueue_remove_team_user, enqueue_from_args,
+				   ATLAS_OP_REMOVE_TEAM_USER, false)
+ATLAS_SQL_FUNCTION(atlas_enqueue_remove_project_user_by_username, enqueue_from_args,
+				   ATLAS_OP_REMOVE_PROJECT_USER, true)
+ATLAS_SQL_FUNCTION(atlas_enqueue_remove_org_user_by_username, enqueue_from_args,
+				   ATLAS_OP_REMOVE_ORG_USER, true)
+ATLAS_SQL_FUNCTION(atlas_enqueue_remove_team_user_by_username, enqueue_from_args,
+				   ATLAS_OP_REMOVE_TEAM_USER, true)
+
+typedef struct CancelArgs
+{
+	int64		id;
+	bool		cancelled;
+	char	   *status;			/* the row's status when not cancelled */
+	MemoryContext cxt;			/* where status goes */
+} CancelArgs;
+
+/* Cancel a queued row, or learn its status. */
+static void
+cancel_spi(Oid nsp, void *arg)
+{
+	CancelArgs *a = (CancelArgs *) arg;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(a->id)};
+	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
+
+	if (SPI_execute_with_args(psprintf("UPDATE %s SET status = 'cancelled', finished_at = clock_timestamp()"
+									   " WHERE id = $1 AND status = 'queued' RETURNING id", q),
+							  1, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not cancel a removal");
+	a->cancelled = (SPI_processed == 1);
+	if (a->cancelled)
+		return;
+	if (SPI_execute_with_args(psprintf("SELECT status FROM %s WHERE id = $1", q),
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read a queued removal");
+	if (SPI_processed == 1)
+		a->status = MemoryContextStrdup(a->cxt,
+										SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+}
+
+/* atlas_cancel_removal(id): true if a queued removal was cancelled */
+Datum
+atlas_cancel_removal(PG_FUNCTION_ARGS)
+{
+	CancelArgs	a = {0};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("id must not be null")));
+	a.id = PG_GETARG_INT64(0);
+	a.cxt = CurrentMemoryContext;
+	atlas_as_table_owner("atlas_removal_queue", cancel_spi, &a);
+	if (!a.cancelled && a.status == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queued removal " INT64_FORMAT " does not exist", a.id)));
+	if (!a.cancelled)
+		ereport(NOTICE,
+				(errmsg("removal " INT64_FORMAT " was not cancelled: its status is %s", a.id, a.status),
+				 errdetail("Only removals that are still queued can be cancelled.")));
+	PG_RETURN_BOOL(a.cancelled);
+}
