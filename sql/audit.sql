@@ -3,8 +3,9 @@
 -- whom it ran, what was called, how and with what result; never a
 -- credential or a token.
 --
--- The test cluster does not preload atlas_users, so rows are written in the
--- calling transaction (a NOTICE says so once per session): a rollback takes
+-- The test cluster preloads atlas_users, but its worker serves the database
+-- postgres, not this one, so rows are written in the calling transaction (a
+-- NOTICE says so once per session): a rollback takes
 -- them away, and so does the error of a failed call.  Failed calls are
 -- always written, whole, to the server log, which this file reads
 -- ($PGHOST/postgres.log, where test/lib.sh starts the cluster).

@@ -18,7 +18,7 @@ use Test::More;
 
 our @EXPORT = qw(atlas_node emu emu_reset emu_counter emu_fault emu_config
   emu_users seed seed_id emu_counters emu_reset_counters emu_route_count
-  wait_counter bg_query sqlstate_of socket_count
+  wait_counter bg_query sqlstate_of socket_count psql_as
   psql_session session_send session_wait session_run session_cancel session_close);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
@@ -125,6 +125,21 @@ sub emu_config { emu('POST', 'config', {@_}); }
 
 # Create users in bulk; returns their ids.
 sub emu_users { return emu('POST', 'users', {@_})->{ids}; }
+
+# One psql run as a role, in a fresh backend, not stopping at errors and
+# with verbose errors (SQLSTATEs): (exit code, stdout, stderr).
+sub psql_as
+{
+	my ($node, $user, $sql) = @_;
+	my ($out, $err) = ('', '');
+	my $rc = $node->psql(
+		'postgres', $sql,
+		stdout => \$out,
+		stderr => \$err,
+		on_error_stop => 0,
+		extra_params => [ '-v', 'VERBOSITY=verbose', '-U', $user ]);
+	return ($rc, $out, $err);
+}
 
 # A started node with atlas_users installed and pointed at the emulator.
 sub atlas_node

@@ -113,10 +113,14 @@ ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas
 	is(status_counts($ids), "$n|0|0|0",
 		"SIGKILL: all $n rows 'done', none failed, none queued or stuck running");
 
-	my $requeued = '(none logged)';
+	# rows are recorded as they finish: only those in flight at the kill run
+	# again, at most atlas_users.max_concurrency (8)
+	my $requeued = 0;
 	$requeued = $1
 	  if slurp_file($node->logfile, $log_offset) =~ /requeued (\d+) removals left running/;
 	note "SIGKILL: the restarted worker requeued $requeued rows left running";
+	cmp_ok($requeued, '>=', 1, 'SIGKILL: the restarted worker requeued the rows left running');
+	cmp_ok($requeued, '<=', 8, 'SIGKILL: at most max_concurrency (8) rows were left running');
 
 	my $c = emu_counters();
 	my $all = emu_route_count($c, $route);

@@ -65,11 +65,11 @@ sub removals
 	return $n;
 }
 
-# The rows of atlas_offboard_user, one "scope|id|action|outcome|status|code" each.
+# The rows of atlas_offboard_user, one "kind|id|action|outcome|status|code" each.
 sub offboard
 {
 	my ($who, $scope, $dry) = @_;
-	return sql("SELECT scope || '|' || id || '|' || action || '|' || outcome || '|'"
+	return sql("SELECT kind || '|' || id || '|' || action || '|' || outcome || '|'"
 		  . " || coalesce(http_status::text, '') || '|' || coalesce(error_code, '')"
 		  . " FROM atlas_offboard_user('$org', '$who', '$scope', $dry)");
 }

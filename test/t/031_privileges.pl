@@ -50,18 +50,8 @@ sub fresh_user { return $ids->[ $next_id++ ]; }
 
 my $node = atlas_node('priv', auth_method => 'digest');
 
-sub psql_as
-{
-	my ($user, $sql) = @_;
-	my ($out, $err) = ('', '');
-	my $rc = $node->psql(
-		'postgres', $sql,
-		stdout => \$out,
-		stderr => \$err,
-		on_error_stop => 0,
-		extra_params => [ '-v', 'VERBOSITY=verbose', '-U', $user ]);
-	return ($out, $err);
-}
+# One psql run as a role: (stdout, stderr).
+sub as_role { return (psql_as($node, @_))[ 1, 2 ]; }
 
 sub session
 {
@@ -97,7 +87,7 @@ CREATE SCHEMA bobs AUTHORIZATION bob;
 # ------------------------------------------------------------------
 {
 	my ($u1, $u2, $u3, $u4, $u5, $u6) = map { fresh_user() } 1 .. 6;
-	my ($o, $e) = psql_as('alice',
+	my ($o, $e) = as_role('alice',
 		"SELECT atlas_remove_project_user('$group', '$u1');\n"
 		  . "SELECT atlas_remove_team_user('$org', '$team', '$u2');\n"
 		  . "SELECT atlas_remove_org_user('$org', '$u3');\n"
@@ -107,16 +97,16 @@ CREATE SCHEMA bobs AUTHORIZATION bob;
 	is($o, "t\nt\nt\nt\nt\nt", 'alice (offboarding_role) removes from a project, a team and the org, and enqueues all three')
 	  or diag $e;
 	unlike($e, qr/ERROR/, 'alice: no error');
-	($o, $e) = psql_as('alice',
+	($o, $e) = as_role('alice',
 		"SELECT count(*) FROM atlas_removal_audit WHERE user_id IN ('$u1', '$u2', '$u3') AND outcome = 'removed';\n"
 		  . "SELECT count(*) FROM atlas_removal_queue WHERE user_id IN ('$u4', '$u5', '$u6') AND status = 'queued';\n");
 	is($o, "3\n3", 'alice reads the audit and the queue') or diag $e;
-	($o, $e) = psql_as('alice', 'SELECT queued FROM atlas_queue_status');
+	($o, $e) = as_role('alice', 'SELECT queued FROM atlas_queue_status');
 	is($o, '3', 'alice reads atlas_queue_status (the README grants SELECT on it)') or diag $e;
 	is(sql("SELECT string_agg(DISTINCT requested_by || '/' || executed_as, ',') FROM atlas_removal_audit WHERE user_id IN ('$u1', '$u2', '$u3')"),
 		'alice/alice', 'the audit rows name alice');
 	is(sql('SELECT atlas_process_queue(10)'), '3', 'the superuser drains alice\'s queue rows');
-	($o, $e) = psql_as('alice', "SELECT count(*) FROM atlas_removal_queue WHERE user_id IN ('$u4', '$u5', '$u6') AND status = 'done'");
+	($o, $e) = as_role('alice', "SELECT count(*) FROM atlas_removal_queue WHERE user_id IN ('$u4', '$u5', '$u6') AND status = 'done'");
 	is($o, '3', 'alice sees her queue rows done');
 
 	for my $stmt (
@@ -131,7 +121,7 @@ CREATE SCHEMA bobs AUTHORIZATION bob;
 		"SELECT atlas_purge_audit('0 s')",
 		'SELECT atlas_cancel_removal(1)')
 	{
-		($o, $e) = psql_as('alice', $stmt);
+		($o, $e) = as_role('alice', $stmt);
 		is(sqlstate_of($e), '42501', "alice may not: $stmt") or diag $e;
 	}
 }
@@ -167,7 +157,7 @@ my $ext_funcs = q{
 	my @not;
 	for my $c (@calls)
 	{
-		my ($o, $e) = psql_as('bob', $c);
+		my ($o, $e) = as_role('bob', $c);
 		if (sqlstate_of($e) eq '42501' && $e =~ /permission denied for function/)
 		{
 			push @refused, $c;
@@ -186,7 +176,7 @@ my $ext_funcs = q{
 		"atlas_offboard_trigger('org', 'org_id:=$org', 'user_id=atlas_id')",
 		'atlas_audit_guard()')
 	{
-		my ($o, $e) = psql_as('bob',
+		my ($o, $e) = as_role('bob',
 			"CREATE TABLE bobs.hr (atlas_id text, gone boolean);\n"
 			  . "CREATE TRIGGER t AFTER UPDATE ON bobs.hr FOR EACH ROW EXECUTE FUNCTION $t;\n"
 			  . "DROP TABLE bobs.hr;\n");
@@ -194,7 +184,7 @@ my $ext_funcs = q{
 	}
 	for my $rel (qw(atlas_removal_audit atlas_removal_queue atlas_queue_status))
 	{
-		my ($o, $e) = psql_as('bob', "SELECT count(*) FROM $rel");
+		my ($o, $e) = as_role('bob', "SELECT count(*) FROM $rel");
 		is(sqlstate_of($e), '42501', "bob cannot read $rel");
 	}
 }
@@ -260,7 +250,7 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	{
 		my $v = $bad_value{$name};
 		my $u = fresh_user();
-		($o, $e) = psql_as('alice',
+		($o, $e) = as_role('alice',
 			"SET atlas_users.$name = $v;\n"
 			  . "SELECT atlas_remove_project_user('$group', '$u');\n"
 			  . "SHOW atlas_users.base_url;\n");
@@ -269,12 +259,12 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 		  or diag $e;
 		like($e, qr/WARNING:\s+42501: permission denied to set parameter "atlas_users\.$name"/,
 			"fresh backend: alice's placeholder $name is refused with a WARNING when the library loads");
-		($o, $e) = psql_as('alice', "ALTER ROLE alice SET atlas_users.$name = $v");
+		($o, $e) = as_role('alice', "ALTER ROLE alice SET atlas_users.$name = $v");
 		is(sqlstate_of($e), '42501', "fresh backend: ALTER ROLE alice SET atlas_users.$name fails with 42501");
 	}
 	{
 		local $ENV{PGOPTIONS} = '-c atlas_users.base_url=http://127.0.0.1:9/ -c atlas_users.auth_method=service_account';
-		($o, $e) = psql_as('alice',
+		($o, $e) = as_role('alice',
 			"SELECT atlas_remove_project_user('$group', '" . fresh_user() . "');\nSHOW atlas_users.base_url;\n");
 		my $shown = (split /\n/, $o)[-1] // '';
 		like($e, qr/WARNING:\s+42501: permission denied to set parameter "atlas_users\.base_url"/,
@@ -305,7 +295,7 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 		'TRUNCATE atlas_removal_audit',
 		'TRUNCATE atlas_removal_audit CASCADE')
 	{
-		my ($o, $e) = psql_as('postgres', $stmt);
+		my ($o, $e) = as_role('postgres', $stmt);
 		is(sqlstate_of($e), '42501', "superuser (owner): $stmt fails with 42501") or diag $e;
 		like($e, qr/atlas_removal_audit is append-only/, "superuser: $stmt: says append-only");
 	}
@@ -313,18 +303,18 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 
 	# the triggers are ENABLE ALWAYS: session_replication_role = replica
 	# does not switch them off either
-	my ($o, $e) = psql_as('postgres',
+	my ($o, $e) = as_role('postgres',
 		"BEGIN;\nSET LOCAL session_replication_role = replica;\n"
 		  . "DELETE FROM atlas_removal_audit WHERE id = (SELECT min(id) FROM atlas_removal_audit);\nROLLBACK;\n");
 	like($e, qr/append-only/, 'superuser with session_replication_role = replica: DELETE is refused too');
 
 	# purge: only rows older than the interval
 	my @old = (fresh_user(), fresh_user());
-	($o, $e) = psql_as('postgres', join('', map { "SELECT atlas_remove_project_user('$group', '$_');\n" } @old));
+	($o, $e) = as_role('postgres', join('', map { "SELECT atlas_remove_project_user('$group', '$_');\n" } @old));
 	is($o, "t\nt", 'two calls before the pause') or diag $e;
 	sleep 2.5;
 	my @new = (fresh_user(), fresh_user());
-	($o, $e) = psql_as('postgres', join('', map { "SELECT atlas_remove_project_user('$group', '$_');\n" } @new));
+	($o, $e) = as_role('postgres', join('', map { "SELECT atlas_remove_project_user('$group', '$_');\n" } @new));
 	is($o, "t\nt", 'two calls after the pause') or diag $e;
 	my $total = sql('SELECT count(*) FROM atlas_removal_audit');
 	my ($expect, $deleted, $left, $left_new, $left_old) = split /\|/, sql(
@@ -341,13 +331,13 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	is($left_new, 2, 'purge: the recent rows stay');
 	is($left_old, 0, 'purge: the older rows are gone');
 	is(sql("SELECT atlas_purge_audit('1 hour')"), '0', 'purge of rows older than an hour: 0');
-	($o, $e) = psql_as('postgres', 'SELECT atlas_purge_audit(NULL)');
+	($o, $e) = as_role('postgres', 'SELECT atlas_purge_audit(NULL)');
 	is(sqlstate_of($e), '22023', 'atlas_purge_audit(NULL): 22023');
 	is(sql("SELECT has_function_privilege('bob', 'atlas_purge_audit(interval)', 'EXECUTE')"),
 		'f', 'bob has no EXECUTE on atlas_purge_audit');
 	is(sql("SELECT has_function_privilege('alice', 'atlas_purge_audit(interval)', 'EXECUTE')"),
 		'f', 'alice (offboarding_role) has no EXECUTE on atlas_purge_audit');
-	($o, $e) = psql_as('bob', "SELECT atlas_purge_audit('0 s')");
+	($o, $e) = as_role('bob', "SELECT atlas_purge_audit('0 s')");
 	is(sqlstate_of($e), '42501', 'bob: atlas_purge_audit fails with 42501');
 	is(sql('SELECT count(*) FROM atlas_removal_audit'), $left, 'nothing else was purged');
 }
@@ -370,7 +360,7 @@ CREATE SCHEMA evil AUTHORIZATION mallory;
 ALTER ROLE mallory SET search_path = evil, pg_catalog, public;
 });
 {
-	my ($o, $e) = psql_as('mallory', q{
+	my ($o, $e) = as_role('mallory', q{
 CREATE SEQUENCE evil.hits;
 CREATE TABLE evil.hr (email text, gone boolean DEFAULT false);
 CREATE FUNCTION evil.hit(what text) RETURNS boolean LANGUAGE plpgsql AS $$
@@ -406,7 +396,7 @@ CREATE FUNCTION evil.array_length(anyarray, integer) RETURNS integer LANGUAGE pl
 		'SELECT now()', 'SELECT pg_backend_pid()', "SELECT 1::bigint = 1::bigint",
 		"SELECT now() - interval '1 s'", "SELECT make_interval(secs => 1)")
 	{
-		($o, $e) = psql_as('mallory', $probe);
+		($o, $e) = as_role('mallory', $probe);
 		$live++ if $e =~ /HIJACKED/;
 	}
 	is($live, 8, "mallory's operators and functions replace the built-ins in her own statements (8 probes)");
@@ -416,7 +406,7 @@ CREATE FUNCTION evil.array_length(anyarray, integer) RETURNS integer LANGUAGE pl
 	my @u = map { fresh_user() } 1 .. 8;
 	my $uname = emu('GET', "state?user=$u[3]")->{username};
 	like($uname, qr/^priv\d+\@example\.com$/, "the username of $u[3] is $uname");
-	($o, $e) = psql_as('mallory',
+	($o, $e) = as_role('mallory',
 		"SELECT atlas_remove_project_user('$group', '$u[0]');\n"
 		  . "SELECT atlas_enqueue_remove_project_user('$group', '$u[1]') IS NOT NULL;\n"
 		  . "SELECT atlas_enqueue_remove_project_user('$group', '$u[1]') IS NOT NULL;\n"
@@ -434,7 +424,7 @@ CREATE FUNCTION evil.array_length(anyarray, integer) RETURNS integer LANGUAGE pl
 	my $q = sql("SELECT count(*) FROM atlas_removal_queue WHERE status = 'queued'");
 	is($q, 4, 'the queue has 4 rows: the duplicates (by id, and by username in another case) were merged');
 	my $cancel_id = sql("SELECT id FROM atlas_removal_queue WHERE user_id = '$u[2]'");
-	($o, $e) = psql_as('mallory',
+	($o, $e) = as_role('mallory',
 		"SELECT atlas_cancel_removal($cancel_id);\n"
 		  . "SELECT atlas_process_queue(10);\n"
 		  . "SELECT atlas_purge_audit(interval '10 years');\n"
@@ -470,12 +460,12 @@ GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean) TO alic
 });
 {
 	local $ENV{PGOPTIONS} = '-c atlas_users.base_url=http://127.0.0.1:9/';
-	my ($o, $e) = psql_as('alice', 'SELECT 1');
+	my ($o, $e) = as_role('alice', 'SELECT 1');
 	like($e, qr/FATAL:\s+(?:42501: )?permission denied to set parameter "atlas_users\.base_url"/,
 		'preloaded: a non-superuser connecting with -c atlas_users.base_url is refused (FATAL 42501)');
 }
 {
-	my ($o, $e) = psql_as('alice',
+	my ($o, $e) = as_role('alice',
 		"SET atlas_users.ca_file = '';\n"
 		  . "SELECT atlas_remove_project_user('$group', '" . fresh_user() . "');\n");
 	is(sqlstate_of($e), '42501', 'preloaded: SET atlas_users.ca_file in a fresh backend fails with 42501');
