@@ -389,18 +389,24 @@ Control interface (no auth, /__emulator/..., both listeners, not counted)
            usernames <prefix><counter, 5 digits>@example.com
   POST   /__emulator/scale           an organization at scale, in seconds:
            {"orgId": (default: a new org "5ca1e0<run, 18 hex>"), "users": 20000,
-            "projects": 200, "teams": 300, "prefix": "scale"} -> {orgId, ownerId,
-            users, projectIds, teamIds, firstUserId, lastUserId, run, seconds}.
-           run counts scale calls since the reset; ids are deterministic:
-           projects 5ca1e1<run, 6 hex><i, 12 hex>, teams 5ca1e2..., the owner
-           5ca1e3<run>000000000000, users 5ca1e4<run, 6 hex><i, 12 hex>.  User i
+            "projects": 200, "teams": 300, "prefix": "scale", "credentials": null}
+           -> {orgId, ownerId, users, projectIds, teamIds, firstUserId, lastUserId,
+           run, seconds}.  "users" counts every person made, the owner included (a
+           new org of 20,000 users lists in 40 pages of 500).  A new org is added to
+           the orgIds of the org-scoped credentials named in "credentials" (public
+           keys, client ids; null: all of them).  run counts scale calls since the
+           reset; ids are deterministic: projects 5ca1e1<run, 6 hex><i, 12 hex>,
+           teams 5ca1e2..., the owner 5ca1e3<run, 6 hex>000000000000, users
+           5ca1e4<run, 6 hex><i, 12 hex> for i = 1 .. users-1.  User i
            (<prefix><i, 6 digits>@example.com, ACTIVE ORG_MEMBER) is GROUP_READ_ONLY
            in project i mod projects and a member of team i mod teams; team t has
            GROUP_READ_ONLY in project t mod projects; <prefix>.owner@example.com is
-           ORG_OWNER, GROUP_OWNER of every new project and a member of every new team.
+           ORG_OWNER, GROUP_OWNER of every new project and a member of every new
+           team.  Takes about a second for 20,000 users.
   GET    /__emulator/requests?limit=n  last n (default 50; at most the last 50,000
            are kept) API requests, oldest first: {seq, time, conn (connection
-           number), listener, method, path, route (template), status, version
+           number), listener, method, path, route (template), status (the HTTP
+           status sent: an enveloped 429 is a 200), version
            (resolved), duration_ms, principal ("digest:<key>" / "bearer:<id>" or
            null), rate_limit ({set, scope, remaining} or null), headers: {Accept,
            Content-Type, User-Agent, Authorization (scheme only)}, body
@@ -1153,7 +1159,9 @@ class State:
                 raise SeedError("%s out of range (0..%d)" % (name, hi))
             return n
 
-        nusers = count("users", 20000, 1000000)
+        nusers = count("users", 20000, 1000000)   # the owner included
+        if nusers < 1:
+            raise SeedError("users must be at least 1 (the owner)")
         nprojects = count("projects", 200, 100000)
         nteams = count("teams", 300, 100000)
         prefix = str(spec.get("prefix", "scale"))
@@ -1167,12 +1175,19 @@ class State:
         if oid is None:
             oid = "5ca1e0%018x" % run
         _req_id(oid, "orgId")
+        creds = spec.get("credentials")
+        if creds is not None and not isinstance(creds, list):
+            raise SeedError("credentials must be a list of public keys and client ids")
         if oid not in self.orgs:
             self.orgs[oid] = {"id": oid, "name": "%s-org-%d" % (prefix, run), "federated": False,
                               "federationSettings": None}
             self.org_members[oid] = {}
             self.org_projects[oid] = []
             self.org_teams[oid] = []
+            # a new org is valid for the org-scoped credentials named (default: all)
+            for name, c in list(self.api_keys.items()) + list(self.service_accounts.items()):
+                if c["orgs"] is not None and (creds is None or name in creds):
+                    c["orgs"].add(oid)
         gids = []
         for i in range(nprojects):
             gid = "5ca1e1%06x%012x" % (run, i)
@@ -1197,7 +1212,7 @@ class State:
         for tid in tids:
             self.teams[tid]["members"][owner["id"]] = None
         first = last = None
-        for i in range(nusers):
+        for i in range(1, nusers):
             uid = "5ca1e4%06x%012x" % (run, i)
             user = self.add_user({
                 "id": uid, "username": "%s%06d@example.com" % (prefix, i),
