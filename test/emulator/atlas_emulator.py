@@ -776,6 +776,11 @@ class State:
         self.project_members = {}  # groupId -> {userId: None}
         self.org_projects = {}     # orgId -> [groupId]
         self.org_teams = {}        # orgId -> [teamId]
+        self.user_teams = {}       # userId -> {teamId: None} (index of team membership)
+        self.gen = 0               # bumped by every membership change (list cache key)
+        self.list_cache = {}
+        self.team_pos = {}         # teamId -> position in its org's list
+        self.project_pos = {}      # groupId -> position in its org's list
         self.api_keys = {}         # public -> {"private":..., "id":..., "orgs": set|None}
         self.service_accounts = {}  # client_id -> {"secret":..., "orgs": set|None}
         self.bulk_seq = 0
@@ -800,6 +805,7 @@ class State:
                                   "name": str(p.get("name", "project-" + gid[-4:])),
                                   "created": p.get("created", "2024-01-01T00:00:00Z")}
             self.project_members[gid] = {}
+            self.project_pos[gid] = len(self.org_projects[oid])
             self.org_projects[oid].append(gid)
         for t in seed.get("teams", []):
             tid = _req_id(t.get("id"), "teams[].id")
@@ -817,6 +823,7 @@ class State:
             self.teams[tid] = {"id": tid, "orgId": oid,
                                "name": str(t.get("name", "team-" + tid[-4:])), "members": {},
                                "projects": {g: list(r) for g, r in roles.items()}}
+            self.team_pos[tid] = len(self.org_teams[oid])
             self.org_teams[oid].append(tid)
         for u in seed.get("users", []):
             self.add_user(u)
@@ -828,7 +835,7 @@ class State:
                 if user is None:
                     raise SeedError("team %s: unknown user %s" % (team["id"], uid))
                 self._ensure_org(user, team["orgId"])
-                team["members"][uid] = None
+                self.add_team_member(team["id"], uid)
         if "api_keys" in seed or previous is None:
             for k in seed.get("api_keys", []):
                 pub, priv = k.get("public_key"), k.get("private_key")
@@ -855,6 +862,7 @@ class State:
         if oid not in user["orgs"]:
             user["orgs"][oid] = ["ORG_MEMBER"]
             self.org_members[oid][user["id"]] = None
+            self.gen += 1
 
     def add_user(self, u):
         uid = _req_id(u.get("id"), "users[].id")
@@ -888,6 +896,7 @@ class State:
         }
         self.users[uid] = user
         self.by_username[username.lower()] = uid
+        self.gen += 1
         for oid, roles in (u.get("orgs") or {}).items():
             if oid not in self.orgs:
                 raise SeedError("user %s: unknown org %s" % (uid, oid))
@@ -943,7 +952,7 @@ class State:
                 "firstName": prefix.capitalize(), "lastName": "User%d" % n,
                 "orgs": {oid: org_roles}, "projects": {g: group_roles for g in gids}})
             for t in tids:
-                self.teams[t]["members"][uid] = None
+                self.add_team_member(t, uid)
             ids.append(user["id"])
         return ids
 
@@ -972,15 +981,38 @@ class State:
                                  for c, v in self.service_accounts.items()],
         }
 
+    def add_team_member(self, tid, uid):
+        self.gen += 1
+        self.teams[tid]["members"][uid] = None
+        self.user_teams.setdefault(uid, {})[tid] = None
+
+    def remove_team_member(self, tid, uid):
+        self.gen += 1
+        self.teams[tid]["members"].pop(uid, None)
+        self.user_teams.get(uid, {}).pop(tid, None)
+
     def user_team_ids(self, u, oid=None):
-        uid = u["id"]
+        """The user's teams (in oid, or in all its orgs), in the orgs' team order."""
+        mine = self.user_teams.get(u["id"])
+        if not mine:
+            return []
         orgs = [oid] if oid is not None else list(u["orgs"])
         out = []
         for o in orgs:
-            for tid in self.org_teams.get(o, ()):
-                if uid in self.teams[tid]["members"]:
-                    out.append(tid)
+            ts = [t for t in mine if self.teams[t]["orgId"] == o]
+            if len(ts) > 1:
+                pos = self.team_pos
+                ts.sort(key=lambda t: pos[t])
+            out += ts
         return out
+
+    def user_group_roles(self, u, oid):
+        """[{groupId, groupRoles}] of the user in the org's projects, in the org's order."""
+        gids = [g for g in u["projects"] if self.projects[g]["orgId"] == oid]
+        if len(gids) > 1:
+            pos = self.project_pos
+            gids.sort(key=lambda g: pos[g])
+        return [{"groupId": g, "groupRoles": list(u["projects"][g])} for g in gids]
 
     # -- lookups raising ApiErr
 
@@ -1048,12 +1080,10 @@ class State:
                 raise ApiErr(409, "CANNOT_REMOVE_LAST_ORG_OWNER",
                              "Cannot remove user %s from organization %s: they are its last "
                              "Organization Owner." % (uid, oid), [uid, oid])
-        for gid in self.org_projects[oid]:
-            if gid in u["projects"]:
-                self.check_last_project_owner(u, gid)
-        for tid in self.org_teams[oid]:
-            members = self.teams[tid]["members"]
-            if uid in members and len(members) == 1:
+        for gra in self.user_group_roles(u, oid):
+            self.check_last_project_owner(u, gra["groupId"])
+        for tid in self.user_team_ids(u, oid):
+            if len(self.teams[tid]["members"]) == 1:
                 raise ApiErr(400, "CANNOT_REMOVE_LAST_USER_FROM_TEAM",
                              "Cannot remove user %s: they are the last user of team %s." %
                              (uid, tid), [uid, tid])
@@ -1071,6 +1101,7 @@ class State:
         self.check_last_project_owner(u, gid)
         del u["projects"][gid]
         self.project_members[gid].pop(uid, None)
+        self.gen += 1
 
     def remove_org_user(self, oid, uid, version):
         self.org(oid)
@@ -1081,13 +1112,14 @@ class State:
 
     def _drop_from_org(self, u, oid):
         uid = u["id"]
+        self.gen += 1
         del u["orgs"][oid]
         self.org_members[oid].pop(uid, None)
-        for gid in self.org_projects[oid]:
-            if u["projects"].pop(gid, None) is not None:
-                self.project_members[gid].pop(uid, None)
-        for tid in self.org_teams[oid]:
-            self.teams[tid]["members"].pop(uid, None)
+        for gra in self.user_group_roles(u, oid):
+            del u["projects"][gra["groupId"]]
+            self.project_members[gra["groupId"]].pop(uid, None)
+        for tid in self.user_team_ids(u, oid):
+            self.remove_team_member(tid, uid)
 
     def remove_team_user(self, oid, tid, uid, version):
         self.org(oid)
@@ -1101,7 +1133,7 @@ class State:
             raise ApiErr(400, "CANNOT_REMOVE_LAST_USER_FROM_TEAM",
                          "Cannot remove user %s: they are the last user of team %s." % (uid, tid),
                          [uid, tid])
-        del t["members"][uid]
+        self.remove_team_member(tid, uid)
         return u
 
     # -- invitations
@@ -1143,6 +1175,7 @@ class State:
         u = self.find_invitation(self.group_invitations(gid), inv_id, "project " + gid)
         del u["projects"][gid]
         self.project_members[gid].pop(u["id"], None)
+        self.gen += 1
 
     # -- scale
 
@@ -1194,6 +1227,7 @@ class State:
             self.projects[gid] = {"id": gid, "orgId": oid, "name": "%s-project-%d" % (prefix, i),
                                   "created": "2024-01-01T00:00:00Z"}
             self.project_members[gid] = {}
+            self.project_pos[gid] = len(self.org_projects[oid])
             self.org_projects[oid].append(gid)
             gids.append(gid)
         tids = []
@@ -1203,6 +1237,7 @@ class State:
                                "members": {}, "projects": {}}
             if gids:
                 self.teams[tid]["projects"][gids[i % len(gids)]] = ["GROUP_READ_ONLY"]
+            self.team_pos[tid] = len(self.org_teams[oid])
             self.org_teams[oid].append(tid)
             tids.append(tid)
         owner = self.add_user({
@@ -1210,7 +1245,7 @@ class State:
             "firstName": "Scale", "lastName": "Owner", "orgs": {oid: ["ORG_OWNER"]},
             "projects": {g: ["GROUP_OWNER"] for g in gids}})
         for tid in tids:
-            self.teams[tid]["members"][owner["id"]] = None
+            self.add_team_member(tid, owner["id"])
         first = last = None
         for i in range(1, nusers):
             uid = "5ca1e4%06x%012x" % (run, i)
@@ -1220,7 +1255,7 @@ class State:
                 "orgs": {oid: ["ORG_MEMBER"]},
                 "projects": {gids[i % len(gids)]: ["GROUP_READ_ONLY"]} if gids else {}})
             if tids:
-                self.teams[tids[i % len(tids)]]["members"][uid] = None
+                self.add_team_member(tids[i % len(tids)], uid)
             first = first or user["id"]
             last = user["id"]
         return {"orgId": oid, "ownerId": owner["id"], "users": nusers, "projectIds": gids,
@@ -1239,11 +1274,7 @@ def invitation_id(kind, container, uid):
 
 
 def org_user_view(st, u, oid):
-    gra = []
-    for gid in st.org_projects.get(oid, ()):
-        roles = u["projects"].get(gid)
-        if roles is not None:
-            gra.append({"groupId": gid, "groupRoles": list(roles)})
+    gra = st.user_group_roles(u, oid)
     d = {"id": u["id"], "username": u["username"], "orgMembershipStatus": u["status"],
          "roles": {"orgRoles": list(u["orgs"].get(oid, [])), "groupRoleAssignments": gra},
          "teamIds": st.user_team_ids(u, oid)}
@@ -2594,15 +2625,27 @@ class Handler(BaseHTTPRequestHandler):
     def _user_list(self, st, uids, version, q):
         """The users (not yet rendered) a list answer covers, in membership order."""
         if version.date == V2023:
+            statuses = ("ACTIVE",)
+        else:
+            statuses = q.statuses()
+            username = q.get("username")
+            if username is not None:
+                uid = st.by_username.get(username.lower())
+                uids = [uid] if uid is not None and uid in uids else []
+        if not isinstance(uids, dict) or len(uids) < 1000:
             return [u for u in (st.users[i] for i in uids)
-                    if u["status"] == "ACTIVE" and not u["legacyProjectInvite"]]
-        statuses = q.statuses()
-        username = q.get("username")
-        if username is not None:
-            uid = st.by_username.get(username.lower())
-            uids = [uid] if uid is not None and uid in uids else []
-        return [u for u in (st.users[i] for i in uids)
-                if u["status"] in statuses and not u["legacyProjectInvite"]]
+                    if u["status"] in statuses and not u["legacyProjectInvite"]]
+        # a large membership (scale): the filtered list is cached until the state changes
+        key = (id(uids), tuple(sorted(statuses)))
+        hit = st.list_cache.get(key)
+        if hit is not None and hit[0] == st.gen and hit[1] is uids:
+            return hit[2]
+        out = [u for u in (st.users[i] for i in uids)
+               if u["status"] in statuses and not u["legacyProjectInvite"]]
+        if len(st.list_cache) > 64:
+            st.list_cache.clear()
+        st.list_cache[key] = (st.gen, uids, out)
+        return out
 
     def op_listOrgUsers(self, p, q, body, v):
         oid = check_id(p["orgId"], "orgId")
@@ -2702,8 +2745,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _org_invite_view(self, st, inv_id, u, oid, base):
         o = st.orgs[oid]
-        gra = [{"groupId": g, "groupRoles": list(u["projects"][g])}
-               for g in st.org_projects[oid] if g in u["projects"]]
+        gra = st.user_group_roles(u, oid)
         return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
                 "groupRoleAssignments": gra, "id": inv_id,
                 "inviterUsername": u["inviterUsername"],
