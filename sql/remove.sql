@@ -82,8 +82,12 @@ SELECT atlas_remove_org_user('65f0a0000000000000000001', '65f0d00000000000000000
 -- a missing organization raises even with missing_ok
 SELECT regress_try($$SELECT atlas_remove_org_user('65f0a00000000000000000ff', '65f0d0000000000000000002', true)$$);
 
--- jane's organization removal left alice the last member of dba-team:
--- Atlas refuses with 400, which missing_ok does not hide
+-- jane's organization removal left alice and the seed's owner
+-- (owner@example.com, in every team) in dba-team; without the owner, alice
+-- is its last member
+SELECT atlas_remove_team_user('65f0a0000000000000000001', '65f0c0000000000000000001', '65f0d000000000000000000c');
+-- Atlas refuses to remove the last member with 400, which missing_ok does
+-- not hide
 \set st `test/emuctl state`
 SELECT t ->> 'name' AS team, t -> 'userIds' AS members
 FROM jsonb_array_elements(:'st'::jsonb -> 'teams') t ORDER BY 1;

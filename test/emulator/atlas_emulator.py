@@ -3,7 +3,11 @@
 
 Python 3.11 standard library only.  Reference for every shape and status:
 shared/atlas-api/atlas-admin-api-v2.yaml (official OpenAPI spec) and
-shared/atlas-api/README.md.
+shared/atlas-api/README.md (its section "Production facts" in particular).
+Where Atlas's behaviour is undocumented, the emulator makes a choice; every
+such choice is marked GUESS below.  A client must not depend on a GUESS (an
+error code, a status, a refill schedule): it should cope with any answer of
+the same family.
 
 Usage
 -----
@@ -20,17 +24,22 @@ Usage
 
   Other options (all also settable at run time through /__emulator/config):
   --nonce-ttl-s (300), --token-ttl-s (3600), --token-rate-limit (50 token
-  requests per rolling --token-rate-window-s, 60), --today YYYY-MM-DD (date
-  used for sunset checks; default: the real current UTC date),
-  --idle-timeout-s (300: idle keep-alive connections are closed after it).
+  requests per rolling --token-rate-window-s, 60), --token-cap (100 active
+  tokens per service account; 0 = no cap), --today YYYY-MM-DD (date used for
+  sunset checks; default: the real current UTC date), --idle-timeout-s (300:
+  idle keep-alive connections are closed after it), --config JSON (any config
+  keys, e.g. '{"rate_limits": {"enabled": false}}').  The command-line values
+  are the defaults that POST /__emulator/reset restores.
 
 Seed JSON (extensions over the basic shape are marked +)
 ---------------------------------------------------------
-  {"orgs":     [{"id": "<24hex>", "name": "..."}],
+  {"orgs":     [{"id": "<24hex>", "name": "...",
+                 +"federated": false, +"federationSettings": {...}}],
    "projects": [{"id": "<24hex>", "orgId": "<24hex>", "name": "...",
                  +"created": "2024-01-01T00:00:00Z"}],
    "teams":    [{"id": "<24hex>", "orgId": "<24hex>", "name": "...",
-                 "userIds": ["<24hex>", ...]}],
+                 "userIds": ["<24hex>", ...],
+                 +"projects": {"<groupId>": ["GROUP_READ_ONLY"]}}],   (team project roles)
    "users":    [{"id": "<24hex>", "username": "jane@example.com",
                  "status": "ACTIVE" | "PENDING" | +"INVITATION_EXPIRED"
                            | +"INVITATION_REJECTED",
@@ -38,47 +47,71 @@ Seed JSON (extensions over the basic shape are marked +)
                  +"country": "US", +"mobileNumber": "...",
                  +"createdAt": "...", +"lastAuth": "...",
                  +"invitationCreatedAt": "...", +"invitationExpiresAt": "...",
-                 +"inviterUsername": "...",
+                 +"inviterUsername": "..."  (an e-mail address or, as real answers
+                     show, an API public key),
                  +"legacyProjectInvite": true   (invited through the deprecated
                      project-invitation endpoint: invisible to, and not
-                     removable through, the v2 user endpoints),
+                     removable through, the v2 user endpoints; see Invitations),
                  "orgs": {"<orgId>": ["ORG_MEMBER"]},
                  "projects": {"<groupId>": ["GROUP_READ_ONLY"]}}],
    "api_keys": [{"public_key": "abcdefgh", "private_key": "<uuid>",
-                 +"id": "<24hex>"}],
+                 +"id": "<24hex>", +"orgIds": ["<orgId>", ...]}],
    "service_accounts": [{"client_id": "mdb_sa_id_<24hex>",
-                         "client_secret": "mdb_sa_sk_..."}]}
+                         "client_secret": "mdb_sa_sk_...",
+                         +"orgIds": ["<orgId>", ...]}]}
 
   Team membership comes only from teams[].userIds.  A user listed in a
   project or team of an org it is not a member of is made an ORG_MEMBER of
   that org.  Missing user fields get defaults.  POST /__emulator/seed with a
-  seed that has no "api_keys" / "service_accounts" keeps the current ones.
+  seed that has no "api_keys" / "service_accounts" keeps the current ones
+  (with their orgIds).
+
+  seed.json holds two organizations.  Acme Corp (65f0a...01: 3 projects, 2
+  teams) and Globex (65f0a...02, federated: globex-prod, globex-team, its owner
+  globex.owner@example.com, dave@example.com who is in Acme too, and
+  hank@example.com, PENDING, invited by the API public key "globexak").
+  owner@example.com (65f0d...0c) is Acme's Organization Owner, Project Owner of
+  every Acme project and a member of every Acme team, so that every org,
+  project and team keeps an owner or member that the tests never remove.  The
+  first key pair (atlasemu) and service account are valid for Acme only, the
+  second ones (globexak, mdb_sa_id_...04) for Globex only.
 
 Served API (on both listeners)
 ------------------------------
-  v2 (digest API keys or Bearer tokens), versions per operation as in the spec:
-    GET    /api/atlas/v2                                        2023-01-01
-    GET    /api/atlas/v2/orgs                                   2023-01-01
-    GET    /api/atlas/v2/orgs/{orgId}                           2023-01-01
-    GET    /api/atlas/v2/orgs/{orgId}/users                     2023-01-01*, 2025-02-19
-    GET    /api/atlas/v2/orgs/{orgId}/users/{userId}            2025-02-19
-    DELETE /api/atlas/v2/orgs/{orgId}/users/{userId}            2023-01-01*, 2025-02-19
-    GET    /api/atlas/v2/orgs/{orgId}/teams                     2023-01-01
-    GET    /api/atlas/v2/orgs/{orgId}/teams/{teamId}            2023-01-01
-    GET    /api/atlas/v2/orgs/{orgId}/teams/{teamId}/users      2023-01-01*, 2025-02-19
-    DELETE /api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}  2023-01-01*
-    POST   /api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser 2025-02-19
-    GET    /api/atlas/v2/groups                                 2023-01-01
-    GET    /api/atlas/v2/groups/{groupId}                       2023-01-01
-    GET    /api/atlas/v2/groups/{groupId}/users                 2023-01-01*, 2025-02-19
-    GET    /api/atlas/v2/groups/{groupId}/users/{userId}        2025-02-19
-    DELETE /api/atlas/v2/groups/{groupId}/users/{userId}        2023-01-01*, 2025-02-19
+  v2 (digest API keys or Bearer tokens), versions per operation as in the spec
+  (set = the rate-limit endpoint set, see Rate limits):
+    GET    /api/atlas/v2                                        2023-01-01   (unmetered)
+    GET    /api/atlas/v2/orgs                                   2023-01-01   orgs (IP)
+    GET    /api/atlas/v2/orgs/{orgId}                           2023-01-01   orgs
+    GET    /api/atlas/v2/orgs/{orgId}/groups                    2023-01-01   orgs
+    GET    /api/atlas/v2/orgs/{orgId}/federationSettings        2023-01-01   orgs
+    GET    /api/atlas/v2/orgs/{orgId}/users                     2023-01-01*, 2025-02-19  org_users
+    GET    /api/atlas/v2/orgs/{orgId}/users/{userId}            2025-02-19   org_users
+    DELETE /api/atlas/v2/orgs/{orgId}/users/{userId}            2023-01-01*, 2025-02-19  org_users
+    GET    /api/atlas/v2/orgs/{orgId}/invites                   2023-01-01*  invites
+    GET    /api/atlas/v2/orgs/{orgId}/invites/{invitationId}    2023-01-01*  invites
+    DELETE /api/atlas/v2/orgs/{orgId}/invites/{invitationId}    2023-01-01*  invites
+    GET    /api/atlas/v2/orgs/{orgId}/teams                     2023-01-01   teams
+    GET    /api/atlas/v2/orgs/{orgId}/teams/{teamId}            2023-01-01   teams
+    GET    /api/atlas/v2/orgs/{orgId}/teams/{teamId}/users      2023-01-01*, 2025-02-19  teams
+    DELETE /api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}  2023-01-01*     teams
+    POST   /api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser 2025-02-19   teams
+    GET    /api/atlas/v2/groups                                 2023-01-01   projects (IP)
+    GET    /api/atlas/v2/groups/{groupId}                       2023-01-01   projects
+    GET    /api/atlas/v2/groups/{groupId}/teams                 2023-01-01   projects
+    GET    /api/atlas/v2/groups/{groupId}/users                 2023-01-01*, 2025-02-19  project_users
+    GET    /api/atlas/v2/groups/{groupId}/users/{userId}        2025-02-19   project_users
+    DELETE /api/atlas/v2/groups/{groupId}/users/{userId}        2023-01-01*, 2025-02-19  project_users
+    GET    /api/atlas/v2/groups/{groupId}/invites               2023-01-01*  invites
+    GET    /api/atlas/v2/groups/{groupId}/invites/{invitationId}  2023-01-01*  invites
+    DELETE /api/atlas/v2/groups/{groupId}/invites/{invitationId}  2023-01-01*  invites
     (* deprecated, sunset 2027-07-01)
-  legacy v1.0 (digest only; a Bearer header gets 401):
+  legacy v1.0 (digest only; a Bearer header gets 401), set v1:
     DELETE /api/atlas/v1.0/groups/{GROUP-ID}/users/{USER-ID}    -> 204
     GET    /api/atlas/v1.0/groups/{GROUP-ID}/users              (2023 shape)
-    GET    /api/atlas/v1.0/users/byName/{USERNAME}              (2023 shape)
-  OAuth: POST /api/oauth/token, POST /api/oauth/revoke.
+    GET    /api/atlas/v1.0/users/byName/{USERNAME}              (2023 shape; scope IP)
+  OAuth: POST /api/oauth/token, POST /api/oauth/revoke (not bucket-metered;
+  they have the token limits of Service accounts below).
 
 Behaviour choices (where the spec is silent)
 --------------------------------------------
@@ -90,19 +123,25 @@ Behaviour choices (where the spec is silent)
     {"detail":"Invalid accept header or version date.","error":406,
      "errorCode":"INVALID_VERSION_DATE","parameters":[],"reason":"Not Acceptable"}
     (the answer real Atlas gives).  A version whose sunset is on or before
-    "today" -> 410 VERSION_GONE.  Successful answers carry
-    Content-Type: application/vnd.atlas.<resolved>+json; errors carry
-    application/json (as the spec's error responses do).  Deprecated versions
-    add "Deprecation: Wed, 19 Feb 2025 00:00:00 GMT" and
-    "Sunset: Thu, 01 Jul 2027 00:00:00 GMT".  v1.0 and OAuth ignore Accept.
-  * Order of checks: auth (401) -> fault rules -> route (404/405) ->
-    version (406/410) -> path id syntax (400) -> request body (415/400) ->
-    existence (404) -> business rules (400) -> action.
+    "today" -> 410 VERSION_GONE.  v1.0 and OAuth ignore Accept.
+  * Headers as real answers carry them: successful answers, a 204 included,
+    have Content-Type: application/vnd.atlas.<resolved>+json;charset=utf-8
+    (v1.0: application/json;charset=utf-8); errors have application/json (as
+    the spec's error responses do).  Deprecated versions add
+    "Deprecation: Wed, 19 Feb 2025 00:00:00 GMT" and
+    "Sunset: Thu, 1 Jul 2027 00:00:00 GMT" (the day is not zero-padded).  The
+    invitation resources have only their deprecated 2023-01-01 version; that
+    they carry the same Deprecation date is a GUESS.  400, 404 and 409 answers
+    carry X-Error-Code: <errorCode>.
+  * Order of checks: auth (401) -> the credential's organizations (401) ->
+    token bucket (429) -> fault rules -> route (404/405) -> version (406/410)
+    -> path id syntax (400) -> request body (415/400) -> existence (404) ->
+    business rules (400/409) -> action.
   * Version 2023-01-01 (and v1.0) only see ACTIVE users: PENDING/other users
     answer 404 USER_NOT_FOUND there and are left out of 2023 list answers.
     2023 list answers ignore the username/orgMembershipStatuses filters
     ("not supported in deprecated versions").
-  * Errors (ApiError, keys sorted as Atlas emits them, X-Error-Code on 404):
+  * Errors (ApiError, keys sorted as Atlas emits them):
       malformed groupId in path     400 INVALID_GROUP_ID "An invalid group ID <x> was specified."
       other malformed path ids      400 VALIDATION_ERROR + badRequestDetail.fields
       group missing                 404 GROUP_NOT_FOUND "No group with ID <id> exists."
@@ -112,27 +151,174 @@ Behaviour choices (where the spec is silent)
       user not in the org           404 USER_NOT_IN_ORG
       user in org, not in project   404 USER_NOT_FOUND (names user and project)
       user not in the team          404 RESOURCE_NOT_FOUND (user id in detail and parameters)
-      last user of a team           400 CANNOT_REMOVE_LAST_USER_FROM_TEAM (the spec
-                                        lists no 409 for either team removal)
+      invitation missing            404 INVITATION_NOT_FOUND (GUESS: the code is undocumented)
+      org not federated             404 RESOURCE_NOT_FOUND on federationSettings (GUESS)
+      last user of a team           400 CANNOT_REMOVE_LAST_USER_FROM_TEAM (its HTTP status is
+                                        undocumented; 400 is a GUESS: the spec lists no 409
+                                        for either team removal)
+      last Organization Owner       409 CANNOT_REMOVE_LAST_ORG_OWNER (GUESS: Atlas refuses,
+                                        the code and status are undocumented)
+      last Project Owner            409 CANNOT_REMOVE_LAST_PROJECT_OWNER (GUESS, as above)
       bad query parameter           400 INVALID_QUERY_PARAMETER
       :removeUser wrong media type  415 UNSUPPORTED_MEDIA_TYPE
       :removeUser bad JSON / no id  400 INVALID_JSON / VALIDATION_ERROR
       unknown route                 404 RESOURCE_NOT_FOUND "Cannot find resource <path>."
       known path, wrong method      405 METHOD_NOT_ALLOWED (+ Allow)
+    config null_parameters: true sends "parameters": null instead of [] (real
+    answers do so at times); "all" sends null in every error body.
+  * 401 answers: the real body, pretty-printed as Atlas (Jackson) does, keys in
+    the order error, reason, detail, errorCode, no "parameters":
+      {
+        "error" : 401,
+        "reason" : "Unauthorized",
+        "detail" : "You are not authorized for this resource.",
+        "errorCode" : "UNEXPECTED_ERROR"
+      }
+    config legacy_401_body: true leaves errorCode out (older answers).  Every
+    401 carries a fresh digest challenge.
+  * Owners and teams (Atlas: every org keeps an Organization Owner, every
+    project a Project Owner; the error codes are undocumented, see Errors):
+      - project removal (v2 and v1.0) of a project's last ACTIVE GROUP_OWNER
+        -> 409 CANNOT_REMOVE_LAST_PROJECT_OWNER;
+      - org removal checks, in this order: the org's last ACTIVE ORG_OWNER ->
+        409 CANNOT_REMOVE_LAST_ORG_OWNER; the last ACTIVE GROUP_OWNER of one of
+        the org's projects -> 409 CANNOT_REMOVE_LAST_PROJECT_OWNER (GUESS); the
+        last member of one of the org's teams -> 400
+        CANNOT_REMOVE_LAST_USER_FROM_TEAM (GUESS: org removal no longer empties
+        a team silently); nothing is removed when one fails;
+      - PENDING owners are not counted and are never blocked (owner rules);
+        team membership counts whatever the member's status.
+  * Implied access, GET /groups/{groupId}/users (both versions):
+    flattenTeams=true adds users who reach the project only through a team
+    with a role in it (seed teams[].projects; GET /groups/{groupId}/teams lists
+    those teams as TeamRole {links, roleNames, teamId});
+    includeOrgUsers=true adds ORG_OWNER and ORG_READ_ONLY users of the org.
+    Both default to false.  The roles such an added user shows are
+    undocumented; GUESS from the spec's GroupUserResponse.roles: the union of
+    its teams' roles in the project, plus GROUP_OWNER for an ORG_OWNER or
+    GROUP_READ_ONLY for an ORG_READ_ONLY.  Users with a direct role show their
+    direct roles only.
+  * ACTIVE users in 2025-02-19 answers carry "mobileNumber": null when they
+    have none (as real answers do).
+  * Invitations (deprecated 2023-01-01 resources; answers are JSON arrays, not
+    paginated; optional ?username= filter): an org's invitations are its
+    PENDING users, each with its own invitation id (OrganizationInvitation);
+    a project's invitations are its PENDING legacyProjectInvite users
+    (GroupInvitation), whom the v2 user endpoints cannot see.  Invitation ids
+    are md5("org-invite/<orgId>/<userId>") or md5("group-invite/<groupId>/
+    <userId>"), first 24 hex digits.  GUESSES: a legacy project invitee has an
+    org invitation too; INVITATION_EXPIRED/REJECTED users have no open
+    invitation.  DELETE of a project invitation takes the person out of that
+    project only (the org invitation stays); DELETE of an org invitation
+    takes the person out of the org (with the team rule of org removals).
+    Invitation deletions are not counted in removal_requests.
+  * Federation: GET /orgs/{orgId}/federationSettings answers the spec's
+    OrgFederationSettings for an org seeded "federated": true (fields from
+    federationSettings override the defaults), else 404 (see Errors).
+  * GET /orgs/{orgId}/groups: the org's projects (paginated; ?name= is a
+    case-insensitive prefix filter, as the spec says).
   * envelope=true: single-resource answers (errors too, 204 too) become
     HTTP 200 {"content": <body or {}>, "status": <code>}; list answers get a
     "status" key added (spec: lists use the results object as envelope).
     401 challenges are never enveloped.  pretty=true pretty-prints.
-  * Digest: RFC 7616 MD5, qop=auth (RFC 2069 without qop is accepted too).
+  * Faults are evaluated after authentication, the organization check and
+    the token bucket, so digest handshakes and 429s never consume a fault.
+    Global latency is slept before the request is processed (after metering).
+
+Authentication
+--------------
+  * Digest as production: RFC 7616 MD5 with qop=auth required; an answer
+    without qop (RFC 2069) is refused with a fresh challenge (stale=false).
     Nonces are self-validating (HMAC + issue time) and may be reused with any
-    nc until nonce_ttl_s; then a valid response gets 401 stale=true.
-  * OAuth token rate limit: per client id (or peer address when there is no
-    parsable Basic header), counted over a rolling window; rate-limited
-    attempts are not counted in the window and never grant.  Issued tokens are
-    JWT-shaped opaque strings (~700 chars).  Tokens survive /__emulator/reset
-    (they stay valid while their service account exists in the state).
-  * Faults are evaluated after authentication, so digest handshakes never
-    consume a fault.  Global latency is slept before the request is processed.
+    nc for nonce_ttl_s (config, default 300); an answer with correct
+    credentials and an expired nonce gets 401 with stale=true (counted in
+    digest_stale_challenges), so a client such as libcurl re-sends once per
+    nonce expiry.
+  * Credentials and organizations: a key pair or service account with
+    "orgIds" is valid only for those organizations.  A request for a resource
+    of another existing organization (its orgId, or the org of its groupId)
+    answers 401 with the standard 401 body and a challenge, as real Atlas does
+    for an org-scoped key; counted in org_scope_rejections, not in
+    digest_challenges.  Unknown ids pass on to their 404.  GET /orgs and GET
+    /groups list only the credential's organizations; GET /api/atlas/v2
+    lists roles in them only; v1.0 byName is not scoped.  A credential
+    without orgIds is valid everywhere.
+  * Service accounts as production:
+      - token endpoint rate limit: token_rate_limit (50) requests per rolling
+        token_rate_window_s (60 s) for each (client IP address, client id)
+        (client id: the Basic header's, or none); rate-limited attempts are
+        not counted in the window and never grant; 429 RATE_LIMITED
+        "Resource /api/oauth/token is limited to 50 requests every 1 minutes."
+      - at most token_cap (100) active tokens per service account (issued,
+        not expired, not revoked); past it the token endpoint answers 403
+        {"error":"access_denied","error_description":"Access Token limit
+        reached. Please use the existing Access Tokens or create a new Service
+        Account."} (counter token_cap_denied);
+      - token creation and revocation are subject to no access list.
+    Issued tokens are JWT-shaped opaque strings (~700 chars).  Tokens survive
+    /__emulator/reset (they stay valid while their service account exists),
+    but the reset forgets the active-token accounting and the rate windows, so
+    that one test file cannot starve the next.
+
+Rate limits (token buckets; config rate_limits)
+-----------------------------------------------
+  Atlas meters v2 endpoints with a token bucket per endpoint set and scope.
+  The grouping into sets is a GUESS (Atlas does not publish the emulated
+  sets); the table above names each route's set.  Sets and scopes:
+    org_users      orgId     (path api/atlas/v2/orgs/{orgId}/users)
+    project_users  groupId   (api/atlas/v2/groups/{groupId}/users)
+    teams          orgId     (api/atlas/v2/orgs/{orgId}/teams)
+    orgs           orgId, or the client IP for GET /orgs   (api/atlas/v2/orgs)
+    projects       groupId, or the client IP for GET /groups  (api/atlas/v2/groups)
+    invites        orgId / groupId  (api/atlas/v2/orgs/{orgId}/invites,
+                                      api/atlas/v2/groups/{groupId}/invites)
+    v1             GROUP-ID, or the client IP for byName  (api/atlas/v1.0)
+  GET /api/atlas/v2 and the OAuth routes are not metered.  The path is the
+  set's, as the 429 body names it (the example of real answers:
+  "api/atlas/v2/orgs"); that ids are not filled in is a GUESS.
+  * Defaults: capacity 500 (org_users), 1200 (project_users, teams), 100
+    (others) - capacities seen in real answers where there are some; the
+    refill (undocumented: a GUESS) is the whole capacity every 60 s.
+  * Refill is DISCRETE (a GUESS): a bucket is created full at its first
+    request; every refill_seconds after that, refill_rate tokens come back, up
+    to the capacity.
+  * Only authenticated requests take a token: a digest 401 challenge, a bad
+    token and a 401 for another organization cost none (a choice).  Every
+    other answer of a metered route (2xx or error, a 429 too) carries
+    Ratelimit-Limit: <capacity> and Ratelimit-Remaining: <tokens left after
+    this request> (spelled as real answers do) unless "headers" is false.
+  * An empty bucket answers 429, Retry-After: ceil(seconds to the next
+    refill) (>= 1; only on these 429s; left out when retry_after_header is
+    false) and
+      {"detail":"Rate limit exceeded for <path>. Please retry after N seconds.
+       Request capacity: C. Refill rate: R per P seconds.","error":429,
+       "errorCode":"RATE_LIMITED_TOKEN_BUCKET","parameters":[<path>,N,C,R,P],
+       "reason":"Too Many Requests"}
+    (P printed without ".0" when whole, as a fractional number otherwise).
+  * Config (partial updates merge; a set whose limits change, or every set
+    when "enabled" changes, starts again with full buckets):
+      "rate_limits": {"enabled": true, "headers": true,
+                      "retry_after_header": true,
+                      "sets": {"<set>": {"capacity": C, "refill_rate": R,
+                                         "refill_seconds": P}}}
+    C >= 1, R >= 0 (integers), P > 0 (may be fractional).
+
+Hostile modes (config)
+----------------------
+  * reflect_headers: true - every error answer (API errors, 401s, 429s and the
+    OAuth token endpoint's errors) appends " Request headers: Name: value; ..."
+    with every request header, Authorization included, to its detail /
+    error_description (a misconfigured proxy, or something posing as Atlas).
+  * endless_pages: {"enabled": false, "page_bytes": 0, "delay_ms": 0,
+    "match": null, "next_host": null}: every paginated list answer that
+    matches (match as a fault rule's: null = every list route, "METHOD
+    substring", a substring of the request target or a route template)
+    answers every page with a next link to pageNum+1 forever, after delay_ms,
+    with valid results (clones of the route's real entries, ids
+    "e0<page, 8 hex><index, 14 hex>") padded to about page_bytes (0: as many
+    as itemsPerPage); totalCount always exceeds what was sent.  next_host
+    ("other.example" or "https://other.example:8443") makes the next link
+    point at another host.  pretty=true is ignored on such pages.
 
 Counters (GET /__emulator/counters; control calls are never counted)
 --------------------------------------------------------------------
@@ -141,13 +327,20 @@ Counters (GET /__emulator/counters; control calls are never counted)
                           routes under "METHOD (unmatched)"; non-HTTP outcomes use
                           the keys "reset", "hang", "client_closed"
   requests_by_status      {"<status>": n}, same keys
+  requests_by_principal   {"digest:<public key>": n, "bearer:<client id>": n}: requests
+                          that authenticated (whatever came after: 401 for another
+                          org, 429, faults, errors)
   removal_requests        requests to the 5 removal routes, whatever the outcome
                           (digest 401 challenges included)
   digest_challenges       401s sent to requests without a Bearer header (no or a
                           Digest/other Authorization); digest_stale_challenges: of
                           those, stale=true
   bearer_rejections       401s sent to requests with a Bearer header
-  token_requests / token_grants / token_rate_limited / revocations
+  org_scope_rejections    401s for a credential used on another organization
+  rate_limited            429s from token buckets; rate_limited_by_set {"<set>": n}
+  token_requests / token_grants / token_rate_limited / token_cap_denied / revocations
+  issued_tokens_valid     issued tokens not yet expired nor revoked (since start)
+  active_tokens_by_client {"<client id>": n}: the token cap's accounting (since reset)
   tcp_connections         distinct connections that carried at least one API request
                           since the last counter reset (a kept-alive connection opened
                           before the reset counts once when it is used again);
@@ -163,16 +356,26 @@ Counters (GET /__emulator/counters; control calls are never counted)
 Control interface (no auth, /__emulator/..., both listeners, not counted)
 -------------------------------------------------------------------------
   GET    /__emulator/health          {"ok": true, "pid": ...}
-  GET    /__emulator/counters        counters (see Emulator.counters())
+  GET    /__emulator/counters        counters (see above)
   POST   /__emulator/reset           counters, faults, config (back to the command-line
-                                     values: latency 0 unless --latency-ms), token
-                                     rate-limit windows, request log, state (re-read
-                                     the seed file); issued tokens stay valid
-  POST   /__emulator/reset_counters  counters and request log only
+                                     values: latency 0 unless --latency-ms), token rate
+                                     windows, active-token accounting, rate-limit
+                                     buckets, request log, state (re-read the seed
+                                     file); issued tokens stay valid
+  POST   /__emulator/reset_counters  counters and request log only (buckets stay)
   GET    /__emulator/config          current config
-  POST   /__emulator/config          {"latency_ms","nonce_ttl_s","token_ttl_s",
-                                      "token_rate_limit","token_rate_window_s",
-                                      "today","idle_timeout_s"} any subset
+  POST   /__emulator/config          any subset of {"latency_ms", "nonce_ttl_s",
+                                      "token_ttl_s", "token_rate_limit",
+                                      "token_rate_window_s", "token_cap", "today",
+                                      "idle_timeout_s", "rate_limits",
+                                      "legacy_401_body", "null_parameters",
+                                      "reflect_headers", "endless_pages"}; rate_limits
+                                     and endless_pages merge partial objects
+  GET    /__emulator/rate_limits     the rate_limits config plus "buckets": [{set, scope
+                                     (id or "ip:<address>"), path, capacity, refill_rate,
+                                     refill_seconds, tokens (now), taken, next_refill_ms,
+                                     age_ms, rate_limited (its 429s)}]
+  DELETE /__emulator/rate_limits     forget every bucket (they start full again)
   GET    /__emulator/faults          rules with remaining counts and hits
   POST   /__emulator/faults          {"faults": [rule, ...]} (appends)
   DELETE /__emulator/faults          clears
@@ -184,11 +387,31 @@ Control interface (no auth, /__emulator/..., both listeners, not counted)
             "orgRoles": ["ORG_MEMBER"], "groupRoles": ["GROUP_READ_ONLY"]};
            ids are "b0" + a 22-hex-digit counter (deterministic after a reset),
            usernames <prefix><counter, 5 digits>@example.com
-  GET    /__emulator/requests?limit=n  last n (default 50) API requests, oldest
-           first: {seq, time, conn (connection number), listener, method, path,
-           route (template), status, version (resolved), duration_ms,
-           headers: {Accept, Content-Type, User-Agent, Authorization (scheme
-           only)}, body (POST/PUT/PATCH; token/secret form fields masked)}
+  POST   /__emulator/scale           an organization at scale, in seconds:
+           {"orgId": (default: a new org "5ca1e0<run, 18 hex>"), "users": 20000,
+            "projects": 200, "teams": 300, "prefix": "scale", "credentials": null}
+           -> {orgId, ownerId, users, projectIds, teamIds, firstUserId, lastUserId,
+           run, seconds}.  "users" counts every person made, the owner included (a
+           new org of 20,000 users lists in 40 pages of 500).  A new org is added to
+           the orgIds of the org-scoped credentials named in "credentials" (public
+           keys, client ids; null: all of them).  run counts scale calls since the
+           reset; ids are deterministic: projects 5ca1e1<run, 6 hex><i, 12 hex>,
+           teams 5ca1e2..., the owner 5ca1e3<run, 6 hex>000000000000, users
+           5ca1e4<run, 6 hex><i, 12 hex> for i = 1 .. users-1.  User i
+           (<prefix><i, 6 digits>@example.com, ACTIVE ORG_MEMBER) is GROUP_READ_ONLY
+           in project i mod projects and a member of team i mod teams; team t has
+           GROUP_READ_ONLY in project t mod projects; <prefix>.owner@example.com is
+           ORG_OWNER, GROUP_OWNER of every new project and a member of every new
+           team.  Takes about a second for 20,000 users.
+  GET    /__emulator/requests?limit=n  last n (default 50; at most the last 50,000
+           are kept) API requests, oldest first: {seq, time, conn (connection
+           number), listener, method, path, route (template), status (the HTTP
+           status sent: an enveloped 429 is a 200), version
+           (resolved), duration_ms, principal ("digest:<key>" / "bearer:<id>" or
+           null), rate_limit ({set, scope, remaining} or null), headers: {Accept,
+           Content-Type, User-Agent, Authorization (scheme only)}, body
+           (POST/PUT/PATCH; token/secret form fields masked)}; 429s are there with
+           their time, so tests can count them per refill period
   POST   /__emulator/expire_tokens   every issued token expires now
   Fault rule: {"kind": K, "count": 1 (-1 = forever), "match": "substring of
   the request target" | "METHOD substring" | route template, "auth": false,
@@ -205,12 +428,14 @@ Control interface (no auth, /__emulator/..., both listeners, not counted)
   Default error codes: 400 VALIDATION_ERROR, 403 IP_ADDRESS_NOT_ON_ACCESS_LIST,
   404 RESOURCE_NOT_FOUND, 429 RATE_LIMITED (error_code
   RATE_LIMITED_TOKEN_BUCKET gets Atlas' token-bucket detail), 500/502/504
-  UNEXPECTED_ERROR, 503 SERVICE_UNAVAILABLE.
+  UNEXPECTED_ERROR, 503 SERVICE_UNAVAILABLE.  A status fault's answer carries
+  the route's Ratelimit headers (the request took its token).
 """
 
 import argparse
 import base64
 import collections
+import copy
 import datetime
 import email.utils
 import functools
@@ -219,6 +444,7 @@ import hmac
 import http
 import itertools
 import json
+import math
 import os
 import re
 import secrets
@@ -265,8 +491,19 @@ _ENC_PRETTY = json.JSONEncoder(indent=2, separators=(",", " : "), sort_keys=True
 
 @functools.lru_cache(maxsize=64)
 def http_date_of(day):
-    d = datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
-    return email.utils.format_datetime(d, usegmt=True)
+    """Midnight UTC of a YYYY-MM-DD day as real Atlas writes it in Deprecation and Sunset:
+    the day of the month is not zero-padded ("Thu, 1 Jul 2027 00:00:00 GMT")."""
+    d = datetime.date.fromisoformat(day)
+    return "%s, %d %s %d 00:00:00 GMT" % (
+        ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[d.weekday()], d.day,
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+         "Dec")[d.month - 1], d.year)
+
+
+def num(x):
+    """A number as Atlas prints it: integers without ".0"."""
+    x = float(x)
+    return int(x) if x.is_integer() else x
 
 
 def utc_today():
@@ -312,10 +549,17 @@ class ApiErr(Exception):
         return b
 
 
-# exactly the body real Atlas sends with its 401 challenge
-UNAUTHORIZED_BODY = _ENC.encode({
-    "detail": "You are not authorized for this resource.", "error": 401,
-    "errorCode": "UNEXPECTED_ERROR", "reason": "Unauthorized"}).encode()
+UNAUTHORIZED_DETAIL = "You are not authorized for this resource."
+
+
+def unauthorized_body(legacy=False, detail=UNAUTHORIZED_DETAIL):
+    """The body real Atlas sends with a 401: pretty-printed (Jackson style), in the order
+    error, reason, detail, errorCode, without "parameters"; older answers (legacy) had no
+    errorCode."""
+    b = {"error": 401, "reason": "Unauthorized", "detail": detail}
+    if not legacy:
+        b["errorCode"] = "UNEXPECTED_ERROR"
+    return json.dumps(b, indent=2, separators=(",", " : "), ensure_ascii=False).encode("utf-8")
 
 
 class Resp:
@@ -347,9 +591,10 @@ ONLY23 = Version(V2023)
 
 
 class Route:
-    __slots__ = ("method", "template", "regex", "kind", "op", "versions", "removal", "key")
+    __slots__ = ("method", "template", "regex", "kind", "op", "versions", "removal", "key",
+                 "rl_set", "rl_scope", "rl_path")
 
-    def __init__(self, method, template, kind, op, versions=(), removal=False):
+    def __init__(self, method, template, kind, op, versions=(), removal=False, rl=None):
         self.method = method
         self.template = template
         self.kind = kind          # "v2", "v1", "oauth"
@@ -357,6 +602,9 @@ class Route:
         self.versions = list(versions)
         self.removal = removal
         self.key = method + " " + template
+        # rate limiting: (endpoint set, path parameter that scopes the bucket or None for
+        # the client's IP address, the set's path as the 429 body names it)
+        self.rl_set, self.rl_scope, self.rl_path = rl if rl is not None else (None, None, None)
         pieces = re.split(r"\{([A-Za-z-]+)\}", template)
         pat = "".join(re.escape(x) if i % 2 == 0 else "(?P<%s>[^/]+)" % x.replace("-", "_")
                       for i, x in enumerate(pieces))
@@ -365,32 +613,65 @@ class Route:
 
 P2 = "/api/atlas/v2"
 P1 = "/api/atlas/v1.0"
+# endpoint sets (a GUESS of how Atlas groups its endpoints; see the docstring)
+RL_ORG_USERS = ("org_users", "orgId", "api/atlas/v2/orgs/{orgId}/users")
+RL_PROJECT_USERS = ("project_users", "groupId", "api/atlas/v2/groups/{groupId}/users")
+RL_TEAMS = ("teams", "orgId", "api/atlas/v2/orgs/{orgId}/teams")
+RL_ORGS_IP = ("orgs", None, "api/atlas/v2/orgs")
+RL_ORGS = ("orgs", "orgId", "api/atlas/v2/orgs")
+RL_PROJECTS_IP = ("projects", None, "api/atlas/v2/groups")
+RL_PROJECTS = ("projects", "groupId", "api/atlas/v2/groups")
+RL_ORG_INVITES = ("invites", "orgId", "api/atlas/v2/orgs/{orgId}/invites")
+RL_GROUP_INVITES = ("invites", "groupId", "api/atlas/v2/groups/{groupId}/invites")
+RL_V1 = ("v1", "GROUP_ID", "api/atlas/v1.0")
+RL_V1_IP = ("v1", None, "api/atlas/v1.0")
+RATE_LIMIT_SETS = ("org_users", "project_users", "teams", "orgs", "projects", "invites", "v1")
+
 ROUTES = [
     Route("GET", P2, "v2", "getSystemStatus", [ONLY23]),
-    Route("GET", P2 + "/orgs", "v2", "listOrgs", [ONLY23]),
-    Route("GET", P2 + "/orgs/{orgId}", "v2", "getOrg", [ONLY23]),
-    Route("GET", P2 + "/orgs/{orgId}/users", "v2", "listOrgUsers", [OLD, CUR]),
-    Route("GET", P2 + "/orgs/{orgId}/users/{userId}", "v2", "getOrgUser", [CUR]),
+    Route("GET", P2 + "/orgs", "v2", "listOrgs", [ONLY23], rl=RL_ORGS_IP),
+    Route("GET", P2 + "/orgs/{orgId}", "v2", "getOrg", [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/orgs/{orgId}/groups", "v2", "getOrgGroups", [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/orgs/{orgId}/federationSettings", "v2", "getOrgFederationSettings",
+          [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/orgs/{orgId}/users", "v2", "listOrgUsers", [OLD, CUR], rl=RL_ORG_USERS),
+    Route("GET", P2 + "/orgs/{orgId}/users/{userId}", "v2", "getOrgUser", [CUR],
+          rl=RL_ORG_USERS),
     Route("DELETE", P2 + "/orgs/{orgId}/users/{userId}", "v2", "removeOrgUser",
-          [OLD, CUR], removal=True),
-    Route("GET", P2 + "/orgs/{orgId}/teams", "v2", "listOrgTeams", [ONLY23]),
-    Route("GET", P2 + "/orgs/{orgId}/teams/{teamId}", "v2", "getOrgTeam", [ONLY23]),
+          [OLD, CUR], removal=True, rl=RL_ORG_USERS),
+    Route("GET", P2 + "/orgs/{orgId}/invites", "v2", "listOrgInvites", [OLD], rl=RL_ORG_INVITES),
+    Route("GET", P2 + "/orgs/{orgId}/invites/{invitationId}", "v2", "getOrgInvite", [OLD],
+          rl=RL_ORG_INVITES),
+    Route("DELETE", P2 + "/orgs/{orgId}/invites/{invitationId}", "v2", "deleteOrgInvite", [OLD],
+          rl=RL_ORG_INVITES),
+    Route("GET", P2 + "/orgs/{orgId}/teams", "v2", "listOrgTeams", [ONLY23], rl=RL_TEAMS),
+    Route("GET", P2 + "/orgs/{orgId}/teams/{teamId}", "v2", "getOrgTeam", [ONLY23], rl=RL_TEAMS),
     Route("GET", P2 + "/orgs/{orgId}/teams/{teamId}/users", "v2", "listOrgTeamUsers",
-          [OLD, CUR]),
+          [OLD, CUR], rl=RL_TEAMS),
     Route("DELETE", P2 + "/orgs/{orgId}/teams/{teamId}/users/{userId}", "v2",
-          "removeOrgTeamUserFromTeam", [OLD], removal=True),
+          "removeOrgTeamUserFromTeam", [OLD], removal=True, rl=RL_TEAMS),
     Route("POST", P2 + "/orgs/{orgId}/teams/{teamId}:removeUser", "v2",
-          "removeOrgTeamUser", [CUR], removal=True),
-    Route("GET", P2 + "/groups", "v2", "listGroups", [ONLY23]),
-    Route("GET", P2 + "/groups/{groupId}", "v2", "getGroup", [ONLY23]),
-    Route("GET", P2 + "/groups/{groupId}/users", "v2", "listGroupUsers", [OLD, CUR]),
-    Route("GET", P2 + "/groups/{groupId}/users/{userId}", "v2", "getGroupUser", [CUR]),
+          "removeOrgTeamUser", [CUR], removal=True, rl=RL_TEAMS),
+    Route("GET", P2 + "/groups", "v2", "listGroups", [ONLY23], rl=RL_PROJECTS_IP),
+    Route("GET", P2 + "/groups/{groupId}", "v2", "getGroup", [ONLY23], rl=RL_PROJECTS),
+    Route("GET", P2 + "/groups/{groupId}/teams", "v2", "listGroupTeams", [ONLY23],
+          rl=RL_PROJECTS),
+    Route("GET", P2 + "/groups/{groupId}/users", "v2", "listGroupUsers", [OLD, CUR],
+          rl=RL_PROJECT_USERS),
+    Route("GET", P2 + "/groups/{groupId}/users/{userId}", "v2", "getGroupUser", [CUR],
+          rl=RL_PROJECT_USERS),
     Route("DELETE", P2 + "/groups/{groupId}/users/{userId}", "v2", "removeGroupUser",
-          [OLD, CUR], removal=True),
+          [OLD, CUR], removal=True, rl=RL_PROJECT_USERS),
+    Route("GET", P2 + "/groups/{groupId}/invites", "v2", "listGroupInvites", [OLD],
+          rl=RL_GROUP_INVITES),
+    Route("GET", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "getGroupInvite", [OLD],
+          rl=RL_GROUP_INVITES),
+    Route("DELETE", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "deleteGroupInvite",
+          [OLD], rl=RL_GROUP_INVITES),
     Route("DELETE", P1 + "/groups/{GROUP-ID}/users/{USER-ID}", "v1", "v1RemoveGroupUser",
-          removal=True),
-    Route("GET", P1 + "/groups/{GROUP-ID}/users", "v1", "v1ListGroupUsers"),
-    Route("GET", P1 + "/users/byName/{USERNAME}", "v1", "v1UserByName"),
+          removal=True, rl=RL_V1),
+    Route("GET", P1 + "/groups/{GROUP-ID}/users", "v1", "v1ListGroupUsers", rl=RL_V1),
+    Route("GET", P1 + "/users/byName/{USERNAME}", "v1", "v1UserByName", rl=RL_V1_IP),
     Route("POST", "/api/oauth/token", "oauth", "token"),
     Route("POST", "/api/oauth/revoke", "oauth", "revoke"),
 ]
@@ -470,6 +751,16 @@ def _req_id(v, what):
     return v
 
 
+def _org_scope(cred, what):
+    """The orgIds a credential is valid for: a set, or None (every organization)."""
+    ids = cred.get("orgIds")
+    if ids is None:
+        return None
+    if not isinstance(ids, list):
+        raise SeedError("%s: orgIds must be a list" % what)
+    return {_req_id(i, what + ".orgIds[]") for i in ids}
+
+
 class State:
     """Orgs, projects, teams, users, credentials.  Caller holds the lock."""
 
@@ -485,12 +776,23 @@ class State:
         self.project_members = {}  # groupId -> {userId: None}
         self.org_projects = {}     # orgId -> [groupId]
         self.org_teams = {}        # orgId -> [teamId]
-        self.api_keys = {}         # public -> {"private":..., "id":...}
-        self.service_accounts = {}  # client_id -> secret
+        self.user_teams = {}       # userId -> {teamId: None} (index of team membership)
+        self.gen = 0               # bumped by every membership change (list cache key)
+        self.list_cache = {}
+        self.team_pos = {}         # teamId -> position in its org's list
+        self.project_pos = {}      # groupId -> position in its org's list
+        self.api_keys = {}         # public -> {"private":..., "id":..., "orgs": set|None}
+        self.service_accounts = {}  # client_id -> {"secret":..., "orgs": set|None}
         self.bulk_seq = 0
+        self.scale_seq = 0
         for o in seed.get("orgs", []):
             oid = _req_id(o.get("id"), "orgs[].id")
-            self.orgs[oid] = {"id": oid, "name": str(o.get("name", "org-" + oid[-4:]))}
+            fed = o.get("federationSettings")
+            if fed is not None and not isinstance(fed, dict):
+                raise SeedError("org %s: federationSettings must be an object" % oid)
+            self.orgs[oid] = {"id": oid, "name": str(o.get("name", "org-" + oid[-4:])),
+                              "federated": bool(o.get("federated", False) or fed),
+                              "federationSettings": fed}
             self.org_members[oid] = {}
             self.org_projects[oid] = []
             self.org_teams[oid] = []
@@ -503,14 +805,25 @@ class State:
                                   "name": str(p.get("name", "project-" + gid[-4:])),
                                   "created": p.get("created", "2024-01-01T00:00:00Z")}
             self.project_members[gid] = {}
+            self.project_pos[gid] = len(self.org_projects[oid])
             self.org_projects[oid].append(gid)
         for t in seed.get("teams", []):
             tid = _req_id(t.get("id"), "teams[].id")
             oid = _req_id(t.get("orgId"), "teams[].orgId")
             if oid not in self.orgs:
                 raise SeedError("team %s: unknown org %s" % (tid, oid))
+            roles = t.get("projects") or {}
+            if not isinstance(roles, dict):
+                raise SeedError("team %s: projects must be {groupId: [roles]}" % tid)
+            for gid, rs in roles.items():
+                if self.projects.get(gid, {}).get("orgId") != oid:
+                    raise SeedError("team %s: project %s is not in org %s" % (tid, gid, oid))
+                if not isinstance(rs, list) or not rs:
+                    raise SeedError("team %s: roles of project %s must be a list" % (tid, gid))
             self.teams[tid] = {"id": tid, "orgId": oid,
-                               "name": str(t.get("name", "team-" + tid[-4:])), "members": {}}
+                               "name": str(t.get("name", "team-" + tid[-4:])), "members": {},
+                               "projects": {g: list(r) for g, r in roles.items()}}
+            self.team_pos[tid] = len(self.org_teams[oid])
             self.org_teams[oid].append(tid)
         for u in seed.get("users", []):
             self.add_user(u)
@@ -522,14 +835,15 @@ class State:
                 if user is None:
                     raise SeedError("team %s: unknown user %s" % (team["id"], uid))
                 self._ensure_org(user, team["orgId"])
-                team["members"][uid] = None
+                self.add_team_member(team["id"], uid)
         if "api_keys" in seed or previous is None:
             for k in seed.get("api_keys", []):
                 pub, priv = k.get("public_key"), k.get("private_key")
                 if not isinstance(pub, str) or not isinstance(priv, str) or not pub:
                     raise SeedError("api_keys[] needs public_key and private_key")
                 self.api_keys[pub] = {"private": priv,
-                                      "id": k.get("id") or hashlib.md5(pub.encode()).hexdigest()[:24]}
+                                      "id": k.get("id") or hashlib.md5(pub.encode()).hexdigest()[:24],
+                                      "orgs": _org_scope(k, "api_keys[%s]" % pub)}
         else:
             self.api_keys = previous.api_keys
         if "service_accounts" in seed or previous is None:
@@ -537,7 +851,8 @@ class State:
                 cid, sec = s.get("client_id"), s.get("client_secret")
                 if not isinstance(cid, str) or not isinstance(sec, str) or not cid:
                     raise SeedError("service_accounts[] needs client_id and client_secret")
-                self.service_accounts[cid] = sec
+                self.service_accounts[cid] = {"secret": sec,
+                                              "orgs": _org_scope(s, "service_accounts[%s]" % cid)}
         else:
             self.service_accounts = previous.service_accounts
 
@@ -547,6 +862,7 @@ class State:
         if oid not in user["orgs"]:
             user["orgs"][oid] = ["ORG_MEMBER"]
             self.org_members[oid][user["id"]] = None
+            self.gen += 1
 
     def add_user(self, u):
         uid = _req_id(u.get("id"), "users[].id")
@@ -580,6 +896,7 @@ class State:
         }
         self.users[uid] = user
         self.by_username[username.lower()] = uid
+        self.gen += 1
         for oid, roles in (u.get("orgs") or {}).items():
             if oid not in self.orgs:
                 raise SeedError("user %s: unknown org %s" % (uid, oid))
@@ -635,7 +952,7 @@ class State:
                 "firstName": prefix.capitalize(), "lastName": "User%d" % n,
                 "orgs": {oid: org_roles}, "projects": {g: group_roles for g in gids}})
             for t in tids:
-                self.teams[t]["members"][uid] = None
+                self.add_team_member(t, uid)
             ids.append(user["id"])
         return ids
 
@@ -647,25 +964,55 @@ class State:
             d["projects"] = {k: list(v) for k, v in u["projects"].items()}
             d["teamIds"] = self.user_team_ids(u)
             users.append(d)
+        def scope(c):
+            return {} if c["orgs"] is None else {"orgIds": sorted(c["orgs"])}
+
         return {
-            "orgs": [dict(o) for o in self.orgs.values()],
+            "orgs": [{k: v for k, v in o.items() if v is not None} for o in self.orgs.values()],
             "projects": [dict(p) for p in self.projects.values()],
             "teams": [{"id": t["id"], "orgId": t["orgId"], "name": t["name"],
-                       "userIds": list(t["members"])} for t in self.teams.values()],
+                       "userIds": list(t["members"]),
+                       "projects": {g: list(r) for g, r in t["projects"].items()}}
+                      for t in self.teams.values()],
             "users": users,
-            "api_keys": [{"public_key": k, "id": v["id"]} for k, v in self.api_keys.items()],
-            "service_accounts": [{"client_id": c} for c in self.service_accounts],
+            "api_keys": [dict({"public_key": k, "id": v["id"]}, **scope(v))
+                         for k, v in self.api_keys.items()],
+            "service_accounts": [dict({"client_id": c}, **scope(v))
+                                 for c, v in self.service_accounts.items()],
         }
 
+    def add_team_member(self, tid, uid):
+        self.gen += 1
+        self.teams[tid]["members"][uid] = None
+        self.user_teams.setdefault(uid, {})[tid] = None
+
+    def remove_team_member(self, tid, uid):
+        self.gen += 1
+        self.teams[tid]["members"].pop(uid, None)
+        self.user_teams.get(uid, {}).pop(tid, None)
+
     def user_team_ids(self, u, oid=None):
-        uid = u["id"]
+        """The user's teams (in oid, or in all its orgs), in the orgs' team order."""
+        mine = self.user_teams.get(u["id"])
+        if not mine:
+            return []
         orgs = [oid] if oid is not None else list(u["orgs"])
         out = []
         for o in orgs:
-            for tid in self.org_teams.get(o, ()):
-                if uid in self.teams[tid]["members"]:
-                    out.append(tid)
+            ts = [t for t in mine if self.teams[t]["orgId"] == o]
+            if len(ts) > 1:
+                pos = self.team_pos
+                ts.sort(key=lambda t: pos[t])
+            out += ts
         return out
+
+    def user_group_roles(self, u, oid):
+        """[{groupId, groupRoles}] of the user in the org's projects, in the org's order."""
+        gids = [g for g in u["projects"] if self.projects[g]["orgId"] == oid]
+        if len(gids) > 1:
+            pos = self.project_pos
+            gids.sort(key=lambda g: pos[g])
+        return [{"groupId": g, "groupRoles": list(u["projects"][g])} for g in gids]
 
     # -- lookups raising ApiErr
 
@@ -704,6 +1051,43 @@ class State:
                          "User %s is not a member of organization %s." % (u["id"], oid),
                          [u["id"], oid])
 
+    # -- owner and team rules (undocumented answers: GUESSES, see the docstring)
+
+    def _active_with_role(self, uids, roles_of, role):
+        return [i for i in uids
+                if self.users[i]["status"] == "ACTIVE" and role in roles_of(self.users[i])]
+
+    def check_last_project_owner(self, u, gid):
+        """409 CANNOT_REMOVE_LAST_PROJECT_OWNER when u is the project's last ACTIVE owner."""
+        if u["status"] != "ACTIVE" or "GROUP_OWNER" not in u["projects"].get(gid, ()):
+            return
+        owners = self._active_with_role(self.project_members[gid],
+                                        lambda x: x["projects"].get(gid, ()), "GROUP_OWNER")
+        if owners == [u["id"]]:
+            raise ApiErr(409, "CANNOT_REMOVE_LAST_PROJECT_OWNER",
+                         "Cannot remove user %s from project %s: they are its last Project "
+                         "Owner." % (u["id"], gid), [u["id"], gid])
+
+    def check_org_removal(self, u, oid):
+        """The rules an org removal meets, in this order: last Organization Owner (409),
+        last Project Owner of one of the org's projects (409), last member of one of the
+        org's teams (400)."""
+        uid = u["id"]
+        if u["status"] == "ACTIVE" and "ORG_OWNER" in u["orgs"].get(oid, ()):
+            owners = self._active_with_role(self.org_members[oid],
+                                            lambda x: x["orgs"].get(oid, ()), "ORG_OWNER")
+            if owners == [uid]:
+                raise ApiErr(409, "CANNOT_REMOVE_LAST_ORG_OWNER",
+                             "Cannot remove user %s from organization %s: they are its last "
+                             "Organization Owner." % (uid, oid), [uid, oid])
+        for gra in self.user_group_roles(u, oid):
+            self.check_last_project_owner(u, gra["groupId"])
+        for tid in self.user_team_ids(u, oid):
+            if len(self.teams[tid]["members"]) == 1:
+                raise ApiErr(400, "CANNOT_REMOVE_LAST_USER_FROM_TEAM",
+                             "Cannot remove user %s: they are the last user of team %s." %
+                             (uid, tid), [uid, tid])
+
     # -- removals
 
     def remove_group_user(self, gid, uid, version):
@@ -714,20 +1098,28 @@ class State:
             raise ApiErr(404, "USER_NOT_FOUND",
                          "User %s (%s) is not a member of project %s." % (uid, u["username"], gid),
                          [uid, gid])
+        self.check_last_project_owner(u, gid)
         del u["projects"][gid]
         self.project_members[gid].pop(uid, None)
+        self.gen += 1
 
     def remove_org_user(self, oid, uid, version):
         self.org(oid)
         u = self.user(uid, version)
         self.user_in_org(u, oid)
+        self.check_org_removal(u, oid)
+        self._drop_from_org(u, oid)
+
+    def _drop_from_org(self, u, oid):
+        uid = u["id"]
+        self.gen += 1
         del u["orgs"][oid]
         self.org_members[oid].pop(uid, None)
-        for gid in self.org_projects[oid]:
-            if u["projects"].pop(gid, None) is not None:
-                self.project_members[gid].pop(uid, None)
-        for tid in self.org_teams[oid]:
-            self.teams[tid]["members"].pop(uid, None)
+        for gra in self.user_group_roles(u, oid):
+            del u["projects"][gra["groupId"]]
+            self.project_members[gra["groupId"]].pop(uid, None)
+        for tid in self.user_team_ids(u, oid):
+            self.remove_team_member(tid, uid)
 
     def remove_team_user(self, oid, tid, uid, version):
         self.org(oid)
@@ -741,8 +1133,140 @@ class State:
             raise ApiErr(400, "CANNOT_REMOVE_LAST_USER_FROM_TEAM",
                          "Cannot remove user %s: they are the last user of team %s." % (uid, tid),
                          [uid, tid])
-        del t["members"][uid]
+        self.remove_team_member(tid, uid)
         return u
+
+    # -- invitations
+
+    def org_invitations(self, oid):
+        """[(invitationId, user)]: the open (PENDING) invitations to the org, the users
+        invited through the deprecated project-invitation endpoint included."""
+        out = []
+        for uid in self.org_members[oid]:
+            u = self.users[uid]
+            if u["status"] == "PENDING":
+                out.append((invitation_id("org", oid, uid), u))
+        return out
+
+    def group_invitations(self, gid):
+        """[(invitationId, user)]: the open project invitations (legacyProjectInvite users)."""
+        out = []
+        for uid in self.project_members[gid]:
+            u = self.users[uid]
+            if u["legacyProjectInvite"] and u["status"] == "PENDING":
+                out.append((invitation_id("group", gid, uid), u))
+        return out
+
+    def find_invitation(self, invites, inv_id, where):
+        for i, u in invites:
+            if i == inv_id:
+                return u
+        raise ApiErr(404, "INVITATION_NOT_FOUND",
+                     "Invitation %s could not be found in %s." % (inv_id, where), [inv_id])
+
+    def delete_org_invitation(self, oid, inv_id):
+        self.org(oid)
+        u = self.find_invitation(self.org_invitations(oid), inv_id, "organization " + oid)
+        self.check_org_removal(u, oid)
+        self._drop_from_org(u, oid)
+
+    def delete_group_invitation(self, gid, inv_id):
+        self.group(gid)
+        u = self.find_invitation(self.group_invitations(gid), inv_id, "project " + gid)
+        del u["projects"][gid]
+        self.project_members[gid].pop(u["id"], None)
+        self.gen += 1
+
+    # -- scale
+
+    def scale(self, spec):
+        """POST /__emulator/scale: an organization of many users, projects and teams."""
+        t0 = time.monotonic()
+
+        def count(name, default, hi):
+            try:
+                n = int(spec.get(name, default))
+            except (TypeError, ValueError):
+                raise SeedError("%s must be an integer" % name)
+            if n < 0 or n > hi:
+                raise SeedError("%s out of range (0..%d)" % (name, hi))
+            return n
+
+        nusers = count("users", 20000, 1000000)   # the owner included
+        if nusers < 1:
+            raise SeedError("users must be at least 1 (the owner)")
+        nprojects = count("projects", 200, 100000)
+        nteams = count("teams", 300, 100000)
+        prefix = str(spec.get("prefix", "scale"))
+        if not re.fullmatch(r"[a-z0-9._-]{1,40}", prefix):
+            raise SeedError("prefix must be 1-40 of a-z 0-9 . _ -")
+        if ("%s.owner@example.com" % prefix) in self.by_username:
+            raise SeedError("prefix %s was used already" % prefix)
+        self.scale_seq += 1
+        run = self.scale_seq
+        oid = spec.get("orgId")
+        if oid is None:
+            oid = "5ca1e0%018x" % run
+        _req_id(oid, "orgId")
+        creds = spec.get("credentials")
+        if creds is not None and not isinstance(creds, list):
+            raise SeedError("credentials must be a list of public keys and client ids")
+        if oid not in self.orgs:
+            self.orgs[oid] = {"id": oid, "name": "%s-org-%d" % (prefix, run), "federated": False,
+                              "federationSettings": None}
+            self.org_members[oid] = {}
+            self.org_projects[oid] = []
+            self.org_teams[oid] = []
+            # a new org is valid for the org-scoped credentials named (default: all)
+            for name, c in list(self.api_keys.items()) + list(self.service_accounts.items()):
+                if c["orgs"] is not None and (creds is None or name in creds):
+                    c["orgs"].add(oid)
+        gids = []
+        for i in range(nprojects):
+            gid = "5ca1e1%06x%012x" % (run, i)
+            self.projects[gid] = {"id": gid, "orgId": oid, "name": "%s-project-%d" % (prefix, i),
+                                  "created": "2024-01-01T00:00:00Z"}
+            self.project_members[gid] = {}
+            self.project_pos[gid] = len(self.org_projects[oid])
+            self.org_projects[oid].append(gid)
+            gids.append(gid)
+        tids = []
+        for i in range(nteams):
+            tid = "5ca1e2%06x%012x" % (run, i)
+            self.teams[tid] = {"id": tid, "orgId": oid, "name": "%s-team-%d" % (prefix, i),
+                               "members": {}, "projects": {}}
+            if gids:
+                self.teams[tid]["projects"][gids[i % len(gids)]] = ["GROUP_READ_ONLY"]
+            self.team_pos[tid] = len(self.org_teams[oid])
+            self.org_teams[oid].append(tid)
+            tids.append(tid)
+        owner = self.add_user({
+            "id": "5ca1e3%06x%012x" % (run, 0), "username": "%s.owner@example.com" % prefix,
+            "firstName": "Scale", "lastName": "Owner", "orgs": {oid: ["ORG_OWNER"]},
+            "projects": {g: ["GROUP_OWNER"] for g in gids}})
+        for tid in tids:
+            self.add_team_member(tid, owner["id"])
+        first = last = None
+        for i in range(1, nusers):
+            uid = "5ca1e4%06x%012x" % (run, i)
+            user = self.add_user({
+                "id": uid, "username": "%s%06d@example.com" % (prefix, i),
+                "firstName": prefix.capitalize(), "lastName": "User%d" % i,
+                "orgs": {oid: ["ORG_MEMBER"]},
+                "projects": {gids[i % len(gids)]: ["GROUP_READ_ONLY"]} if gids else {}})
+            if tids:
+                self.add_team_member(tids[i % len(tids)], uid)
+            first = first or user["id"]
+            last = user["id"]
+        return {"orgId": oid, "ownerId": owner["id"], "users": nusers, "projectIds": gids,
+                "teamIds": tids, "firstUserId": first, "lastUserId": last,
+                "userIdFormat": "5ca1e4%06x%012x (run, index)", "run": run,
+                "seconds": round(time.monotonic() - t0, 3)}
+
+
+def invitation_id(kind, container, uid):
+    """Deterministic invitation ids: an org and a project invitation of one person differ."""
+    return hashlib.md5(("%s-invite/%s/%s" % (kind, container, uid)).encode()).hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------
@@ -750,11 +1274,7 @@ class State:
 
 
 def org_user_view(st, u, oid):
-    gra = []
-    for gid in st.org_projects.get(oid, ()):
-        roles = u["projects"].get(gid)
-        if roles is not None:
-            gra.append({"groupId": gid, "groupRoles": list(roles)})
+    gra = st.user_group_roles(u, oid)
     d = {"id": u["id"], "username": u["username"], "orgMembershipStatus": u["status"],
          "roles": {"orgRoles": list(u["orgs"].get(oid, [])), "groupRoleAssignments": gra},
          "teamIds": st.user_team_ids(u, oid)}
@@ -762,18 +1282,19 @@ def org_user_view(st, u, oid):
     return d
 
 
-def group_user_view(st, u, gid):
+def group_user_view(st, u, gid, roles=None):
     d = {"id": u["id"], "username": u["username"], "orgMembershipStatus": u["status"],
-         "roles": list(u["projects"].get(gid, []))}
+         "roles": list(u["projects"].get(gid, [])) if roles is None else list(roles)}
     _status_fields(d, u)
     return d
 
 
 def _status_fields(d, u):
     if u["status"] == "ACTIVE":
-        for k in ("country", "createdAt", "firstName", "lastAuth", "lastName", "mobileNumber"):
+        for k in ("country", "createdAt", "firstName", "lastAuth", "lastName"):
             if u.get(k) is not None:
                 d[k] = u[k]
+        d["mobileNumber"] = u.get("mobileNumber")   # real answers: null when there is none
     else:
         d["invitationCreatedAt"] = u["invitationCreatedAt"]
         d["invitationExpiresAt"] = u["invitationExpiresAt"]
@@ -909,6 +1430,172 @@ def paginate(items, q, base, path, view=None):
 # the emulator
 
 
+# --------------------------------------------------------------------------
+# rate limits (token buckets) and run-time configuration
+
+
+def default_rate_limits():
+    """Capacities seen in real answers (org users 500, project and team users 1200), 100
+    elsewhere; the refill (the whole capacity every 60 s) is a GUESS."""
+    caps = {"org_users": 500, "project_users": 1200, "teams": 1200}
+    return {"enabled": True, "headers": True, "retry_after_header": True,
+            "sets": {n: {"capacity": caps.get(n, 100), "refill_rate": caps.get(n, 100),
+                         "refill_seconds": 60} for n in RATE_LIMIT_SETS}}
+
+
+def default_endless_pages():
+    return {"enabled": False, "page_bytes": 0, "delay_ms": 0, "match": None, "next_host": None}
+
+
+def _bool(v, what):
+    if not isinstance(v, bool):
+        raise ValueError("%s must be true or false" % what)
+    return v
+
+
+def _number(v, what, lo, integer=False, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError("%s must be a number" % what)
+    if integer and float(v) != int(v):
+        raise ValueError("%s must be an integer" % what)
+    if v < lo or (hi is not None and v > hi):
+        raise ValueError("%s out of range" % what)
+    return int(v) if integer else num(v)
+
+
+def merge_rate_limits(cur, new):
+    """Partial update of the rate_limits config -> a new dict (cur is left alone)."""
+    if not isinstance(new, dict):
+        raise ValueError("rate_limits must be an object")
+    out = copy.deepcopy(cur)
+    for k, v in new.items():
+        if k in ("enabled", "headers", "retry_after_header"):
+            out[k] = _bool(v, "rate_limits." + k)
+        elif k == "sets":
+            if not isinstance(v, dict):
+                raise ValueError("rate_limits.sets must be an object")
+            for name, lim in v.items():
+                if name not in RATE_LIMIT_SETS:
+                    raise ValueError("unknown endpoint set %r (known: %s)" %
+                                     (name, ", ".join(RATE_LIMIT_SETS)))
+                if not isinstance(lim, dict):
+                    raise ValueError("rate_limits.sets.%s must be an object" % name)
+                for lk, lv in lim.items():
+                    what = "rate_limits.sets.%s.%s" % (name, lk)
+                    if lk == "capacity":
+                        out["sets"][name][lk] = _number(lv, what, 1, integer=True)
+                    elif lk == "refill_rate":
+                        out["sets"][name][lk] = _number(lv, what, 0, integer=True)
+                    elif lk == "refill_seconds":
+                        if isinstance(lv, (int, float)) and not isinstance(lv, bool) and lv <= 0:
+                            raise ValueError("%s must be > 0" % what)
+                        out["sets"][name][lk] = _number(lv, what, 0.001)
+                    else:
+                        raise ValueError("unknown key %s" % what)
+        else:
+            raise ValueError("unknown key rate_limits.%s" % k)
+    return out
+
+
+def merge_endless_pages(cur, new):
+    if not isinstance(new, dict):
+        raise ValueError("endless_pages must be an object")
+    out = dict(cur)
+    for k, v in new.items():
+        what = "endless_pages." + k
+        if k == "enabled":
+            out[k] = _bool(v, what)
+        elif k in ("page_bytes", "delay_ms"):
+            out[k] = _number(v, what, 0, integer=(k == "page_bytes"), hi=256 * 1024 * 1024)
+        elif k in ("match", "next_host"):
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ValueError("%s must be a non-empty string or null" % what)
+            out[k] = v
+        else:
+            raise ValueError("unknown key %s" % what)
+    return out
+
+
+def rule_matches(m, method, target, route_key, template):
+    """A fault or endless_pages "match": None (everything), "METHOD rest", a substring of
+    the request target, a route template or "METHOD template"."""
+    if m is None:
+        return True
+    meth, sp, rest = m.partition(" ")
+    if sp and meth.isupper() and meth.isalpha():
+        if meth != method:
+            return False
+        m = rest
+    return m in target or m == template or m == route_key
+
+
+ENDLESS_MARK = "@@PG@@"
+
+
+def endless_clone(t, i):
+    d = dict(t)
+    new_id = "e0" + ENDLESS_MARK + "%014x" % i
+    for k in ("id", "teamId"):
+        if k in d:
+            d[k] = new_id
+    for k in ("username", "emailAddress"):
+        if k in d:
+            d[k] = "endless.%s.%d@example.com" % (ENDLESS_MARK, i)
+    if "name" in d:
+        d["name"] = "%s-%s-%d" % (d["name"], ENDLESS_MARK, i)
+    if "id" not in d and "teamId" not in d:
+        d["id"] = new_id
+    return d
+
+
+class Bucket:
+    """One token bucket.  Refill is DISCRETE (a GUESS): every refill_seconds from the
+    bucket's creation (its first request), refill_rate tokens come back, up to capacity."""
+    __slots__ = ("set", "scope", "path", "capacity", "refill_rate", "refill_seconds",
+                 "created", "tokens", "refills", "limited", "taken")
+
+    def __init__(self, name, scope, path, lim, now):
+        self.set = name
+        self.scope = scope
+        self.path = path
+        self.capacity = lim["capacity"]
+        self.refill_rate = lim["refill_rate"]
+        self.refill_seconds = float(lim["refill_seconds"])
+        self.created = now
+        self.tokens = self.capacity
+        self.refills = 0          # refill periods already applied
+        self.limited = 0          # 429s answered from this bucket
+        self.taken = 0            # tokens taken
+
+    def refill(self, now):
+        k = int((now - self.created) / self.refill_seconds)
+        if k > self.refills:
+            self.tokens = min(self.capacity, self.tokens + (k - self.refills) * self.refill_rate)
+            self.refills = k
+
+    def next_refill_in(self, now):
+        return self.created + (self.refills + 1) * self.refill_seconds - now
+
+    def take(self, now):
+        """-> (True, None) with a token taken, or (False, retry_after_seconds)."""
+        self.refill(now)
+        if self.tokens > 0:
+            self.tokens -= 1
+            self.taken += 1
+            return True, None
+        self.limited += 1
+        return False, max(1, math.ceil(self.next_refill_in(now) - 1e-6))
+
+    def view(self, now):
+        self.refill(now)
+        return {"set": self.set, "scope": self.scope, "path": self.path,
+                "capacity": self.capacity, "refill_rate": self.refill_rate,
+                "refill_seconds": num(self.refill_seconds), "tokens": self.tokens,
+                "taken": self.taken,
+                "next_refill_ms": round(max(0.0, self.next_refill_in(now)) * 1000, 1),
+                "age_ms": round((now - self.created) * 1000, 1), "rate_limited": self.limited}
+
+
 class Emulator:
     def __init__(self, args):
         self.lock = threading.Lock()
@@ -921,16 +1608,28 @@ class Emulator:
             "token_ttl_s": float(args.token_ttl_s),
             "token_rate_limit": int(args.token_rate_limit),
             "token_rate_window_s": float(args.token_rate_window_s),
+            "token_cap": int(args.token_cap),
             "today": args.today,
             "idle_timeout_s": float(args.idle_timeout_s),
+            "rate_limits": default_rate_limits(),
+            "legacy_401_body": False,
+            "null_parameters": False,
+            "reflect_headers": False,
+            "endless_pages": default_endless_pages(),
         }
-        self.cfg = dict(self.defaults)
+        self.cfg = copy.deepcopy(self.defaults)
+        self.buckets = {}         # (set, scope) -> Bucket
+        self.endless_cache = {}
+        if getattr(args, "config", None):
+            # --config: command-line defaults of any key (what /__emulator/reset restores)
+            self.defaults = self.set_config(json.loads(args.config))
         self.state = State(self.read_seed())
         self.tokens = {}          # token -> [client_id, expires_monotonic]
-        self.rate = {}            # client key -> deque of monotonic times
+        self.active = {}          # client_id -> {token: None}: the token cap's accounting
+        self.rate = {}            # (client IP, client id) -> deque of monotonic times
         self.faults = []
         self.nonce_key = secrets.token_bytes(32)
-        self.log = collections.deque(maxlen=10000)
+        self.log = collections.deque(maxlen=50000)
         self.seq = itertools.count(1)
         self.conn_seq = itertools.count(1)
         self.stop = threading.Event()
@@ -950,12 +1649,15 @@ class Emulator:
         self.c = {
             "requests_total": 0, "removal_requests": 0, "digest_challenges": 0,
             "digest_stale_challenges": 0, "bearer_rejections": 0, "token_grants": 0,
-            "token_requests": 0, "token_rate_limited": 0, "revocations": 0,
+            "token_requests": 0, "token_rate_limited": 0, "token_cap_denied": 0,
+            "revocations": 0, "org_scope_rejections": 0, "rate_limited": 0,
             "tcp_connections": 0, "tls_connections": 0, "connections_accepted": 0,
             "tls_handshakes": 0, "tls_handshake_failures": 0, "faults_triggered": 0,
         }
         self.by_route = {}
         self.by_status = {}
+        self.by_principal = {}
+        self.rl_by_set = {}
         self.max_concurrent = self.in_flight
         self.log.clear()
         self.epoch = getattr(self, "epoch", 0) + 1
@@ -968,19 +1670,23 @@ class Emulator:
             d = dict(self.c)
             d["requests_by_route"] = {k: dict(v) for k, v in self.by_route.items()}
             d["requests_by_status"] = dict(self.by_status)
+            d["requests_by_principal"] = dict(self.by_principal)
+            d["rate_limited_by_set"] = dict(self.rl_by_set)
             d["active_connections"] = self.active_connections
             d["in_flight_requests"] = self.in_flight
             d["max_concurrent_requests"] = self.max_concurrent
-            d["issued_tokens_valid"] = sum(1 for t in self.tokens.values()
-                                           if t[1] > time.monotonic())
+            now = time.monotonic()
+            d["issued_tokens_valid"] = sum(1 for t in self.tokens.values() if t[1] > now)
+            d["active_tokens_by_client"] = {c: self._active_count(c, now) for c in self.active}
             d["pid"] = os.getpid()
             return d
 
     def set_config(self, new):
+        """Apply a partial config (validated as a whole: nothing changes on an error)."""
         if not isinstance(new, dict):
             raise ValueError("config must be a JSON object")
         with self.lock:
-            cfg = dict(self.cfg)
+            cfg = copy.deepcopy(self.cfg)
             for k, v in new.items():
                 if k not in cfg:
                     raise ValueError("unknown config key %r" % k)
@@ -988,15 +1694,31 @@ class Emulator:
                     if v is not None:
                         datetime.date.fromisoformat(v)
                     cfg[k] = v
-                elif k == "token_rate_limit":
-                    cfg[k] = int(v)
-                else:
-                    v = float(v)
-                    if v < 0:
-                        raise ValueError("%s must be >= 0" % k)
+                elif k in ("token_rate_limit", "token_cap"):
+                    cfg[k] = _number(v, k, 0, integer=True)
+                elif k in ("legacy_401_body", "reflect_headers"):
+                    cfg[k] = _bool(v, k)
+                elif k == "null_parameters":
+                    if v not in (True, False, "all"):
+                        raise ValueError("null_parameters must be true, false or \"all\"")
                     cfg[k] = v
+                elif k == "rate_limits":
+                    cfg[k] = merge_rate_limits(cfg[k], v)
+                elif k == "endless_pages":
+                    cfg[k] = merge_endless_pages(cfg[k], v)
+                else:
+                    cfg[k] = _number(v, k, 0)
+            old = self.cfg["rate_limits"]
+            rl = cfg["rate_limits"]
+            if rl["enabled"] != old["enabled"]:
+                self.buckets = {}
+            else:
+                # a set whose limits changed starts again with full buckets
+                changed = {n for n in RATE_LIMIT_SETS if rl["sets"][n] != old["sets"][n]}
+                if changed:
+                    self.buckets = {k: b for k, b in self.buckets.items() if k[0] not in changed}
             self.cfg = cfg
-            return dict(cfg)
+            return copy.deepcopy(cfg)
 
     def reset(self, counters_only=False):
         if counters_only:
@@ -1007,9 +1729,78 @@ class Emulator:
         with self.lock:
             self.state = State(seed)
             self.faults = []
-            self.cfg = dict(self.defaults)
+            self.cfg = copy.deepcopy(self.defaults)
             self.rate = {}
+            self.active = {}
+            self.buckets = {}
             self._zero_counters()
+
+    # -- endless pages
+
+    def endless_results(self, tmpl, per, page_bytes):
+        """(JSON text of an endless page's results with the page number marked, count)."""
+        key = (_ENC.encode(tmpl), per, page_bytes)
+        with self.lock:
+            hit = self.endless_cache.get(key)
+        if hit is not None:
+            return hit
+        tmpl = tmpl or [{"id": "", "name": "endless"}]
+        out, size, i = [], 2, 0
+        while True:
+            d = endless_clone(tmpl[i % len(tmpl)], i)
+            out.append(d)
+            size += len(_ENC.encode(d)) + 1
+            i += 1
+            if (page_bytes <= 0 and i >= per) or (page_bytes > 0 and size >= page_bytes):
+                break
+        text = (_ENC.encode(out), len(out))
+        with self.lock:
+            if len(self.endless_cache) > 16:
+                self.endless_cache.clear()
+            self.endless_cache[key] = text
+        return text
+
+    # -- rate limits
+
+    def meter(self, route, params, client_ip):
+        """Take a token from the route's bucket.  -> None (unmetered or disabled), or
+        (bucket, allowed, retry_after).  Caller holds the lock."""
+        rl = self.cfg["rate_limits"]
+        if route is None or route.rl_set is None or not rl["enabled"]:
+            return None
+        scope = params.get(route.rl_scope) if route.rl_scope else None
+        if scope is None:
+            scope = "ip:" + client_ip
+        key = (route.rl_set, scope)
+        now = time.monotonic()
+        b = self.buckets.get(key)
+        if b is None:
+            b = self.buckets[key] = Bucket(route.rl_set, scope, route.rl_path,
+                                           rl["sets"][route.rl_set], now)
+        ok, retry = b.take(now)
+        if not ok:
+            self.c["rate_limited"] += 1
+            self.rl_by_set[route.rl_set] = self.rl_by_set.get(route.rl_set, 0) + 1
+        return b, ok, retry
+
+    def rate_limits_view(self):
+        with self.lock:
+            now = time.monotonic()
+            rl = copy.deepcopy(self.cfg["rate_limits"])
+            rl["buckets"] = [b.view(now) for b in self.buckets.values()]
+            return rl
+
+    # -- service-account token accounting
+
+    def _active_count(self, client_id, now):
+        """Active tokens of a service account (issued since the last reset, not expired,
+        not revoked); prunes the others.  Caller holds the lock."""
+        act = self.active.get(client_id)
+        if not act:
+            return 0
+        for tok in [t for t in act if self.tokens.get(t, (None, 0.0))[1] <= now]:
+            del act[tok]
+        return len(act)
 
     # -- faults
 
@@ -1041,19 +1832,10 @@ class Emulator:
                 if r["count"] == 0:
                     continue
                 m = r.get("match")
-                if m is None:
-                    if is_oauth and not r.get("auth"):
-                        continue
-                else:
-                    if is_oauth and not r.get("auth") and "oauth" not in m:
-                        continue
-                    meth, sp, rest = m.partition(" ")
-                    if sp and meth.isupper() and meth.isalpha():
-                        if meth != method:
-                            continue
-                        m = rest
-                    if not (m in target or m == template or m == route_key):
-                        continue
+                if is_oauth and not r.get("auth") and (m is None or "oauth" not in m):
+                    continue
+                if not rule_matches(m, method, target, route_key, template):
+                    continue
                 if r["count"] > 0:
                     r["count"] -= 1
                 r["hits"] += 1
@@ -1089,35 +1871,33 @@ class Emulator:
         return time.monotonic() - issued <= self.cfg["nonce_ttl_s"]
 
     def verify_digest(self, header_rest, method, target):
-        """-> "ok", "stale" or "bad"."""
+        """-> ("ok", public key), ("stale", public key) or ("bad", None).  As production:
+        qop=auth is required (an RFC 2069 answer without qop is refused)."""
         p = parse_auth_params(header_rest)
         username = p.get("username")
         nonce = p.get("nonce")
         response = p.get("response")
         uri = p.get("uri")
         if not username or not nonce or not response or uri is None:
-            return "bad"
+            return "bad", None
         if p.get("realm") != REALM or uri != target:
-            return "bad"
+            return "bad", None
         alg = p.get("algorithm")
         if alg is not None and alg.upper() != "MD5":
-            return "bad"
+            return "bad", None
         key = self.state.api_keys.get(username)
         if key is None:
-            return "bad"
+            return "bad", None
+        qop = p.get("qop")
+        if qop != "auth" or not p.get("nc") or p.get("cnonce") is None:
+            return "bad", None
         ha1 = hashlib.md5(("%s:%s:%s" % (username, REALM, key["private"])).encode()).hexdigest()
         ha2 = hashlib.md5(("%s:%s" % (method, uri)).encode()).hexdigest()
-        qop = p.get("qop")
-        if qop is not None:
-            if qop != "auth" or not p.get("nc") or p.get("cnonce") is None:
-                return "bad"
-            expect = hashlib.md5(("%s:%s:%s:%s:%s:%s" % (ha1, nonce, p["nc"], p["cnonce"],
-                                                        qop, ha2)).encode()).hexdigest()
-        else:
-            expect = hashlib.md5(("%s:%s:%s" % (ha1, nonce, ha2)).encode()).hexdigest()
+        expect = hashlib.md5(("%s:%s:%s:%s:%s:%s" % (ha1, nonce, p["nc"], p["cnonce"],
+                                                    qop, ha2)).encode()).hexdigest()
         if not hmac.compare_digest(expect, response.lower()):
-            return "bad"
-        return "ok" if self.nonce_fresh(nonce) else "stale"
+            return "bad", None
+        return ("ok" if self.nonce_fresh(nonce) else "stale"), username
 
     # -- tokens
 
@@ -1133,17 +1913,23 @@ class Emulator:
                             b64url(json.dumps(claims, separators=(",", ":")).encode()),
                             b64url(secrets.token_bytes(256)))
         with self.lock:
-            self.tokens[tok] = [client_id, time.monotonic() + self.cfg["token_ttl_s"]]
+            now_m = time.monotonic()
+            cap = self.cfg["token_cap"]
+            if cap > 0 and self._active_count(client_id, now_m) >= cap:
+                return None, None
+            self.tokens[tok] = [client_id, now_m + self.cfg["token_ttl_s"]]
+            self.active.setdefault(client_id, {})[tok] = None
             if len(self.tokens) > 100000:
                 now_m = time.monotonic()
                 self.tokens = {k: v for k, v in self.tokens.items() if v[1] > now_m}
         return tok, ttl
 
-    def bearer_ok(self, token):
+    def bearer_client(self, token):
+        """The service account a valid token belongs to, or None."""
         t = self.tokens.get(token)
         if t is None or t[1] <= time.monotonic():
-            return False
-        return t[0] in self.state.service_accounts
+            return None
+        return t[0] if t[0] in self.state.service_accounts else None
 
 
 AUTH_PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
@@ -1183,7 +1969,7 @@ def client_ok(accounts, creds):
         return None
     for cid, secret in (creds, tuple(unquote(x.replace("+", " ")) for x in creds)):
         known = accounts.get(cid)
-        if known is not None and hmac.compare_digest(known.encode(), secret.encode()):
+        if known is not None and hmac.compare_digest(known["secret"].encode(), secret.encode()):
             return cid
     return None
 
@@ -1380,8 +2166,13 @@ class Handler(BaseHTTPRequestHandler):
                     emu.c["tls_connections"] += 1
             cfg = emu.cfg
         self.cur_version = None
+        self.principal = None       # "digest:<public key>" / "bearer:<client id>"
+        self.principal_orgs = None  # the orgs the credential is valid for (None: all)
+        self.rl_headers = []
+        self.rl_log = None
         path, _, query = target.partition("?")
         route, params, allowed = match_route(method, path)
+        self.cur_route = route
         self.acct = (t0, method, target, route, body)
         try:
             q = Query(query)
@@ -1397,6 +2188,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self._oauth(route, allowed, method, path, body)
             elif path.startswith("/api/atlas/"):
                 denied = self._authenticate(method, target, path.startswith(P1 + "/"))
+                if denied is None:
+                    denied = self._gate(route, params, envelope, pretty)
                 if denied is None:
                     fault = emu.take_fault(method, target, route_key, template, False)
 
@@ -1415,12 +2208,17 @@ class Handler(BaseHTTPRequestHandler):
             delay = cfg["latency_ms"] + (float(fault.get("latency_ms", 0)) if fault else 0)
             if delay > 0:
                 emu.stop.wait(delay / 1000.0)
-            if fault is None:
+            def produce():
                 resp = self._safe(real)
+                resp.headers.extend(self.rl_headers)
+                return resp
+
+            if fault is None:
+                resp = produce()
                 self._account(str(resp.status), resp)
                 self._write(resp)
             else:
-                self._run_fault(fault, lambda: self._safe(real), envelope, pretty)
+                self._run_fault(fault, produce, envelope, pretty)
         except (ConnectionError, ssl.SSLError, TimeoutError, OSError):
             self.close_connection = True
         finally:
@@ -1441,6 +2239,9 @@ class Handler(BaseHTTPRequestHandler):
         with emu.lock:
             c = emu.c
             c["requests_total"] += 1
+            if self.principal is not None:
+                bp = emu.by_principal
+                bp[self.principal] = bp.get(self.principal, 0) + 1
             if route is not None:
                 if route.removal:
                     c["removal_requests"] += 1
@@ -1462,6 +2263,8 @@ class Handler(BaseHTTPRequestHandler):
                 "version": version.date if version is not None else None,
                 "duration_ms": round(dt * 1000, 3),
                 "headers": self._logged_headers(),
+                "principal": self.principal,
+                "rate_limit": self.rl_log,
             }
             if method in ("POST", "PUT", "PATCH") and body:
                 entry["body"] = _mask_body(body)
@@ -1506,34 +2309,98 @@ class Handler(BaseHTTPRequestHandler):
             s = scheme.lower()
             if s == "bearer":
                 bearer = True
-                if not legacy and emu.bearer_ok(rest.strip()):
+                client = None if legacy else emu.bearer_client(rest.strip())
+                if client is not None:
+                    self.principal = "bearer:" + client
+                    self.principal_orgs = emu.state.service_accounts[client]["orgs"]
                     return None
             elif s == "digest":
-                res = emu.verify_digest(rest, method, target)
+                res, user = emu.verify_digest(rest, method, target)
                 if res == "ok":
+                    self.principal = "digest:" + user
+                    self.principal_orgs = emu.state.api_keys[user]["orgs"]
                     return None
                 stale = res == "stale"
-        nonce = emu.new_nonce()
+        counters = ["bearer_rejections"] if bearer else (
+            ["digest_challenges", "digest_stale_challenges"] if stale else ["digest_challenges"])
+        return self._unauthorized(stale, counters)
+
+    def _unauthorized(self, stale, counters):
+        """A 401 with a fresh digest challenge and the real 401 body."""
+        nonce = self.emu.new_nonce()
         headers = [
             ("WWW-Authenticate", 'Digest realm="%s", domain="", nonce="%s", algorithm=MD5, '
                                  'qop="auth", stale=%s' % (REALM, nonce,
                                                            "true" if stale else "false")),
             ("Content-Type", "application/json"),
         ]
-        counters = ["bearer_rejections"] if bearer else (
-            ["digest_challenges", "digest_stale_challenges"] if stale else ["digest_challenges"])
-        return Resp(401, UNAUTHORIZED_BODY, headers, counters)
+        body = unauthorized_body(self.emu.cfg["legacy_401_body"],
+                                 self._reflect(UNAUTHORIZED_DETAIL))
+        return Resp(401, body, headers, counters)
+
+    def _reflect(self, text):
+        """reflect_headers (a misconfigured proxy): the request's headers, Authorization
+        included, appended to an error's text."""
+        if not self.emu.cfg["reflect_headers"]:
+            return text
+        return "%s Request headers: %s" % (text, "; ".join(
+            "%s: %s" % (k, v) for k, v in self.headers.items()))
+
+    def _gate(self, route, params, envelope, pretty):
+        """After authentication: the credential's organizations (401), then the route's
+        token bucket (429).  -> None to go on, or the answer."""
+        if route is None:
+            return None
+        emu = self.emu
+        with emu.lock:
+            if self.principal_orgs is not None:
+                oid = params.get("orgId")
+                gid = params.get("groupId") or params.get("GROUP_ID")
+                if oid is None and gid is not None:
+                    oid = emu.state.projects.get(gid, {}).get("orgId")
+                # an existing org the credential is not valid for (unknown ids go on to 404)
+                if oid in emu.state.orgs and oid not in self.principal_orgs:
+                    return self._unauthorized(False, ["org_scope_rejections"])
+            m = emu.meter(route, params, self.client_address[0])
+            if m is None:
+                return None
+            b, ok, retry = m
+            rl = emu.cfg["rate_limits"]
+            if rl["headers"]:
+                self.rl_headers = [("Ratelimit-Limit", str(b.capacity)),
+                                   ("Ratelimit-Remaining", str(b.tokens))]
+            self.rl_log = {"set": b.set, "scope": b.scope, "remaining": b.tokens}
+            if ok:
+                return None
+            per = num(b.refill_seconds)
+            err = ApiErr(429, "RATE_LIMITED_TOKEN_BUCKET",
+                         "Rate limit exceeded for %s. Please retry after %d seconds. Request "
+                         "capacity: %d. Refill rate: %d per %s seconds." %
+                         (b.path, retry, b.capacity, b.refill_rate, per),
+                         [b.path, retry, b.capacity, b.refill_rate, per])
+            if rl["retry_after_header"]:
+                err.headers.append(("Retry-After", str(retry)))
+        return self._finish_error(err, None, envelope, pretty)
 
     # -- atlas API
+
+    def _error_body(self, err):
+        """An ApiError body with the configured variations (null_parameters, reflect)."""
+        body = err.body()
+        np = self.emu.cfg["null_parameters"]
+        if np == "all" or (np and not body["parameters"]):
+            body["parameters"] = None
+        body["detail"] = self._reflect(body["detail"])
+        return body
 
     def _finish_error(self, err, version, envelope, pretty):
         headers = list(err.headers)
         if version is not None and version.deprecated:
             headers += [("Deprecation", http_date_of(version.deprecated)),
                         ("Sunset", http_date_of(version.sunset))]
-        if err.status == 404:
+        if err.status in (400, 404, 409):
             headers.append(("X-Error-Code", err.code))
-        body = err.body()
+        body = self._error_body(err)
         status = err.status
         if envelope:
             body = {"content": body, "status": status}
@@ -1556,19 +2423,26 @@ class Handler(BaseHTTPRequestHandler):
             if route.kind == "v2":
                 version = resolve_version(route, parse_accept(self.headers.get("Accept")),
                                           emu.today())
+            self.endless = None
             status, obj = getattr(self, "op_" + route.op)(params, q, body, version)
+            if self.endless is not None:
+                obj = self._endless_page(q, envelope)
         except ApiErr as e:
             self.cur_version = version
             return self._finish_error(e, version, envelope, pretty)
         headers = []
         if version is not None:
-            ctype = "application/vnd.atlas.%s+json" % version.date
+            ctype = "application/vnd.atlas.%s+json;charset=utf-8" % version.date
             if version.deprecated:
                 headers += [("Deprecation", http_date_of(version.deprecated)),
                             ("Sunset", http_date_of(version.sunset))]
         else:
-            ctype = "application/json"
+            ctype = "application/json;charset=utf-8"
         headers.append(("X-MongoDB-Service-Version", SERVICE_VERSION))
+        self.cur_version = version
+        if isinstance(obj, bytes):    # an endless page, rendered already
+            headers.append(("Content-Type", ctype))
+            return Resp(status, obj, headers)
         if envelope:
             if obj is None:
                 obj = {"content": {}, "status": status}
@@ -1578,11 +2452,49 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 obj = {"content": obj, "status": status}
             status = 200
-        self.cur_version = version
+        headers.append(("Content-Type", ctype))   # real answers: a 204 carries one too
         if obj is None:
             return Resp(status, b"", headers)
-        headers.append(("Content-Type", ctype))
         return Resp(status, encode_json(obj, pretty), headers)
+
+    # -- list answers, and the endless_pages hostile mode
+
+    def _paginate(self, items, q, base, path, view=None):
+        ep = self.emu.cfg["endless_pages"]
+        if ep["enabled"] and rule_matches(ep["match"], self.command, self.path,
+                                          self.cur_route.key, self.cur_route.template):
+            tmpl = items[:20]
+            self.endless = ([view(x) for x in tmpl] if view is not None else
+                            [dict(x) for x in tmpl], base, path, ep)
+        return paginate(items, q, base, path, view)
+
+    def _endless_page(self, q, envelope):
+        """A page with a next link (pageNum+1), padded with valid results to about
+        page_bytes, after delay_ms."""
+        tmpl, base, path, ep = self.endless
+        per = q.integer("itemsPerPage", 100, 1, 500)
+        page = q.integer("pageNum", 1, 1)
+        include_count = q.flag("includeCount", True)
+        results, n = self.emu.endless_results(tmpl, per, ep["page_bytes"])
+        results = results.replace(ENDLESS_MARK, "%08x" % (page & 0xffffffff))
+        others = [(k, v) for k, v in q.pairs if k not in ("pageNum", "itemsPerPage")]
+
+        def link(p, rel, host=None):
+            qs = "&".join("%s=%s" % (quote(k, safe=""), quote(v, safe=",")) for k, v in others)
+            qs = (qs + "&" if qs else "") + "pageNum=%d&itemsPerPage=%d" % (p, per)
+            b = base
+            if host:
+                b = host if "://" in host else ("https://" if self.tls else "http://") + host
+            return {"href": "%s%s?%s" % (b, path, qs), "rel": rel}
+
+        links = ([link(page - 1, "previous")] if page > 1 else []) + [
+            link(page, "self"), link(page + 1, "next", ep["next_host"])]
+        out = '{"links":%s,"results":%s%s%s}' % (
+            _ENC.encode(links), results, ',"status":200' if envelope else "",
+            ',"totalCount":%d' % ((page + 1) * n) if include_count else "")
+        if ep["delay_ms"] > 0:
+            self.emu.stop.wait(ep["delay_ms"] / 1000.0)
+        return out.encode("utf-8")
 
     def _base(self):
         host = self.headers.get("Host")
@@ -1601,7 +2513,8 @@ class Handler(BaseHTTPRequestHandler):
                 user = parse_auth_params(a.partition(" ")[2]).get("username")
                 k = self.emu.state.api_keys.get(user)
                 if k is not None:
-                    roles = [{"orgId": o, "roleName": "ORG_OWNER"} for o in self.emu.state.orgs]
+                    roles = [{"orgId": o, "roleName": "ORG_OWNER"} for o in self.emu.state.orgs
+                             if k["orgs"] is None or o in k["orgs"]]
                     api_key = {"accessList": [], "id": k["id"], "publicKey": user,
                                "roles": roles}
         return 200, {"apiKey": api_key, "appName": "MongoDB Atlas",
@@ -1615,8 +2528,8 @@ class Handler(BaseHTTPRequestHandler):
             items = [{"id": o["id"], "isDeleted": False,
                       "links": [{"href": "%s%s/orgs/%s" % (base, P2, o["id"]), "rel": "self"}],
                       "name": o["name"], "skipDefaultAlertsSettings": False}
-                     for o in self.emu.state.orgs.values()]
-        return 200, paginate(items, q, base, P2 + "/orgs")
+                     for o in self.emu.state.orgs.values() if self._may_see(o["id"])]
+        return 200, self._paginate(items, q, base, P2 + "/orgs")
 
     def op_getOrg(self, p, q, body, v):
         oid = check_id(p["orgId"], "orgId")
@@ -1630,8 +2543,51 @@ class Handler(BaseHTTPRequestHandler):
     def op_listGroups(self, p, q, body, v):
         base = self._base()
         with self.emu.lock:
-            items = [self._group_view(g, base) for g in self.emu.state.projects.values()]
-        return 200, paginate(items, q, base, P2 + "/groups")
+            items = [self._group_view(g, base) for g in self.emu.state.projects.values()
+                     if self._may_see(g["orgId"])]
+        return 200, self._paginate(items, q, base, P2 + "/groups")
+
+    def _may_see(self, oid):
+        return self.principal_orgs is None or oid in self.principal_orgs
+
+    def op_getOrgGroups(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        base = self._base()
+        name = q.get("name")
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            items = [self._group_view(st.projects[g], base) for g in st.org_projects[oid]
+                     if name is None or st.projects[g]["name"].lower().startswith(name.lower())]
+        return 200, self._paginate(items, q, base, "%s/orgs/%s/groups" % (P2, oid))
+
+    def op_getOrgFederationSettings(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        with self.emu.lock:
+            o = self.emu.state.org(oid)
+            if not o["federated"]:
+                # the answer for an org without federation is undocumented: a GUESS
+                raise ApiErr(404, "RESOURCE_NOT_FOUND",
+                             "Cannot find resource federation settings for organization %s." %
+                             oid, [oid])
+            h = hashlib.md5(("federation/" + oid).encode()).hexdigest()
+            d = {"federatedDomains": ["example.com"], "hasRoleMappings": True,
+                 "id": h[:24], "identityProviderId": h[4:24],
+                 "identityProviderStatus": "ACTIVE"}
+            d.update(o["federationSettings"] or {})
+            return 200, d
+
+    def op_listGroupTeams(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            g = st.group(gid)
+            items = [{"links": [{"href": "%s%s/groups/%s/teams/%s" % (base, P2, gid, t),
+                                 "rel": "self"}],
+                      "roleNames": list(st.teams[t]["projects"][gid]), "teamId": t}
+                     for t in st.org_teams[g["orgId"]] if gid in st.teams[t]["projects"]]
+        return 200, self._paginate(items, q, base, "%s/groups/%s/teams" % (P2, gid))
 
     def _group_view(self, g, base):
         return {"clusterCount": 0, "created": g["created"], "id": g["id"],
@@ -1650,7 +2606,7 @@ class Handler(BaseHTTPRequestHandler):
             st = self.emu.state
             st.org(oid)
             items = [self._team_view(st.teams[t], base) for t in st.org_teams[oid]]
-        return 200, paginate(items, q, base, "%s/orgs/%s/teams" % (P2, oid))
+        return 200, self._paginate(items, q, base, "%s/orgs/%s/teams" % (P2, oid))
 
     def _team_view(self, t, base):
         return {"id": t["id"],
@@ -1669,15 +2625,27 @@ class Handler(BaseHTTPRequestHandler):
     def _user_list(self, st, uids, version, q):
         """The users (not yet rendered) a list answer covers, in membership order."""
         if version.date == V2023:
+            statuses = ("ACTIVE",)
+        else:
+            statuses = q.statuses()
+            username = q.get("username")
+            if username is not None:
+                uid = st.by_username.get(username.lower())
+                uids = [uid] if uid is not None and uid in uids else []
+        if not isinstance(uids, dict) or len(uids) < 1000:
             return [u for u in (st.users[i] for i in uids)
-                    if u["status"] == "ACTIVE" and not u["legacyProjectInvite"]]
-        statuses = q.statuses()
-        username = q.get("username")
-        if username is not None:
-            uid = st.by_username.get(username.lower())
-            uids = [uid] if uid is not None and uid in uids else []
-        return [u for u in (st.users[i] for i in uids)
-                if u["status"] in statuses and not u["legacyProjectInvite"]]
+                    if u["status"] in statuses and not u["legacyProjectInvite"]]
+        # a large membership (scale): the filtered list is cached until the state changes
+        key = (id(uids), tuple(sorted(statuses)))
+        hit = st.list_cache.get(key)
+        if hit is not None and hit[0] == st.gen and hit[1] is uids:
+            return hit[2]
+        out = [u for u in (st.users[i] for i in uids)
+               if u["status"] in statuses and not u["legacyProjectInvite"]]
+        if len(st.list_cache) > 64:
+            st.list_cache.clear()
+        st.list_cache[key] = (st.gen, uids, out)
+        return out
 
     def op_listOrgUsers(self, p, q, body, v):
         oid = check_id(p["orgId"], "orgId")
@@ -1691,7 +2659,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 view = lambda u: org_user_view(st, u, oid)
             items = self._user_list(st, members, v, q)
-            return 200, paginate(items, q, base, "%s/orgs/%s/users" % (P2, oid), view)
+            return 200, self._paginate(items, q, base, "%s/orgs/%s/users" % (P2, oid), view)
 
     def op_getOrgUser(self, p, q, body, v):
         oid = check_id(p["orgId"], "orgId")
@@ -1722,7 +2690,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 view = lambda u: org_user_view(st, u, oid)
             items = self._user_list(st, members, v, q)
-            return 200, paginate(items, q, base, "%s/orgs/%s/teams/%s/users" % (P2, oid, tid),
+            return 200, self._paginate(items, q, base, "%s/orgs/%s/teams/%s/users" % (P2, oid, tid),
                                  view)
 
     def op_listGroupUsers(self, p, q, body, v):
@@ -1731,19 +2699,34 @@ class Handler(BaseHTTPRequestHandler):
         with self.emu.lock:
             st = self.emu.state
             g = st.group(gid)
+            oid = g["orgId"]
             members = st.project_members[gid]
-            if v.date != V2023 and q.flag("includeOrgUsers", False):
-                extra = [u for u in st.org_members[g["orgId"]]
-                         if u not in members and
-                         set(st.users[u]["orgs"][g["orgId"]]) & {"ORG_OWNER", "ORG_READ_ONLY"}]
-                members = list(members) + extra
-            q.flag("flattenTeams", False)
+            # implied access (roles shown: a GUESS from the spec's schema, see the docstring)
+            implied = {}     # userId -> roles, for users without a direct role
+            if q.flag("flattenTeams", False):
+                for t in st.org_teams[oid]:
+                    team = st.teams[t]
+                    for uid in team["members"] if gid in team["projects"] else ():
+                        if uid not in members:
+                            rs = implied.setdefault(uid, [])
+                            rs += [r for r in team["projects"][gid] if r not in rs]
+            if q.flag("includeOrgUsers", False):
+                for uid in st.org_members[oid]:
+                    org_roles = st.users[uid]["orgs"][oid]
+                    if uid in members or not {"ORG_OWNER", "ORG_READ_ONLY"} & set(org_roles):
+                        continue
+                    rs = implied.setdefault(uid, [])
+                    r = "GROUP_OWNER" if "ORG_OWNER" in org_roles else "GROUP_READ_ONLY"
+                    if r not in rs:
+                        rs.append(r)
+            if implied:
+                members = list(members) + [u for u in st.org_members[oid] if u in implied]
             if v.date == V2023:
                 view = lambda u: app_user_view(st, u, base)
             else:
-                view = lambda u: group_user_view(st, u, gid)
+                view = lambda u: group_user_view(st, u, gid, implied.get(u["id"]))
             items = self._user_list(st, members, v, q)
-            return 200, paginate(items, q, base, "%s/groups/%s/users" % (P2, gid), view)
+            return 200, self._paginate(items, q, base, "%s/groups/%s/users" % (P2, gid), view)
 
     def op_getGroupUser(self, p, q, body, v):
         gid = check_id(p["groupId"], "groupId")
@@ -1757,6 +2740,84 @@ class Handler(BaseHTTPRequestHandler):
                              "User %s (%s) is not a member of project %s." % (
                                  uid, u["username"], gid), [uid, gid])
             return 200, group_user_view(st, u, gid)
+
+    # invitations (deprecated 2023-01-01 resources; JSON arrays, not paginated)
+
+    def _org_invite_view(self, st, inv_id, u, oid, base):
+        o = st.orgs[oid]
+        gra = st.user_group_roles(u, oid)
+        return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
+                "groupRoleAssignments": gra, "id": inv_id,
+                "inviterUsername": u["inviterUsername"],
+                "links": [{"href": "%s%s/orgs/%s/invites/%s" % (base, P2, oid, inv_id),
+                           "rel": "self"}],
+                "orgId": oid, "orgName": o["name"], "roles": list(u["orgs"].get(oid, [])),
+                "teamIds": st.user_team_ids(u, oid), "username": u["username"]}
+
+    def _group_invite_view(self, st, inv_id, u, gid, base):
+        return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
+                "groupId": gid, "groupName": st.projects[gid]["name"], "id": inv_id,
+                "inviterUsername": u["inviterUsername"],
+                "links": [{"href": "%s%s/groups/%s/invites/%s" % (base, P2, gid, inv_id),
+                           "rel": "self"}],
+                "roles": list(u["projects"].get(gid, [])), "username": u["username"]}
+
+    @staticmethod
+    def _by_username(invites, q):
+        name = q.get("username")
+        if name is None:
+            return invites
+        return [(i, u) for i, u in invites if u["username"].lower() == name.lower()]
+
+    def op_listOrgInvites(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            return 200, [self._org_invite_view(st, i, u, oid, base)
+                         for i, u in self._by_username(st.org_invitations(oid), q)]
+
+    def op_getOrgInvite(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        inv = check_id(p["invitationId"], "invitationId")
+        with self.emu.lock:
+            st = self.emu.state
+            st.org(oid)
+            u = st.find_invitation(st.org_invitations(oid), inv, "organization " + oid)
+            return 200, self._org_invite_view(st, inv, u, oid, self._base())
+
+    def op_deleteOrgInvite(self, p, q, body, v):
+        oid = check_id(p["orgId"], "orgId")
+        inv = check_id(p["invitationId"], "invitationId")
+        with self.emu.lock:
+            self.emu.state.delete_org_invitation(oid, inv)
+        return 204, None
+
+    def op_listGroupInvites(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        base = self._base()
+        with self.emu.lock:
+            st = self.emu.state
+            st.group(gid)
+            return 200, [self._group_invite_view(st, i, u, gid, base)
+                         for i, u in self._by_username(st.group_invitations(gid), q)]
+
+    def op_getGroupInvite(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        inv = check_id(p["invitationId"], "invitationId")
+        with self.emu.lock:
+            st = self.emu.state
+            st.group(gid)
+            u = st.find_invitation(st.group_invitations(gid), inv, "project " + gid)
+            return 200, self._group_invite_view(st, inv, u, gid, self._base())
+
+    def op_deleteGroupInvite(self, p, q, body, v):
+        gid = check_id(p["groupId"], "groupId")
+        inv = check_id(p["invitationId"], "invitationId")
+        with self.emu.lock:
+            self.emu.state.delete_group_invitation(gid, inv)
+        return 204, None
 
     def op_removeGroupUser(self, p, q, body, v):
         gid = check_id(p["groupId"], "groupId")
@@ -1822,7 +2883,7 @@ class Handler(BaseHTTPRequestHandler):
             items = [st.users[u] for u in st.project_members[gid]
                      if st.users[u]["status"] == "ACTIVE" and
                      not st.users[u]["legacyProjectInvite"]]
-            return 200, paginate(items, q, base, "%s/groups/%s/users" % (P1, gid),
+            return 200, self._paginate(items, q, base, "%s/groups/%s/users" % (P1, gid),
                                  lambda u: app_user_view(st, u, base))
 
     def op_v1UserByName(self, p, q, body, v):
@@ -1838,11 +2899,12 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- OAuth
 
-    def _oauth_error(self, status, error, description, extra_headers=()):
+    def _oauth_error(self, status, error, description, extra_headers=(), counters=None):
         headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                    ("Pragma", "no-cache")] + list(extra_headers)
-        return Resp(status, encode_json({"error": error, "error_description": description}),
-                    headers)
+        return Resp(status, encode_json({"error": error,
+                                         "error_description": self._reflect(description)}),
+                    headers, counters)
 
     def _oauth(self, route, allowed, method, path, body):
         emu = self.emu
@@ -1857,7 +2919,8 @@ class Handler(BaseHTTPRequestHandler):
                                       None, False, False)
         creds = parse_basic(self.headers.get("Authorization"))
         if route.op == "token":
-            key = creds[0] if creds else "addr:" + self.client_address[0]
+            # 50 a minute for each combination of client IP address and client id
+            key = (self.client_address[0], creds[0] if creds else None)
             limit = emu.cfg["token_rate_limit"]
             window = emu.cfg["token_rate_window_s"]
             if limit > 0:
@@ -1875,7 +2938,7 @@ class Handler(BaseHTTPRequestHandler):
                                      "Resource /api/oauth/token is limited to %d requests every "
                                      "%d minutes." % (limit, minutes),
                                      ["/api/oauth/token", limit, minutes])
-                        return Resp(429, encode_json(err.body()),
+                        return Resp(429, encode_json(self._error_body(err)),
                                     [("Content-Type", "application/json"),
                                      ("Retry-After", str(retry))], ["token_rate_limited"])
                     dq.append(now)
@@ -1899,6 +2962,11 @@ class Handler(BaseHTTPRequestHandler):
                 return self._oauth_error(400, "unsupported_grant_type",
                                          "Unsupported grant_type %s." % gt)
             tok, ttl = emu.issue_token(client)
+            if tok is None:
+                return self._oauth_error(
+                    403, "access_denied", "Access Token limit reached. Please use the "
+                    "existing Access Tokens or create a new Service Account.",
+                    counters=["token_cap_denied"])
             return Resp(200, encode_json({"access_token": tok, "expires_in": ttl,
                                           "token_type": "Bearer"}),
                         [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
@@ -1911,6 +2979,7 @@ class Handler(BaseHTTPRequestHandler):
             t = emu.tokens.get(tok)
             if t is not None and t[0] == client:
                 del emu.tokens[tok]
+                emu.active.get(client, {}).pop(tok, None)
         return Resp(200, b"", [("Cache-Control", "no-store")], ["revocations"])
 
     # -- faults
@@ -1950,6 +3019,7 @@ class Handler(BaseHTTPRequestHandler):
                 err.headers.append(("Retry-After", str(ra)))
             for k, v in (rule.get("headers") or {}).items():
                 err.headers.append((k, str(v)))
+            err.headers.extend(self.rl_headers)
             out = self._finish_error(err, None, envelope, pretty)
             self._account(str(st), counted)
             self._write(out)
@@ -2002,7 +3072,7 @@ class Handler(BaseHTTPRequestHandler):
                     b'"error":' + str(st).encode() + b',"errorCode":"' + code.encode() +
                     b'","parameters":[],"reason":"' + reason.encode() + b'"}')
             hdrs = [("Content-Type", "application/json")]
-            if st == 404:
+            if st in (400, 404, 409):
                 hdrs.append(("X-Error-Code", code))
             self._write(Resp(st, body, hdrs))
         elif kind == "oversized":
@@ -2068,7 +3138,7 @@ class Handler(BaseHTTPRequestHandler):
             if name == "config":
                 if method == "GET":
                     with emu.lock:
-                        return ok(dict(emu.cfg))
+                        return ok(copy.deepcopy(emu.cfg))
                 if method == "POST":
                     return ok(emu.set_config(doc()))
             if name == "faults":
@@ -2107,6 +3177,16 @@ class Handler(BaseHTTPRequestHandler):
                 with emu.lock:
                     emu.state = State(d, previous=emu.state)
                 return ok({"ok": True, "users": len(emu.state.users)})
+            if name == "rate_limits":
+                if method == "GET":
+                    return ok(emu.rate_limits_view())
+                if method == "DELETE":
+                    with emu.lock:
+                        emu.buckets = {}
+                    return ok({"ok": True})
+            if name == "scale" and method == "POST":
+                with emu.lock:
+                    return ok(emu.state.scale(doc()))
             if name == "users" and method == "POST":
                 with emu.lock:
                     ids = emu.state.bulk_create(doc())
@@ -2190,6 +3270,9 @@ def main(argv=None):
     ap.add_argument("--token-ttl-s", type=float, default=3600.0)
     ap.add_argument("--token-rate-limit", type=int, default=50)
     ap.add_argument("--token-rate-window-s", type=float, default=60.0)
+    ap.add_argument("--token-cap", type=int, default=100)
+    ap.add_argument("--config", default=None,
+                    help="JSON: command-line defaults of any /__emulator/config key")
     ap.add_argument("--today", default=None)
     ap.add_argument("--idle-timeout-s", type=float, default=300.0)
     ap.add_argument("--verbose", action="store_true")
@@ -2204,7 +3287,7 @@ def main(argv=None):
     try:
         emu = Emulator(args)
     except (OSError, ValueError) as e:
-        sys.stderr.write("atlas_emulator: cannot load seed %s: %s\n" % (args.seed, e))
+        sys.stderr.write("atlas_emulator: cannot start (seed %s, --config): %s\n" % (args.seed, e))
         return 2
 
     servers = [EmuServer((args.host, args.http_port), emu, "http")]

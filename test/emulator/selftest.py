@@ -45,14 +45,23 @@ JANE, JOHN, ALICE, BOB, CAROL = ("65f0d0000000000000000001", "65f0d0000000000000
 INVITED, DAVE, ERIN, OUTSIDER = ("65f0d0000000000000000006", "65f0d0000000000000000007",
                                  "65f0d0000000000000000008", "65f0d0000000000000000009")
 EXPIRED, LEGACY = "65f0d000000000000000000a", "65f0d000000000000000000b"
+OWNER = "65f0d000000000000000000c"       # owner@example.com: Acme's owner, kept by every test
 NOBODY = "65f0dfffffffffffffffffff"
 PUB, PRIV = "atlasemu", "6d9f0a3e-2b1c-4e8a-9f7d-3c5b1a2e4f60"
 SA_ID = "mdb_sa_id_65f0e0000000000000000002"
 SA_SECRET = "mdb_sa_sk_4f8e2a9c7b1d6e3f0a5c8b2d9e7f1a4c6b3d0e8f"
+# the second organization, with its own key pair and service account
+GLOBEX, GPROD, GTEAM = ("65f0a0000000000000000002", "65f0b0000000000000000004",
+                        "65f0c0000000000000000003")
+GOWNER, HANK = "65f0d000000000000000000d", "65f0d000000000000000000e"
+GPUB, GPRIV = "globexak", "0b7e4c2d-91a3-4f56-8e0d-7a2c5b9f1e34"
+GSA_ID = "mdb_sa_id_65f0e0000000000000000004"
+GSA_SECRET = "mdb_sa_sk_9c1d7e3a5b0f2c8e6d4a1b9f7e3c5d0a2b8f6e4c"
 V23, V25 = "application/vnd.atlas.2023-01-01+json", "application/vnd.atlas.2025-02-19+json"
+CT23, CT25 = V23 + ";charset=utf-8", V25 + ";charset=utf-8"   # success content types
 P2 = "/api/atlas/v2"
 DEPRECATION = "Wed, 19 Feb 2025 00:00:00 GMT"
-SUNSET = "Thu, 01 Jul 2027 00:00:00 GMT"
+SUNSET = "Thu, 1 Jul 2027 00:00:00 GMT"     # real answers: the day is not zero-padded
 CHALLENGE_RE = re.compile(r'^Digest realm="MMS Public API", domain="", nonce="([^"]+)", '
                           r'algorithm=MD5, qop="auth", stale=(true|false)$')
 UNAUTH = {"error": 401, "reason": "Unauthorized",
@@ -110,6 +119,10 @@ def digest_header(user, pw, method, uri, nonce, nc, realm="MMS Public API", cnon
     cnonce = cnonce or secrets.token_hex(8)
     ha1 = hashlib.md5(("%s:%s:%s" % (user, realm, pw)).encode()).hexdigest()
     ha2 = hashlib.md5(("%s:%s" % (method, uri)).encode()).hexdigest()
+    if qop is None:   # RFC 2069: no qop, nc or cnonce
+        resp = hashlib.md5(("%s:%s:%s" % (ha1, nonce, ha2)).encode()).hexdigest()
+        return ('Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", '
+                'algorithm=MD5' % (user, realm, nonce, uri, resp))
     ncs = "%08x" % nc
     resp = hashlib.md5(("%s:%s:%s:%s:%s:%s" % (ha1, nonce, ncs, cnonce, qop, ha2)).encode()
                        ).hexdigest()
@@ -121,8 +134,9 @@ def digest_header(user, pw, method, uri, nonce, nc, realm="MMS Public API", cnon
 class Client:
     """Persistent HTTP/1.1 connection with digest (nonce reuse, nc++) or bearer auth."""
 
-    def __init__(self, port, tls_ctx=None, auth=("digest", PUB, PRIV), timeout=15):
+    def __init__(self, port, tls_ctx=None, auth=("digest", PUB, PRIV), timeout=15, source=None):
         self.port = port
+        self.source = (source, 0) if source else None
         self.tls_ctx = tls_ctx
         self.auth = auth
         self.timeout = timeout
@@ -139,7 +153,8 @@ class Client:
                                                         context=self.tls_ctx)
             else:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                       timeout=self.timeout)
+                                                       timeout=self.timeout,
+                                                       source_address=self.source)
         return self.conn
 
     def close(self):
@@ -506,8 +521,8 @@ def t_libcurl(ports, certdir):
 
 
 def get_token(port, cid=SA_ID, secret=SA_SECRET, body="grant_type=client_credentials",
-              ctype="application/x-www-form-urlencoded"):
-    c = Client(port, auth=None)
+              ctype="application/x-www-form-urlencoded", source=None):
+    c = Client(port, auth=None, source=source)
     hdrs = {"Authorization": "Basic " + base64.b64encode(("%s:%s" % (cid, secret)).encode()).decode(),
             "Content-Type": ctype, "Accept": "application/json"}
     r = c.raw("POST", "/api/oauth/token", hdrs, body.encode())
@@ -605,10 +620,10 @@ def t_versions(port):
     c = Client(port)
     path = P2 + "/orgs/%s/users" % ORG
     r = c.req("GET", path, accept=V25)
-    eq("2025 content type", r.h("Content-Type"), V25)
+    eq("2025 content type", r.h("Content-Type"), CT25)
     check("2025 not deprecated", r.h("Deprecation") is None and r.h("Sunset") is None)
     r = c.req("GET", path, accept="application/vnd.atlas.2024-08-05+json")
-    eq("2024-08-05 resolves to 2023-01-01", r.h("Content-Type"), V23)
+    eq("2024-08-05 resolves to 2023-01-01", r.h("Content-Type"), CT23)
     eq("deprecated version Deprecation header", r.h("Deprecation"), DEPRECATION)
     eq("deprecated version Sunset header", r.h("Sunset"), SUNSET)
     check("2023 shape is CloudAppUser (emailAddress, roles list)",
@@ -616,11 +631,11 @@ def t_versions(port):
     check("2023 lists only ACTIVE users",
           {u["id"] for u in r.json()["results"]}.isdisjoint({INVITED, EXPIRED, LEGACY}))
     r = c.req("GET", path, accept="application/vnd.atlas.2030-01-01+json")
-    eq("future date resolves to latest", r.h("Content-Type"), V25)
+    eq("future date resolves to latest", r.h("Content-Type"), CT25)
     for label, acc in (("application/json", "application/json"), ("no Accept", None),
                        ("*/*", "*/*")):
         r = c.req("GET", path, accept=acc)
-        eq("%s behaves as 2023-01-01" % label, r.h("Content-Type"), V23)
+        eq("%s behaves as 2023-01-01" % label, r.h("Content-Type"), CT23)
     for label, acc in (("date before first version", "application/vnd.atlas.2022-12-31+json"),
                        ("malformed vnd type", "application/vnd.atlas.latest+json"),
                        ("impossible date", "application/vnd.atlas.2025-13-45+json"),
@@ -697,7 +712,8 @@ def t_removal(port):
     r = gdel(DEV, INVITED, V25)
     eq("pending via 2025 -> 204", r.status, 204)
     eq("204 has Content-Length: 0", r.h("Content-Length"), "0")
-    check("204 has no content type", r.h("Content-Type") is None)
+    eq("204 still carries the version's content type (as real answers)", r.h("Content-Type"),
+       CT25)
     b = expect("unknown user", gdel(PROD, NOBODY), 404, "USER_NOT_FOUND")
     eq("unknown user detail", b.get("detail"), "No user with ID %s exists." % NOBODY)
     b = expect("user not in project", gdel(PROD, DAVE), 404, "USER_NOT_FOUND")
@@ -722,7 +738,7 @@ def t_removal(port):
     eq("team DELETE 2023 -> 204", tdel(ORG, DBA, JOHN).status, 204)
     r = tpost(ORG, DBA, {"id": ALICE})
     eq(":removeUser -> 200", r.status, 200)
-    eq(":removeUser content type", r.h("Content-Type"), V25)
+    eq(":removeUser content type", r.h("Content-Type"), CT25)
     u = r.json()
     eq(":removeUser returns the org user", (u.get("id"), u.get("username"),
                                             u.get("orgMembershipStatus")),
@@ -730,6 +746,8 @@ def t_removal(port):
     check(":removeUser teamIds no longer has the team", DBA not in u.get("teamIds", [DBA]))
     check("OrgUserResponse roles shape", isinstance(u.get("roles", {}).get("orgRoles"), list) and
           isinstance(u["roles"].get("groupRoleAssignments"), list))
+    # the seed's owner is in every team: remove it from dba-team so that jane is its last user
+    eq("team DELETE of the seed owner", tdel(ORG, DBA, OWNER).status, 204)
     expect("last user of team (POST)", tpost(ORG, DBA, {"id": JANE}), 400,
            "CANNOT_REMOVE_LAST_USER_FROM_TEAM")
     expect("last user of team (DELETE)", tdel(ORG, DBA, JANE), 400,
@@ -748,16 +766,23 @@ def t_removal(port):
     expect(":removeUser malformed JSON", r, 400, "INVALID_JSON")
     expect(":removeUser without id", tpost(ORG, APP, {}), 400, "VALIDATION_ERROR")
     expect(":removeUser bad id", tpost(ORG, APP, {"id": "xyz"}), 400, "VALIDATION_ERROR")
-    # org removal cascades
-    r = odel(ORG, JANE)
+    # org removal no longer empties a team silently: jane is dba-team's last user
+    b = expect("org removal of a team's last user", odel(ORG, JANE), 400,
+               "CANNOT_REMOVE_LAST_USER_FROM_TEAM")
+    eq("last team user: parameters", b.get("parameters"), [JANE, DBA])
+    check("jane still in the org", ORG in ctl(port, "GET", "state?user=" + JANE)["orgs"])
+    # org removal cascades (a user in projects and teams that keep other members)
+    (cas,) = ctl(port, "POST", "users", {"count": 1, "orgId": ORG, "groupIds": [PROD, DEV],
+                                         "teamIds": [DBA, APP], "prefix": "cascade"})["ids"]
+    r = odel(ORG, cas)
     eq("org removal -> 204", r.status, 204)
     st = ctl(port, "GET", "state")
-    jane = [u for u in st["users"] if u["id"] == JANE][0]
-    eq("jane has no orgs left", jane["orgs"], {})
-    eq("jane has no projects left", jane["projects"], {})
-    check("jane in no team", all(JANE not in t["userIds"] for t in st["teams"]))
-    expect("org removal again", odel(ORG, JANE), 404, "USER_NOT_IN_ORG")
-    expect("project removal after org removal", gdel(PROD, JANE), 404, "USER_NOT_IN_ORG")
+    gone = [u for u in st["users"] if u["id"] == cas][0]
+    eq("the user has no orgs left", gone["orgs"], {})
+    eq("the user has no projects left", gone["projects"], {})
+    check("the user is in no team", all(cas not in t["userIds"] for t in st["teams"]))
+    expect("org removal again", odel(ORG, cas), 404, "USER_NOT_IN_ORG")
+    expect("project removal after org removal", gdel(PROD, cas), 404, "USER_NOT_IN_ORG")
     # legacy
     r = c.req("DELETE", "/api/atlas/v1.0/groups/%s/users/%s" % (PROD, CAROL), accept="application/json")
     eq("legacy v1.0 DELETE 204", r.status, 204)
@@ -852,7 +877,7 @@ def t_lookup(port):
     # group users (GroupUserResponse)
     r = c.req("GET", P2 + "/groups/%s/users" % DEV)
     b = r.json()
-    eq("dev members", sorted(u["id"] for u in b["results"]), sorted([JANE, CAROL, INVITED]))
+    eq("dev members", sorted(u["id"] for u in b["results"]), sorted([JANE, CAROL, INVITED, OWNER]))
     jane = [u for u in b["results"] if u["id"] == JANE][0]
     eq("GroupUserResponse roles is a flat list", jane["roles"], ["GROUP_OWNER"])
     check("GroupUserResponse has no teamIds", "teamIds" not in jane)
@@ -864,7 +889,7 @@ def t_lookup(port):
     # singles
     eq("getGroup name", c.req("GET", P2 + "/groups/%s" % STAGING).json().get("name"), "acme-staging")
     r = c.req("GET", P2 + "/groups/%s" % STAGING)
-    eq("getGroup resolves to 2023-01-01", r.h("Content-Type"), V23)
+    eq("getGroup resolves to 2023-01-01", r.h("Content-Type"), CT23)
     check("getGroup not deprecated", r.h("Deprecation") is None)
     eq("getOrg name", c.req("GET", P2 + "/orgs/%s" % ORG).json().get("name"), "Acme Corp")
     r = c.req("GET", P2 + "/orgs/%s/teams" % ORG)
@@ -876,7 +901,7 @@ def t_lookup(port):
     eq("getGroupUser", c.req("GET", P2 + "/groups/%s/users/%s" % (STAGING, BOB)).json().get("roles"),
        ["GROUP_DATA_ACCESS_READ_WRITE"])
     r = c.req("GET", P2 + "/orgs/%s/teams/%s/users" % (ORG, DBA))
-    eq("team users", sorted(u["id"] for u in r.json()["results"]), sorted([JANE, JOHN, ALICE]))
+    eq("team users", sorted(u["id"] for u in r.json()["results"]), sorted([JANE, JOHN, ALICE, OWNER]))
     r = c.req("GET", P2)
     eq("system status", (r.status, r.json().get("appName"), r.json()["apiKey"]["publicKey"]),
        (200, "MongoDB Atlas", PUB))
@@ -901,8 +926,8 @@ def t_lookup(port):
             break
         page += 1
     eq("3 pages of 500", page, 3)
-    eq("totalCount with bulk", b["totalCount"], 1200 + 4)
-    eq("all members seen once", len(set(seen)), 1204)
+    eq("totalCount with bulk", b["totalCount"], 1200 + 5)
+    eq("all members seen once", len(set(seen)), 1205)
     r = c.req("GET", P2 + "/groups/%s/users?itemsPerPage=500&pageNum=9" % PROD)
     eq("page past the end is empty", r.json()["results"], [])
     r = c.req("GET", P2 + "/orgs/%s/users?username=bulk00600%%40example.com" % ORG)
@@ -1086,6 +1111,9 @@ def t_keepalive(ports, certdir):
         return
     port = ports["http_port"]
     ctl(port, "POST", "reset")
+    # 2000 requests to 3 projects in a few seconds: more than the projects set's buckets
+    # allow (100 a minute each); this section measures connection reuse, not rate limits
+    ctl(port, "POST", "config", {"rate_limits": {"enabled": False}})
     tok = get_token(port).json()["access_token"]
     ctl(port, "POST", "reset_counters")
     c = Client(port, auth=("bearer", tok))
@@ -1148,10 +1176,11 @@ def t_control(port):
     # state and seed
     st = ctl(port, "GET", "state")
     eq("state counts", (len(st["orgs"]), len(st["projects"]), len(st["teams"]), len(st["users"])),
-       (1, 3, 2, 11))
+       (2, 4, 3, 14))
     check("state has no secrets", PRIV not in json.dumps(st) and SA_SECRET not in json.dumps(st))
-    small = {"orgs": [{"id": "0123456789abcdef01234567", "name": "Tiny"}],
-             "projects": [{"id": "0123456789abcdef0123456a", "orgId": "0123456789abcdef01234567",
+    # the org has Acme's id: the kept credentials stay valid for Acme only
+    small = {"orgs": [{"id": ORG, "name": "Tiny"}],
+             "projects": [{"id": "0123456789abcdef0123456a", "orgId": ORG,
                            "name": "tiny-p"}],
              "users": [{"id": "0123456789abcdef0123456b", "username": "t@example.com",
                         "projects": {"0123456789abcdef0123456a": ["GROUP_OWNER"]}}]}
@@ -1162,7 +1191,7 @@ def t_control(port):
        ["t@example.com"])
     eq("bad seed rejected", ctl(port, "POST", "seed", {"orgs": [{"id": "XYZ"}]}).get("_status"), 400)
     ctl(port, "POST", "reset")
-    eq("reset reloads the seed file", len(ctl(port, "GET", "state")["users"]), 11)
+    eq("reset reloads the seed file", len(ctl(port, "GET", "state")["users"]), 14)
     eq("unknown config key rejected", ctl(port, "POST", "config", {"nope": 1}).get("_status"), 400)
     eq("unknown fault kind rejected", ctl(port, "POST", "faults",
                                           {"faults": [{"kind": "nope"}]}).get("_status"), 400)
@@ -1225,7 +1254,680 @@ def t_emuctl(port):
     check("rejected rule -> non-zero exit", code != 0 and "unknown fault kind" in err, err)
     eq("wait", run("wait", "5")[:2], (0, "ok\n"))
     run("reset")
+    c.req("GET", P2 + "/groups/%s/users" % PROD)
+    code, out, _ = run("rate-limits")
+    check("rate-limits prints the buckets", code == 0 and [
+        (b["set"], b["scope"]) for b in json.loads(out)["buckets"]] == [("project_users", PROD)],
+        out)
+    eq("clear-rate-limits", run("clear-rate-limits")[:2], (0, ""))
+    eq("no buckets left", json.loads(run("rate-limits")[1])["buckets"], [])
+    code, out, _ = run("scale", '{"users": 50, "projects": 2, "teams": 3, "prefix": "ctl"}')
+    check("scale", code == 0 and json.loads(out)["users"] == 50 and
+          len(json.loads(out)["teamIds"]) == 3, out)
+    run("reset")
     c.close()
+
+
+# --------------------------------------------------------------------------
+# production behaviours (issue 11, parts of 12 and 13)
+
+def statuses_of(rs):
+    return [r.status for r in rs]
+
+
+def t_rate_limits(ports):
+    if not section("ratelimits"):
+        return
+    port = ports["http_port"]
+    ctl(port, "POST", "reset")
+    cfg = ctl(port, "GET", "config")["rate_limits"]
+    eq("defaults: enabled, headers, Retry-After",
+       (cfg["enabled"], cfg["headers"], cfg["retry_after_header"]), (True, True, True))
+    eq("default capacities", {k: v["capacity"] for k, v in cfg["sets"].items()},
+       {"org_users": 500, "project_users": 1200, "teams": 1200, "orgs": 100, "projects": 100,
+        "invites": 100, "v1": 100})
+    check("default refill: the whole capacity every 60 s",
+          all(v["refill_rate"] == v["capacity"] and v["refill_seconds"] == 60
+              for v in cfg["sets"].values()), cfg["sets"])
+    c = Client(port)
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG)
+    eq("Ratelimit-Limit on a 200", r.h("Ratelimit-Limit"), "500")
+    eq("Ratelimit-Remaining after the first request", r.h("Ratelimit-Remaining"), "499")
+    check("header names as real answers spell them",
+          "Ratelimit-Limit" in r.headers.keys() and "Ratelimit-Remaining" in r.headers.keys(),
+          r.headers.keys())
+    check("no Retry-After when not exceeded", r.h("Retry-After") is None)
+    r = c.req("GET", P2 + "/orgs/%s/users/%s" % (ORG, NOBODY))
+    eq("headers on an error answer too", (r.status, r.h("Ratelimit-Limit"),
+                                          r.h("Ratelimit-Remaining")), (404, "500", "498"))
+    r = c.req("GET", P2 + "/groups/%s/users" % PROD)
+    eq("project users: capacity 1200", r.h("Ratelimit-Limit"), "1200")
+    r = c.req("GET", P2 + "/orgs/%s/teams" % ORG)
+    eq("teams: capacity 1200", r.h("Ratelimit-Limit"), "1200")
+    c.close()
+
+    # a small bucket: capacity 3, 2 tokens back every 2 s
+    ctl(port, "POST", "config", {"rate_limits": {"sets": {"project_users": {
+        "capacity": 3, "refill_rate": 2, "refill_seconds": 2}}}})
+    ctl(port, "POST", "reset_counters")
+    n429 = 0
+    fresh = Client(port)
+    path = P2 + "/groups/%s/users" % PROD
+    rs = [fresh.req("GET", path) for _ in range(3)]
+    eq("3 requests within the capacity", statuses_of(rs), [200] * 3)
+    eq("the digest challenge took no token: Remaining 2, 1, 0",
+       [r.h("Ratelimit-Remaining") for r in rs], ["2", "1", "0"])
+    eq("one digest challenge", fresh.challenges, 1)
+    r = fresh.req("GET", path)
+    n429 += 1
+    eq("4th request -> 429", r.status, 429)
+    ra = int(r.h("Retry-After") or 0)
+    check("Retry-After: whole seconds to the next refill (1..2)", 1 <= ra <= 2, r.h("Retry-After"))
+    sp = "api/atlas/v2/groups/{groupId}/users"
+    eq("429 body in Atlas's shape", r.json(), {
+        "detail": "Rate limit exceeded for %s. Please retry after %d seconds. Request capacity: "
+                  "3. Refill rate: 2 per 2 seconds." % (sp, ra),
+        "error": 429, "errorCode": "RATE_LIMITED_TOKEN_BUCKET",
+        "parameters": [sp, ra, 3, 2, 2], "reason": "Too Many Requests"})
+    eq("429 Ratelimit headers", (r.h("Ratelimit-Limit"), r.h("Ratelimit-Remaining")), ("3", "0"))
+    eq("429 content type", r.h("Content-Type"), "application/json")
+    check("integer period printed without .0", b"2.0" not in r.body)
+    r = fresh.req("GET", P2 + "/groups/%s/users" % DEV)
+    eq("another project has its own bucket", (r.status, r.h("Ratelimit-Remaining")), (200, "2"))
+    eq("another endpoint set is unaffected", fresh.req("GET", P2 + "/orgs/%s/users" % ORG).status,
+       200)
+    r = fresh.req("DELETE", P2 + "/groups/%s/users/%s" % (PROD, JOHN))
+    n429 += 1
+    eq("a removal shares the set's bucket -> 429", r.status, 429)
+    check("john not removed by a 429", PROD in ctl(port, "GET", "state?user=" + JOHN)["projects"])
+    r = fresh.req("GET", path + "?envelope=true")
+    n429 += 1
+    eq("enveloped 429", (r.status, err_of(r).get("status")), (200, 429))
+    bks = ctl(port, "GET", "rate_limits")["buckets"]
+    bk = [b for b in bks if b["set"] == "project_users" and b["scope"] == PROD][0]
+    eq("bucket view", (bk["capacity"], bk["refill_rate"], bk["refill_seconds"], bk["tokens"],
+                       bk["rate_limited"], bk["path"]), (3, 2, 2, 0, 3, sp))
+    check("bucket view: next refill within the period", 0 < bk["next_refill_ms"] <= 2000, bk)
+    left = bk["next_refill_ms"] / 1000.0
+    if left > 0.4:
+        time.sleep(left - 0.3)
+        r = fresh.req("GET", path)
+        n429 += 1
+        eq("no token before the period ends (discrete refill)", r.status, 429)
+        left = 0.3
+    time.sleep(left + 0.15)
+    rs = [fresh.req("GET", path) for _ in range(3)]
+    n429 += 1
+    eq("at the period's end 2 tokens came back, not 3", statuses_of(rs), [200, 200, 429])
+    cn = counters(port)
+    eq("rate_limited counter", cn["rate_limited"], n429)
+    eq("rate_limited_by_set", cn["rate_limited_by_set"], {"project_users": n429})
+    log = ctl(port, "GET", "requests?limit=1000")["requests"]
+    # the log records the HTTP status: the enveloped 429 is there as a 200
+    eq("the request log has every 429", sum(1 for e in log if e["status"] == "429"), n429 - 1)
+    check("log entries name their bucket", all(e["rate_limit"] and e["rate_limit"]["set"] ==
+                                               "project_users" for e in log
+                                               if e["status"] == "429"))
+    unauth = Client(port, auth=None)
+    eq("no credentials -> 401", unauth.req("GET", path).status, 401)
+    bk2 = [b for b in ctl(port, "GET", "rate_limits")["buckets"]
+           if b["set"] == "project_users" and b["scope"] == PROD][0]
+    eq("a 401 takes no token", bk2["taken"], bk["taken"] + 2)
+
+    # fractional period, no headers, no Retry-After
+    ctl(port, "POST", "config", {"rate_limits": {
+        "headers": False, "retry_after_header": False,
+        "sets": {"projects": {"capacity": 1, "refill_rate": 1, "refill_seconds": 0.5}}}})
+    r1 = fresh.req("GET", P2 + "/groups/%s" % PROD)
+    r2 = fresh.req("GET", P2 + "/groups/%s" % PROD)
+    eq("capacity 1", (r1.status, r2.status), (200, 429))
+    check("headers: false sends no Ratelimit headers",
+          r1.h("Ratelimit-Limit") is None and r2.h("Ratelimit-Remaining") is None)
+    check("retry_after_header: false sends no Retry-After", r2.h("Retry-After") is None)
+    b2 = err_of(r2)
+    check("fractional period in the text", "Refill rate: 1 per 0.5 seconds." in b2.get("detail", ""),
+          b2.get("detail"))
+    eq("fractional period in the parameters", b2.get("parameters"), ["api/atlas/v2/groups", 1, 1,
+                                                                     1, 0.5])
+    time.sleep(0.6)
+    eq("refilled after 0.5 s", fresh.req("GET", P2 + "/groups/%s" % PROD).status, 200)
+    # scopes: the client IP for GET /orgs and /groups; v1 routes
+    ctl(port, "POST", "config", {"rate_limits": {"headers": True}})
+    fresh.req("GET", P2 + "/groups")
+    fresh.req("GET", P2 + "/orgs")
+    fresh.req("GET", "/api/atlas/v1.0/groups/%s/users" % DEV, accept="application/json")
+    fresh.req("GET", "/api/atlas/v1.0/users/byName/jane%40example.com", accept="application/json")
+    scopes = {(b["set"], b["scope"]) for b in ctl(port, "GET", "rate_limits")["buckets"]}
+    check("GET /groups and GET /orgs: IP scope", {("projects", "ip:127.0.0.1"),
+                                                  ("orgs", "ip:127.0.0.1")} <= scopes, scopes)
+    check("v1.0: GROUP-ID or IP scope", {("v1", DEV), ("v1", "ip:127.0.0.1")} <= scopes, scopes)
+    r = fresh.req("GET", P2)
+    check("GET /api/atlas/v2 is not metered", r.h("Ratelimit-Limit") is None)
+    r = get_token(port)
+    check("the token endpoint is not bucket-metered", r.status == 200 and
+          r.h("Ratelimit-Limit") is None)
+    # disabled
+    ctl(port, "POST", "config", {"rate_limits": {"enabled": False, "sets": {"projects": {
+        "capacity": 1}}}})
+    rs = [fresh.req("GET", P2 + "/groups/%s" % PROD) for _ in range(5)]
+    eq("disabled: no 429", statuses_of(rs), [200] * 5)
+    check("disabled: no headers", all(r.h("Ratelimit-Limit") is None for r in rs))
+    eq("disabled: no buckets", ctl(port, "GET", "rate_limits")["buckets"], [])
+    eq("bad config rejected", ctl(port, "POST", "config", {"rate_limits": {"sets": {
+        "nope": {"capacity": 1}}}}).get("_status"), 400)
+    eq("bad capacity rejected", ctl(port, "POST", "config", {"rate_limits": {"sets": {
+        "teams": {"capacity": 0}}}}).get("_status"), 400)
+    ctl(port, "POST", "reset")
+    rl = ctl(port, "GET", "rate_limits")
+    eq("reset restores the defaults and forgets the buckets",
+       (rl["enabled"], rl["sets"]["project_users"]["capacity"], rl["sets"]["projects"]["capacity"],
+        rl["buckets"]), (True, 1200, 100, []))
+    fresh.close()
+
+
+def raw_get(port, path, source=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=15,
+                                   source_address=(source, 0) if source else None)
+    c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r
+
+
+def t_service_accounts(port):
+    if not section("service accounts"):
+        return
+    ctl(port, "POST", "reset")
+    eq("token_cap default", ctl(port, "GET", "config")["token_cap"], 100)
+    ctl(port, "POST", "config", {"token_cap": 3})
+    toks = [get_token(port) for _ in range(3)]
+    eq("3 tokens within the cap", statuses_of(toks), [200] * 3)
+    r = get_token(port)
+    eq("4th active token -> 403", r.status, 403)
+    eq("403 access_denied body", r.json(), {
+        "error": "access_denied", "error_description": "Access Token limit reached. Please use "
+        "the existing Access Tokens or create a new Service Account."})
+    cn = counters(port)
+    eq("token_cap_denied", (cn["token_cap_denied"], cn["token_grants"]), (1, 3))
+    eq("active tokens of the account", cn["active_tokens_by_client"].get(SA_ID), 3)
+    eq("another service account has its own cap",
+       get_token(port, GSA_ID, GSA_SECRET).status, 200)
+    eq("revoke", revoke(port, toks[0].json()["access_token"]).status, 200)
+    eq("a revoked token frees a place", get_token(port).status, 200)
+    eq("cap reached again", get_token(port).status, 403)
+    ctl(port, "POST", "expire_tokens")
+    eq("expired tokens free their places", get_token(port).status, 200)
+    # reset forgets the accounting, issued tokens stay valid
+    ctl(port, "POST", "config", {"token_ttl_s": 3600})
+    kept = [get_token(port).json()["access_token"] for _ in range(2)]
+    eq("cap reached", get_token(port).status, 403)
+    ctl(port, "POST", "reset")
+    ctl(port, "POST", "config", {"token_cap": 3})
+    eq("after a reset the accounting starts again", get_token(port).status, 200)
+    eq("tokens issued before the reset stay valid",
+       Client(port, auth=("bearer", kept[0])).req("GET", P2 + "/orgs").status, 200)
+    # 50 a minute per (client IP, client id)
+    ctl(port, "POST", "reset")
+    ctl(port, "POST", "config", {"token_rate_limit": 2})
+    codes = [get_token(port).status for _ in range(3)]
+    eq("2 a minute from 127.0.0.1: 3rd -> 429", codes, [200, 200, 429])
+    eq("the same client from another IP address has its own limit",
+       get_token(port, source="127.0.0.2").status, 200)
+    eq("another client from the same address has its own limit",
+       get_token(port, GSA_ID, GSA_SECRET).status, 200)
+    eq("token_rate_limited", counters(port)["token_rate_limited"], 1)
+    ctl(port, "POST", "reset")
+
+
+def t_digest_prod(ports, certdir):
+    if not section("digest production"):
+        return
+    port = ports["http_port"]
+    ctl(port, "POST", "reset")
+    c = Client(port, auth=None)
+    path = P2 + "/groups/%s" % PROD
+    r = c.raw("GET", path, {"Accept": V25})
+    nonce = CHALLENGE_RE.match(r.h("WWW-Authenticate")).group(1)
+    r = c.raw("GET", path, {"Accept": V25, "Authorization": digest_header(PUB, PRIV, "GET", path,
+                                                                          nonce, 1, qop=None)})
+    eq("digest without qop (RFC 2069) -> 401", r.status, 401)
+    m = CHALLENGE_RE.match(r.h("WWW-Authenticate") or "")
+    check("without qop: a fresh challenge, stale=false", m is not None and m.group(2) == "false"
+          and m.group(1) != nonce)
+    r = c.raw("GET", path, {"Accept": V25, "Authorization": digest_header(PUB, PRIV, "GET", path,
+                                                                          nonce, 1)})
+    eq("the same nonce with qop=auth -> 200", r.status, 200)
+    eq("nonce_ttl_s default kept", ctl(port, "GET", "config")["nonce_ttl_s"], 300)
+    c.close()
+    # libcurl: exactly one extra 401 per nonce expiry
+    try:
+        lc = LibCurl()
+    except OSError as e:
+        check("libcurl loadable", False, e)
+        return
+    ctl(port, "POST", "config", {"nonce_ttl_s": 1})
+    ctl(port, "POST", "reset_counters")
+    s = lc.session("%s:%s" % (PUB, PRIV), ["Accept: " + V25])
+    codes = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.4:
+        codes.append(lc.perform(s, "GET", "http://127.0.0.1:%d%s/groups/%s/users" %
+                                (port, P2, (PROD, STAGING, DEV)[len(codes) % 3])))
+        time.sleep(0.05)
+    lc.close(s)
+    cn = counters(port)
+    eq("libcurl: every call succeeds across nonce expiries", set(codes), {(0, 200)})
+    stale = cn["digest_stale_challenges"]
+    check("libcurl: the nonce expired 3 times in 3.4 s (1 s nonces)", 2 <= stale <= 4, stale)
+    eq("libcurl: 401s = first challenge + one per expiry", cn["digest_challenges"], 1 + stale)
+    log = ctl(port, "GET", "requests?limit=1000")["requests"]
+    sts = [e["status"] for e in log]
+    check("libcurl: each 401 is followed by a 200", all(
+        sts[i + 1] == "200" for i in range(len(sts) - 1) if sts[i] == "401") and sts[-1] == "200",
+        sts)
+    ctl(port, "POST", "reset")
+
+
+def t_shapes(port):
+    if not section("shapes"):
+        return
+    ctl(port, "POST", "reset")
+    c = Client(port, auth=None)
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG)
+    eq("401 body pretty-printed as real answers", r.body,
+       b'{\n  "error" : 401,\n  "reason" : "Unauthorized",\n  "detail" : "You are not authorized '
+       b'for this resource.",\n  "errorCode" : "UNEXPECTED_ERROR"\n}')
+    check("401 body has no parameters", b"parameters" not in r.body)
+    ctl(port, "POST", "config", {"legacy_401_body": True})
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG)
+    eq("legacy_401_body: no errorCode", r.json(), {"error": 401, "reason": "Unauthorized",
+                                                   "detail": "You are not authorized for this "
+                                                             "resource."})
+    c.close()
+    ctl(port, "POST", "reset")
+    c = Client(port)
+    r = c.req("DELETE", P2 + "/groups/not-an-id/users/%s" % JANE)
+    eq("X-Error-Code on 400", (r.status, r.h("X-Error-Code")), (400, "INVALID_GROUP_ID"))
+    r = c.req("DELETE", P2 + "/groups/%s/users/%s" % (STAGING, OWNER))
+    eq("X-Error-Code on 409", (r.status, r.h("X-Error-Code")),
+       (409, "CANNOT_REMOVE_LAST_PROJECT_OWNER"))
+    r = c.req("GET", P2 + "/orgs/%s/users/%s" % (ORG, NOBODY))
+    eq("X-Error-Code on 404", (r.status, r.h("X-Error-Code")), (404, "USER_NOT_FOUND"))
+    r = c.req("GET", P2 + "/orgs/%s" % ORG)
+    check("no X-Error-Code on a 200", r.h("X-Error-Code") is None)
+    r = c.req("DELETE", P2 + "/orgs/%s/teams/%s/users/%s" % (ORG, APP, BOB), accept=V23)
+    eq("deprecated 204: content type, Deprecation, Sunset",
+       (r.status, r.h("Content-Type"), r.h("Deprecation"), r.h("Sunset")),
+       (204, CT23, "Wed, 19 Feb 2025 00:00:00 GMT", "Thu, 1 Jul 2027 00:00:00 GMT"))
+    r = c.req("DELETE", "/api/atlas/v1.0/groups/%s/users/%s" % (PROD, JOHN),
+              accept="application/json")
+    eq("v1.0 204 content type", (r.status, r.h("Content-Type")),
+       (204, "application/json;charset=utf-8"))
+    ctl(port, "POST", "config", {"today": "2027-07-02"})
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG, accept=V23)
+    eq("410 Sunset header unpadded", (r.status, r.h("Sunset")),
+       (410, "Thu, 1 Jul 2027 00:00:00 GMT"))
+    ctl(port, "POST", "config", {"today": None, "null_parameters": True})
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG, accept="text/html")
+    eq("null_parameters: [] becomes null", (r.status, "parameters" in r.json(),
+                                            r.json().get("parameters")), (406, True, None))
+    r = c.req("GET", P2 + "/orgs/%s/users/%s" % (ORG, NOBODY))
+    eq("null_parameters: true keeps non-empty parameters", err_of(r).get("parameters"), [NOBODY])
+    ctl(port, "POST", "config", {"null_parameters": "all"})
+    r = c.req("GET", P2 + "/orgs/%s/users/%s" % (ORG, NOBODY))
+    eq("null_parameters: all", err_of(r).get("parameters", []), None)
+    ctl(port, "POST", "config", {"null_parameters": False})
+    b = c.req("GET", P2 + "/orgs/%s/users" % ORG).json()
+    users = {u["id"]: u for u in b["results"]}
+    check("an ACTIVE user without a mobile number: mobileNumber null",
+          "mobileNumber" in users[OWNER] and users[OWNER]["mobileNumber"] is None, users[OWNER])
+    eq("an ACTIVE user's mobile number", users[JANE].get("mobileNumber"), "2125550101")
+    check("a PENDING user has no mobileNumber", "mobileNumber" not in users[INVITED])
+    g = Client(port, auth=("digest", GPUB, GPRIV))
+    b = g.req("GET", P2 + "/orgs/%s/users" % GLOBEX).json()
+    hank = [u for u in b["results"] if u["id"] == HANK][0]
+    eq("a PENDING user invited by an API key: inviterUsername is the public key",
+       (hank["orgMembershipStatus"], hank["inviterUsername"]), ("PENDING", GPUB))
+    g.close()
+    c.close()
+
+
+def t_owners(port):
+    if not section("owners"):
+        return
+    ctl(port, "POST", "reset")
+    c = Client(port)
+    st = ctl(port, "GET", "state")
+    for o in st["orgs"]:
+        check("seed: org %s has an ACTIVE owner" % o["name"], any(
+            u["status"] == "ACTIVE" and "ORG_OWNER" in u["orgs"].get(o["id"], [])
+            for u in st["users"]))
+    for p in st["projects"]:
+        check("seed: project %s has an ACTIVE owner" % p["name"], any(
+            u["status"] == "ACTIVE" and "GROUP_OWNER" in u["projects"].get(p["id"], [])
+            for u in st["users"]))
+    own = [u for u in st["users"] if u["id"] == OWNER][0]
+    eq("owner@example.com", (own["username"], own["orgs"], sorted(own["projects"]),
+                             sorted(own["teamIds"])),
+       ("owner@example.com", {ORG: ["ORG_OWNER"]}, sorted([PROD, STAGING, DEV]), sorted([DBA, APP])))
+    gdel = lambda g, u: c.req("DELETE", P2 + "/groups/%s/users/%s" % (g, u))
+    odel = lambda o, u, cl=c: cl.req("DELETE", P2 + "/orgs/%s/users/%s" % (o, u))
+    r = gdel(STAGING, OWNER)
+    eq("last Project Owner (project removal) -> 409", (r.status, err_of(r).get("errorCode")),
+       (409, "CANNOT_REMOVE_LAST_PROJECT_OWNER"))
+    eq("409 parameters", err_of(r).get("parameters"), [OWNER, STAGING])
+    r = c.req("DELETE", "/api/atlas/v1.0/groups/%s/users/%s" % (STAGING, OWNER),
+              accept="application/json")
+    eq("last Project Owner (v1.0) -> 409", r.status, 409)
+    eq("a project with another owner", gdel(PROD, OWNER).status, 204)
+    r = gdel(PROD, ALICE)
+    eq("now alice is acme-prod's last owner -> 409", (r.status, err_of(r).get("errorCode")),
+       (409, "CANNOT_REMOVE_LAST_PROJECT_OWNER"))
+    r = odel(ORG, ALICE)
+    eq("org removal of a project's last owner -> 409 (guess)",
+       (r.status, err_of(r).get("errorCode"), err_of(r).get("parameters")),
+       (409, "CANNOT_REMOVE_LAST_PROJECT_OWNER", [ALICE, PROD]))
+    a = ctl(port, "GET", "state?user=" + ALICE)
+    check("nothing of alice removed", ORG in a["orgs"] and PROD in a["projects"] and
+          DBA in a["teamIds"], a)
+    r = odel(ORG, OWNER)
+    eq("org removal of owner@ (acme-staging's last owner) -> 409",
+       (r.status, err_of(r).get("errorCode")), (409, "CANNOT_REMOVE_LAST_PROJECT_OWNER"))
+    (pend,) = ctl(port, "POST", "users", {"count": 1, "orgId": ORG, "groupIds": [STAGING],
+                                          "status": "PENDING", "groupRoles": ["GROUP_OWNER"],
+                                          "orgRoles": ["ORG_OWNER"], "prefix": "pendowner"})["ids"]
+    eq("a PENDING owner is never blocked", odel(ORG, pend).status, 204)
+    (o2,) = ctl(port, "POST", "users", {"count": 1, "orgId": ORG, "orgRoles": ["ORG_OWNER"],
+                                        "prefix": "owner2"})["ids"]
+    eq("an Organization Owner who is not the last", odel(ORG, o2).status, 204)
+    g = Client(port, auth=("digest", GPUB, GPRIV))
+    r = odel(GLOBEX, GOWNER, g)
+    eq("last Organization Owner -> 409", (r.status, err_of(r).get("errorCode"),
+                                          err_of(r).get("parameters")),
+       (409, "CANNOT_REMOVE_LAST_ORG_OWNER", [GOWNER, GLOBEX]))
+    eq("409 X-Error-Code", r.h("X-Error-Code"), "CANNOT_REMOVE_LAST_ORG_OWNER")
+    check("the Globex owner stays", GLOBEX in ctl(port, "GET", "state?user=" + GOWNER)["orgs"])
+    r = odel(GLOBEX, "65f0d0000000000000000007", g)
+    eq("dave leaves Globex (globex-team keeps its owner)", r.status, 204)
+    r = g.req("DELETE", P2 + "/orgs/%s/teams/%s/users/%s" % (GLOBEX, GTEAM, GOWNER), accept=V23)
+    eq("the team's last user stays (team removal)", (r.status, err_of(r).get("errorCode")),
+       (400, "CANNOT_REMOVE_LAST_USER_FROM_TEAM"))
+    g.close()
+    c.close()
+    ctl(port, "POST", "reset")
+
+
+def t_multi_org(port):
+    if not section("organizations"):
+        return
+    ctl(port, "POST", "reset")
+    a = Client(port)
+    g = Client(port, auth=("digest", GPUB, GPRIV))
+    eq("acme key lists Acme only", [o["id"] for o in a.req("GET", P2 + "/orgs").json()["results"]],
+       [ORG])
+    eq("globex key lists Globex only", [o["id"] for o in g.req("GET", P2 + "/orgs").json()
+                                        ["results"]], [GLOBEX])
+    eq("globex key lists globex-prod only", [p["id"] for p in g.req("GET", P2 + "/groups").json()
+                                             ["results"]], [GPROD])
+    eq("acme key: Acme's projects", sorted(p["id"] for p in a.req("GET", P2 + "/groups").json()
+                                           ["results"]), sorted([PROD, STAGING, DEV]))
+    eq("globex key on Globex -> 200", g.req("GET", P2 + "/orgs/%s/users" % GLOBEX).status, 200)
+    ctl(port, "POST", "reset_counters")
+    for label, cl, path in (("globex key on an Acme org", g, "/orgs/%s/users" % ORG),
+                            ("globex key on an Acme project", g, "/groups/%s/users" % PROD),
+                            ("acme key on Globex", a, "/orgs/%s/teams" % GLOBEX),
+                            ("acme key on a Globex project", a, "/groups/%s" % GPROD)):
+        r = cl.req("GET", P2 + path)
+        eq(label + " -> 401", r.status, 401)
+        eq(label + ": the standard 401 body", r.json(), UNAUTH)
+        check(label + ": a challenge, stale=false",
+              (CHALLENGE_RE.match(r.h("WWW-Authenticate") or "") or [0, 0, ""])[2] == "false")
+    r = g.req("DELETE", P2 + "/groups/%s/users/%s" % (PROD, JOHN))
+    eq("globex key cannot remove in Acme", r.status, 401)
+    check("john still in acme-prod", PROD in ctl(port, "GET", "state?user=" + JOHN)["projects"])
+    r = g.req("DELETE", "/api/atlas/v1.0/groups/%s/users/%s" % (PROD, JOHN),
+              accept="application/json")
+    eq("nor through v1.0", r.status, 401)
+    r = g.req("GET", P2 + "/orgs/65f0a00000000000000000ff/users")
+    eq("an unknown org still answers 404", (r.status, err_of(r).get("errorCode")),
+       (404, "ORG_NOT_FOUND"))
+    cn = counters(port)
+    eq("org_scope_rejections", cn["org_scope_rejections"], 6)
+    eq("those 401s are not digest challenges", cn["digest_challenges"], 0)
+    r = g.req("GET", P2)
+    eq("system status: the key's roles in its org only", [x["orgId"] for x in
+                                                          r.json()["apiKey"]["roles"]], [GLOBEX])
+    gt = get_token(port, GSA_ID, GSA_SECRET).json()["access_token"]
+    b = Client(port, auth=("bearer", gt))
+    eq("globex service account on Globex", b.req("GET", P2 + "/orgs/%s/users" % GLOBEX).status, 200)
+    eq("globex service account on Acme -> 401",
+       b.req("GET", P2 + "/orgs/%s/users" % ORG).status, 401)
+    at = get_token(port).json()["access_token"]
+    b2 = Client(port, auth=("bearer", at))
+    eq("acme service account on Globex -> 401",
+       b2.req("GET", P2 + "/groups/%s/users" % GPROD).status, 401)
+    eq("acme service account on Acme", b2.req("GET", P2 + "/groups/%s/users" % PROD).status, 200)
+    cn = counters(port)
+    bp = cn["requests_by_principal"]
+    eq("requests_by_principal", bp, {"digest:" + PUB: 2, "digest:" + GPUB: 6,
+                                     "bearer:" + GSA_ID: 2, "bearer:" + SA_ID: 2})
+    log = ctl(port, "GET", "requests?limit=3")["requests"]
+    eq("the request log names the principal", log[-1]["principal"], "bearer:" + SA_ID)
+    for cl in (a, g, b, b2):
+        cl.close()
+
+
+def t_listings(port):
+    if not section("listings"):
+        return
+    ctl(port, "POST", "reset")
+    c = Client(port)
+    r = c.req("GET", P2 + "/orgs/%s/groups" % ORG)
+    b = r.json()
+    eq("org projects", [p["name"] for p in b["results"]], ["acme-prod", "acme-staging", "acme-dev"])
+    eq("org projects: totalCount and content type", (b["totalCount"], r.h("Content-Type")),
+       (3, CT23))
+    check("org projects: Group shape", all(k in b["results"][0] for k in
+                                           ("clusterCount", "created", "id", "name", "orgId")))
+    r = c.req("GET", P2 + "/orgs/%s/groups?name=ACME-S" % ORG)
+    eq("org projects: name prefix filter", [p["id"] for p in r.json()["results"]], [STAGING])
+    r = c.req("GET", P2 + "/orgs/%s/groups?itemsPerPage=2" % ORG)
+    check("org projects: paginated", any(l["rel"] == "next" for l in r.json()["links"]))
+    r = c.req("GET", P2 + "/groups/%s/teams" % STAGING)
+    eq("project teams (TeamRole)", [(t["teamId"], t["roleNames"]) for t in r.json()["results"]],
+       [(DBA, ["GROUP_DATA_ACCESS_ADMIN"])])
+    check("project teams: links", r.json()["results"][0]["links"][0]["rel"] == "self")
+    r = c.req("GET", P2 + "/groups/%s/teams" % DEV)
+    eq("project teams of acme-dev", [t["teamId"] for t in r.json()["results"]], [APP])
+
+    def members(q, gid=STAGING, acc=V25):
+        b = c.req("GET", P2 + "/groups/%s/users%s" % (gid, q), accept=acc).json()
+        return {u["id"]: u.get("roles") for u in b["results"]}
+
+    direct = members("")
+    eq("direct members only by default", sorted(direct), sorted([JANE, BOB, ERIN, OWNER]))
+    flat = members("?flattenTeams=true")
+    eq("flattenTeams adds the team's users", sorted(flat), sorted([JANE, BOB, ERIN, OWNER, JOHN,
+                                                                   ALICE]))
+    eq("team-reached user: the team's roles (guess)", flat[JOHN], ["GROUP_DATA_ACCESS_ADMIN"])
+    eq("direct member keeps its direct roles", flat[JANE], ["GROUP_READ_ONLY"])
+    orgu = members("?includeOrgUsers=true")
+    eq("includeOrgUsers adds ORG_OWNER and ORG_READ_ONLY users", sorted(orgu),
+       sorted([JANE, BOB, ERIN, OWNER, ALICE]))
+    eq("org owner: GROUP_OWNER (guess)", orgu[ALICE], ["GROUP_OWNER"])
+    both = members("?flattenTeams=true&includeOrgUsers=true")
+    eq("both: union of roles", both[ALICE], ["GROUP_DATA_ACCESS_ADMIN", "GROUP_OWNER"])
+    eq("flattenTeams=false and includeOrgUsers=false", sorted(members(
+        "?flattenTeams=false&includeOrgUsers=false")), sorted(direct))
+    check("2023 version: flattenTeams too", JOHN in members("?flattenTeams=true", acc=V23) and
+          JOHN not in members("", acc=V23))
+    eq("bad flag -> 400", c.req("GET", P2 + "/groups/%s/users?flattenTeams=yes" % STAGING).status,
+       400)
+    # invitations
+    r = c.req("GET", P2 + "/orgs/%s/invites" % ORG, accept=V25)
+    inv = r.json()
+    eq("org invitations: the PENDING users", sorted(i["username"] for i in inv),
+       ["invited@example.com", "legacy.invite@example.com"])
+    eq("org invitations: deprecated 2023-01-01",
+       (r.h("Content-Type"), r.h("Deprecation"), r.h("Sunset")), (CT23, DEPRECATION, SUNSET))
+    check("org invitations: a JSON array", isinstance(inv, list))
+    oi = [i for i in inv if i["username"] == "invited@example.com"][0]
+    eq("OrganizationInvitation", (sorted(oi), oi["orgName"], oi["roles"], oi["inviterUsername"]),
+       (sorted(["createdAt", "expiresAt", "groupRoleAssignments", "id", "inviterUsername",
+                "links", "orgId", "orgName", "roles", "teamIds", "username"]),
+        "Acme Corp", ["ORG_MEMBER"], "alice@example.com"))
+    eq("OrganizationInvitation project roles", oi["groupRoleAssignments"],
+       [{"groupId": DEV, "groupRoles": ["GROUP_READ_ONLY"]}])
+    eq("org invitations: username filter", [i["id"] for i in c.req(
+        "GET", P2 + "/orgs/%s/invites?username=INVITED%%40example.com" % ORG).json()], [oi["id"]])
+    eq("org invitation by id", c.req("GET", P2 + "/orgs/%s/invites/%s" % (ORG, oi["id"])).json()
+       ["username"], "invited@example.com")
+    r = c.req("GET", P2 + "/groups/%s/invites" % DEV)
+    gi = r.json()
+    eq("project invitations: the legacy invitee only", [(i["username"], i["roles"], i["groupName"])
+                                                        for i in gi],
+       [("legacy.invite@example.com", ["GROUP_READ_ONLY"], "acme-dev")])
+    eq("project invitation shape", sorted(gi[0]), sorted([
+        "createdAt", "expiresAt", "groupId", "groupName", "id", "inviterUsername", "links",
+        "roles", "username"]))
+    check("project and org invitation ids differ", gi[0]["id"] not in [i["id"] for i in inv])
+    eq("no invitations in acme-prod", c.req("GET", P2 + "/groups/%s/invites" % PROD).json(), [])
+    r = c.req("DELETE", P2 + "/groups/%s/invites/%s" % (DEV, gi[0]["id"]))
+    eq("delete a project invitation", (r.status, r.h("Content-Type")), (204, CT23))
+    eq("project invitation gone", c.req("GET", P2 + "/groups/%s/invites" % DEV).json(), [])
+    check("deleting a project invitation leaves the org invitation",
+          "legacy.invite@example.com" in [i["username"] for i in c.req(
+              "GET", P2 + "/orgs/%s/invites" % ORG).json()])
+    r = c.req("GET", P2 + "/groups/%s/invites/%s" % (DEV, gi[0]["id"]))
+    eq("deleted invitation -> 404", (r.status, err_of(r).get("errorCode"), r.h("X-Error-Code")),
+       (404, "INVITATION_NOT_FOUND", "INVITATION_NOT_FOUND"))
+    eq("delete an org invitation", c.req("DELETE", P2 + "/orgs/%s/invites/%s" %
+                                         (ORG, oi["id"])).status, 204)
+    st = ctl(port, "GET", "state?user=" + INVITED)
+    eq("the invitee left the org", (st["orgs"], st["projects"], st["teamIds"]), ({}, {}, []))
+    r = c.req("GET", P2 + "/orgs/%s/users?orgMembershipStatuses=PENDING" % ORG)
+    eq("no PENDING user left in the org users", r.json()["results"], [])
+    # federation
+    r = c.req("GET", P2 + "/orgs/%s/federationSettings" % ORG)
+    eq("no federation -> 404 (guess)", (r.status, err_of(r).get("errorCode")),
+       (404, "RESOURCE_NOT_FOUND"))
+    g = Client(port, auth=("digest", GPUB, GPRIV))
+    r = g.req("GET", P2 + "/orgs/%s/federationSettings" % GLOBEX)
+    f = r.json()
+    eq("federated org: OrgFederationSettings", (r.status, sorted(f)), (200, sorted([
+        "federatedDomains", "hasRoleMappings", "id", "identityProviderId",
+        "identityProviderStatus"])))
+    check("identityProviderId: 20 hex digits", re.fullmatch(r"[a-f0-9]{20}",
+                                                             f["identityProviderId"]), f)
+    g.close()
+    # scale
+    ctl(port, "POST", "reset")
+    t0 = time.monotonic()
+    sc = ctl(port, "POST", "scale", {"users": 20000, "projects": 200, "teams": 300,
+                                     "prefix": "big"})
+    dt = time.monotonic() - t0
+    check("scale: 20,000 users, 200 projects, 300 teams in seconds", dt < 15 and
+          (sc.get("users"), len(sc.get("projectIds", [])), len(sc.get("teamIds", []))) ==
+          (20000, 200, 300), (dt, {k: v for k, v in sc.items() if not k.endswith("Ids")}))
+    print("  info scale: 20,000 users built in %.2fs" % dt)
+    oid = sc["orgId"]
+    eq("scale: deterministic ids", (oid, sc["ownerId"], sc["firstUserId"], sc["lastUserId"]),
+       ("5ca1e0%018x" % 1, "5ca1e3%06x%012x" % (1, 0), "5ca1e4%06x%012x" % (1, 1),
+        "5ca1e4%06x%012x" % (1, 19999)))
+    ctl(port, "POST", "config", {"rate_limits": {"enabled": False}})
+    pages, seen, url = 0, set(), P2 + "/orgs/%s/users?itemsPerPage=500" % oid
+    t0 = time.monotonic()
+    while url and pages < 100:
+        r = c.req("GET", url)
+        b = r.json()
+        pages += 1
+        seen.update(u["id"] for u in b["results"])
+        nxt = [l["href"] for l in b["links"] if l["rel"] == "next"]
+        url = nxt[0].split(str(port), 1)[1] if nxt else None
+    dt = time.monotonic() - t0
+    eq("scale: 20,000 org users at 500 a page = 40 pages", (pages, len(seen), b["totalCount"]),
+       (40, 20000, 20000))
+    print("  info scale: 40 pages of 500 org users in %.2fs" % dt)
+    r = c.req("GET", P2 + "/groups/%s/users" % sc["projectIds"][7])
+    eq("scale: users spread over the projects (100 each, the owner too)", r.json()["totalCount"],
+       101)
+    r = c.req("GET", P2 + "/orgs/%s/teams/%s/users?itemsPerPage=500" % (oid, sc["teamIds"][5]))
+    check("scale: users spread over the teams", 60 <= r.json()["totalCount"] <= 70,
+          r.json()["totalCount"])
+    r = c.req("DELETE", P2 + "/orgs/%s/users/%s" % (oid, sc["ownerId"]))
+    eq("scale: the owner is kept (last Organization Owner)", r.status, 409)
+    eq("scale: a second call with the same prefix is refused",
+       ctl(port, "POST", "scale", {"users": 2, "prefix": "big"}).get("_status"), 400)
+    c.close()
+    ctl(port, "POST", "reset")
+
+
+def t_hostile(port):
+    if not section("hostile"):
+        return
+    ctl(port, "POST", "reset")
+    ctl(port, "POST", "config", {"reflect_headers": True})
+    c = Client(port)
+    r = c.req("GET", P2 + "/orgs/%s/users/%s" % (ORG, NOBODY))
+    d = err_of(r).get("detail", "")
+    check("reflect_headers: an API error echoes the Authorization header",
+          'Authorization: Digest username="%s"' % PUB in d and "User-Agent: emulator-selftest" in d,
+          d)
+    bad = Client(port, auth=("digest", PUB, "wrong"))
+    r = bad.req("GET", P2 + "/orgs")
+    check("reflect_headers: a 401 echoes it too", r.status == 401 and
+          "Authorization: Digest" in r.json()["detail"], r.body[:300])
+    r = get_token(port, secret="nope")
+    basic = base64.b64encode(("%s:nope" % SA_ID).encode()).decode()
+    check("reflect_headers: the token endpoint's error echoes the Basic credentials",
+          r.status == 401 and "Authorization: Basic " + basic in r.json()["error_description"],
+          r.body[:300])
+    ctl(port, "POST", "config", {"reflect_headers": False})
+    r = c.req("GET", P2 + "/orgs/%s/users/%s" % (ORG, NOBODY))
+    check("reflect_headers off: no headers in errors", "Authorization" not in err_of(r)["detail"])
+    bad.close()
+    # endless pages
+    ctl(port, "POST", "config", {"endless_pages": {"enabled": True, "page_bytes": 20000,
+                                                   "delay_ms": 100,
+                                                   "match": "/orgs/%s/users" % ORG}})
+    url = P2 + "/orgs/%s/users?itemsPerPage=100" % ORG
+    ids, sizes, t0 = set(), [], time.monotonic()
+    ok = True
+    for page in range(1, 6):
+        r = c.req("GET", url)
+        b = r.json()
+        sizes.append(len(r.body))
+        nxt = [l["href"] for l in b["links"] if l["rel"] == "next"]
+        ok = ok and r.status == 200 and nxt and "pageNum=%d" % (page + 1) in nxt[0]
+        ok = ok and all(re.fullmatch(r"[a-f0-9]{24}", u["id"]) and "@" in u["username"]
+                        for u in b["results"])
+        ids.update(u["id"] for u in b["results"])
+        url = nxt[0].split(str(port), 1)[1]
+    dt = time.monotonic() - t0
+    check("endless: 5 pages, each with a next link to pageNum+1 and valid results", ok)
+    check("endless: pages padded to about page_bytes", all(20000 <= x <= 24000 for x in sizes),
+          sizes)
+    check("endless: new ids on every page", len(ids) == sum(1 for _ in ids) and
+          len(ids) >= 5 * 30, len(ids))
+    check("endless: delay_ms per page", dt >= 0.5, dt)
+    check("endless: totalCount beyond what was sent", b["totalCount"] > 5 * len(b["results"]))
+    r = c.req("GET", P2 + "/groups/%s/users" % PROD)
+    check("endless: other routes answer normally",
+          not any(l["rel"] == "next" for l in r.json()["links"]))
+    ctl(port, "POST", "config", {"endless_pages": {"next_host": "other.example", "delay_ms": 0,
+                                                   "page_bytes": 1048576}})
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG)
+    nxt = [l["href"] for l in r.json()["links"] if l["rel"] == "next"][0]
+    check("endless: next_host", nxt.startswith("http://other.example/api/atlas/v2/orgs/%s/users?" %
+                                               ORG), nxt)
+    check("endless: 1 MiB pages", 1048576 <= len(r.body) <= 1100000, len(r.body))
+    ctl(port, "POST", "config", {"endless_pages": {"enabled": False}})
+    r = c.req("GET", P2 + "/orgs/%s/users" % ORG)
+    check("endless off: the last page has no next link",
+          not any(l["rel"] == "next" for l in r.json()["links"]))
+    c.close()
+    ctl(port, "POST", "reset")
 
 
 def t_shutdown(proc, ports, pf):
@@ -1323,6 +2025,14 @@ def main():
         t_keepalive(ports, tmp)
         t_control(port)
         t_emuctl(port)
+        t_rate_limits(ports)
+        t_service_accounts(port)
+        t_digest_prod(ports, tmp)
+        t_shapes(port)
+        t_owners(port)
+        t_multi_org(port)
+        t_listings(port)
+        t_hostile(port)
         t_shutdown(proc, ports, pf)
         t_verbose_plain(tmp)
     except Exception as e:
