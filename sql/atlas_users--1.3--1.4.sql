@@ -3,16 +3,96 @@
 
 \echo Use "ALTER EXTENSION atlas_users UPDATE TO '1.4'" to load this file. \quit
 
+-- Objects whose result columns change are dropped and created again; the
+-- privileges granted on them are kept.  This helper, dropped at the end,
+-- re-grants an ACL saved before the drop (PUBLIC included, if it was there).
+CREATE FUNCTION @extschema@.atlas_users_regrant(kind text, target text, acl aclitem[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	a record;
+BEGIN
+	EXECUTE format('REVOKE ALL ON %s %s FROM PUBLIC', kind, target);
+	FOR a IN SELECT * FROM aclexplode(acl) LOOP
+		EXECUTE format('GRANT %s ON %s %s TO %s', a.privilege_type, kind, target,
+					   CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+							ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END);
+	END LOOP;
+END
+$$;
+
 -- atlas_offboard_user: its result column "scope" no longer shares the name of
 -- its input "scope" (the rows' kinds are org, project and team memberships)
-DROP FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean);
-CREATE FUNCTION @extschema@.atlas_offboard_user(
-	org_id text, username_or_id text, scope text DEFAULT 'org', dry_run boolean DEFAULT false)
-RETURNS TABLE (kind text, id text, action text, outcome text, http_status integer,
-			   error_code text, detail text)
-AS 'MODULE_PATHNAME', 'atlas_offboard_user'
+DO $$
+DECLARE
+	acl aclitem[] := (SELECT proacl FROM pg_catalog.pg_proc
+					  WHERE oid = '@extschema@.atlas_offboard_user(text, text, text, boolean)'::regprocedure);
+BEGIN
+	DROP FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean);
+	CREATE FUNCTION @extschema@.atlas_offboard_user(
+		org_id text, username_or_id text, scope text DEFAULT 'org', dry_run boolean DEFAULT false)
+	RETURNS TABLE (kind text, id text, action text, outcome text, http_status integer,
+				   error_code text, detail text)
+	AS 'MODULE_PATHNAME', 'atlas_offboard_user'
+	LANGUAGE C VOLATILE PARALLEL UNSAFE;
+	PERFORM @extschema@.atlas_users_regrant('FUNCTION',
+		'@extschema@.atlas_offboard_user(text, text, text, boolean)', acl);
+END
+$$;
+
+-- atlas_worker_status() and atlas_queue_status also say until when a rate
+-- limit holds the worker back, and which one
+DO $$
+DECLARE
+	fn_acl aclitem[] := (SELECT proacl FROM pg_catalog.pg_proc
+						 WHERE oid = '@extschema@.atlas_worker_status()'::regprocedure);
+	view_acl aclitem[] := (SELECT relacl FROM pg_catalog.pg_class
+						   WHERE oid = '@extschema@.atlas_queue_status'::regclass);
+BEGIN
+	DROP VIEW @extschema@.atlas_queue_status;
+	DROP FUNCTION @extschema@.atlas_worker_status();
+	CREATE FUNCTION @extschema@.atlas_worker_status(
+		OUT pid integer, OUT last_activity timestamptz, OUT audit_records_logged bigint,
+		OUT rate_limited_until timestamptz, OUT rate_limit_bucket text)
+	RETURNS record
+	AS 'MODULE_PATHNAME', 'atlas_worker_status'
+	LANGUAGE C VOLATILE PARALLEL SAFE;
+	CREATE VIEW @extschema@.atlas_queue_status AS
+	SELECT c.queued, c.running, c.done, c.failed, c.cancelled, c.oldest_queued_age,
+		   w.pid AS worker_pid,
+		   w.last_activity AS worker_last_activity,
+		   w.rate_limited_until AS worker_rate_limited_until,
+		   w.rate_limit_bucket AS worker_rate_limit_bucket
+	FROM (SELECT count(*) FILTER (WHERE q.status = 'queued') AS queued,
+				 count(*) FILTER (WHERE q.status = 'running') AS running,
+				 count(*) FILTER (WHERE q.status = 'done') AS done,
+				 count(*) FILTER (WHERE q.status = 'failed') AS failed,
+				 count(*) FILTER (WHERE q.status = 'cancelled') AS cancelled,
+				 pg_catalog.now() - min(q.enqueued_at) FILTER (WHERE q.status = 'queued') AS oldest_queued_age
+		  FROM @extschema@.atlas_removal_queue q) c,
+		 @extschema@.atlas_worker_status() w;
+	PERFORM @extschema@.atlas_users_regrant('FUNCTION', '@extschema@.atlas_worker_status()', fn_acl);
+	PERFORM @extschema@.atlas_users_regrant('TABLE', '@extschema@.atlas_queue_status', view_acl);
+END
+$$;
+
+-- the rate-limit buckets the extension paces its requests by
+CREATE FUNCTION @extschema@.atlas_rate_limits()
+RETURNS TABLE (bucket text, capacity integer, refill integer, refill_seconds double precision,
+			   tokens double precision, in_flight integer, blocked_until timestamptz,
+			   answers_429 bigint, last_used timestamptz)
+AS 'MODULE_PATHNAME', 'atlas_rate_limits'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+CREATE FUNCTION @extschema@.atlas_reset_rate_limits()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'atlas_reset_rate_limits'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-REVOKE EXECUTE ON FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean) FROM PUBLIC;
+CREATE FUNCTION @extschema@.atlas_forget_tokens()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'atlas_forget_tokens'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_forget_tokens() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_rate_limits() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_reset_rate_limits() FROM PUBLIC;
 
 -- a comment on every function and view
 COMMENT ON FUNCTION @extschema@.atlas_remove_project_user(text, text, boolean) IS
@@ -44,7 +124,7 @@ COMMENT ON FUNCTION @extschema@.atlas_offboard_trigger() IS
 COMMENT ON FUNCTION @extschema@.atlas_audit_flush(integer) IS
 	'Wait until every audit record handed to the worker so far is in the table; false on timeout';
 COMMENT ON FUNCTION @extschema@.atlas_worker_status() IS
-	'The background worker: its pid, last activity, and audit records it had to log instead of insert';
+	'The background worker: its pid, last activity, audit records it logged instead of inserting, and a rate limit it waits for';
 COMMENT ON FUNCTION @extschema@.atlas_find_user_id(text, text) IS
 	'The id of an ACTIVE or PENDING organization user named by e-mail, or NULL';
 COMMENT ON FUNCTION @extschema@.atlas_user_memberships(text, text) IS
@@ -61,5 +141,13 @@ COMMENT ON FUNCTION @extschema@.atlas_audit_guard() IS
 	'Trigger that keeps atlas_removal_audit append-only; only atlas_purge_audit() deletes';
 COMMENT ON FUNCTION @extschema@.atlas_purge_audit(interval) IS
 	'Delete audit rows older than the given interval; the only way to remove audit rows';
+COMMENT ON FUNCTION @extschema@.atlas_rate_limits() IS
+	'What atlas_users learned of each Atlas rate-limit bucket it paces requests by';
+COMMENT ON FUNCTION @extschema@.atlas_reset_rate_limits() IS
+	'Forget what atlas_users learned of Atlas rate limits (after a 429 that was not Atlas''s, say)';
+COMMENT ON FUNCTION @extschema@.atlas_forget_tokens() IS
+	'Drop every cached service-account token; the next call fetches a new one';
 COMMENT ON VIEW @extschema@.atlas_queue_status IS
-	'Queue rows by status, the oldest queued age, and the background worker';
+	'Queue rows by status, the oldest queued age, and the background worker (and a rate limit it waits for)';
+
+DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

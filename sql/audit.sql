@@ -11,6 +11,8 @@
 -- ($PGHOST/postgres.log, where test/lib.sh starts the cluster).
 --
 \! test/emuctl reset >/dev/null
+-- failures are audited as they come: no retries, but where a test says
+SET atlas_users.max_retries = 0;
 \getenv pghost PGHOST
 \set logfile :pghost/postgres.log
 SELECT coalesce(max(id), 0) AS audit_start FROM atlas_removal_audit \gset
@@ -47,7 +49,8 @@ RESET atlas_users.api_version;
 SET atlas_users.max_retries = 1;
 \! test/emuctl fault '{"kind": "status", "status": 429, "retry_after": 0}'
 SELECT atlas_remove_project_user('65f0b0000000000000000002', '65f0d0000000000000000004');
-RESET atlas_users.max_retries;
+SELECT atlas_reset_rate_limits() > 0 AS forgotten;
+SET atlas_users.max_retries = 0;
 
 -- SET ROLE: requested_by is the session user, executed_as the current role
 SET ROLE regress_atlas_auditor;

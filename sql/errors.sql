@@ -9,9 +9,12 @@
 -- excerpt of a body that is not an Atlas error) in the detail, a hint, and
 -- a context naming the request's method and path, never a credential.
 -- Faults are injected by the emulator (see the docstring of
--- test/emulator/atlas_emulator.py); a fault applies to one request.
+-- test/emulator/atlas_emulator.py); a fault applies to one request.  Each
+-- error shows as it comes: no retries (atlas_users.max_retries = 0), but in
+-- the section on retries.
 --
 \! test/emuctl reset >/dev/null
+SET atlas_users.max_retries = 0;
 \getenv emu_http ATLAS_EMULATOR_URL
 \getenv emu_https ATLAS_EMULATOR_HTTPS_URL
 
@@ -51,9 +54,13 @@ SELECT pg_temp.err(:'rm');
 -- 404 that does not name the user: not "already absent", even with missing_ok
 \! test/emuctl fault '{"kind": "status", "status": 404, "count": 2}'
 SELECT pg_temp.err(:'rm_ok');
--- 404 RESOURCE_NOT_FOUND naming the user in its parameters: already absent
-\! test/emuctl fault '{"kind": "status", "status": 404, "parameters": ["65f0d0000000000000000005"]}'
+-- 404 RESOURCE_NOT_FOUND whose detail speaks of the user: already absent
+\! test/emuctl fault '{"kind": "status", "status": 404, "detail": "Cannot find resource user 65f0d0000000000000000005 in group 65f0b0000000000000000001.", "parameters": ["65f0d0000000000000000005"]}'
 SELECT regress_try(:'rm_ok');
+-- 404 RESOURCE_NOT_FOUND about something else: raises, even when its text
+-- holds the user's id (and its parameters do too)
+\! test/emuctl fault '{"kind": "status", "status": 404, "detail": "Cannot find resource Online archive with id 65f0d0000000000000000005.", "parameters": ["65f0d0000000000000000005"], "count": 2}'
+SELECT pg_temp.err(:'rm_ok');
 -- 406
 \! test/emuctl fault '{"kind": "status", "status": 406, "error_code": "INVALID_VERSION_DATE", "count": 2}'
 SELECT pg_temp.err(:'rm');
@@ -63,11 +70,20 @@ SELECT pg_temp.err(:'rm');
 -- 410
 \! test/emuctl fault '{"kind": "status", "status": 410, "error_code": "VERSION_GONE", "count": 2}'
 SELECT pg_temp.err(:'rm');
--- 429, with Retry-After
+-- 429, with Retry-After: the hint says how long to wait.  A 429 holds the
+-- endpoint's requests back for Retry-After (atlas_rate_limits() shows it);
+-- these 429s are the emulator's faults, not a real limit, so each test
+-- forgets them again with atlas_reset_rate_limits().
 \! test/emuctl fault '{"kind": "status", "status": 429, "retry_after": 30, "count": 2}'
 SELECT pg_temp.err(:'rm');
+SELECT bucket, capacity, refill, answers_429, blocked_until > now() + interval '25 s' AS held_back
+FROM atlas_rate_limits() WHERE answers_429 > 0;
+SELECT atlas_reset_rate_limits() > 0 AS forgotten;
+-- a token-bucket 429 names the bucket's capacity and refill rate
 \! test/emuctl fault '{"kind": "status", "status": 429, "error_code": "RATE_LIMITED_TOKEN_BUCKET", "count": 2}'
 SELECT pg_temp.err(:'rm');
+SELECT bucket, capacity, refill, refill_seconds, answers_429 FROM atlas_rate_limits() WHERE answers_429 > 0;
+SELECT atlas_reset_rate_limits() > 0 AS forgotten;
 -- 500, 502, 503, 504
 \! test/emuctl fault '{"kind": "status", "status": 500, "count": 2}'
 SELECT pg_temp.err(:'rm');
@@ -97,6 +113,7 @@ SET atlas_users.max_retries = 2;
 \! test/emuctl fault '{"kind": "status", "status": 429, "retry_after": 0}'
 \! test/emuctl fault '{"kind": "status", "status": 503, "retry_after": 0}'
 SELECT regress_try($$SELECT atlas_remove_project_user('65f0b0000000000000000003', '65f0d0000000000000000005')$$);
+SELECT atlas_reset_rate_limits() > 0 AS forgotten;
 -- the answers it got (digest challenges left out)
 \set req `test/emuctl requests 10`
 SELECT r ->> 'method' AS method, r ->> 'route' AS route, r ->> 'status' AS status
@@ -110,7 +127,7 @@ SELECT r ->> 'method' AS method, r ->> 'route' AS route, r ->> 'status' AS statu
 FROM jsonb_array_elements(:'req'::jsonb) WITH ORDINALITY AS a(r, n)
 WHERE r ->> 'status' <> '401' ORDER BY n;
 \! test/emuctl clear-faults
-RESET atlas_users.max_retries;
+SET atlas_users.max_retries = 0;
 
 --
 -- answers that are not Atlas error documents: a clean error with the status

@@ -17,6 +17,9 @@
  */
 #include "atlas_users.h"
 
+#include <limits.h>
+#include <math.h>
+
 #include "executor.h"
 #include "parse.h"
 #include "utils/memutils.h"
@@ -63,7 +66,6 @@ atlas_answer_error(AtlasAnswer *a, HttpRequest *req, const char *user_id)
 	AtlasErrorBody body;
 
 	a->http_status = req->status;
-	a->retry_after = req->retry_after;
 	a->transport_failed = false;
 	a->error_code = NULL;
 	a->detail = NULL;
@@ -82,6 +84,14 @@ atlas_answer_error(AtlasAnswer *a, HttpRequest *req, const char *user_id)
 		a->excerpt = body_excerpt(req);
 	if (a->error_code == NULL && req->error_code_header[0])
 		a->error_code = clean_header(req->error_code_header, 64);
+
+	/* Retry-After: the header, else the body's parameter, else its detail */
+	a->retry_after = req->retry_after;
+	if (a->retry_after < 0 && body.rate_retry_after >= 0)
+		a->retry_after = (int) Min(ceil(body.rate_retry_after), 86400);
+	a->rate_capacity = (int) Min(body.rate_capacity, INT_MAX);
+	a->rate_refill = (int) Min(body.rate_refill, INT_MAX);
+	a->rate_period_ms = body.rate_period < 0 ? -1 : (int) Min(body.rate_period * 1000, INT_MAX);
 	return body.is_object && body.names_user;
 }
 
@@ -94,6 +104,7 @@ atlas_answer_transport(AtlasAnswer *a, HttpRequest *req)
 	a->error_code = NULL;
 	a->excerpt = NULL;
 	a->retry_after = -1;
+	a->rate_capacity = a->rate_refill = a->rate_period_ms = -1;
 	a->detail = atlas_clean_text(req->error, strlen(req->error), 500);
 }
 

@@ -64,6 +64,7 @@ extern int	atlas_timeout_ms;
 extern int	atlas_connect_timeout_ms;
 extern int	atlas_max_concurrency;
 extern int	atlas_max_retries;
+extern int	atlas_rate_limit_max_wait_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
 extern int	atlas_retry_base_ms;
@@ -108,6 +109,7 @@ typedef struct AtlasTarget
 	AtlasAuthMethod method;		/* DIGEST or SERVICE_ACCOUNT, never AUTO */
 	char	   *username;		/* public key or client id */
 	char	   *secret;			/* private key or client secret */
+	uint8		secret_hash[32];	/* SHA-256 of the secret, its identity */
 	uint32		credentials_key;	/* identity of the method, username and secret */
 	uint32		key;			/* and of base_url and the CA file too */
 } AtlasTarget;
@@ -174,7 +176,11 @@ typedef struct AtlasAnswer
 	char	   *excerpt;		/* an excerpt of a body that is not an Atlas error */
 	bool		transport_failed;	/* no answer: Atlas could not be reached */
 	bool		token_failed;	/* the failure came from the token endpoint */
+	bool		rate_wait;		/* not sent: Atlas's rate limit asked too long a wait */
 	int			retry_after;	/* seconds, from the last answer; -1 if none */
+	int			rate_capacity;	/* a 429's bucket: capacity, or -1 */
+	int			rate_refill;	/* tokens per period, or -1 */
+	int			rate_period_ms; /* or -1 */
 } AtlasAnswer;
 
 /* one Atlas operation, with its retries and its result */
@@ -383,7 +389,25 @@ extern void atlas_shmem_audit_done(int n);
 extern void atlas_shmem_worker_attach(void);
 extern int	atlas_shmem_worker_starting(void);
 extern void atlas_shmem_worker_activity(void);
-extern void atlas_shmem_worker_info(pid_t *pid, TimestampTz *activity, uint64 *logged_instead);
+typedef struct AtlasWorkerInfo
+{
+	pid_t		pid;			/* 0: no worker */
+	TimestampTz activity;
+	uint64		logged_instead;
+	TimestampTz paced_until;	/* a rate limit holds a removal back until then */
+	char		paced_bucket[96];
+} AtlasWorkerInfo;
+
+extern void atlas_shmem_worker_waiting(TimestampTz until, const char *bucket);
+extern void atlas_shmem_worker_info(AtlasWorkerInfo *info);
+
+/* token.c, pacing.c: the token cache and the rate-limit buckets */
+struct LWLock;
+extern Size atlas_token_shmem_size(void);
+extern void atlas_token_shmem_init(struct LWLock *lock);
+extern uint64 atlas_token_grants(void);
+extern Size atlas_pace_shmem_size(void);
+extern void atlas_pace_shmem_init(struct LWLock *lock);
 
 /* ----------------------------------------------------------------
  * queue_sql.c, trigger.c, queue_run.c: the removal queue

@@ -15,7 +15,10 @@
  */
 #include "atlas_users.h"
 
+#include "common/cryptohash.h"
 #include "common/hashfn.h"
+#include "common/sha2.h"
+#include "utils/resowner.h"
 
 #define DIGEST_SETTINGS "atlas_users.public_key and atlas_users.private_key_file (or atlas_users.private_key)"
 #define SA_SETTINGS "atlas_users.client_id and atlas_users.client_secret_file (or atlas_users.client_secret)"
@@ -40,6 +43,37 @@ static uint32
 hash_string(uint32 h, const char *s)
 {
 	return hash_combine(h, hash_bytes((const unsigned char *) s, strlen(s)));
+}
+
+/*
+ * The SHA-256 of a secret: what identifies it where the secret must not
+ * be.  The hash context belongs to a resource owner; outside a transaction
+ * (the worker between transactions) a long-lived one of our own serves.
+ */
+static void
+hash_secret(const char *secret, uint8 *out)
+{
+	static ResourceOwner own_owner = NULL;
+	ResourceOwner save = CurrentResourceOwner;
+	pg_cryptohash_ctx *ctx;
+	bool		ok;
+
+	if (save == NULL)
+	{
+		if (own_owner == NULL)
+			own_owner = ResourceOwnerCreate(NULL, "atlas_users secret hash");
+		CurrentResourceOwner = own_owner;
+	}
+	ctx = pg_cryptohash_create(PG_SHA256);
+	ok = ctx != NULL && pg_cryptohash_init(ctx) == 0 &&
+		pg_cryptohash_update(ctx, (const uint8 *) secret, strlen(secret)) == 0 &&
+		pg_cryptohash_final(ctx, out, PG_SHA256_DIGEST_LENGTH) == 0;
+	pg_cryptohash_free(ctx);
+	CurrentResourceOwner = save;
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not hash a secret")));
 }
 
 /* The identity of a target's credentials: method, username and secret. */
@@ -115,6 +149,7 @@ atlas_target_from_settings(bool digest_only)
 	t->timeout_ms = atlas_timeout_ms;
 	t->connect_timeout_ms = atlas_connect_timeout_ms;
 	settings_credentials(t, digest_only);
+	hash_secret(t->secret, t->secret_hash);
 	t->credentials_key = credentials_key(t);
 	t->key = hash_string(hash_string(t->credentials_key, t->base_url), t->ca_file);
 	return t;

@@ -77,43 +77,98 @@ maybe_retry(AtlasRun *run, AtlasCall *call)
 	return true;
 }
 
+/* Keep a failure another process's token request met, for this run's calls. */
+static void
+take_token_failure(TargetState *ts, const AtlasTokenFailure *f)
+{
+	AtlasAnswer *a = &ts->token_answer;
+
+	memset(a, 0, sizeof(AtlasAnswer));
+	a->token_failed = true;
+	a->http_status = f->http_status;
+	a->transport_failed = f->transport_failed;
+	a->retry_after = f->retry_after;
+	a->error_code = f->error_code[0] ? pstrdup(f->error_code) : NULL;
+	a->detail = f->detail[0] ? pstrdup(f->detail) : NULL;
+	ts->token_failed = true;
+}
+
+/* Lower *wait_ms to ms (-1 is no wait yet). */
+static void
+wait_at_most(long *wait_ms, long ms)
+{
+	*wait_ms = (*wait_ms < 0) ? ms : Min(*wait_ms, ms);
+}
+
 /*
  * How far the token of a call's target is: true when the call may go.
  * Otherwise *token_req is a token request to send first, or the call
- * waits (*wait_ms), or it failed with the token.
+ * waits (*wait_ms), or its target's token failed.
  */
 static bool
 token_ready(TargetState *ts, HttpRequest **token_req, long *wait_ms)
 {
-	TimestampTz now;
+	AtlasTokenFailure failure;
+	long		ms = -1;
 
 	*token_req = NULL;
 	if (ts->target->method != ATLAS_AUTH_SERVICE_ACCOUNT)
 		return true;
 	if (ts->token_failed || ts->fetching)
 		return false;
-	switch (atlas_token_get(ts->target, ts->token, &ts->generation))
+	switch (atlas_token_get(ts->target, ts->token, &ts->generation, ts->waiting_since,
+							&failure, &ms))
 	{
 		case ATLAS_TOKEN_READY:
+			ts->waiting_since = 0;
 			return true;
 		case ATLAS_TOKEN_WAIT:
-			*wait_ms = (*wait_ms < 0) ? 20 : Min(*wait_ms, 20);
+			if (ts->waiting_since == 0)
+				ts->waiting_since = GetCurrentTimestamp();
+			wait_at_most(wait_ms, ms);
+			return false;
+		case ATLAS_TOKEN_FAILED:
+			take_token_failure(ts, &failure);
 			return false;
 		case ATLAS_TOKEN_FETCH:
 			break;
-	}
-	now = GetCurrentTimestamp();
-	if (ts->token_not_before > now)
-	{
-		long		ms = Max(1, (long) ((ts->token_not_before - now) / 1000));
-
-		*wait_ms = (*wait_ms < 0) ? ms : Min(*wait_ms, ms);
-		return false;
 	}
 	atlas_token_request(ts->target, &ts->token_req);
 	ts->fetching = true;
 	ts->token_attempts++;
 	*token_req = &ts->token_req;
+	return false;
+}
+
+/*
+ * May the call go by its rate limit?  True: it is counted in flight.
+ * Otherwise it waits (*wait_ms), or it failed because the wait would be
+ * longer than atlas_users.rate_limit_max_wait.
+ */
+static bool
+pace_ready(AtlasRun *run, AtlasCall *call, long *wait_ms)
+{
+	AtlasCallState *st = call->state;
+	long		ms = -1;
+
+	if (atlas_pace_acquire(&st->pace, &ms))
+		return true;
+	if (ms > (long) atlas_rate_limit_max_wait_s * 1000)
+	{
+		AtlasAnswer *a = &call->answer;
+
+		a->rate_wait = true;
+		a->http_status = 0;
+		a->transport_failed = false;
+		a->error_code = NULL;
+		a->excerpt = NULL;
+		a->detail = psprintf("Atlas's rate limit for %s asks to wait %ld s, longer than atlas_users.rate_limit_max_wait (%d s); the request was not sent.",
+							 st->pace.name, (ms + 999) / 1000, atlas_rate_limit_max_wait_s);
+		atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+		return false;
+	}
+	atlas_run_paced(run, &st->pace, ms);
+	wait_at_most(wait_ms, ms);
 	return false;
 }
 
@@ -123,7 +178,10 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 {
 	AtlasRun   *run = (AtlasRun *) arg;
 	TimestampTz now = GetCurrentTimestamp();
+	uint32		waiting[16];	/* buckets that made a call wait, in this pass */
+	int			nwaiting = 0;
 	int			i;
+	int			k;
 
 	*wait_ms = run->feed_more ? run->feed_wait_ms : -1;
 	for (i = 0; i < run->npending; i++)
@@ -132,11 +190,13 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 		AtlasCallState *st = call->state;
 		HttpRequest *token_req;
 
+		for (k = 0; k < nwaiting && waiting[k] != st->pace.key; k++)
+			;
+		if (k < nwaiting)
+			continue;			/* its bucket just said wait */
 		if (st->not_before > now)
 		{
-			long		ms = Max(1, (long) ((st->not_before - now) / 1000));
-
-			*wait_ms = (*wait_ms < 0) ? ms : Min(*wait_ms, ms);
+			wait_at_most(wait_ms, Max(1, (long) ((st->not_before - now) / 1000)));
 			continue;
 		}
 		if (!token_ready(st->ts, &token_req, wait_ms))
@@ -150,7 +210,16 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 			}
 			continue;
 		}
+		if (!pace_ready(run, call, wait_ms))
+		{
+			if (call->state->finished)
+				atlas_run_take(run->pending, &run->npending, i--);
+			else if (nwaiting < (int) lengthof(waiting))
+				waiting[nwaiting++] = st->pace.key;
+			continue;
+		}
 		atlas_run_take(run->pending, &run->npending, i);
+		st->paced = true;
 		if (call->started_at == 0)
 			call->started_at = now;
 		st->token_generation = st->ts->generation;
@@ -161,18 +230,33 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 	return NULL;
 }
 
+/* The failure of a token request, as kept for other processes. */
+static void
+token_failure_of(const AtlasAnswer *a, AtlasTokenFailure *f)
+{
+	memset(f, 0, sizeof(AtlasTokenFailure));
+	f->http_status = a->http_status;
+	f->transport_failed = a->transport_failed;
+	f->retry_after = a->retry_after;
+	if (a->error_code)
+		strlcpy(f->error_code, a->error_code, sizeof(f->error_code));
+	if (a->detail || a->excerpt)
+		strlcpy(f->detail, a->detail ? a->detail : a->excerpt, sizeof(f->detail));
+}
+
 /* Sort the answer of a token request. */
 static void
 token_done(AtlasRun *run, TargetState *ts, HttpRequest *req)
 {
 	const char *problem = NULL;
 	AtlasAnswer *a = &ts->token_answer;
-	int64		delay_ms;
+	AtlasTokenFailure failure;
+	int64		delay_ms = 0;
+	bool		retry;
 
 	ts->fetching = false;
 	if (atlas_token_accept(ts->target, req, &problem))
 		return;
-	atlas_token_fetch_failed(ts->target);
 
 	/* what the token endpoint said, read as any answer is */
 	memset(a, 0, sizeof(AtlasAnswer));
@@ -189,14 +273,15 @@ token_done(AtlasRun *run, TargetState *ts, HttpRequest *req)
 	else
 		(void) atlas_answer_error(a, req, NULL);
 
-	if (problem == NULL && !a->transport_failed && ts->token_attempts <= run->spec.max_retries &&
-		atlas_retry_due(a, ts->token_attempts, false, &delay_ms))
-	{
-		/* the token endpoint is rate-limited too: wait as it says */
-		ts->token_not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
-		return;
-	}
-	ts->token_failed = true;
+	/* the token endpoint is rate-limited too: wait as it says */
+	retry = (problem == NULL && !a->transport_failed && ts->token_attempts <= run->spec.max_retries &&
+			 atlas_retry_due(a, ts->token_attempts, false, &delay_ms));
+	/* nobody asks again before Retry-After: the limit is the cluster's */
+	delay_ms = Max(delay_ms, a->retry_after * 1000L);
+	token_failure_of(a, &failure);
+	atlas_token_fetch_failed(ts->target, &failure, !retry,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms));
+	ts->token_failed = !retry;
 }
 
 /* Sort a 2xx answer: Atlas did it, even if the rest of the body broke off. */
@@ -262,6 +347,31 @@ sort_answer(AtlasRun *run, AtlasCall *call, HttpRequest *req)
 		atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
 }
 
+/* Tell pacing.c what the answer said of its bucket. */
+static void
+tell_pacing(AtlasCall *call, HttpRequest *req)
+{
+	AtlasCallState *st = call->state;
+	AtlasPaceAnswer pa;
+
+	if (!st->paced)
+		return;
+	st->paced = false;
+	if (!req->answered)
+	{
+		atlas_pace_abandon(&st->pace);
+		return;
+	}
+	pa.status = req->status;
+	pa.limit = req->ratelimit_limit;
+	pa.remaining = req->ratelimit_remaining;
+	pa.retry_after = call->answer.retry_after;
+	pa.capacity = req->status == 429 ? call->answer.rate_capacity : -1;
+	pa.refill = req->status == 429 ? call->answer.rate_refill : -1;
+	pa.period_ms = req->status == 429 ? call->answer.rate_period_ms : -1;
+	(void) atlas_pace_answer(&st->pace, &pa);
+}
+
 /* Driver callback: a request finished. */
 void
 atlas_dispatch_done(void *arg, HttpRequest *req)
@@ -292,6 +402,7 @@ atlas_dispatch_done(void *arg, HttpRequest *req)
 		call->state->in_flight = false;
 		MemoryContextSwitchTo(call->state->cxt);
 		sort_answer(run, call, req);
+		tell_pacing(call, req);
 		break;
 	}
 	if (req->response_len > 0)

@@ -9,7 +9,11 @@
  * operation and the operation of a name (an unknown name is an error,
  * never a default), whether it removes, and which ids it takes, in the
  * order of its SQL arguments (the order of the path's placeholders, then
- * the user id of a POST body).  Removals follow a pinned
+ * the user id of a POST body), and which rate limit it shares: its
+ * endpoint set and the id that scopes it (pacing.c; how Atlas groups its
+ * endpoints into sets is not documented, so this grouping is ours, and a
+ * limit shared more widely than it says still only costs a 429 and a
+ * wait).  Removals follow a pinned
  * atlas_users.api_version; reads always use the version whose answer
  * shape the parsers know.
  *
@@ -22,27 +26,38 @@
 
 static const AtlasEndpoint endpoints[] = {
 	{ATLAS_OP_REMOVE_PROJECT_USER, "remove_project_user", "project", "DELETE",
-	"/api/atlas/v2/groups/{groupId}/users/{userId}", "2025-02-19", true, false},
+		"/api/atlas/v2/groups/{groupId}/users/{userId}", "2025-02-19", true, false,
+	"project_users", ATLAS_ID_GROUP},
 	{ATLAS_OP_REMOVE_ORG_USER, "remove_org_user", "org", "DELETE",
-	"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", true, false},
+		"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", true, false,
+	"org_users", ATLAS_ID_ORG},
 	{ATLAS_OP_REMOVE_TEAM_USER, "remove_team_user", "team", "POST",
-	"/api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser", "2025-02-19", true, false},
+		"/api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser", "2025-02-19", true, false,
+	"teams", ATLAS_ID_ORG},
 	{ATLAS_OP_REMOVE_TEAM_USER, "remove_team_user", "team", "DELETE",
-	"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}", "2023-01-01", true, true},
+		"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}", "2023-01-01", true, true,
+	"teams", ATLAS_ID_ORG},
 	{ATLAS_OP_REMOVE_PROJECT_USER_V1, "remove_project_user_v1", NULL, "DELETE",
-	"/api/atlas/v1.0/groups/{groupId}/users/{userId}", NULL, false, false},
+		"/api/atlas/v1.0/groups/{groupId}/users/{userId}", NULL, false, false,
+	"v1", ATLAS_ID_GROUP},
 	{ATLAS_OP_LIST_ORG_USERS, "list_org_users", NULL, "GET",
-	"/api/atlas/v2/orgs/{orgId}/users", "2025-02-19", false, false},
+		"/api/atlas/v2/orgs/{orgId}/users", "2025-02-19", false, false,
+	"org_users", ATLAS_ID_ORG},
 	{ATLAS_OP_GET_ORG_USER, "get_org_user", NULL, "GET",
-	"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", false, false},
+		"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", false, false,
+	"org_users", ATLAS_ID_ORG},
 	{ATLAS_OP_LIST_GROUP_USERS, "list_project_users", NULL, "GET",
-	"/api/atlas/v2/groups/{groupId}/users", "2025-02-19", false, false},
+		"/api/atlas/v2/groups/{groupId}/users", "2025-02-19", false, false,
+	"project_users", ATLAS_ID_GROUP},
 	{ATLAS_OP_GET_ORG, "get_org", NULL, "GET",
-	"/api/atlas/v2/orgs/{orgId}", "2023-01-01", false, false},
+		"/api/atlas/v2/orgs/{orgId}", "2023-01-01", false, false,
+	"orgs", ATLAS_ID_ORG},
 	{ATLAS_OP_GET_GROUP, "get_project", NULL, "GET",
-	"/api/atlas/v2/groups/{groupId}", "2023-01-01", false, false},
+		"/api/atlas/v2/groups/{groupId}", "2023-01-01", false, false,
+	"projects", ATLAS_ID_GROUP},
 	{ATLAS_OP_LIST_TEAMS, "list_teams", NULL, "GET",
-	"/api/atlas/v2/orgs/{orgId}/teams", "2023-01-01", false, false},
+		"/api/atlas/v2/orgs/{orgId}/teams", "2023-01-01", false, false,
+	"teams", ATLAS_ID_ORG},
 };
 
 #define N_ENDPOINTS lengthof(endpoints)

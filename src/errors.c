@@ -129,6 +129,33 @@ auth_hint(AtlasCall *call)
 	return "Reading organization users, projects and teams needs Organization Member or a project role. Also check the API access list.";
 }
 
+/* Is the failure Atlas's limit of active tokens per service account? */
+static bool
+token_limit_reached(AtlasCall *call)
+{
+	return call->answer.token_failed && call->answer.http_status == 403 &&
+		call->answer.error_code && strcmp(call->answer.error_code, "access_denied") == 0;
+}
+
+/* A hint for a 429: the bucket's figures, and how long to wait. */
+static char *
+rate_limit_hint(AtlasCall *call)
+{
+	AtlasAnswer *a = &call->answer;
+	char	   *bucket = "";
+	char	   *wait = "Retry later";
+
+	if (a->token_failed)
+		return "Atlas allows 50 token requests a minute per service account and address. Retry later; with shared_preload_libraries every session shares one token.";
+	if (a->rate_capacity > 0 && a->rate_refill > 0 && a->rate_period_ms > 0)
+		bucket = psprintf("The endpoint's rate limit holds %d requests and gives back %d every %g s. ",
+						  a->rate_capacity, a->rate_refill, a->rate_period_ms / 1000.0);
+	if (a->retry_after >= 0)
+		wait = psprintf("Retry in %d s or later", a->retry_after);
+	return psprintf("%s%s, or let atlas_users.max_retries (now %d) retry; atlas_users paces its requests by what Atlas reports.",
+					bucket, wait, atlas_max_retries);
+}
+
 /* An actionable hint for a failed call, or NULL. */
 static const char *
 status_hint(AtlasCall *call)
@@ -139,6 +166,8 @@ status_hint(AtlasCall *call)
 	{
 		case 401:
 		case 403:
+			if (token_limit_reached(call))
+				return "Atlas allows a service account 100 active tokens, each valid for an hour. Preload atlas_users (shared_preload_libraries) so that every session shares one token, revoke the tokens other clients no longer need, or wait for old tokens to expire.";
 			return auth_hint(call);
 		case 404:
 			if (!atlas_operation_removes(call->op))
@@ -150,9 +179,7 @@ status_hint(AtlasCall *call)
 		case 409:
 			return "Atlas refused the change in the resource's current state.";
 		case 429:
-			return call->answer.token_failed
-				? "Atlas limits token requests to 50 a minute per service account and address. Retry later, or let atlas_users.max_retries retry after Retry-After."
-				: "Atlas rate-limited the request. Retry later, or let atlas_users.max_retries retry after Retry-After.";
+			return rate_limit_hint(call);
 		default:
 			if (status >= 500)
 				return "Atlas failed to answer; retry later.";
@@ -197,6 +224,10 @@ atlas_call_message(AtlasCall *call)
 
 	if (a->transport_failed)
 		return atlas_call_detail(call);
+	if (a->rate_wait)
+		return "Atlas's rate limit asked for a longer wait than atlas_users.rate_limit_max_wait";
+	if (token_limit_reached(call))
+		return "Atlas token request failed: the service account's limit of active tokens is reached (403 access_denied)";
 	return psprintf("%s %ld%s%s",
 					a->token_failed ? "Atlas token request failed:" : "Atlas API error",
 					a->http_status, a->error_code ? " " : "",
@@ -225,6 +256,14 @@ atlas_raise_call_error(AtlasCall *call)
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg_internal("%s", atlas_call_message(call)),
 				 errhint("Check atlas_users.base_url, the network path to Atlas, and atlas_users.timeout_ms."),
+				 call_context(call)));
+
+	if (a->rate_wait)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("%s", atlas_call_message(call)),
+				 errdetail_internal("%s", a->detail),
+				 errhint("Retry later, or raise atlas_users.rate_limit_max_wait."),
 				 call_context(call)));
 
 	ereport(ERROR,

@@ -197,9 +197,12 @@ prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	HttpRequest *req = &st->req;
 	const AtlasEndpoint *ep = atlas_endpoint_for(call->op, target->api_version);
 	const char *version = (ep->pinnable && target->api_version) ? target->api_version : ep->version;
+	const char *scope;
 
 	st->endpoint = ep;
 	st->ts = target_state(run, target);
+	scope = (ep->rate_scope == ATLAS_ID_USER) ? NULL : atlas_call_id(call, ep->rate_scope);
+	atlas_pace_key(&st->pace, target->host, ep->rate_set, scope ? scope : "");
 	call->method = ep->method;
 	call->path = atlas_endpoint_path(ep, call);
 	call->api_version = version ? version : "v1.0";
@@ -292,7 +295,25 @@ atlas_run_finish_unsent(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome)
 	atlas_run_finish(run, call, outcome);
 }
 
-/* On long runs, say every 10 seconds how far the run got. */
+/* A call waits wait_ms for a rate limit: note it for progress and status. */
+void
+atlas_run_paced(AtlasRun *run, const AtlasPaceKey *k, long wait_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+
+	if (until > run->paced_until)
+	{
+		run->paced_until = until;
+		strlcpy(run->paced_name, k->name, sizeof(run->paced_name));
+		if (run->spec.audit == ATLAS_AUDIT_WORKER)
+			atlas_shmem_worker_waiting(until, k->name);
+	}
+}
+
+/*
+ * On long runs, say every 10 seconds how far the run got, and what it
+ * waits for when a rate limit holds it back.
+ */
 static void
 report_progress(AtlasRun *run)
 {
@@ -304,9 +325,15 @@ report_progress(AtlasRun *run)
 	if (!TimestampDifferenceExceeds(run->last_progress, now, PROGRESS_INTERVAL_MS))
 		return;
 	run->last_progress = now;
-	ereport(NOTICE,
-			(errmsg("%s: %d of %d done", run->spec.progress_label,
-					run->nreported, run->nadded)));
+	if (run->paced_until > now)
+		ereport(NOTICE,
+				(errmsg("%s: %d of %d done; waiting %.1f s for Atlas's rate limit (%s)",
+						run->spec.progress_label, run->nreported, run->nadded,
+						(double) (run->paced_until - now) / 1000000.0, run->paced_name)));
+	else
+		ereport(NOTICE,
+				(errmsg("%s: %d of %d done", run->spec.progress_label,
+						run->nreported, run->nadded)));
 }
 
 /*
@@ -355,7 +382,6 @@ report_finished(AtlasRun *run)
 	}
 	MemoryContextSwitchTo(old);
 	list_free(done);
-	report_progress(run);
 }
 
 /* Driver callback between transfers: report, feed; false when all is done. */
@@ -365,6 +391,7 @@ executor_step(void *arg, int in_flight)
 	AtlasRun   *run = (AtlasRun *) arg;
 
 	report_finished(run);
+	report_progress(run);
 	if (run->spec.feed != NULL && run->feed_more)
 	{
 		int			free_slots = run->spec.concurrency - in_flight - run->npending;
@@ -443,6 +470,8 @@ atlas_run_execute(AtlasRun *run)
 	{
 		MemoryContextSwitchTo(old);
 		audit_after_error(run);
+		atlas_pace_release_all();
+		atlas_token_release_fetches();
 		wipe_secrets(run);
 		PG_RE_THROW();
 	}

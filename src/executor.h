@@ -30,6 +30,8 @@ typedef struct AtlasEndpoint
 	const char *version;		/* resource version; NULL for v1.0 */
 	bool		pinnable;		/* follows atlas_users.api_version */
 	bool		legacy;			/* used only with a pinned old version */
+	const char *rate_set;		/* the endpoint set whose rate limit it shares */
+	AtlasIdKind rate_scope;		/* the id that scopes the limit (ATLAS_ID_USER: none) */
 } AtlasEndpoint;
 
 extern bool atlas_operation_lookup(const char *name, bool trigger_alias, AtlasOperation *op);
@@ -38,6 +40,38 @@ extern int	atlas_endpoint_index(const AtlasEndpoint *ep);
 extern int	atlas_endpoint_count(void);
 extern char *atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call);
 extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
+
+/* ----------------------------------------------------------------
+ * pacing.c: Atlas's rate limits
+ * ----------------------------------------------------------------
+ */
+#define ATLAS_PACE_NAME 96
+
+/* a bucket: the endpoint set, its scope and the host */
+typedef struct AtlasPaceKey
+{
+	uint32		key;
+	char		name[ATLAS_PACE_NAME];	/* for messages */
+} AtlasPaceKey;
+
+/* what an answer said of its bucket (-1: not said) */
+typedef struct AtlasPaceAnswer
+{
+	long		status;
+	long		limit;			/* RateLimit-Limit */
+	long		remaining;		/* RateLimit-Remaining */
+	int			retry_after;	/* seconds */
+	int			capacity;		/* a 429's */
+	int			refill;
+	int			period_ms;
+} AtlasPaceAnswer;
+
+extern void atlas_pace_key(AtlasPaceKey *k, const char *host, const char *set, const char *scope);
+extern bool atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms);
+extern TimestampTz atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a);
+extern void atlas_pace_abandon(const AtlasPaceKey *k);
+extern void atlas_pace_release_all(void);
+extern bool atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms);
 
 /* ----------------------------------------------------------------
  * executor.c and dispatch.c: a run, and a call's state in it
@@ -50,9 +84,9 @@ typedef struct TargetState
 	HttpRequest token_req;
 	bool		fetching;		/* our token request is in flight */
 	int			token_attempts;
-	TimestampTz token_not_before;
 	bool		token_failed;	/* no token to be had: its calls fail */
 	AtlasAnswer token_answer;	/* why */
+	TimestampTz waiting_since;	/* for another process's fetch, or 0 */
 	uint64		generation;		/* of the token in buf; 0: none */
 	char		token[ATLAS_TOKEN_MAX + 1];
 } TargetState;
@@ -75,12 +109,15 @@ struct AtlasRun
 	int			nadded;
 	int			nreported;
 	TimestampTz last_progress;
+	TimestampTz paced_until;	/* the latest a call waits for a rate limit */
+	char		paced_name[ATLAS_PACE_NAME];	/* of that bucket */
 };
 
 
 extern void atlas_run_push(AtlasRun *run, AtlasCall ***arr, int *n, int *cap, AtlasCall *call);
 extern void atlas_run_take(AtlasCall **arr, int *n, int i);
 extern void atlas_run_finish(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome);
+extern void atlas_run_paced(AtlasRun *run, const AtlasPaceKey *k, long wait_ms);
 extern HttpRequest *atlas_dispatch_next(void *arg, long *wait_ms);
 extern void atlas_dispatch_done(void *arg, HttpRequest *req);
 
@@ -93,6 +130,8 @@ struct AtlasCallState
 	TimestampTz not_before;		/* a retry waits until then */
 	uint64		token_generation;	/* of the bearer token sent */
 	bool		reauthed;		/* renewed a rejected token once already */
+	AtlasPaceKey pace;			/* the rate-limit bucket its endpoint shares */
+	bool		paced;			/* counted in flight by pacing.c */
 	bool		maybe_acted;	/* an earlier attempt may have reached Atlas */
 	bool		names_user;		/* the last error names the call's user id */
 	bool		in_flight;
@@ -118,15 +157,29 @@ typedef enum AtlasTokenState
 {
 	ATLAS_TOKEN_READY,			/* here is a token */
 	ATLAS_TOKEN_FETCH,			/* none: the caller must fetch one */
-	ATLAS_TOKEN_WAIT			/* none yet: another process is fetching it */
+	ATLAS_TOKEN_WAIT,			/* none yet: another process is fetching it */
+	ATLAS_TOKEN_FAILED			/* the fetch the caller waited for failed */
 } AtlasTokenState;
 
-extern AtlasTokenState atlas_token_get(const AtlasTarget *target, char *buf,
-									   uint64 *generation);
+/* a failed token request, as it is kept for the processes that waited */
+typedef struct AtlasTokenFailure
+{
+	long		http_status;
+	bool		transport_failed;
+	int			retry_after;
+	char		error_code[64];
+	char		detail[512];
+} AtlasTokenFailure;
+
+extern AtlasTokenState atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
+									   TimestampTz waiting_since, AtlasTokenFailure *failure,
+									   long *wait_ms);
 extern bool atlas_token_accept(const AtlasTarget *target, HttpRequest *req,
 							   const char **problem);
-extern void atlas_token_fetch_failed(const AtlasTarget *target);
+extern void atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *failure,
+									 bool final, TimestampTz retry_not_before);
 extern void atlas_token_reject(const AtlasTarget *target, uint64 generation);
 extern void atlas_token_request(const AtlasTarget *target, HttpRequest *req);
+extern void atlas_token_release_fetches(void);
 
 #endif							/* ATLAS_EXECUTOR_H */

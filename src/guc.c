@@ -33,7 +33,8 @@ char	   *atlas_api_version = NULL;
 int			atlas_timeout_ms = 30000;
 int			atlas_connect_timeout_ms = 10000;
 int			atlas_max_concurrency = 8;
-int			atlas_max_retries = 0;
+int			atlas_max_retries = 2;
+int			atlas_rate_limit_max_wait_s = 120;
 int			atlas_max_attempts = 5;
 int			atlas_page_size = 500;
 int			atlas_retry_base_ms = 1000;
@@ -234,11 +235,19 @@ atlas_define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("atlas_users.max_retries",
-							"How often a synchronous call retries an answer of 429 or 503, waiting Retry-After.",
-							NULL,
+							"How often a synchronous, bulk or offboarding call retries a 429, a 503 or a transport failure.",
+							"Each retry waits the backoff of atlas_users.retry_base_ms, never less than Retry-After.",
 							&atlas_max_retries,
-							0, 0, 10,
+							2, 0, 10,
 							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.rate_limit_max_wait",
+							"The longest a call waits for Atlas's rate limit before it fails without being sent.",
+							NULL,
+							&atlas_rate_limit_max_wait_s,
+							120, 0, 86400,
+							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("atlas_users.page_size",

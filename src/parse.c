@@ -56,6 +56,104 @@ atlas_is_id(const char *s)
 	return s[24] == '\0';
 }
 
+/* Does text end, at end, with suffix, ignoring case? */
+static bool
+ends_with_ci(const char *text, const char *end, const char *suffix)
+{
+	size_t		n = strlen(suffix);
+	size_t		i;
+
+	if ((size_t) (end - text) < n)
+		return false;
+	for (i = 0; i < n; i++)
+	{
+		char		c = end[(ptrdiff_t) i - (ptrdiff_t) n];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char) (c - 'A' + 'a');
+		if (c != suffix[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Does the text speak of the user with this id: the id right after
+ * "user ", "user id " or "user with id " ("No user with ID x exists.",
+ * "User x is not a member", "Cannot find resource user x in team y")?
+ * An id elsewhere ("Cannot find resource Online archive with id x") does
+ * not count.
+ */
+static bool
+mentions_user(const char *text, const char *user_id)
+{
+	const char *p = text;
+
+	while ((p = strstr(p, user_id)) != NULL)
+	{
+		if (ends_with_ci(text, p, "user ") || ends_with_ci(text, p, "user id ") ||
+			ends_with_ci(text, p, "user with id "))
+			return true;
+		p += strlen(user_id);
+	}
+	return false;
+}
+
+/* The number just after marker in s (from strtod), or -1 when there is none. */
+static double
+number_after(const char *s, const char *marker)
+{
+	const char *p = strstr(s, marker);
+	char	   *end;
+	double		v;
+
+	if (p == NULL)
+		return -1;
+	p += strlen(marker);
+	v = strtod(p, &end);
+	return (end == p || !(v >= 0) || v > 1e9) ? -1 : v;
+}
+
+/* A number of an array, or -1. */
+static double
+array_number(const cJSON *arr, int i)
+{
+	const cJSON *v = cJSON_GetArrayItem(arr, i);
+
+	return (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 1e9) ? v->valuedouble : -1;
+}
+
+/*
+ * A rate limit's figures: from the parameters [path, retryAfter, capacity,
+ * refillRate, refillDurationSeconds], else from the detail's text
+ * ("... retry after 55 seconds. Request capacity: 10. Refill rate: 5 per
+ * 60 seconds.").
+ */
+static void
+parse_rate_limit(const cJSON *params, const char *detail, AtlasErrorBody *out)
+{
+	if (cJSON_IsArray(params) && cJSON_GetArraySize(params) >= 5)
+	{
+		out->rate_retry_after = array_number(params, 1);
+		out->rate_capacity = array_number(params, 2);
+		out->rate_refill = array_number(params, 3);
+		out->rate_period = array_number(params, 4);
+	}
+	if (detail == NULL)
+		return;
+	if (out->rate_retry_after < 0)
+		out->rate_retry_after = number_after(detail, "retry after ");
+	if (out->rate_capacity < 0)
+		out->rate_capacity = number_after(detail, "capacity: ");
+	if (out->rate_refill < 0 || out->rate_period < 0)
+	{
+		const char *r = strstr(detail, "Refill rate: ");
+
+		out->rate_refill = number_after(detail, "Refill rate: ");
+		out->rate_period = r ? number_after(r, " per ") : -1;
+	}
+}
+
 /*
  * Parse an ApiError body into out.  Accepts the {"status", "content"}
  * envelope, OAuth-style {"error": "...", "error_description": "..."}, and
@@ -69,6 +167,7 @@ atlas_parse_error_body(const char *body, size_t len, const char *user_id, AtlasE
 	const char *s;
 
 	memset(out, 0, sizeof(AtlasErrorBody));
+	out->rate_retry_after = out->rate_capacity = out->rate_refill = out->rate_period = -1;
 	if (body == NULL || len == 0)
 		return;
 	json = cJSON_ParseWithLength(body, len);
@@ -85,7 +184,6 @@ atlas_parse_error_body(const char *body, size_t len, const char *user_id, AtlasE
 	if (cJSON_IsObject(obj))
 	{
 		const cJSON *params = cJSON_GetObjectItemCaseSensitive(obj, "parameters");
-		const cJSON *p;
 
 		out->is_object = true;
 		if ((s = atlas_json_string(obj, "errorCode")) != NULL ||
@@ -100,17 +198,10 @@ atlas_parse_error_body(const char *body, size_t len, const char *user_id, AtlasE
 		{
 			copy_capped(out->detail, sizeof(out->detail), s);
 			out->has_detail = true;
-			if (user_id && user_id[0] && strstr(s, user_id) != NULL)
+			if (user_id && user_id[0] && mentions_user(s, user_id))
 				out->names_user = true;
 		}
-		if (user_id && user_id[0] && cJSON_IsArray(params))
-		{
-			cJSON_ArrayForEach(p, params)
-			{
-				if (cJSON_IsString(p) && strcmp(p->valuestring, user_id) == 0)
-					out->names_user = true;
-			}
-		}
+		parse_rate_limit(params, out->has_detail ? out->detail : NULL, out);
 	}
 	cJSON_Delete(json);
 }

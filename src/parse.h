@@ -27,7 +27,12 @@ typedef struct AtlasErrorBody
 	bool		enveloped;		/* it came wrapped in an envelope */
 	bool		has_error_code;
 	bool		has_detail;
-	bool		names_user;		/* detail or parameters name the user id */
+	bool		names_user;		/* the detail speaks of the user with the id */
+	/* a rate limit's answer (429): from parameters, else the detail; -1: unsaid */
+	double		rate_retry_after;	/* seconds */
+	double		rate_capacity;
+	double		rate_refill;
+	double		rate_period;	/* seconds */
 	char		error_code[ATLAS_PARSE_CODE_MAX];	/* raw bytes, NUL-terminated */
 	char		detail[ATLAS_PARSE_DETAIL_MAX]; /* raw bytes, NUL-terminated */
 } AtlasErrorBody;

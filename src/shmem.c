@@ -2,7 +2,8 @@
  *
  * shmem.c
  *	  Shared state between backends and the background worker: the audit
- *	  hand-off ring and the worker's identity.
+ *	  hand-off ring and the worker's identity; and the requests for the
+ *	  shared token cache (token.c) and rate-limit buckets (pacing.c).
  *
  * Only with shared_preload_libraries = 'atlas_users'.  A backend that
  * finishes a call copies its AuditRecord into a bounded ring under an
@@ -46,6 +47,8 @@ typedef struct AtlasShared
 	Latch	   *worker_latch;
 	Oid			worker_dboid;	/* database the worker serves */
 	TimestampTz worker_activity;
+	TimestampTz worker_paced_until; /* the worker waits for a rate limit until */
+	char		worker_paced_bucket[96];	/* that bucket */
 	uint64		handed;
 	uint64		written;
 	uint64		logged_instead; /* records that went to the log, ring full */
@@ -64,7 +67,9 @@ atlas_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AtlasShared)));
-	RequestNamedLWLockTranche("atlas_users", 1);
+	RequestAddinShmemSpace(atlas_token_shmem_size());
+	RequestAddinShmemSpace(atlas_pace_shmem_size());
+	RequestNamedLWLockTranche("atlas_users", 3);
 }
 
 /* Create or attach to the shared state. */
@@ -81,9 +86,11 @@ atlas_shmem_startup(void)
 	if (!found)
 	{
 		memset(shared, 0, offsetof(AtlasShared, ring));
-		shared->lock = &(GetNamedLWLockTranche("atlas_users"))->lock;
+		shared->lock = &(GetNamedLWLockTranche("atlas_users"))[0].lock;
 		ConditionVariableInit(&shared->cv);
 	}
+	atlas_token_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[1].lock);
+	atlas_pace_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[2].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -310,20 +317,28 @@ atlas_shmem_worker_activity(void)
 	LWLockRelease(shared->lock);
 }
 
-/* The worker's pid (0 if none) and last activity. */
+/* Worker side: note that a rate limit holds a queued removal back until then. */
 void
-atlas_shmem_worker_info(pid_t *pid, TimestampTz *activity, uint64 *logged_instead)
+atlas_shmem_worker_waiting(TimestampTz until, const char *bucket)
 {
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->worker_paced_until = until;
+	strlcpy(shared->worker_paced_bucket, bucket, sizeof(shared->worker_paced_bucket));
+	LWLockRelease(shared->lock);
+}
+
+/* The worker: its pid (0 if none), last activity, log fallbacks and rate-limit wait. */
+void
+atlas_shmem_worker_info(AtlasWorkerInfo *info)
+{
+	memset(info, 0, sizeof(AtlasWorkerInfo));
 	if (shared == NULL)
-	{
-		*pid = 0;
-		*activity = 0;
-		*logged_instead = 0;
 		return;
-	}
 	LWLockAcquire(shared->lock, LW_SHARED);
-	*pid = shared->worker_pid;
-	*activity = shared->worker_activity;
-	*logged_instead = shared->logged_instead;
+	info->pid = shared->worker_pid;
+	info->activity = shared->worker_activity;
+	info->logged_instead = shared->logged_instead;
+	info->paced_until = shared->worker_paced_until;
+	strlcpy(info->paced_bucket, shared->worker_paced_bucket, sizeof(info->paced_bucket));
 	LWLockRelease(shared->lock);
 }

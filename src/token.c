@@ -2,78 +2,285 @@
  *
  * token.c
  *	  Service-account tokens: the request that trades a client id and
- *	  secret for a bearer token, and the cache that keeps the token.
+ *	  secret for a bearer token, and the cache that shares the token.
  *
- * A service account trades its client id and secret for a bearer token
- * at POST {base_url}/api/oauth/token.  A token lasts an hour, so it is
- * cached until expires_in minus a margin, and replaced only when it
- * expires, the credentials change (the target's key), or Atlas rejects it
- * with a 401.  The executor asks for the token before each request; when
- * there is none it fetches one itself and hands the answer back here.
- * Tokens are never logged, shown, or written to a table, and are wiped
- * from memory when replaced.
+ * Atlas allows each service account 100 active tokens, each valid an
+ * hour, and 50 token requests a minute per address and client.  So a
+ * token is fetched once and reused until shortly before it expires
+ * (expires_in minus a minute, or a tenth of a short lifetime).  With
+ * shared_preload_libraries the cache lives in shared memory and serves
+ * every backend and the worker: one token per cluster and credentials.
+ * Without it, each backend keeps its own.
+ *
+ * A slot is keyed by the credentials' identity: the base URL, the client
+ * id and the SHA-256 of the secret, never the secret itself.  Exactly one
+ * process fetches a missing token: it marks the slot as being fetched,
+ * and the others wait (the executor asks again every 20 ms, so a cancel
+ * works while it waits) until the token is there, or take the failure of
+ * that fetch instead of fetching again.  A token Atlas rejects with a 401
+ * is dropped once, for everyone; a token of credentials that changed is
+ * wiped when they are next used.  Tokens are wiped from memory when
+ * replaced, and are never logged, shown, or written to a table.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
 #include "executor.h"
+#include "miscadmin.h"
 #include "parse.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-/* the token of this backend, its expiry and the target it was granted for */
-static char *token = NULL;		/* TopMemoryContext */
-static TimestampTz token_valid_until = 0;
-static uint32 token_key = 0;
-static uint64 token_generation = 0; /* bumped for every new token */
+/* credentials served at once; the least recently used slot is reused */
+#define TOKEN_SLOTS 8
+/* a fetch not finished after its time limit and this margin is abandoned */
+#define FETCH_GRACE_MS 5000
 
-/* Wipe and free the cached token. */
-static void
-drop_token(void)
+typedef struct TokenSlot
 {
-	if (token != NULL)
+	bool		used;
+	char		base_url[256];
+	char		client_id[128];
+	uint8		secret_hash[32];
+	char		token[ATLAS_TOKEN_MAX + 1];
+	TimestampTz valid_until;	/* 0: no token */
+	uint64		generation;		/* of the token held */
+	pid_t		fetcher;		/* the process fetching one, or 0 */
+	TimestampTz fetch_deadline; /* after which its fetch is abandoned */
+	TimestampTz last_used;
+	/* the last fetch that failed, for the processes that waited for it */
+	TimestampTz failed_at;
+	TimestampTz retry_not_before;
+	AtlasTokenFailure failure;
+} TokenSlot;
+
+typedef struct TokenCache
+{
+	LWLock	   *lock;			/* NULL in a backend-local cache */
+	uint64		generation;		/* the last generation handed out */
+	uint64		grants;			/* tokens fetched */
+	TokenSlot	slots[TOKEN_SLOTS];
+} TokenCache;
+
+static TokenCache *cache = NULL;
+static bool exit_callback_registered = false;
+
+/* Size of the shared cache, for shmem.c. */
+Size
+atlas_token_shmem_size(void)
+{
+	return MAXALIGN(sizeof(TokenCache));
+}
+
+/* Create or attach to the shared cache; from shmem.c's startup hook. */
+void
+atlas_token_shmem_init(LWLock *lock)
+{
+	bool		found;
+
+	cache = ShmemInitStruct("atlas_users tokens", sizeof(TokenCache), &found);
+	if (!found)
 	{
-		explicit_bzero(token, strlen(token));
-		pfree(token);
-		token = NULL;
+		memset(cache, 0, sizeof(TokenCache));
+		cache->lock = lock;
 	}
-	token_valid_until = 0;
+}
+
+/* The cache: the shared one, or a backend-local one made on first use. */
+static TokenCache *
+token_cache(void)
+{
+	if (cache == NULL)
+		cache = MemoryContextAllocZero(TopMemoryContext, sizeof(TokenCache));
+	return cache;
+}
+
+/* Lock the cache, if it is shared. */
+static void
+lock_cache(TokenCache *c)
+{
+	if (c->lock)
+		LWLockAcquire(c->lock, LW_EXCLUSIVE);
+}
+
+/* Unlock the cache, if it is shared. */
+static void
+unlock_cache(TokenCache *c)
+{
+	if (c->lock)
+		LWLockRelease(c->lock);
+}
+
+/* Wipe a slot's token. */
+static void
+wipe_token(TokenSlot *slot)
+{
+	explicit_bzero(slot->token, sizeof(slot->token));
+	slot->valid_until = 0;
+}
+
+/*
+ * The slot of a target's credentials, under the lock: the one of its base
+ * URL and client id, wiped first if the secret changed, or the least
+ * recently used one, taken over.
+ */
+static TokenSlot *
+find_slot(TokenCache *c, const AtlasTarget *target)
+{
+	TokenSlot  *lru = &c->slots[0];
+	int			i;
+
+	for (i = 0; i < TOKEN_SLOTS; i++)
+	{
+		TokenSlot  *slot = &c->slots[i];
+
+		if (slot->used && strcmp(slot->base_url, target->base_url) == 0 &&
+			strcmp(slot->client_id, target->username) == 0)
+		{
+			if (memcmp(slot->secret_hash, target->secret_hash, sizeof(slot->secret_hash)) != 0)
+			{
+				/* rotated credentials: the old token is never used again */
+				wipe_token(slot);
+				memcpy(slot->secret_hash, target->secret_hash, sizeof(slot->secret_hash));
+				slot->failed_at = slot->retry_not_before = 0;
+			}
+			return slot;
+		}
+		if (!slot->used || (lru->used && slot->last_used < lru->last_used))
+			lru = slot;
+	}
+	wipe_token(lru);
+	memset(lru, 0, sizeof(TokenSlot));
+	lru->used = true;
+	strlcpy(lru->base_url, target->base_url, sizeof(lru->base_url));
+	strlcpy(lru->client_id, target->username, sizeof(lru->client_id));
+	memcpy(lru->secret_hash, target->secret_hash, sizeof(lru->secret_hash));
+	return lru;
+}
+
+/* Give up every fetch this process holds (error cleanup, exit). */
+void
+atlas_token_release_fetches(void)
+{
+	TokenCache *c = cache;
+	int			i;
+
+	if (c == NULL)
+		return;
+	lock_cache(c);
+	for (i = 0; i < TOKEN_SLOTS; i++)
+		if (c->slots[i].fetcher == MyProcPid)
+			c->slots[i].fetcher = 0;
+	unlock_cache(c);
+}
+
+/* At exit, give up the fetches this process held. */
+static void
+release_at_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	atlas_token_release_fetches();
+}
+
+/* Make this process the slot's fetcher. */
+static void
+claim_fetch(TokenSlot *slot, const AtlasTarget *target, TimestampTz now)
+{
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(release_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	slot->fetcher = MyProcPid;
+	slot->fetch_deadline = TimestampTzPlusMilliseconds(now, target->timeout_ms + FETCH_GRACE_MS);
 }
 
 /*
  * The token for a target.  READY copies it into buf (ATLAS_TOKEN_MAX + 1
- * bytes) unless *generation already names it; FETCH asks the caller to
- * fetch one.
+ * bytes) unless *generation already names it.  FETCH makes the caller the
+ * one process that fetches it.  WAIT: another process is fetching, or the
+ * last fetch asked to wait (*wait_ms).  FAILED: a fetch that failed after
+ * the caller began to wait (waiting_since), described in *failure.
  */
 AtlasTokenState
-atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation)
+atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
+				TimestampTz waiting_since, AtlasTokenFailure *failure, long *wait_ms)
 {
-	if (token != NULL &&
-		(token_key != target->key || GetCurrentTimestamp() >= token_valid_until))
-		drop_token();
-	if (token == NULL)
-		return ATLAS_TOKEN_FETCH;
-	if (*generation != token_generation)
+	TokenCache *c = token_cache();
+	TimestampTz now = GetCurrentTimestamp();
+	AtlasTokenState state = ATLAS_TOKEN_WAIT;
+	TokenSlot  *slot;
+
+	lock_cache(c);
+	slot = find_slot(c, target);
+	slot->last_used = now;
+	if (slot->valid_until > now)
 	{
-		strlcpy(buf, token, ATLAS_TOKEN_MAX + 1);
-		*generation = token_generation;
+		if (*generation != slot->generation)
+		{
+			strlcpy(buf, slot->token, ATLAS_TOKEN_MAX + 1);
+			*generation = slot->generation;
+		}
+		state = ATLAS_TOKEN_READY;
 	}
-	return ATLAS_TOKEN_READY;
+	else if (slot->failed_at != 0 && waiting_since != 0 && slot->failed_at >= waiting_since)
+	{
+		*failure = slot->failure;
+		state = ATLAS_TOKEN_FAILED;
+	}
+	else if (slot->fetcher != 0 && slot->fetcher != MyProcPid && slot->fetch_deadline > now)
+		*wait_ms = 20;
+	else if (slot->retry_not_before > now)
+		*wait_ms = Max(1, (long) ((slot->retry_not_before - now) / 1000));
+	else
+	{
+		claim_fetch(slot, target, now);
+		state = ATLAS_TOKEN_FETCH;
+	}
+	unlock_cache(c);
+	return state;
 }
 
-/* Forget the token if it is the one Atlas just rejected. */
+/* Forget the token if it is the one Atlas just rejected: once, for everyone. */
 void
 atlas_token_reject(const AtlasTarget *target, uint64 generation)
 {
-	if (token != NULL && token_key == target->key && generation == token_generation)
-		drop_token();
+	TokenCache *c = token_cache();
+	TokenSlot  *slot;
+
+	lock_cache(c);
+	slot = find_slot(c, target);
+	if (slot->generation == generation)
+		wipe_token(slot);
+	unlock_cache(c);
 }
 
-/* The fetch this process made failed: nothing to release here. */
+/*
+ * The fetch this process made failed.  Nobody fetches again before
+ * retry_not_before (the token endpoint's Retry-After, while this process
+ * retries); a final failure is also handed to the processes that waited.
+ */
 void
-atlas_token_fetch_failed(const AtlasTarget *target pg_attribute_unused())
+atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *failure,
+						 bool final, TimestampTz retry_not_before)
 {
+	TokenCache *c = token_cache();
+	TokenSlot  *slot;
+
+	lock_cache(c);
+	slot = find_slot(c, target);
+	if (slot->fetcher == MyProcPid)
+		slot->fetcher = 0;
+	if (final)
+	{
+		slot->failure = *failure;
+		slot->failed_at = GetCurrentTimestamp();
+	}
+	slot->retry_not_before = retry_not_before;
+	unlock_cache(c);
 }
 
 /* Fill in the token request: POST /api/oauth/token with Basic auth. */
@@ -96,6 +303,29 @@ atlas_token_request(const AtlasTarget *target, HttpRequest *req)
 	http_prepare(req);
 }
 
+/* Keep a fetched token for everyone: store it and end the fetch. */
+static void
+store_token(const AtlasTarget *target, const char *token, double expires_in)
+{
+	TokenCache *c = token_cache();
+	/* renew a minute early, or a tenth early for short tokens */
+	double		margin = Min(60.0, expires_in / 10.0);
+	TimestampTz now = GetCurrentTimestamp();
+	TokenSlot  *slot;
+
+	lock_cache(c);
+	slot = find_slot(c, target);
+	wipe_token(slot);
+	strlcpy(slot->token, token, sizeof(slot->token));
+	slot->generation = ++c->generation;
+	slot->valid_until = TimestampTzPlusMilliseconds(now, (int64) ((expires_in - margin) * 1000));
+	if (slot->fetcher == MyProcPid)
+		slot->fetcher = 0;
+	slot->failed_at = slot->retry_not_before = 0;
+	c->grants++;
+	unlock_cache(c);
+}
+
 /*
  * Take the token from a token endpoint answer.  Returns false if there is
  * none, with *problem set when the answer was a 200 but unusable.
@@ -114,22 +344,48 @@ atlas_token_accept(const AtlasTarget *target, HttpRequest *req, const char **pro
 		atlas_free_token_answer(&answer);
 		return false;
 	}
-	PG_TRY();
-	{
-		/* renew a minute early, or a tenth early for short tokens */
-		double		margin = Min(60.0, answer.expires_in / 10.0);
-
-		drop_token();
-		token = MemoryContextStrdup(TopMemoryContext, answer.token);
-		token_key = target->key;
-		token_generation++;
-		token_valid_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														(int64) ((answer.expires_in - margin) * 1000));
-	}
-	PG_FINALLY();
-	{
-		atlas_free_token_answer(&answer);
-	}
-	PG_END_TRY();
+	store_token(target, answer.token, answer.expires_in);
+	atlas_free_token_answer(&answer);
 	return true;
+}
+
+/* Tokens fetched since the cache was made (shared: since the server started). */
+uint64
+atlas_token_grants(void)
+{
+	TokenCache *c = token_cache();
+	uint64		n;
+
+	lock_cache(c);
+	n = c->grants;
+	unlock_cache(c);
+	return n;
+}
+
+PG_FUNCTION_INFO_V1(atlas_forget_tokens);
+
+/*
+ * atlas_forget_tokens(): drop every cached service-account token (after
+ * revoking tokens at Atlas, say); the next call fetches a new one.
+ * Returns how many were dropped.
+ */
+Datum
+atlas_forget_tokens(PG_FUNCTION_ARGS)
+{
+	TokenCache *c = token_cache();
+	int			n = 0;
+	int			i;
+
+	lock_cache(c);
+	for (i = 0; i < TOKEN_SLOTS; i++)
+	{
+		TokenSlot  *slot = &c->slots[i];
+
+		if (slot->valid_until != 0)
+			n++;
+		wipe_token(slot);
+		slot->failed_at = slot->retry_not_before = 0;
+	}
+	unlock_cache(c);
+	PG_RETURN_INT32(n);
 }

@@ -32,6 +32,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -53,25 +54,36 @@ PGDLLEXPORT void atlas_worker_main(Datum arg);
 
 PG_FUNCTION_INFO_V1(atlas_worker_status);
 
-/* atlas_worker_status(): the worker's pid, last activity and log fallbacks */
+/*
+ * atlas_worker_status(): the worker's pid, last activity and log
+ * fallbacks, and until when a rate limit holds a queued removal back
+ */
 Datum
 atlas_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-	pid_t		pid;
-	TimestampTz activity;
-	uint64		logged;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	AtlasWorkerInfo info;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	atlas_shmem_worker_info(&pid, &activity, &logged);
-	values[0] = Int32GetDatum((int32) pid);
-	nulls[0] = (pid == 0);
-	values[1] = TimestampTzGetDatum(activity);
-	nulls[1] = (activity == 0);
-	values[2] = Int64GetDatum((int64) logged);
+	atlas_shmem_worker_info(&info);
+	values[0] = Int32GetDatum((int32) info.pid);
+	nulls[0] = (info.pid == 0);
+	values[1] = TimestampTzGetDatum(info.activity);
+	nulls[1] = (info.activity == 0);
+	values[2] = Int64GetDatum((int64) info.logged_instead);
+	/* a 1.3 install's function has three columns */
+	if (desc->natts >= 5)
+	{
+		bool		waiting = info.paced_until > GetCurrentTimestamp();
+
+		values[3] = TimestampTzGetDatum(info.paced_until);
+		nulls[3] = !waiting;
+		values[4] = CStringGetTextDatum(info.paced_bucket);
+		nulls[4] = !waiting;
+	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 

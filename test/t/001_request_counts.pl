@@ -209,15 +209,17 @@ sub show
 		{
 			kind => 'status',
 			status => 429,
+			retry_after => 1,
 			match => '/api/oauth/token',
 			auth => JSON::PP::true,
 			count => 1
 		});
 	emu_reset_counters();
 
-	# a new session: no token cached in the backend
+	# a new session, which does not retry: no token cached in the cluster
 	my ($rc, $out, $err) = run_session(
 		"\\set VERBOSITY verbose\nSET atlas_users.auth_method = 'service_account';\n"
+		  . "SET atlas_users.max_retries = 0;\n"
 		  . "SELECT atlas_remove_project_user('$group', '$ids->[0]');\n");
 	isnt($rc, 0, 'token 429: the call failed');
 	is(sqlstate_of($err), '53000', 'token 429: SQLSTATE 53000');

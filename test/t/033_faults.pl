@@ -49,6 +49,7 @@ my $node = atlas_node('faults',
 	auth_method => 'digest',
 	timeout_ms => 2000,
 	extra_conf => "shared_preload_libraries = 'atlas_users'\n"
+	  . "atlas_users.max_retries = 0\n"    # each fault shows as it comes, but where a test retries
 	  . "atlas_users.max_attempts = 2\n"
 	  . "atlas_users.retry_base_ms = 200\n"
 	  . "atlas_users.max_concurrency = 8\n");
@@ -339,7 +340,8 @@ sub faulted_removal
 # ------------------------------------------------------------------
 # 4. the token endpoint
 # ------------------------------------------------------------------
-# Each in a fresh backend (no cached token): (stdout, stderr, token and removal request deltas).
+# Each in a fresh backend with no cached token and no retries but where the
+# settings say: (stdout, stderr, token and removal request deltas).
 sub token_case
 {
 	my ($settings, @rules) = @_;
@@ -347,10 +349,12 @@ sub token_case
 	emu_fault(@rules);
 	my $before = emu_counters();
 	my ($out, $err) = ('', '');
+	# the token cache is the cluster's: empty it, so that the call fetches one
 	$node->psql(
 		'postgres',
-		"SET atlas_users.auth_method = 'service_account';\n$settings\n"
-		  . remove_sql($u) . ";\nSELECT 'alive', pg_backend_pid() > 0;\n",
+		"SELECT atlas_forget_tokens();\n"
+		  . "SET atlas_users.auth_method = 'service_account';\nSET atlas_users.max_retries = 0;\n"
+		  . "$settings\n" . remove_sql($u) . ";\nSELECT 'alive', pg_backend_pid() > 0;\n",
 		stdout => \$out,
 		stderr => \$err,
 		on_error_stop => 0,
@@ -401,6 +405,7 @@ sub token_case
 # ------------------------------------------------------------------
 {
 	my @batch = map { fresh_user() } 1 .. 50;
+	sql('SELECT atlas_forget_tokens()');    # the run starts without a token
 	my $t = $node->background_psql('postgres', on_error_stop => 0);
 	$t->query_safe("SET atlas_users.auth_method = 'service_account'");
 	emu_config(latency_ms => 100);
@@ -575,6 +580,7 @@ sub reconfigure
 		$u = fresh_user();
 		emu_fault({ kind => 'status', status => $st, match => '/api/oauth/token', auth => JSON::PP::true,
 			count => 1, retry_after => 1 });
+		sql('SELECT atlas_forget_tokens()');    # the cluster's token is gone: the worker fetches one
 		my $before = emu_counters();
 		enqueue($u);
 		ok(wait_queue([$u], 30), "queue, token endpoint $st: the row finished");
@@ -584,8 +590,6 @@ sub reconfigure
 		my $after = emu_counters();
 		is($after->{token_grants} - $before->{token_grants}, 1, "queue, token endpoint $st: one token granted");
 		emu('DELETE', 'faults');
-		# the worker keeps its token: expire it, so the next row renews it
-		emu('POST', 'expire_tokens');
 	}
 	reconfigure('ALTER SYSTEM RESET atlas_users.auth_method');
 	is(sql('SELECT pid FROM atlas_worker_status()'), $worker_pid, 'queue: the worker survived refused and token faults');

@@ -1,0 +1,467 @@
+/*-------------------------------------------------------------------------
+ *
+ * pacing.c
+ *	  Pacing requests by Atlas's rate limits, shared by every process.
+ *
+ * Atlas meters each endpoint set and scope (an organization, a project)
+ * with a token bucket: a request takes a token, `refill` come back every
+ * `period`, up to `capacity`, and an empty bucket answers 429.  This file
+ * keeps a model of each bucket a request goes to, keyed by the Atlas host,
+ * the endpoint set of endpoints.c and the scope's id, and learns it from
+ * what Atlas says: RateLimit-Limit and RateLimit-Remaining on any answer
+ * (when Atlas sends them), and a 429's Retry-After and the capacity,
+ * refill rate and period of its body.  With shared_preload_libraries the
+ * buckets live in shared memory, so every session, bulk run and the worker
+ * share them; without, each backend paces only itself.
+ *
+ * Before a request goes, it takes a token of its bucket's model, or waits
+ * until one comes back.  A bucket nothing is known of paces nothing.  When
+ * the model has no token and does not know when tokens come back, one
+ * request at a time goes (a probe): so learning the refill rate costs at
+ * most one 429.  A 429 empties the model and blocks the bucket for at
+ * least Retry-After, twice as long for each further 429 in a row, plus up
+ * to 10% jitter.  Refills are assumed to come all at once, every period
+ * from the time Retry-After names: a bucket that refills continuously
+ * then only has more than the model says.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include <limits.h>
+
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "executor.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* buckets modelled at once; the least recently used one is reused */
+#define PACE_BUCKETS 64
+/* how long a request in flight may go unanswered before it is forgotten */
+#define IN_FLIGHT_STALE_MS (3600 * 1000)
+/* how often a probe may go while another request is in flight */
+#define PROBE_WAIT_MS 50
+
+typedef struct PaceBucket
+{
+	bool		used;
+	uint32		key;
+	char		name[ATLAS_PACE_NAME];
+	TimestampTz last_used;
+	int			capacity;		/* 0: unknown */
+	int			refill;			/* tokens per period; 0: unknown */
+	int			period_ms;
+	double		tokens;			/* what the model says Atlas has left */
+	bool		tokens_known;
+	TimestampTz next_refill;	/* 0: unknown */
+	int			in_flight;
+	TimestampTz blocked_until;
+	int			consecutive_429;
+	uint64		answers_429;
+} PaceBucket;
+
+typedef struct PaceState
+{
+	LWLock	   *lock;			/* NULL when backend-local */
+	PaceBucket	buckets[PACE_BUCKETS];
+} PaceState;
+
+static PaceState *pace = NULL;
+
+/* this process's requests in flight, per bucket, to give back on error */
+static int	local_in_flight[PACE_BUCKETS];
+static uint32 local_key[PACE_BUCKETS];
+static bool exit_callback_registered = false;
+
+/* Size of the shared buckets, for shmem.c. */
+Size
+atlas_pace_shmem_size(void)
+{
+	return MAXALIGN(sizeof(PaceState));
+}
+
+/* Create or attach to the shared buckets; from shmem.c's startup hook. */
+void
+atlas_pace_shmem_init(LWLock *lock)
+{
+	bool		found;
+
+	pace = ShmemInitStruct("atlas_users pacing", sizeof(PaceState), &found);
+	if (!found)
+	{
+		memset(pace, 0, sizeof(PaceState));
+		pace->lock = lock;
+	}
+}
+
+/* The buckets: the shared ones, or backend-local ones made on first use. */
+static PaceState *
+pace_state(void)
+{
+	if (pace == NULL)
+		pace = MemoryContextAllocZero(TopMemoryContext, sizeof(PaceState));
+	return pace;
+}
+
+/* Lock the buckets, if they are shared. */
+static void
+lock_pace(PaceState *p)
+{
+	if (p->lock)
+		LWLockAcquire(p->lock, LW_EXCLUSIVE);
+}
+
+/* Unlock the buckets, if they are shared. */
+static void
+unlock_pace(PaceState *p)
+{
+	if (p->lock)
+		LWLockRelease(p->lock);
+}
+
+/* The key and name of the bucket of a set and scope at a host. */
+void
+atlas_pace_key(AtlasPaceKey *k, const char *host, const char *set, const char *scope)
+{
+	uint32		h = hash_bytes((const unsigned char *) host, strlen(host));
+
+	h = hash_combine(h, hash_bytes((const unsigned char *) set, strlen(set)));
+	h = hash_combine(h, hash_bytes((const unsigned char *) scope, strlen(scope)));
+	k->key = h;
+	snprintf(k->name, sizeof(k->name), "%s%s%s at %s", set, scope[0] ? " " : "", scope, host);
+}
+
+/* The bucket of a key, made (or the oldest one reused) when missing. */
+static PaceBucket *
+find_bucket(PaceState *p, const AtlasPaceKey *k, TimestampTz now)
+{
+	PaceBucket *lru = &p->buckets[0];
+	int			i;
+
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		PaceBucket *b = &p->buckets[i];
+
+		if (b->used && b->key == k->key && strcmp(b->name, k->name) == 0)
+		{
+			/* requests of dead processes never answer: forget them after long */
+			if (b->in_flight > 0 && now - b->last_used > IN_FLIGHT_STALE_MS * (int64) 1000)
+				b->in_flight = 0;
+			b->last_used = now;
+			return b;
+		}
+		if (!b->used || (lru->used && b->last_used < lru->last_used))
+			lru = b;
+	}
+	memset(lru, 0, sizeof(PaceBucket));
+	lru->used = true;
+	lru->key = k->key;
+	strlcpy(lru->name, k->name, sizeof(lru->name));
+	lru->last_used = now;
+	return lru;
+}
+
+/* Add the refills that came since the model last looked. */
+static void
+apply_refills(PaceBucket *b, TimestampTz now)
+{
+	int64		period_us = (int64) b->period_ms * 1000;
+	int64		n;
+
+	if (b->refill <= 0 || period_us <= 0 || b->next_refill == 0 || now < b->next_refill)
+		return;
+	n = (now - b->next_refill) / period_us + 1;
+	b->tokens = Min((double) b->capacity, b->tokens + (double) n * b->refill);
+	b->next_refill += n * period_us;
+}
+
+/* Count a request in flight, here and in the bucket. */
+static void
+count_in_flight(PaceState *p, PaceBucket *b)
+{
+	int			i = (int) (b - p->buckets);
+
+	b->in_flight++;
+	if (local_key[i] != b->key)
+	{
+		local_key[i] = b->key;
+		local_in_flight[i] = 0;
+	}
+	local_in_flight[i]++;
+}
+
+/* Give up every request in flight this process counted (error, exit). */
+void
+atlas_pace_release_all(void)
+{
+	PaceState  *p = pace;
+	int			i;
+
+	if (p == NULL)
+		return;
+	lock_pace(p);
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		if (local_in_flight[i] > 0 && p->buckets[i].key == local_key[i])
+			p->buckets[i].in_flight = Max(0, p->buckets[i].in_flight - local_in_flight[i]);
+		local_in_flight[i] = 0;
+	}
+	unlock_pace(p);
+}
+
+/* At exit, give back this process's requests in flight. */
+static void
+release_at_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	atlas_pace_release_all();
+}
+
+/* How long, in ms (at least 1), from now until t. */
+static long
+ms_until(TimestampTz now, TimestampTz t)
+{
+	return Max(1, (long) ((t - now + 999) / 1000));
+}
+
+/*
+ * May a request to this bucket go now?  True: it is counted in flight
+ * until atlas_pace_answer() or atlas_pace_abandon().  False: *wait_ms says
+ * how long to wait before asking again.
+ */
+bool
+atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
+{
+	PaceState  *p = pace_state();
+	TimestampTz now = GetCurrentTimestamp();
+	PaceBucket *b;
+	bool		go = false;
+
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(release_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	lock_pace(p);
+	b = find_bucket(p, k, now);
+	apply_refills(b, now);
+	if (b->blocked_until > now)
+		*wait_ms = ms_until(now, b->blocked_until);
+	else if (!b->tokens_known || b->tokens >= 1.0)
+		go = true;
+	else if (b->refill > 0 && b->next_refill > now)
+		*wait_ms = ms_until(now, b->next_refill);
+	else if (b->in_flight == 0)
+		go = true;				/* a probe: when do tokens come back? */
+	else
+		*wait_ms = PROBE_WAIT_MS;
+	if (go)
+	{
+		if (b->tokens_known)
+			b->tokens -= 1.0;
+		count_in_flight(p, b);
+	}
+	unlock_pace(p);
+	return go;
+}
+
+/* A request counted in flight is over; under the lock. */
+static void
+end_in_flight(PaceState *p, PaceBucket *b)
+{
+	int			i = (int) (b - p->buckets);
+
+	b->in_flight = Max(0, b->in_flight - 1);
+	if (local_key[i] == b->key && local_in_flight[i] > 0)
+		local_in_flight[i]--;
+}
+
+/* Learn from a 429: empty the model and block the bucket a while. */
+static void
+learn_429(PaceBucket *b, const AtlasPaceAnswer *a, TimestampTz now)
+{
+	int64		wait_ms;
+
+	if (a->capacity > 0)
+		b->capacity = a->capacity;
+	if (a->refill > 0 && a->period_ms > 0)
+	{
+		b->refill = a->refill;
+		b->period_ms = a->period_ms;
+	}
+	/* Retry-After, else a period, else a second; twice as long per 429 in a row */
+	wait_ms = a->retry_after >= 0 ? (int64) a->retry_after * 1000
+		: (b->period_ms > 0 ? b->period_ms : 1000);
+	b->consecutive_429++;
+	b->answers_429++;
+	if (b->refill > 0)
+		b->next_refill = TimestampTzPlusMilliseconds(now, wait_ms);
+	wait_ms <<= Min(b->consecutive_429 - 1, 10);
+	wait_ms = Min(wait_ms, (int64) 3600 * 1000);
+	wait_ms += (int64) (wait_ms * 0.1 * pg_prng_double(&pg_global_prng_state));
+	b->blocked_until = Max(b->blocked_until, TimestampTzPlusMilliseconds(now, wait_ms));
+	b->tokens = 0;
+	b->tokens_known = true;
+}
+
+/*
+ * Learn from an answer to a request that acquire() let go; returns until
+ * when the bucket is blocked (0 when it is not).
+ */
+TimestampTz
+atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
+{
+	PaceState  *p = pace_state();
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz blocked;
+	PaceBucket *b;
+
+	lock_pace(p);
+	b = find_bucket(p, k, now);
+	end_in_flight(p, b);
+	if (a->status == 429)
+		learn_429(b, a, now);
+	else
+	{
+		b->consecutive_429 = 0;
+		if (a->limit > 0)
+			b->capacity = (int) Min(a->limit, INT_MAX);
+		if (a->remaining >= 0)
+		{
+			/* Atlas's count less what is still on its way, never more than the model's */
+			double		left = Max(0.0, (double) a->remaining - b->in_flight);
+
+			b->tokens = (!b->tokens_known || b->in_flight == 0) ? left : Min(b->tokens, left);
+			b->tokens_known = true;
+		}
+	}
+	blocked = b->blocked_until > now ? b->blocked_until : 0;
+	unlock_pace(p);
+	return blocked;
+}
+
+/* A request that acquire() let go got no answer. */
+void
+atlas_pace_abandon(const AtlasPaceKey *k)
+{
+	PaceState  *p = pace_state();
+	PaceBucket *b;
+
+	lock_pace(p);
+	b = find_bucket(p, k, GetCurrentTimestamp());
+	end_in_flight(p, b);
+	unlock_pace(p);
+}
+
+/* What the model knows of a bucket, for messages. */
+bool
+atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms)
+{
+	PaceState  *p = pace_state();
+	bool		known = false;
+	int			i;
+
+	lock_pace(p);
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		PaceBucket *b = &p->buckets[i];
+
+		if (b->used && b->key == k->key && b->refill > 0)
+		{
+			*capacity = b->capacity;
+			*refill = b->refill;
+			*period_ms = b->period_ms;
+			known = true;
+		}
+	}
+	unlock_pace(p);
+	return known;
+}
+
+PG_FUNCTION_INFO_V1(atlas_rate_limits);
+PG_FUNCTION_INFO_V1(atlas_reset_rate_limits);
+
+/*
+ * atlas_rate_limits(): what the model knows of each bucket: capacity,
+ * refill, the tokens it thinks Atlas has left, requests in flight, until
+ * when it holds requests back, and the 429s it saw
+ */
+Datum
+atlas_rate_limits(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PaceState  *p = pace_state();
+	PaceBucket	copy[PACE_BUCKETS];
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	lock_pace(p);
+	memcpy(copy, p->buckets, sizeof(copy));
+	unlock_pace(p);
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		PaceBucket *b = &copy[i];
+		Datum		values[9];
+		bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
+
+		if (!b->used)
+			continue;
+		values[0] = CStringGetTextDatum(b->name);
+		values[1] = Int32GetDatum(b->capacity);
+		nulls[1] = (b->capacity <= 0);
+		values[2] = Int32GetDatum(b->refill);
+		nulls[2] = (b->refill <= 0);
+		values[3] = Float8GetDatum(b->period_ms / 1000.0);
+		nulls[3] = (b->period_ms <= 0);
+		values[4] = Float8GetDatum(b->tokens);
+		nulls[4] = !b->tokens_known;
+		values[5] = Int32GetDatum(b->in_flight);
+		values[6] = TimestampTzGetDatum(b->blocked_until);
+		nulls[6] = (b->blocked_until <= GetCurrentTimestamp());
+		values[7] = Int64GetDatum((int64) b->answers_429);
+		values[8] = TimestampTzGetDatum(b->last_used);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * atlas_reset_rate_limits(): forget what was learned of every bucket (a
+ * 429 that was not Atlas's, say); returns how many buckets were known
+ */
+Datum
+atlas_reset_rate_limits(PG_FUNCTION_ARGS)
+{
+	PaceState  *p = pace_state();
+	int			n = 0;
+	int			i;
+
+	lock_pace(p);
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		PaceBucket *b = &p->buckets[i];
+		int			in_flight = b->in_flight;
+		uint32		key = b->key;
+		bool		used = b->used;
+		char		name[ATLAS_PACE_NAME];
+
+		if (!used)
+			continue;
+		n++;
+		/* requests in flight are still counted when they answer */
+		strlcpy(name, b->name, sizeof(name));
+		memset(b, 0, sizeof(PaceBucket));
+		b->used = (in_flight > 0);
+		b->key = key;
+		b->in_flight = in_flight;
+		strlcpy(b->name, name, sizeof(b->name));
+	}
+	unlock_pace(p);
+	PG_RETURN_INT32(n);
+}
