@@ -304,6 +304,7 @@ typedef struct AuditRecord
 	int			attempts;
 } AuditRecord;
 
+extern void atlas_require_writable(const char *what);
 extern void atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec);
 extern void atlas_audit_insert(AuditRecord *rec);
 extern void atlas_audit_log(AuditRecord *rec, const char *why);

@@ -22,6 +22,8 @@
  */
 #include "atlas_users.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -49,6 +51,30 @@ set_field(char *dst, size_t dstlen, const char *src)
 	len = pg_mbcliplen(src, strlen(src), dstlen - 1);
 	memcpy(dst, src, len);
 	dst[len] = '\0';
+}
+
+/*
+ * Refuse, before any request, what would change Atlas or the queue where
+ * its rows cannot be written: on a hot standby, and in a read-only
+ * transaction (the audit row of a removal is written in this transaction
+ * when the worker does not serve it, so a removal could happen without
+ * one).  what names the refused action, for the message.
+ */
+void
+atlas_require_writable(const char *what)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s on a hot standby", what),
+				 errdetail("Every removal writes an audit row, and a standby cannot write; nothing was sent to Atlas."),
+				 errhint("Run it on the primary. Lookups and listings work on a standby.")));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s in a read-only transaction", what),
+				 errdetail("Every removal writes an audit row; nothing was sent to Atlas."),
+				 errhint("Run it in a read-write transaction.")));
 }
 
 /* Build the audit record of a finished call. */

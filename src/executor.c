@@ -256,9 +256,13 @@ new_call_state(AtlasRun *run, AtlasCall *call)
 void
 atlas_run_add(AtlasRun *run, AtlasCall *call)
 {
-	AtlasTarget *target = call_target(run, call);
-	MemoryContext old = MemoryContextSwitchTo(new_call_state(run, call));
+	AtlasTarget *target;
+	MemoryContext old;
 
+	if (run->spec.audit == ATLAS_AUDIT_SESSION && atlas_operation_removes(call->op))
+		atlas_require_writable("remove Atlas users");
+	target = call_target(run, call);
+	old = MemoryContextSwitchTo(new_call_state(run, call));
 	call->outcome = ATLAS_OUTCOME_NONE;
 	call->answer.retry_after = -1;
 	prepare_call(run, call, target);

@@ -374,7 +374,8 @@ atlas_process_queue(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_items must be a positive integer")));
-	/* fail on configuration before touching any row */
+	/* fail on the server's state and the configuration before touching any row */
+	atlas_require_writable("run queued Atlas user removals");
 	atlas_target_wipe(atlas_target_from_settings(false));
 	PG_RETURN_INT32(atlas_queue_drain(false, PG_GETARG_INT32(0)));
 }

@@ -152,6 +152,7 @@ atlas_enqueue(AtlasOperation op, char **ids, const char *username)
 	EnqueueArgs a;
 	MemoryContext old;
 
+	atlas_require_writable("queue Atlas user removals");
 	a.operation = atlas_operation_name(op);
 	a.ids = ids;
 	a.username = username;
@@ -246,6 +247,7 @@ atlas_cancel_removal(PG_FUNCTION_ARGS)
 				 errmsg("id must not be null")));
 	a.id = PG_GETARG_INT64(0);
 	a.cxt = CurrentMemoryContext;
+	atlas_require_writable("cancel a queued removal");
 	atlas_as_table_owner("atlas_removal_queue", cancel_spi, &a);
 	if (!a.cancelled && a.status == NULL)
 		ereport(ERROR,
