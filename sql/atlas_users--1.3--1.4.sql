@@ -94,6 +94,28 @@ REVOKE EXECUTE ON FUNCTION @extschema@.atlas_forget_tokens() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_rate_limits() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_reset_rate_limits() FROM PUBLIC;
 
+-- Credentials as foreign servers and user mappings: a server says where
+-- Atlas is (and, with org_id, which organization it is for), a user
+-- mapping holds a role's key or service account; USAGE on the server
+-- grants its use.
+CREATE FUNCTION @extschema@.atlas_users_fdw_validator(text[], oid)
+RETURNS void
+AS 'MODULE_PATHNAME', 'atlas_users_fdw_validator'
+LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_users_fdw_validator(text[], oid) FROM PUBLIC;
+CREATE FOREIGN DATA WRAPPER atlas_users VALIDATOR @extschema@.atlas_users_fdw_validator;
+COMMENT ON FOREIGN DATA WRAPPER atlas_users IS
+	'Atlas credentials: servers (base_url, org_id, ...) and user mappings (keys, service accounts)';
+
+-- A queued removal runs with the server and the user mapping of the role
+-- that enqueued it; its audit rows name the server and the queue row.
+ALTER TABLE @extschema@.atlas_removal_queue
+	ADD COLUMN server text,
+	ADD COLUMN enqueued_as text;
+ALTER TABLE @extschema@.atlas_removal_audit
+	ADD COLUMN server text,
+	ADD COLUMN queue_id bigint;
+
 -- a comment on every function and view
 COMMENT ON FUNCTION @extschema@.atlas_remove_project_user(text, text, boolean) IS
 	'Remove a user from an Atlas project; true when removed, false when already absent with missing_ok';
@@ -147,6 +169,8 @@ COMMENT ON FUNCTION @extschema@.atlas_reset_rate_limits() IS
 	'Forget what atlas_users learned of Atlas rate limits (after a 429 that was not Atlas''s, say)';
 COMMENT ON FUNCTION @extschema@.atlas_forget_tokens() IS
 	'Drop every cached service-account token; the next call fetches a new one';
+COMMENT ON FUNCTION @extschema@.atlas_users_fdw_validator(text[], oid) IS
+	'Validator of the options of atlas_users servers and user mappings';
 COMMENT ON VIEW @extschema@.atlas_queue_status IS
 	'Queue rows by status, the oldest queued age, and the background worker (and a rate limit it waits for)';
 

@@ -70,8 +70,10 @@ extern int	atlas_page_size;
 extern int	atlas_retry_base_ms;
 extern int	atlas_queue_retention_s;
 extern char *atlas_database;
+extern char *atlas_server;
 
 extern void atlas_define_settings(void);
+extern bool atlas_api_version_ok(const char *v, char **why);
 extern char *atlas_secret_value(const char *inline_name, const char *inline_value,
 								const char *file_name, const char *file_path);
 
@@ -89,6 +91,7 @@ extern bool atlas_bool_arg(FunctionCallInfo fcinfo, int argno, const char *param
  * ----------------------------------------------------------------
  */
 extern void http_init(void);
+extern void http_forget_handles(void);
 extern char *http_escape(const char *s);
 extern bool http_base_url_ok(const char *url, const char *what, char **why);
 extern char *http_url_host(const char *url);
@@ -112,10 +115,27 @@ typedef struct AtlasTarget
 	uint8		secret_hash[32];	/* SHA-256 of the secret, its identity */
 	uint32		credentials_key;	/* identity of the method, username and secret */
 	uint32		key;			/* and of base_url and the CA file too */
+	char	   *server;			/* the foreign server, or NULL: the settings */
+	Oid			server_oid;
+	Oid			role;			/* whose user mapping */
+	char	   *org_id;			/* the organization the server is for, or NULL */
 } AtlasTarget;
 
 extern AtlasTarget *atlas_target_from_settings(bool digest_only);
+extern AtlasTarget *atlas_target_new(const char *base_url, const char *ca_file,
+									 const char *api_version, int timeout_ms,
+									 int connect_timeout_ms);
+extern void atlas_target_seal(AtlasTarget *t);
 extern void atlas_target_wipe(AtlasTarget *target);
+
+/* servers.c: which server a call uses, and its target */
+extern AtlasTarget *atlas_target_for(const char *org_id, Oid role, bool digest_only);
+extern List *atlas_usable_servers(Oid role);
+extern AtlasTarget *atlas_target_of_server(Oid server_oid, Oid role, bool digest_only);
+
+/* fdw.c: the wrapper's options */
+extern char *atlas_fdw_option(List *options, const char *name);
+extern int	atlas_fdw_int_option(List *options, const char *name, int dflt);
 
 /* ----------------------------------------------------------------
  * endpoints.c: the operations and their endpoints
@@ -177,6 +197,7 @@ typedef struct AtlasAnswer
 	bool		transport_failed;	/* no answer: Atlas could not be reached */
 	bool		token_failed;	/* the failure came from the token endpoint */
 	bool		rate_wait;		/* not sent: Atlas's rate limit asked too long a wait */
+	bool		config_failed;	/* not sent: its credentials could not be used */
 	int			retry_after;	/* seconds, from the last answer; -1 if none */
 	int			rate_capacity;	/* a 429's bucket: capacity, or -1 */
 	int			rate_refill;	/* tokens per period, or -1 */
@@ -198,6 +219,8 @@ typedef struct AtlasCall
 	bool		missing_ok;		/* an absent user is an outcome, not a failure */
 	bool		keep_body;		/* keep a successful answer's body in body */
 	int64		queue_id;		/* audit: the queue row this call runs, or 0 */
+	Oid			role;			/* whose credentials; InvalidOid: the current user */
+	const char *requested_by;	/* audit: who asked, when not this session's user */
 	void	   *owner;			/* the caller's own data */
 
 	/* set when the call is added to a run */
@@ -205,6 +228,7 @@ typedef struct AtlasCall
 	char	   *path;			/* for messages: the path, ids expanded */
 	const char *api_version;	/* date, or "v1.0" */
 	const char *auth_method;	/* "digest" or "service_account" */
+	const char *server;			/* the foreign server used, or NULL: the settings */
 
 	/* the result, set by the executor */
 	AtlasOutcome outcome;
@@ -302,6 +326,8 @@ typedef struct AuditRecord
 	char		detail[1024];
 	double		duration_ms;
 	int			attempts;
+	char		server[NAMEDATALEN];	/* "": the settings */
+	int64		queue_id;		/* 0: none */
 } AuditRecord;
 
 extern void atlas_require_writable(const char *what);

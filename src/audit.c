@@ -26,13 +26,15 @@
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-#define AUDIT_NARGS 17
+#define AUDIT_FIXED_ARGS 16
+#define AUDIT_NARGS 19
 
 static SPIPlanPtr audit_plan = NULL;
 static Oid	audit_plan_nsp = InvalidOid;
@@ -83,8 +85,10 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 {
 	memset(rec, 0, sizeof(AuditRecord));
 	rec->at = call->started_at ? call->started_at : GetCurrentTimestamp();
-	set_field(rec->requested_by, NAMEDATALEN, GetUserNameFromId(GetSessionUserId(), true));
-	set_field(rec->executed_as, NAMEDATALEN, GetUserNameFromId(GetUserId(), true));
+	set_field(rec->requested_by, NAMEDATALEN,
+			  call->requested_by ? call->requested_by : GetUserNameFromId(GetSessionUserId(), true));
+	set_field(rec->executed_as, NAMEDATALEN,
+			  GetUserNameFromId(OidIsValid(call->role) ? call->role : GetUserId(), true));
 	set_field(rec->operation, sizeof(rec->operation), atlas_operation_name(call->op));
 	set_field(rec->org_id, sizeof(rec->org_id), call->org_id);
 	set_field(rec->group_id, sizeof(rec->group_id), call->group_id);
@@ -100,30 +104,53 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 			  call->answer.detail ? call->answer.detail : call->answer.excerpt);
 	rec->duration_ms = call->duration_ms;
 	rec->attempts = call->attempts;
+	set_field(rec->server, sizeof(rec->server), call->server);
+	rec->queue_id = call->queue_id;
 }
 
-/* Prepare the insert for the extension's schema, once per backend. */
+/* Does the audit table have a column (older versions lack some)? */
+static bool
+has_column(Oid nsp, const char *column)
+{
+	return get_attnum(get_relname_relid("atlas_removal_audit", nsp), column) != InvalidAttrNumber;
+}
+
+/*
+ * Prepare the insert for the extension's schema, once per backend.  An
+ * install older than the library (between a package upgrade and ALTER
+ * EXTENSION UPDATE) lacks the newer columns: they are left out.
+ */
 static void
 prepare_insert(Oid nsp)
 {
+	static const char *const optional[] = {"username", "server", "queue_id"};
 	Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-	TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID};
-	char	   *sql;
+	TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID, TEXTOID, INT8OID};
+	StringInfoData cols;
+	StringInfoData params;
+	int			nargs = AUDIT_FIXED_ARGS;
+	int			i;
 	SPIPlanPtr	plan;
-	bool		has_username;
 
-	/* extension versions before 1.2 have no username column */
-	has_username = get_attnum(get_relname_relid("atlas_removal_audit", nsp),
-							  "username") != InvalidAttrNumber;
-	sql = psprintf("INSERT INTO %s "
-				   "(at, requested_by, executed_as, operation, org_id, group_id, team_id, "
-				   "user_id, api_version, auth_method, http_status, outcome, error_code, "
-				   "detail, duration_ms, attempts%s) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16%s)",
-				   atlas_ext_rel(nsp, "atlas_removal_audit"),
-				   has_username ? ", username" : "", has_username ? ", $17" : "");
-	plan = SPI_prepare(sql, has_username ? AUDIT_NARGS : AUDIT_NARGS - 1, types);
+	initStringInfo(&cols);
+	initStringInfo(&params);
+	appendStringInfoString(&cols, "at, requested_by, executed_as, operation, org_id, group_id, team_id, "
+						   "user_id, api_version, auth_method, http_status, outcome, error_code, "
+						   "detail, duration_ms, attempts");
+	appendStringInfoString(&params, "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16");
+	for (i = 0; i < (int) lengthof(optional); i++)
+	{
+		/* a missing column's argument is passed on as NULL and left unused */
+		if (!has_column(nsp, optional[i]))
+			continue;
+		appendStringInfo(&cols, ", %s", optional[i]);
+		appendStringInfo(&params, ", $%d", AUDIT_FIXED_ARGS + i + 1);
+		nargs = AUDIT_FIXED_ARGS + i + 1;
+	}
+	plan = SPI_prepare(psprintf("INSERT INTO %s (%s) VALUES (%s)",
+								atlas_ext_rel(nsp, "atlas_removal_audit"), cols.data, params.data),
+					   nargs, types);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the audit insert: %s",
 			 SPI_result_code_string(SPI_result));
@@ -162,6 +189,9 @@ audit_insert_spi(Oid nsp, void *arg)
 	values[14] = Float8GetDatum(rec->duration_ms);
 	values[15] = Int32GetDatum(rec->attempts);
 	values[16] = atlas_text_or_null(rec->username, nulls, 16);
+	values[17] = atlas_text_or_null(rec->server, nulls, 17);
+	values[18] = Int64GetDatum(rec->queue_id);
+	nulls[18] = (rec->queue_id == 0) ? 'n' : ' ';
 
 	if (audit_plan == NULL || audit_plan_nsp != nsp)
 		prepare_insert(nsp);

@@ -4,10 +4,11 @@
  *	  Where calls go and with which credentials: the AtlasTarget.
  *
  * A target is the base URL, CA file, pinned resource version, time
- * limits and credentials that a call uses.  Today it comes from the
- * atlas_users.* settings.  Resolving it checks the credentials before any
- * request is made, and raises 55000 naming the settings to set when the
- * chosen method lacks them.  The target's key identifies its URL, CA file
+ * limits and credentials that a call uses: those of a foreign server and
+ * a user mapping (servers.c), or of the atlas_users.* settings, resolved
+ * here.  Resolving it checks the credentials before any request is made,
+ * and raises 55000 naming the settings to set when the chosen method
+ * lacks them.  The target's key identifies its URL, CA file
  * and credentials (the secret enters only through a hash), so caches of
  * tokens and digest state never serve other credentials.
  *
@@ -86,6 +87,23 @@ credentials_key(const AtlasTarget *t)
 	return hash_string(h, t->secret);
 }
 
+/* Warn, once per session, that an inline secret setting is deprecated. */
+static void
+warn_inline_secret(const char *setting, const char *file_setting)
+{
+	static bool warned = false;
+
+	if (warned)
+		return;
+	warned = true;
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING_DEPRECATED_FEATURE),
+			 errmsg("%s is deprecated", setting),
+			 errdetail("An inline secret setting is written to the server log when the configuration is reloaded, and backends that have not loaded atlas_users show it to any role."),
+			 errhint("Keep the secret in a user mapping of a foreign server of the atlas_users wrapper, or in %s.",
+					 file_setting)));
+}
+
 /* Fill in the credentials of the chosen method, or raise 55000. */
 static void
 settings_credentials(AtlasTarget *t, bool digest_only)
@@ -111,6 +129,8 @@ settings_credentials(AtlasTarget *t, bool digest_only)
 			no_credentials("atlas_users.public_key is not set",
 						   has_client ? "Set atlas_users.auth_method = 'auto' or 'service_account' to use the service account, or set " DIGEST_SETTINGS "." : DIGEST_HINT " Or use a service account: set " SA_SETTINGS ".");
 		t->username = pstrdup(atlas_public_key);
+		if (atlas_private_key && atlas_private_key[0])
+			warn_inline_secret("atlas_users.private_key", "atlas_users.private_key_file");
 		t->secret = atlas_secret_value("atlas_users.private_key", atlas_private_key,
 									   "atlas_users.private_key_file", atlas_private_key_file);
 		if (t->secret == NULL)
@@ -121,6 +141,8 @@ settings_credentials(AtlasTarget *t, bool digest_only)
 		if (!has_client)
 			no_credentials("atlas_users.client_id is not set", SA_HINT);
 		t->username = pstrdup(atlas_client_id);
+		if (atlas_client_secret && atlas_client_secret[0])
+			warn_inline_secret("atlas_users.client_secret", "atlas_users.client_secret_file");
 		t->secret = atlas_secret_value("atlas_users.client_secret", atlas_client_secret,
 									   "atlas_users.client_secret_file", atlas_client_secret_file);
 		if (t->secret == NULL)
@@ -136,23 +158,44 @@ settings_credentials(AtlasTarget *t, bool digest_only)
 AtlasTarget *
 atlas_target_from_settings(bool digest_only)
 {
+	AtlasTarget *t = atlas_target_new(atlas_base_url, atlas_ca_file, atlas_api_version,
+									  atlas_timeout_ms, atlas_connect_timeout_ms);
+
+	settings_credentials(t, digest_only);
+	atlas_target_seal(t);
+	return t;
+}
+
+/*
+ * A target with its connection options (api_version may be NULL or ""),
+ * and no credentials yet.
+ */
+AtlasTarget *
+atlas_target_new(const char *base_url, const char *ca_file, const char *api_version,
+				 int timeout_ms, int connect_timeout_ms)
+{
 	AtlasTarget *t = palloc0(sizeof(AtlasTarget));
 	size_t		len;
 
-	t->base_url = pstrdup(atlas_base_url);
+	t->base_url = pstrdup(base_url);
 	len = strlen(t->base_url);
 	while (len > 0 && t->base_url[len - 1] == '/')
 		t->base_url[--len] = '\0';
-	t->host = http_url_host(atlas_base_url);
-	t->ca_file = pstrdup(atlas_ca_file ? atlas_ca_file : "");
-	t->api_version = (atlas_api_version && atlas_api_version[0]) ? pstrdup(atlas_api_version) : NULL;
-	t->timeout_ms = atlas_timeout_ms;
-	t->connect_timeout_ms = atlas_connect_timeout_ms;
-	settings_credentials(t, digest_only);
+	t->host = http_url_host(base_url);
+	t->ca_file = pstrdup(ca_file ? ca_file : "");
+	t->api_version = (api_version && api_version[0]) ? pstrdup(api_version) : NULL;
+	t->timeout_ms = timeout_ms;
+	t->connect_timeout_ms = connect_timeout_ms;
+	return t;
+}
+
+/* Compute a target's identities once its credentials are in. */
+void
+atlas_target_seal(AtlasTarget *t)
+{
 	hash_secret(t->secret, t->secret_hash);
 	t->credentials_key = credentials_key(t);
 	t->key = hash_string(hash_string(t->credentials_key, t->base_url), t->ca_file);
-	return t;
 }
 
 /* Wipe a target's secret from memory once its run is over. */

@@ -35,7 +35,8 @@ fail_with_token(AtlasRun *run, AtlasCall *call)
 /*
  * Is a failed attempt worth another, and after how long?  The one retry
  * policy: a 429 or 503, and a transport failure, are retried, and a
- * queued removal also retries 500, 502 and 504 (it has time; a statement
+ * queued removal also retries 500, 502 and 504, and credentials it could
+ * not use (it has time, and the configuration may be mended; a statement
  * at a prompt does not wait for them).  The delay is the backoff of
  * atlas_users.retry_base_ms doubled per attempt, plus up to 25% jitter,
  * and never shorter than Retry-After.
@@ -47,7 +48,7 @@ atlas_retry_due(const AtlasAnswer *answer, int attempt, bool queued, int64 *dela
 	double		backoff;
 
 	if (!(answer->transport_failed || st == 429 || st == 503 ||
-		  (queued && (st == 500 || st == 502 || st == 504))))
+		  (queued && (st == 500 || st == 502 || st == 504 || answer->config_failed))))
 		return false;
 	backoff = (double) atlas_retry_base_ms * (double) (1 << Min(Max(attempt, 1) - 1, 16));
 	backoff = Min(backoff, 3600.0 * 1000);

@@ -125,15 +125,28 @@ target_state(AtlasRun *run, AtlasTarget *target)
 	return ts;
 }
 
+/* a target the run resolved, for the calls of an organization and role */
+typedef struct ResolvedTarget
+{
+	char	   *org_id;			/* NULL: calls with no organization */
+	Oid			role;
+	bool		digest_only;
+	AtlasTarget *target;
+} ResolvedTarget;
+
 /*
- * The target of a call: its own, or the settings' (resolved once per run,
- * raising 55000 before any request when the credentials are unusable).
+ * The target of a call: its own, or the one its organization and role
+ * resolve to (servers.c), once per run; this raises before any request
+ * when the role may not use it or has no usable credentials.
  */
 static AtlasTarget *
 call_target(AtlasRun *run, AtlasCall *call)
 {
 	bool		digest_only = atlas_operation_is_legacy(call->op);
+	Oid			role = OidIsValid(call->role) ? call->role : GetUserId();
+	ResolvedTarget *r;
 	MemoryContext old;
+	ListCell   *lc;
 
 	if (call->target != NULL)
 	{
@@ -141,13 +154,23 @@ call_target(AtlasRun *run, AtlasCall *call)
 			(void) atlas_target_from_settings(true);	/* raises the right error */
 		return call->target;
 	}
-	if (run->settings[digest_only] == NULL)
+	foreach(lc, run->resolved)
 	{
-		old = MemoryContextSwitchTo(run->cxt);
-		run->settings[digest_only] = atlas_target_from_settings(digest_only);
-		MemoryContextSwitchTo(old);
+		r = (ResolvedTarget *) lfirst(lc);
+		if (r->role == role && r->digest_only == digest_only &&
+			(r->org_id == NULL ? call->org_id == NULL
+			 : call->org_id != NULL && strcmp(r->org_id, call->org_id) == 0))
+			return r->target;
 	}
-	return run->settings[digest_only];
+	old = MemoryContextSwitchTo(run->cxt);
+	r = palloc0(sizeof(ResolvedTarget));
+	r->org_id = call->org_id ? pstrdup(call->org_id) : NULL;
+	r->role = role;
+	r->digest_only = digest_only;
+	r->target = atlas_target_for(call->org_id, role, digest_only);
+	run->resolved = lappend(run->resolved, r);
+	MemoryContextSwitchTo(old);
+	return r->target;
 }
 
 /* Warn, once per session, that a pinned old version cannot remove pending users. */
@@ -207,6 +230,7 @@ prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	call->path = atlas_endpoint_path(ep, call);
 	call->api_version = version ? version : "v1.0";
 	call->auth_method = (target->method == ATLAS_AUTH_DIGEST) ? "digest" : "service_account";
+	call->server = target->server;
 	if (ep->pinnable && atlas_operation_removes(call->op))
 		warn_old_version(target);
 
@@ -445,8 +469,8 @@ wipe_secrets(AtlasRun *run)
 
 	foreach(lc, run->targets)
 		explicit_bzero(((TargetState *) lfirst(lc))->token, ATLAS_TOKEN_MAX + 1);
-	atlas_target_wipe(run->settings[0]);
-	atlas_target_wipe(run->settings[1]);
+	foreach(lc, run->resolved)
+		atlas_target_wipe(((ResolvedTarget *) lfirst(lc))->target);
 }
 
 /*

@@ -96,7 +96,7 @@ struct AtlasRun
 	AtlasRunSpec spec;
 	MemoryContext cxt;
 	List	   *targets;		/* of TargetState * */
-	AtlasTarget *settings[2];	/* the settings' target, [digest_only] */
+	List	   *resolved;		/* of ResolvedTarget *: targets by organization and role */
 	AtlasCall **pending;		/* not in flight and not finished */
 	int			npending;
 	int			pending_cap;

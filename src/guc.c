@@ -40,6 +40,7 @@ int			atlas_page_size = 500;
 int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
 char	   *atlas_database = NULL;
+char	   *atlas_server = NULL;
 
 static const struct config_enum_entry auth_method_options[] = {
 	{"auto", ATLAS_AUTH_AUTO, false},
@@ -88,26 +89,25 @@ check_base_url(char **newval, void **extra pg_attribute_unused(),
 	return true;
 }
 
-/* Check atlas_users.api_version: empty, or a real date as YYYY-MM-DD. */
-static bool
-check_api_version(char **newval, void **extra pg_attribute_unused(),
-				  GucSource source pg_attribute_unused())
+/*
+ * Is v a resource version: a real date written YYYY-MM-DD?  On failure
+ * *why says why, palloc'd.
+ */
+bool
+atlas_api_version_ok(const char *v, char **why)
 {
-	const char *v = *newval;
 	int			y,
 				m,
 				d;
 	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 
-	if (v == NULL || v[0] == '\0')
-		return true;
 	if (strlen(v) != 10 || v[4] != '-' || v[7] != '-' ||
 		!isdigit((unsigned char) v[0]) || !isdigit((unsigned char) v[1]) ||
 		!isdigit((unsigned char) v[2]) || !isdigit((unsigned char) v[3]) ||
 		!isdigit((unsigned char) v[5]) || !isdigit((unsigned char) v[6]) ||
 		!isdigit((unsigned char) v[8]) || !isdigit((unsigned char) v[9]))
 	{
-		GUC_check_errdetail("atlas_users.api_version must be a date in the form YYYY-MM-DD, or empty.");
+		*why = pstrdup("It must be a date in the form YYYY-MM-DD.");
 		return false;
 	}
 	/* the digits were checked above, so strtol cannot fail here */
@@ -117,10 +117,26 @@ check_api_version(char **newval, void **extra pg_attribute_unused(),
 	if (y < 2000 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] ||
 		(m == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)))
 	{
-		GUC_check_errdetail("\"%s\" is not a valid date.", v);
+		*why = psprintf("\"%s\" is not a valid date.", v);
 		return false;
 	}
 	return true;
+}
+
+/* Check atlas_users.api_version: empty, or a real date as YYYY-MM-DD. */
+static bool
+check_api_version(char **newval, void **extra pg_attribute_unused(),
+				  GucSource source pg_attribute_unused())
+{
+	char	   *why = NULL;
+
+	if (*newval == NULL || (*newval)[0] == '\0' || atlas_api_version_ok(*newval, &why))
+		return true;
+	if (strncmp(why, "It must", 7) == 0)
+		GUC_check_errdetail("atlas_users.api_version must be a date in the form YYYY-MM-DD, or empty.");
+	else
+		GUC_check_errdetail("%s", why);
+	return false;
 }
 
 /* Define every atlas_users.* setting and reserve the prefix. */
@@ -134,6 +150,14 @@ atlas_define_settings(void)
 							   "https://cloud.mongodb.com",
 							   PGC_SUSET, 0,
 							   check_base_url, NULL, NULL);
+
+	DefineCustomStringVariable("atlas_users.server",
+							   "Foreign server (of the atlas_users wrapper) whose credentials calls use when no server is for their organization.",
+							   "Empty: the atlas_users.* settings.",
+							   &atlas_server,
+							   "",
+							   PGC_USERSET, 0,
+							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("atlas_users.ca_file",
 							   "File of CA certificates that verify the Atlas server, instead of the system store.",

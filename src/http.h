@@ -100,6 +100,5 @@ extern size_t http_header_cb(char *data, size_t size, size_t nmemb, void *arg);
 /* http.c */
 extern void http_run(HttpDriver *driver);
 extern void http_prepare(HttpRequest *req);
-extern void http_forget_handles(void);
 
 #endif							/* ATLAS_HTTP_H */

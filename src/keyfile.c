@@ -90,7 +90,26 @@ typedef struct SecretFileCache
 	struct stat st;
 } SecretFileCache;
 
-static SecretFileCache secret_cache[2];
+/* key files kept at once: the settings' and user mappings' */
+#define SECRET_FILES 8
+
+static SecretFileCache secret_cache[SECRET_FILES];
+static int	secret_cache_next = 0;	/* the entry to reuse next */
+
+/* The cache entry of a path, or the one to reuse. */
+static SecretFileCache *
+cache_entry(const char *path)
+{
+	SecretFileCache *c;
+	int			i;
+
+	for (i = 0; i < SECRET_FILES; i++)
+		if (secret_cache[i].path && strcmp(secret_cache[i].path, path) == 0)
+			return &secret_cache[i];
+	c = &secret_cache[secret_cache_next];
+	secret_cache_next = (secret_cache_next + 1) % SECRET_FILES;
+	return c;
+}
 
 /*
  * Read a key file, or reuse what was read while the file is the same: one
@@ -100,7 +119,7 @@ static SecretFileCache secret_cache[2];
 static char *
 cached_secret_file(const char *setting, const char *path)
 {
-	SecretFileCache *c = &secret_cache[strcmp(setting, "atlas_users.private_key_file") == 0 ? 0 : 1];
+	SecretFileCache *c = cache_entry(path);
 	struct stat st;
 	char	   *secret;
 

@@ -15,6 +15,12 @@
  * done (removal is idempotent, and an earlier attempt may have removed
  * them).  Every attempt writes an audit row.
  *
+ * Each row runs with the credentials it was enqueued for: those of the
+ * server it names and the user mapping of the role that enqueued it, or
+ * the settings'.  When they cannot be used (the server or role is gone,
+ * the role lost USAGE or its mapping, a key file is unreadable), the row
+ * is queued again, as a transient failure, until max_attempts.
+ *
  * The worker claims rows in a transaction of their own that commits
  * 'running' before it calls Atlas, so that a crash leaves visible
  * 'running' rows; atlas_queue_recover() puts rows whose claimer is gone
@@ -33,7 +39,12 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "commands/user.h"
+#include "foreign/foreign.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -52,6 +63,9 @@ typedef struct QueueRow
 	AtlasCall  *removal;
 	AtlasListing listing;		/* the username lookup, for rows by username */
 	AtlasOrgUser *found;
+	char	   *server;			/* the server it was enqueued for, or NULL */
+	char	   *enqueued_as;	/* the role whose user mapping it uses */
+	char	   *unusable;		/* why its credentials cannot be used, or NULL */
 	TimestampTz requeued_for;	/* recorded as queued again, due then */
 } QueueRow;
 
@@ -65,6 +79,7 @@ typedef struct Drain
 	TimestampTz next_due;		/* the worker: when a row it requeued is due */
 	MemoryContext cxt;
 	List	   *finished_rows;	/* the worker: memory of recorded rows, to free */
+	List	   *claimed_rows;	/* claim_spi: the rows it claimed */
 	int			nclaim;			/* claim_spi: how many to claim */
 	AtlasRun   *run;
 } Drain;
@@ -77,7 +92,13 @@ start_row(Drain *d, QueueRow *row)
 	AtlasOperation lookup_op;
 	MemoryContext old = MemoryContextSwitchTo(row->cxt);
 
-	if (r->user_id != NULL)
+	if (row->unusable != NULL)
+	{
+		r->answer.config_failed = true;
+		r->answer.detail = row->unusable;
+		atlas_run_finish_unsent(d->run, r, ATLAS_OUTCOME_FAILED);
+	}
+	else if (r->user_id != NULL)
 		atlas_run_add(d->run, r);
 	else
 	{
@@ -113,6 +134,9 @@ row_from_tuple(Drain *d, HeapTuple tup, TupleDesc desc)
 	call->user_id = SPI_getvalue(tup, desc, 6);
 	if (call->user_id == NULL)
 		call->username = SPI_getvalue(tup, desc, 8);
+	row->server = SPI_getvalue(tup, desc, 9);
+	row->enqueued_as = SPI_getvalue(tup, desc, 10);
+	call->requested_by = SPI_getvalue(tup, desc, 11);
 
 	/*
 	 * A queued removal wants the user gone: if Atlas says the user or
@@ -128,17 +152,23 @@ row_from_tuple(Drain *d, HeapTuple tup, TupleDesc desc)
 	return row;
 }
 
+/* Does the queue table have a column (older versions lack some)? */
+static bool
+queue_has_column(Oid nsp, const char *column)
+{
+	return get_attnum(get_relname_relid("atlas_removal_queue", nsp), column) != InvalidAttrNumber;
+}
+
 /* Claim up to d->nclaim due rows; runs as the queue table's owner. */
 static void
 claim_spi(Oid nsp, void *arg)
 {
 	Drain	   *d = (Drain *) arg;
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
+	bool		v14 = queue_has_column(nsp, "server");
 	Oid			types[2] = {INT4OID, INT8ARRAYOID};
 	Datum		values[2];
 	uint64		r;
-	List	   *rows = NIL;
-	ListCell   *lc;
 
 	values[0] = Int32GetDatum(d->nclaim);
 	values[1] = atlas_enqueued_here();
@@ -149,24 +179,89 @@ claim_spi(Oid nsp, void *arg)
 									   "  AND id <> ALL ($2)"
 									   "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 									   " RETURNING q.id, q.operation, q.org_id, q.group_id, q.team_id,"
-									   " q.user_id, q.attempts, q.username", q, q),
+									   " q.user_id, q.attempts, q.username, %s, q.enqueued_by", q, q,
+									   v14 ? "q.server, q.enqueued_as" : "NULL::text, NULL::text"),
 							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queued removals");
 	for (r = 0; r < SPI_processed; r++)
-		rows = lappend(rows, row_from_tuple(d, SPI_tuptable->vals[r], SPI_tuptable->tupdesc));
-	d->claimed += list_length(rows);
-	d->active += list_length(rows);
-	d->claim_again = (list_length(rows) == d->nclaim);
-	foreach(lc, rows)
-		start_row(d, (QueueRow *) lfirst(lc));
+	{
+		QueueRow   *row = row_from_tuple(d, SPI_tuptable->vals[r], SPI_tuptable->tupdesc);
+		/* the list outlives SPI's memory */
+		MemoryContext old = MemoryContextSwitchTo(d->cxt);
+
+		d->claimed_rows = lappend(d->claimed_rows, row);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * The target a row runs with: its server's and its enqueuer's mapping, or
+ * the settings'.  In a subtransaction, so that credentials that cannot be
+ * used become the row's failure (row->unusable) instead of an error.
+ */
+static void
+row_target(QueueRow *row)
+{
+	AtlasCall  *r = row->removal;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(row->cxt);
+	PG_TRY();
+	{
+		Oid			role = row->enqueued_as ? get_role_oid(row->enqueued_as, false) : InvalidOid;
+
+		r->role = role;
+		r->target = row->server
+			? atlas_target_of_server(get_foreign_server_oid(row->server, false), role, false)
+			: atlas_target_from_settings(false);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(row->cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		row->unusable = psprintf("The credentials it was queued with cannot be used: %s%s%s",
+								 edata->message, edata->hint ? " " : "",
+								 edata->hint ? edata->hint : "");
+		r->target = NULL;
+		r->role = InvalidOid;
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(row->cxt);
+	CurrentResourceOwner = owner;
 }
 
 /* Claim rows and start them, in the current transaction. */
 static void
 claim(Drain *d, int n)
 {
+	ListCell   *lc;
+	int			claimed;
+
 	d->nclaim = n;
+	d->claimed_rows = NIL;
 	atlas_as_table_owner("atlas_removal_queue", claim_spi, d);
+	claimed = list_length(d->claimed_rows);
+	d->claimed += claimed;
+	d->active += claimed;
+	d->claim_again = (claimed == n);
+	foreach(lc, d->claimed_rows)
+	{
+		QueueRow   *row = (QueueRow *) lfirst(lc);
+		MemoryContext old = CurrentMemoryContext;
+
+		row_target(row);
+		MemoryContextSwitchTo(old);
+		start_row(d, row);
+	}
+	list_free(d->claimed_rows);
+	d->claimed_rows = NIL;
 }
 
 /* The worker: claim in a transaction of its own, committing 'running'. */
@@ -378,74 +473,4 @@ atlas_process_queue(PG_FUNCTION_ARGS)
 	atlas_require_writable("run queued Atlas user removals");
 	atlas_target_wipe(atlas_target_from_settings(false));
 	PG_RETURN_INT32(atlas_queue_drain(false, PG_GETARG_INT32(0)));
-}
-
-/* one statement on the queue table, and what it gave */
-typedef struct QueueStatement
-{
-	const char *sql;			/* "%s" stands for the table */
-	int			expected;		/* SPI_OK_* */
-	uint64		processed;
-	Datum		value;			/* first column of the first row, if any */
-	bool		isnull;
-} QueueStatement;
-
-/* Run a QueueStatement; runs as the queue table's owner. */
-static void
-statement_spi(Oid nsp, void *arg)
-{
-	QueueStatement *st = (QueueStatement *) arg;
-
-	/* not read-only: a statement sees what an earlier one of the transaction did */
-	if (SPI_execute(psprintf(st->sql, atlas_ext_rel(nsp, "atlas_removal_queue")),
-					false, 0) != st->expected)
-		elog(ERROR, "could not run a statement on the queue: %s", st->sql);
-	st->processed = SPI_processed;
-	st->isnull = true;
-	if (SPI_processed > 0 && SPI_tuptable != NULL)
-		st->value = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &st->isnull);
-}
-
-/* Run one statement on the queue table, in the current transaction. */
-static QueueStatement
-queue_statement(const char *sql, int expected)
-{
-	QueueStatement st = {sql, expected, 0, (Datum) 0, true};
-
-	atlas_as_table_owner("atlas_removal_queue", statement_spi, &st);
-	return st;
-}
-
-/* Requeue rows left 'running' by a crashed or killed claimer; returns how many. */
-uint64
-atlas_queue_recover(void)
-{
-	return queue_statement("UPDATE %s q SET status = 'queued', next_attempt_at = clock_timestamp(),"
-						   " claimed_by = NULL, claimed_at = NULL"
-						   " WHERE status = 'running' AND NOT EXISTS ("
-						   "  SELECT 1 FROM pg_catalog.pg_stat_activity a"
-						   "  WHERE a.pid = q.claimed_by AND a.backend_start <= q.claimed_at)",
-						   SPI_OK_UPDATE).processed;
-}
-
-/* When the next queued row is due (0: none), read in the current transaction. */
-TimestampTz
-atlas_queue_next_due(void)
-{
-	QueueStatement st = queue_statement("SELECT min(next_attempt_at) FROM %s WHERE status = 'queued'",
-										SPI_OK_SELECT);
-
-	return st.isnull ? 0 : DatumGetTimestampTz(st.value);
-}
-
-/* Delete finished rows older than atlas_users.queue_retention; returns how many. */
-uint64
-atlas_queue_purge(void)
-{
-	if (atlas_queue_retention_s <= 0)
-		return 0;
-	return queue_statement(psprintf("DELETE FROM %%s WHERE status IN ('done', 'failed', 'cancelled')"
-									" AND finished_at < clock_timestamp() - make_interval(secs => %d)",
-									atlas_queue_retention_s),
-						   SPI_OK_DELETE).processed;
 }

@@ -21,6 +21,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(atlas_cancel_removal);
@@ -70,20 +71,26 @@ typedef struct EnqueueArgs
 	const char *operation;
 	char	  **ids;			/* by AtlasIdKind */
 	const char *username;		/* instead of the user id, resolved when run */
-	const char *enqueued_by;
+	const char *enqueued_by;	/* the session's user */
+	const char *enqueued_as;	/* the role whose user mapping the removal uses */
+	const char *server;			/* the server it uses, or NULL: the settings */
 	int64		id;
 } EnqueueArgs;
 
-/* The SQL that inserts a queue row, or finds the identical pending one. */
+/*
+ * The SQL that inserts a queue row, or finds the identical pending one.
+ * An install older than the library has no server and enqueued_as.
+ */
 static char *
 enqueue_sql(Oid nsp, bool by_name)
 {
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
+	bool		v14 = get_attnum(get_relname_relid("atlas_removal_queue", nsp), "server") != InvalidAttrNumber;
 
 	/* the unique index on pending rows decides whether this one exists */
 	return psprintf("WITH ins AS ("
-					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s)"
-					" VALUES ($1, $2, $3, $4, $5, $6)"
+					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s%s)"
+					" VALUES ($1, $2, $3, $4, $5, $6%s)"
 					" ON CONFLICT (operation, coalesce(org_id, ''), coalesce(group_id, ''),"
 					"  coalesce(team_id, ''), %s) WHERE status IN ('queued', 'running')%s"
 					" DO NOTHING RETURNING id)"
@@ -96,6 +103,7 @@ enqueue_sql(Oid nsp, bool by_name)
 					" AND status IN ('queued', 'running')"
 					" LIMIT 1", q,
 					by_name ? "username" : "user_id",
+					v14 ? ", server, enqueued_as" : "", v14 ? ", $7, $8" : "",
 					by_name ? "lower(username)" : "user_id",
 					by_name ? " AND user_id IS NULL" : "",
 					q,
@@ -107,9 +115,9 @@ static void
 enqueue_spi(Oid nsp, void *arg)
 {
 	EnqueueArgs *a = (EnqueueArgs *) arg;
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6];
+	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8];
 	bool		by_name = (a->ids[ATLAS_ID_USER] == NULL);
 	char	   *sql = enqueue_sql(nsp, by_name);
 	int			try;
@@ -120,13 +128,15 @@ enqueue_spi(Oid nsp, void *arg)
 	values[3] = atlas_text_or_null(a->ids[ATLAS_ID_GROUP], nulls, 3);
 	values[4] = atlas_text_or_null(a->ids[ATLAS_ID_TEAM], nulls, 4);
 	values[5] = atlas_text_or_null(by_name ? a->username : a->ids[ATLAS_ID_USER], nulls, 5);
+	values[6] = atlas_text_or_null(a->server, nulls, 6);
+	values[7] = atlas_text_or_null(a->enqueued_as, nulls, 7);
 
 	/* a concurrent enqueuer's row may commit after our snapshot: look again */
 	for (try = 0; try < 3; try++)
 	{
 		bool		isnull;
 
-		if (SPI_execute_with_args(sql, 6, types, values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_with_args(sql, 8, types, values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not enqueue a removal");
 		if (SPI_processed == 1)
 		{
@@ -152,11 +162,18 @@ atlas_enqueue(AtlasOperation op, char **ids, const char *username)
 	EnqueueArgs a;
 	MemoryContext old;
 
+	AtlasTarget *target;
+
 	atlas_require_writable("queue Atlas user removals");
+	/* the credentials it will use must be usable now: refuse before queueing */
+	target = atlas_target_for(ids[ATLAS_ID_ORG], GetUserId(), false);
+	a.server = target->server;
+	atlas_target_wipe(target);
 	a.operation = atlas_operation_name(op);
 	a.ids = ids;
 	a.username = username;
 	a.enqueued_by = GetUserNameFromId(GetSessionUserId(), false);
+	a.enqueued_as = GetUserNameFromId(GetUserId(), false);
 	a.id = 0;
 	atlas_as_table_owner("atlas_removal_queue", enqueue_spi, &a);
 

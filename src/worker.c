@@ -41,8 +41,6 @@ PGDLLEXPORT void atlas_worker_main(Datum arg);
 
 /* how often to look for the extension while it is not installed */
 #define NO_EXTENSION_WAIT_MS 5000
-/* how long to wait before trying again when credentials are unusable */
-#define NO_CREDENTIALS_WAIT_MS 60000
 /* how often to apply the queue's retention */
 #define PURGE_INTERVAL_MS 60000
 /* the longest pause before connecting again after starts that failed */
@@ -175,30 +173,6 @@ drain_audit_gathered(void)
 	atlas_worker_drain_audit();
 }
 
-/* Can the credentials be resolved?  Reports the problem once per reload. */
-static bool
-credentials_usable(bool *reported)
-{
-	volatile bool ok = true;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	PG_TRY();
-	{
-		atlas_target_wipe(atlas_target_from_settings(false));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		if (!*reported)
-			EmitErrorReport();
-		*reported = true;
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok;
-}
-
 /*
  * Pause before connecting when the last "failed" starts never connected
  * (atlas_users.database dropped or not created yet): 1 s, 2 s, 4 s, ... up
@@ -238,7 +212,6 @@ typedef struct WorkerState
 {
 	MemoryContext cxt;			/* reset every round */
 	bool		recovered;		/* rows of an earlier process put back */
-	bool		credentials_reported;	/* since the last reload */
 	TimestampTz last_purge;
 } WorkerState;
 
@@ -316,8 +289,6 @@ worker_round(WorkerState *ws)
 		return -1;
 	if (next_due > GetCurrentTimestamp())
 		return Max(1, (long) ((next_due - GetCurrentTimestamp()) / 1000) + 1);
-	if (!credentials_usable(&ws->credentials_reported))
-		return NO_CREDENTIALS_WAIT_MS;
 	if (atlas_queue_drain(true, 0) == 0)
 		return -1;
 	MemoryContextSwitchTo(ws->cxt);
@@ -346,7 +317,6 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			ws.credentials_reported = false;
 		}
 		MemoryContextReset(ws.cxt);
 		MemoryContextSwitchTo(ws.cxt);
