@@ -190,7 +190,7 @@ atlas_users_fdw_validator(PG_FUNCTION_ARGS)
 
 		if (opt == NULL)
 			invalid_option(def->defname, catalog);
-		if (opt->superuser_only && !superuser())
+		else if (opt->superuser_only && !superuser())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("only a superuser can set option \"%s\"", def->defname),

@@ -152,7 +152,7 @@ find_bucket(PaceState *p, const AtlasPaceKey *k, TimestampTz now)
 		if (b->used && b->key == k->key && strcmp(b->name, k->name) == 0)
 		{
 			/* requests of dead processes never answer: forget them after long */
-			if (b->in_flight > 0 && now - b->last_used > IN_FLIGHT_STALE_MS * (int64) 1000)
+			if (b->in_flight > 0 && now - b->last_used > (int64) IN_FLIGHT_STALE_MS * 1000)
 				b->in_flight = 0;
 			b->last_used = now;
 			return b;
