@@ -10,7 +10,7 @@ OBJS = src/atlas_users.o src/guc.o src/keyfile.o src/validate.o \
 
 DATA = $(wildcard sql/atlas_users--*.sql)
 
-REGRESS = setup validation remove errors auth audit privileges lookup
+REGRESS = setup validation remove errors auth audit privileges lookup servers
 REGRESS_OPTS = --dbname=atlas_users_regression
 
 # the User-Agent names the version of the control file, never a hand-kept copy

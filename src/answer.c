@@ -18,9 +18,12 @@
 #include "atlas_users.h"
 
 #include <limits.h>
+#include <string.h>
 #include <math.h>
 
+#include "common/base64.h"
 #include "executor.h"
+#include "lib/stringinfo.h"
 #include "parse.h"
 #include "utils/memutils.h"
 
@@ -122,6 +125,99 @@ atlas_answer_user_absent(AtlasCall *call)
 	if (strcmp(code, "USER_NOT_FOUND") == 0 || strcmp(code, "USER_NOT_IN_ORG") == 0)
 		return true;
 	return strcmp(code, "RESOURCE_NOT_FOUND") == 0 && call->state->names_user;
+}
+
+/* Replace every occurrence of a secret in text by "[redacted]"; returns the new text. */
+static char *
+redact(char *text, const char *secret)
+{
+	StringInfoData buf;
+	size_t		n = secret ? strlen(secret) : 0;
+	char	   *p = text;
+	char	   *hit;
+
+	/* a short "secret" would blank ordinary words: every real one is long */
+	if (text == NULL || n < 8 || strstr(text, secret) == NULL)
+		return text;
+	initStringInfo(&buf);
+	while ((hit = strstr(p, secret)) != NULL)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, "[redacted]");
+		p = hit + n;
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * Blank the value of every "Authorization" header a text quotes: up to
+ * the end of the line, a semicolon or a quote.
+ */
+static char *
+redact_authorization(char *text)
+{
+	char	   *p;
+
+	if (text == NULL)
+		return NULL;
+	for (p = text; (p = strcasestr(p, "authorization")) != NULL;)
+	{
+		char	   *v = p + strlen("authorization");
+
+		while (*v == ' ' || *v == ':' || *v == '=' || *v == '"')
+			v++;
+		p = v;
+		while (*p && *p != ';' && *p != '"' && *p != '\n' && *p != '\r' && *p != ',')
+			*p++ = '*';
+	}
+	return text;
+}
+
+/* Base64 of "username:secret", the Basic credentials. */
+static char *
+basic_credentials(const AtlasTarget *t)
+{
+	char	   *plain = psprintf("%s:%s", t->username, t->secret);
+	int			len = pg_b64_enc_len(strlen(plain));
+	char	   *b64 = palloc0(len + 1);
+
+	if (pg_b64_encode(plain, strlen(plain), b64, len) < 0)
+		b64[0] = '\0';
+	explicit_bzero(plain, strlen(plain));
+	pfree(plain);
+	return b64;
+}
+
+/* Scrub one text of every credential of the target. */
+static char *
+scrub_text(char *text, const AtlasTarget *t, const char *basic, const char *token)
+{
+	text = redact(text, t->secret);
+	text = redact(text, basic);
+	text = redact(text, token);
+	return redact_authorization(text);
+}
+
+/*
+ * Scrub what an answer says of every credential in use: the secret, the
+ * Basic credentials, the bearer token and any Authorization header a
+ * misconfigured proxy (or something posing as Atlas) echoed back.  What
+ * we raise, log or store comes from here, so no credential gets there.
+ */
+void
+atlas_answer_scrub(AtlasAnswer *a, const AtlasTarget *t, const char *token)
+{
+	char	   *basic;
+
+	if (t == NULL || t->secret == NULL)
+		return;
+	basic = basic_credentials(t);
+	a->detail = scrub_text(a->detail, t, basic, token);
+	a->excerpt = scrub_text(a->excerpt, t, basic, token);
+	a->error_code = scrub_text(a->error_code, t, basic, token);
+	explicit_bzero(basic, strlen(basic));
+	pfree(basic);
 }
 
 /* Warn, once per session and endpoint, of a Deprecation or Sunset header. */

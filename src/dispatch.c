@@ -273,6 +273,7 @@ token_done(AtlasRun *run, TargetState *ts, HttpRequest *req)
 	}
 	else
 		(void) atlas_answer_error(a, req, NULL);
+	atlas_answer_scrub(a, ts->target, ts->token);
 
 	/* the token endpoint is rate-limited too: wait as it says */
 	retry = (problem == NULL && !a->transport_failed && ts->token_attempts <= run->spec.max_retries &&
@@ -340,6 +341,7 @@ sort_answer(AtlasRun *run, AtlasCall *call, HttpRequest *req)
 		return;
 	}
 	st->names_user = atlas_answer_error(&call->answer, req, call->user_id);
+	atlas_answer_scrub(&call->answer, st->ts->target, st->ts->token);
 	if (maybe_retry(run, call))
 		return;
 	if ((call->missing_ok || st->maybe_acted) && atlas_answer_user_absent(call))

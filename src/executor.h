@@ -146,6 +146,7 @@ struct AtlasCallState
 extern bool atlas_answer_error(AtlasAnswer *answer, HttpRequest *req, const char *user_id);
 extern void atlas_answer_transport(AtlasAnswer *answer, HttpRequest *req);
 extern bool atlas_answer_user_absent(AtlasCall *call);
+extern void atlas_answer_scrub(AtlasAnswer *answer, const AtlasTarget *target, const char *token);
 extern void atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req);
 extern void atlas_answer_keep_body(AtlasCall *call, HttpRequest *req);
 

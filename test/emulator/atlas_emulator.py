@@ -408,11 +408,15 @@ Control interface (no auth, /__emulator/..., both listeners, not counted)
            number), listener, method, path, route (template), status (the HTTP
            status sent: an enveloped 429 is a 200), version
            (resolved), duration_ms, principal ("digest:<key>" / "bearer:<id>" or
-           null), rate_limit ({set, scope, remaining} or null), headers: {Accept,
+           null), token (the serial number, 1, 2, ..., of the bearer token a request
+           sent, or of the token a token request was granted; null otherwise),
+           rate_limit ({set, scope, remaining} or null), headers: {Accept,
            Content-Type, User-Agent, Authorization (scheme only)}, body
            (POST/PUT/PATCH; token/secret form fields masked)}; 429s are there with
            their time, so tests can count them per refill period
   POST   /__emulator/expire_tokens   every issued token expires now
+  POST   /__emulator/service_accounts  {"client_id": ..., "client_secret": ...}: a new
+           secret for a service account (rotation); tokens already issued stay valid
   Fault rule: {"kind": K, "count": 1 (-1 = forever), "match": "substring of
   the request target" | "METHOD substring" | route template, "auth": false,
   "latency_ms": 0, "process": false (run the real operation first, then
@@ -1624,7 +1628,8 @@ class Emulator:
             # --config: command-line defaults of any key (what /__emulator/reset restores)
             self.defaults = self.set_config(json.loads(args.config))
         self.state = State(self.read_seed())
-        self.tokens = {}          # token -> [client_id, expires_monotonic]
+        self.tokens = {}          # token -> [client_id, expires_monotonic, serial]
+        self.token_serial = 0     # serial number of the last token issued
         self.active = {}          # client_id -> {token: None}: the token cap's accounting
         self.rate = {}            # (client IP, client id) -> deque of monotonic times
         self.faults = []
@@ -1917,7 +1922,8 @@ class Emulator:
             cap = self.cfg["token_cap"]
             if cap > 0 and self._active_count(client_id, now_m) >= cap:
                 return None, None
-            self.tokens[tok] = [client_id, now_m + self.cfg["token_ttl_s"]]
+            self.token_serial += 1
+            self.tokens[tok] = [client_id, now_m + self.cfg["token_ttl_s"], self.token_serial]
             self.active.setdefault(client_id, {})[tok] = None
             if len(self.tokens) > 100000:
                 now_m = time.monotonic()
@@ -2168,6 +2174,7 @@ class Handler(BaseHTTPRequestHandler):
         self.cur_version = None
         self.principal = None       # "digest:<public key>" / "bearer:<client id>"
         self.principal_orgs = None  # the orgs the credential is valid for (None: all)
+        self.token_used = None      # serial of the bearer token sent, or of the one granted
         self.rl_headers = []
         self.rl_log = None
         path, _, query = target.partition("?")
@@ -2264,6 +2271,7 @@ class Handler(BaseHTTPRequestHandler):
                 "duration_ms": round(dt * 1000, 3),
                 "headers": self._logged_headers(),
                 "principal": self.principal,
+                "token": self.token_used,
                 "rate_limit": self.rl_log,
             }
             if method in ("POST", "PUT", "PATCH") and body:
@@ -2310,6 +2318,8 @@ class Handler(BaseHTTPRequestHandler):
             if s == "bearer":
                 bearer = True
                 client = None if legacy else emu.bearer_client(rest.strip())
+                t = emu.tokens.get(rest.strip())
+                self.token_used = t[2] if t is not None else None
                 if client is not None:
                     self.principal = "bearer:" + client
                     self.principal_orgs = emu.state.service_accounts[client]["orgs"]
@@ -2962,6 +2972,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._oauth_error(400, "unsupported_grant_type",
                                          "Unsupported grant_type %s." % gt)
             tok, ttl = emu.issue_token(client)
+            if tok is not None:
+                self.token_used = emu.tokens[tok][2]
             if tok is None:
                 return self._oauth_error(
                     403, "access_denied", "Access Token limit reached. Please use the "
@@ -3196,6 +3208,13 @@ class Handler(BaseHTTPRequestHandler):
                 with emu.lock:
                     items = list(emu.log)[-n:] if n > 0 else []
                 return ok({"requests": items})
+            if name == "service_accounts" and method == "POST":
+                # a new secret for a service account (rotation); its tokens stay valid
+                d = doc()
+                with emu.lock:
+                    acct = emu.state.service_accounts[d["client_id"]]
+                    acct["secret"] = str(d["client_secret"])
+                return ok({"ok": True})
             if name == "expire_tokens" and method == "POST":
                 with emu.lock:
                     for t in emu.tokens.values():

@@ -540,6 +540,28 @@ def revoke(port, token, cid=SA_ID, secret=SA_SECRET):
     return r
 
 
+def t_token_serials(port):
+    """Token serial numbers in the request log, and secret rotation."""
+    if not section("token serials and rotation"):
+        return
+    ctl(port, "POST", "reset")
+    t1 = get_token(port).json()["access_token"]
+    t2 = get_token(port).json()["access_token"]
+    b = Client(port, auth=("bearer", t1))
+    eq("first token works", b.req("GET", P2 + "/orgs/%s/users" % ORG).status, 200)
+    log = ctl(port, "GET", "requests?limit=3")["requests"]
+    first = log[0].get("token") if log else None
+    eq("token serials: two grants, then a request with the first (serials count from the start)",
+       [e.get("token") for e in log], [first, (first or 0) + 1, first])
+    r = ctl(port, "POST", "service_accounts", {"client_id": SA_ID, "client_secret": "mdb_sa_sk_rotated0123456789"})
+    check("rotation accepted", r.get("ok") is True, r)
+    eq("old secret refused after rotation", get_token(port).status, 401)
+    eq("new secret granted", get_token(port, secret="mdb_sa_sk_rotated0123456789").status, 200)
+    b = Client(port, auth=("bearer", t2))
+    eq("tokens issued before the rotation stay valid", b.req("GET", P2 + "/orgs").status, 200)
+    ctl(port, "POST", "reset")
+
+
 def t_oauth(port):
     if not section("oauth"):
         return
@@ -2016,6 +2038,7 @@ def main():
         t_curl(ports, tmp)
         t_libcurl(ports, tmp)
         t_oauth(port)
+        t_token_serials(port)
         t_versions(port)
         t_removal(port)
         t_envelope(port)

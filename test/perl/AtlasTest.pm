@@ -223,13 +223,15 @@ sub socket_count
 # ------------------------------------------------------------------
 my $mark = 0;
 
-# A psql session on the postgres database of $node.
+# A psql session on the postgres database of $node, as $user (default: the
+# bootstrap superuser).
 sub psql_session
 {
-	my ($node) = @_;
+	my ($node, $user) = @_;
 	my %s = (in => '', out => '', err => '');
+	my $conn = $node->connstr('postgres') . (defined $user ? " user=$user" : '');
 	$s{h} = IPC::Run::start(
-		[ 'psql', '-XAtq', '-v', 'VERBOSITY=verbose', '-d', $node->connstr('postgres') ],
+		[ 'psql', '-XAtq', '-v', 'VERBOSITY=verbose', '-d', $conn ],
 		'<', \$s{in}, '>', \$s{out}, '2>', \$s{err},
 		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
 	return \%s;
