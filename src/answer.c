@@ -98,6 +98,16 @@ atlas_answer_error(AtlasAnswer *a, HttpRequest *req, const char *user_id)
 	return body.is_object && body.names_user;
 }
 
+/* Copy an answer, its texts into the current memory context. */
+void
+atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src)
+{
+	*dst = *src;
+	dst->error_code = src->error_code ? pstrdup(src->error_code) : NULL;
+	dst->detail = src->detail ? pstrdup(src->detail) : NULL;
+	dst->excerpt = src->excerpt ? pstrdup(src->excerpt) : NULL;
+}
+
 /* Read a transfer that got no answer. */
 void
 atlas_answer_transport(AtlasAnswer *a, HttpRequest *req)

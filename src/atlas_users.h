@@ -289,6 +289,7 @@ extern bool atlas_retry_due(const AtlasAnswer *answer, int attempt, bool queued,
 extern int	atlas_status_sqlstate(long status);
 extern void atlas_raise_call_error(AtlasCall *call) pg_attribute_noreturn();
 extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
+extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);

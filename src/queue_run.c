@@ -369,7 +369,8 @@ lookup_finished(Drain *d, QueueRow *row)
 
 	if (l->failed)
 	{
-		r->answer = l->failed->answer;
+		/* the lookup's call and its memory go once it is reported */
+		atlas_answer_copy(&r->answer, &l->failed->answer);
 		r->answer.detail = psprintf("Looking up the username failed: %s%s%s",
 									l->problem ? l->problem : atlas_call_message(l->failed),
 									atlas_call_detail(l->failed) ? " " : "",
