@@ -21,7 +21,9 @@ END
 $$;
 
 -- atlas_offboard_user: its result column "scope" no longer shares the name of
--- its input "scope" (the rows' kinds are org, project and team memberships)
+-- its input "scope" (the rows' kinds: org, project and team memberships,
+-- access through teams and org roles, invitations, a federated identity
+-- provider), and each row says its organization (org_id NULL visits every one)
 DO $$
 DECLARE
 	acl aclitem[] := (SELECT proacl FROM pg_catalog.pg_proc
@@ -30,8 +32,8 @@ BEGIN
 	DROP FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean);
 	CREATE FUNCTION @extschema@.atlas_offboard_user(
 		org_id text, username_or_id text, scope text DEFAULT 'org', dry_run boolean DEFAULT false)
-	RETURNS TABLE (kind text, id text, action text, outcome text, http_status integer,
-				   error_code text, detail text)
+	RETURNS TABLE (organization text, kind text, id text, action text, outcome text,
+				   http_status integer, error_code text, detail text)
 	AS 'MODULE_PATHNAME', 'atlas_offboard_user'
 	LANGUAGE C VOLATILE PARALLEL UNSAFE;
 	PERFORM @extschema@.atlas_users_regrant('FUNCTION',
@@ -107,6 +109,64 @@ CREATE FOREIGN DATA WRAPPER atlas_users VALIDATOR @extschema@.atlas_users_fdw_va
 COMMENT ON FOREIGN DATA WRAPPER atlas_users IS
 	'Atlas credentials: servers (base_url, org_id, ...) and user mappings (keys, service accounts)';
 
+-- Listings: what Atlas holds, every page, typed columns and the raw entry
+CREATE FUNCTION @extschema@.atlas_orgs()
+RETURNS TABLE (id text, name text, is_deleted boolean, server text, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_orgs'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_org_users(org_id text, statuses text[] DEFAULT NULL)
+RETURNS TABLE (id text, username text, status text, first_name text, last_name text,
+			   org_roles text[], team_ids text[], project_ids text[], created timestamptz,
+			   last_auth timestamptz, invitation_created timestamptz,
+			   invitation_expires timestamptz, inviter_username text, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_org_users'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_org_projects(org_id text)
+RETURNS TABLE (id text, name text, created timestamptz, cluster_count integer, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_org_projects'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_org_teams(org_id text)
+RETURNS TABLE (id text, name text, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_org_teams'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_team_users(org_id text, team_id text)
+RETURNS TABLE (id text, username text, status text, first_name text, last_name text, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_team_users'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_org_invitations(org_id text)
+RETURNS TABLE (id text, username text, org_roles text[], team_ids text[], project_ids text[],
+			   inviter_username text, created timestamptz, expires timestamptz, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_org_invitations'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_project_invitations(group_id text)
+RETURNS TABLE (id text, username text, roles text[], inviter_username text,
+			   created timestamptz, expires timestamptz, raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_project_invitations'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION @extschema@.atlas_project_users(
+	group_id text, through_teams boolean DEFAULT true, through_org_roles boolean DEFAULT true)
+RETURNS TABLE (id text, username text, status text, via text, roles text[], team_id text,
+			   raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_project_users'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+-- Reconciliation, with its blast-radius guard
+CREATE FUNCTION @extschema@.atlas_reconcile_org(
+	org_id text, keep_usernames text[], dry_run boolean DEFAULT true,
+	max_removals integer DEFAULT 10, force boolean DEFAULT false)
+RETURNS TABLE (kind text, id text, username text, status text, action text, outcome text,
+			   http_status integer, error_code text, detail text)
+AS 'MODULE_PATHNAME', 'atlas_reconcile_org'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_orgs() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_users(text, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_projects(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_teams(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_team_users(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_invitations(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_project_invitations(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_project_users(text, boolean, boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_reconcile_org(text, text[], boolean, integer, boolean) FROM PUBLIC;
+
 -- A queued removal runs with the server and the user mapping of the role
 -- that enqueued it; its audit rows name the server and the queue row.
 ALTER TABLE @extschema@.atlas_removal_queue
@@ -152,7 +212,25 @@ COMMENT ON FUNCTION @extschema@.atlas_find_user_id(text, text) IS
 COMMENT ON FUNCTION @extschema@.atlas_user_memberships(text, text) IS
 	'Where a user has access: one row for the organization, each project and each team';
 COMMENT ON FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean) IS
-	'Remove a person everywhere the scope says, or show the plan with dry_run; one row per membership';
+	'Remove a person everywhere the scope says (every organization with org_id NULL), invitations included, or show the plan with dry_run';
+COMMENT ON FUNCTION @extschema@.atlas_orgs() IS
+	'The organizations the credentials of every usable server can see';
+COMMENT ON FUNCTION @extschema@.atlas_org_users(text, text[]) IS
+	'Every user of an organization (ACTIVE and PENDING unless statuses says otherwise)';
+COMMENT ON FUNCTION @extschema@.atlas_org_projects(text) IS
+	'Every project of an organization';
+COMMENT ON FUNCTION @extschema@.atlas_org_teams(text) IS
+	'Every team of an organization';
+COMMENT ON FUNCTION @extschema@.atlas_team_users(text, text) IS
+	'Every member of a team';
+COMMENT ON FUNCTION @extschema@.atlas_org_invitations(text) IS
+	'Pending invitations to an organization';
+COMMENT ON FUNCTION @extschema@.atlas_project_invitations(text) IS
+	'Pending invitations to a project (invisible to the user listings)';
+COMMENT ON FUNCTION @extschema@.atlas_project_users(text, boolean, boolean) IS
+	'Who reaches a project, one row per way: direct role, team, or organization role';
+COMMENT ON FUNCTION @extschema@.atlas_reconcile_org(text, text[], boolean, integer, boolean) IS
+	'Remove everyone from an organization but keep_usernames, refused past max_removals or half the organization unless force';
 COMMENT ON FUNCTION @extschema@.atlas_remove_project_users(text, text[], boolean) IS
 	'Remove many users from a project concurrently; one row per user, API errors as rows';
 COMMENT ON FUNCTION @extschema@.atlas_remove_org_users(text, text[], boolean) IS

@@ -138,13 +138,15 @@ RESET atlas_users.page_size;
 --
 -- atlas_offboard_user(org_id, username_or_id, scope, dry_run)
 --
--- dry run of scope 'org': the org removal and what Atlas drops with it,
--- 6 rows, and no removal request
+-- dry run of scope 'org': the org removal and what Atlas drops with it (her
+-- project and team memberships, and the projects her teams reach), 9 rows,
+-- and no removal request
 \set x `test/emuctl reset-counters`
 SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', dry_run => true);
 \set n `test/emuctl get removal_requests`
 SELECT :n AS removal_requests;
--- scope 'projects' keeps the org; scope 'teams' only the teams
+-- scope 'projects' keeps the org, and says the access through her teams
+-- stays; scope 'teams' only the teams
 SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'projects', true);
 SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', '65f0d0000000000000000001', 'teams', true);
 -- a user in the org only: nothing to do with projects or teams

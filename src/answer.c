@@ -49,8 +49,8 @@ body_excerpt(HttpRequest *req)
 	const char *ct = req->content_type_in[0] ? req->content_type_in : "no content type";
 
 	if (req->response_truncated)
-		return psprintf("The response (%s) exceeded the %d byte limit and was not read.",
-						clean_header(ct, 100), HTTP_MAX_RESPONSE_BYTES);
+		return psprintf("The response (%s) exceeded the %zu byte limit and was not read.",
+						clean_header(ct, 100), http_response_cap(req));
 	if (req->response_len == 0)
 		return psprintf("The response (%s) had an empty body.", clean_header(ct, 100));
 	return psprintf("The response (%s) was not an Atlas error document: %s",
@@ -244,7 +244,13 @@ atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req)
 	if (deprecation_warned[i])
 		return;
 	deprecation_warned[i] = true;
-	ereport(WARNING,
+
+	/*
+	 * An endpoint that does not follow atlas_users.api_version has no newer
+	 * version we could use (the invitation endpoints): the user can do
+	 * nothing about it, so it goes to the server log only.
+	 */
+	ereport(call->state->endpoint->pinnable ? WARNING : LOG,
 			(errcode(ERRCODE_WARNING_DEPRECATED_FEATURE),
 			 errmsg("Atlas endpoint %s %s is deprecated%s%s",
 					call->state->endpoint->method, call->state->endpoint->route,
@@ -254,7 +260,9 @@ atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req)
 			 ? errdetail("Atlas sent Deprecation: %s, at resource version %s.",
 						 clean_header(req->deprecation, 60), call->api_version)
 			 : 0,
-			 errhint("Reset atlas_users.api_version to use the current version of this endpoint.")));
+			 call->state->endpoint->pinnable
+			 ? errhint("Reset atlas_users.api_version to use the current version of this endpoint.")
+			 : errhint("Atlas offers no newer version of this endpoint; a later atlas_users will use its successor.")));
 }
 
 /* Keep a successful answer's body on the call (it is the run's memory). */

@@ -67,6 +67,9 @@ extern int	atlas_max_retries;
 extern int	atlas_rate_limit_max_wait_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
+extern int	atlas_max_pages;
+extern int	atlas_listing_timeout_ms;
+extern int	atlas_worker_lookup_timeout_ms;
 extern int	atlas_retry_base_ms;
 extern int	atlas_queue_retention_s;
 extern char *atlas_database;
@@ -131,6 +134,7 @@ extern void atlas_target_wipe(AtlasTarget *target);
 /* servers.c: which server a call uses, and its target */
 extern AtlasTarget *atlas_target_for(const char *org_id, Oid role, bool digest_only);
 extern List *atlas_usable_servers(Oid role);
+extern List *atlas_targets_everywhere(void);
 extern AtlasTarget *atlas_target_of_server(Oid server_oid, Oid role, bool digest_only);
 
 /* fdw.c: the wrapper's options */
@@ -152,7 +156,16 @@ typedef enum AtlasOperation
 	ATLAS_OP_LIST_GROUP_USERS,
 	ATLAS_OP_GET_ORG,
 	ATLAS_OP_GET_GROUP,
-	ATLAS_OP_LIST_TEAMS
+	ATLAS_OP_LIST_TEAMS,
+	ATLAS_OP_LIST_ORGS,
+	ATLAS_OP_LIST_ORG_GROUPS,
+	ATLAS_OP_LIST_TEAM_USERS,
+	ATLAS_OP_LIST_GROUP_TEAMS,
+	ATLAS_OP_LIST_ORG_INVITES,
+	ATLAS_OP_LIST_GROUP_INVITES,
+	ATLAS_OP_GET_FEDERATION,
+	ATLAS_OP_DELETE_ORG_INVITE,
+	ATLAS_OP_DELETE_GROUP_INVITE
 } AtlasOperation;
 
 /* an id an operation takes, in the order of its SQL arguments */
@@ -342,6 +355,15 @@ extern void atlas_audit_interrupted(AtlasCall *call);
  * listing.c: reading every page of an Atlas list
  * ----------------------------------------------------------------
  */
+typedef enum AtlasListingEnd
+{
+	ATLAS_LISTING_OK,
+	ATLAS_LISTING_FAILED,		/* a page's call failed: failed says how */
+	ATLAS_LISTING_NOT_A_LIST,	/* an answer was not a list */
+	ATLAS_LISTING_TOO_MANY_PAGES,	/* more than max_pages */
+	ATLAS_LISTING_TOO_SLOW		/* longer than timeout_ms */
+} AtlasListingEnd;
+
 typedef struct AtlasListing
 {
 	AtlasOperation op;
@@ -350,18 +372,28 @@ typedef struct AtlasListing
 	char	   *group_id;
 	char	   *team_id;
 	char	   *query;			/* extra query text, "" or "name=value&" */
+	bool		unpaged;		/* the answer is one JSON array, not pages */
 	AtlasItemFn item;			/* called for each result */
 	void	   *arg;
 	void	   *owner;			/* passed on to each page's call */
+	const char *label;			/* progress NOTICEs under this name; NULL: none */
+	int			max_pages;		/* 0: atlas_users.max_pages */
+	int			timeout_ms;		/* 0: atlas_users.listing_timeout */
 	/* progress */
 	int			pages;
-	AtlasCall  *failed;			/* the page that failed, if one did */
-	const char *problem;		/* an answer that was not a list, if one was */
+	int64		items;
+	TimestampTz started;
+	TimestampTz last_notice;
+	AtlasListingEnd end;
+	AtlasCall  *failed;			/* the last page read, when the listing failed */
+	const char *problem;		/* why, when it was not the page's call */
 } AtlasListing;
 
 extern AtlasCall *atlas_listing_first(AtlasListing *listing);
 extern AtlasCall *atlas_listing_page_done(AtlasListing *listing, AtlasCall *page);
 extern void atlas_list_all(AtlasListing *listing);
+extern void atlas_list_many(AtlasListing **listings, int n);
+extern void atlas_raise_listing_error(AtlasListing *listing) pg_attribute_noreturn();
 
 /* ----------------------------------------------------------------
  * lookup.c: users and memberships
@@ -392,11 +424,13 @@ typedef struct AtlasMembership
 	char	   *status;
 } AtlasMembership;
 
+extern void atlas_read(AtlasCall *call);
 extern AtlasOrgUser *atlas_org_user_from_json(const cJSON *obj);
 extern void atlas_username_listing(AtlasListing *listing, AtlasOperation op,
 								   const char *org_id, const char *group_id,
 								   const char *username, AtlasOrgUser **found);
-extern AtlasOrgUser *atlas_fetch_org_user(const char *org_id, const char *username_or_id);
+extern AtlasOrgUser *atlas_fetch_org_user(const char *org_id, const char *username_or_id,
+										  AtlasTarget *target);
 extern List *atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, bool with_names);
 extern AtlasOrgUser *atlas_org_user_arg(FunctionCallInfo fcinfo, int argno,
 										const char *org_id, bool *found);

@@ -293,8 +293,8 @@ sort_success(AtlasRun *run, AtlasCall *call, HttpRequest *req)
 	if (req->response_truncated && strcmp(req->method, "GET") == 0)
 	{
 		/* a read whose answer we could not hold: not usable */
-		call->answer.excerpt = psprintf("The response exceeded the %d byte limit and was not read.",
-										HTTP_MAX_RESPONSE_BYTES);
+		call->answer.excerpt = psprintf("The response exceeded the %zu byte limit and was not read.",
+										http_response_cap(req));
 		atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
 		return;
 	}

@@ -58,6 +58,34 @@ static const AtlasEndpoint endpoints[] = {
 	{ATLAS_OP_LIST_TEAMS, "list_teams", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/teams", "2023-01-01", false, false,
 	"teams", ATLAS_ID_ORG},
+	{ATLAS_OP_LIST_ORGS, "list_orgs", NULL, "GET",
+		"/api/atlas/v2/orgs", "2023-01-01", false, false,
+	"orgs", ATLAS_ID_USER},
+	{ATLAS_OP_LIST_ORG_GROUPS, "list_org_projects", NULL, "GET",
+		"/api/atlas/v2/orgs/{orgId}/groups", "2023-01-01", false, false,
+	"orgs", ATLAS_ID_ORG},
+	{ATLAS_OP_LIST_TEAM_USERS, "list_team_users", NULL, "GET",
+		"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users", "2025-02-19", false, false,
+	"teams", ATLAS_ID_ORG},
+	{ATLAS_OP_LIST_GROUP_TEAMS, "list_project_teams", NULL, "GET",
+		"/api/atlas/v2/groups/{groupId}/teams", "2023-01-01", false, false,
+	"projects", ATLAS_ID_GROUP},
+	{ATLAS_OP_LIST_ORG_INVITES, "list_org_invitations", NULL, "GET",
+		"/api/atlas/v2/orgs/{orgId}/invites", "2023-01-01", false, false,
+	"invites", ATLAS_ID_ORG},
+	{ATLAS_OP_LIST_GROUP_INVITES, "list_project_invitations", NULL, "GET",
+		"/api/atlas/v2/groups/{groupId}/invites", "2023-01-01", false, false,
+	"invites", ATLAS_ID_GROUP},
+	{ATLAS_OP_GET_FEDERATION, "get_federation_settings", NULL, "GET",
+		"/api/atlas/v2/orgs/{orgId}/federationSettings", "2023-01-01", false, false,
+	"orgs", ATLAS_ID_ORG},
+	/* an invitation's id travels as the call's user_id (and in the audit) */
+	{ATLAS_OP_DELETE_ORG_INVITE, "delete_org_invitation", NULL, "DELETE",
+		"/api/atlas/v2/orgs/{orgId}/invites/{invitationId}", "2023-01-01", false, false,
+	"invites", ATLAS_ID_ORG},
+	{ATLAS_OP_DELETE_GROUP_INVITE, "delete_project_invitation", NULL, "DELETE",
+		"/api/atlas/v2/groups/{groupId}/invites/{invitationId}", "2023-01-01", false, false,
+	"invites", ATLAS_ID_GROUP},
 };
 
 #define N_ENDPOINTS lengthof(endpoints)
@@ -73,6 +101,7 @@ static const struct
 	{"{groupId}", ATLAS_ID_GROUP, "group_id"},
 	{"{teamId}", ATLAS_ID_TEAM, "team_id"},
 	{"{userId}", ATLAS_ID_USER, "user_id"},
+	{"{invitationId}", ATLAS_ID_USER, "invitation_id"},	/* after the kinds */
 };
 
 /* The first endpoint of an operation. */

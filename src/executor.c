@@ -243,6 +243,7 @@ prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 		req->body = user_id_body(call->user_id);
 		req->content_type = req->accept;
 	}
+	req->large_response = call->keep_body;	/* a list page may be large */
 	req->ca_file = target->ca_file;
 	req->timeout_ms = target->timeout_ms;
 	req->connect_timeout_ms = target->connect_timeout_ms;

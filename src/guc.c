@@ -37,6 +37,9 @@ int			atlas_max_retries = 2;
 int			atlas_rate_limit_max_wait_s = 120;
 int			atlas_max_attempts = 5;
 int			atlas_page_size = 500;
+int			atlas_max_pages = 1000;
+int			atlas_listing_timeout_ms = 10 * 60 * 1000;
+int			atlas_worker_lookup_timeout_ms = 60 * 1000;
 int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
 char	   *atlas_database = NULL;
@@ -280,6 +283,30 @@ atlas_define_settings(void)
 							&atlas_page_size,
 							500, 1, 500,
 							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.max_pages",
+							"Most pages one Atlas list may have (a bound against a server that never stops).",
+							"At 500 entries a page, the default reads lists of up to 500,000 entries.",
+							&atlas_max_pages,
+							1000, 1, 100000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.listing_timeout",
+							"Longest time reading one Atlas list may take in a session.",
+							NULL,
+							&atlas_listing_timeout_ms,
+							10 * 60 * 1000, 1000, 24 * 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.worker_lookup_timeout",
+							"Longest time the queue may spend looking up the username of one row.",
+							"Past it the row fails; other rows keep running meanwhile.",
+							&atlas_worker_lookup_timeout_ms,
+							60 * 1000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("atlas_users.max_attempts",

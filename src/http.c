@@ -104,7 +104,6 @@ slot_easy(int slot, const HttpRequest *req)
 		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http_header_cb);
-		curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) HTTP_MAX_RESPONSE_BYTES);
 		slot_handle[slot] = h;
 		slot_key[slot] = key;
 	}
@@ -206,6 +205,7 @@ start_request(int slot, HttpRequest *req)
 	add_header(req, "Expect", "");
 
 	curl_easy_setopt(h, CURLOPT_URL, req->url);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) http_response_cap(req));
 	curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);	/* resets the method */
 	if (strcmp(req->method, "POST") == 0)
 	{

@@ -43,6 +43,7 @@ typedef struct HttpRequest
 	int			timeout_ms;
 	int			connect_timeout_ms;
 	uint32		handle_key;		/* requests of other keys never share a handle */
+	bool		large_response; /* may read up to HTTP_MAX_READ_RESPONSE_BYTES */
 
 	/* what came back; the body is palloc'd in http_run()'s memory context */
 	long		status;			/* HTTP status, 0 when none was received */
@@ -69,6 +70,7 @@ typedef struct HttpRequest
 	size_t		rbuf_cap;
 } HttpRequest;
 
+
 /*
  * A driver feeds requests to http_run() and learns of their completion.
  * step() runs between transfers (it may palloc, raise and run SQL) and
@@ -89,8 +91,16 @@ typedef struct HttpDriver
 /* upper bound of any driver's concurrency */
 #define HTTP_MAX_CONCURRENCY 64
 
-/* the most bytes of any response body that we read */
+/* the most bytes of a response body that we read; of a read (a list page) */
 #define HTTP_MAX_RESPONSE_BYTES (1024 * 1024)
+#define HTTP_MAX_READ_RESPONSE_BYTES (4 * 1024 * 1024)
+
+/* The most bytes of the request's response body that are read. */
+static inline size_t
+http_response_cap(const HttpRequest *req)
+{
+	return req->large_response ? HTTP_MAX_READ_RESPONSE_BYTES : HTTP_MAX_RESPONSE_BYTES;
+}
 
 /* http_answer.c: libcurl's write and header callbacks */
 extern void http_forget_answer(HttpRequest *req);

@@ -41,7 +41,7 @@ http_body_cb(char *data, size_t size, size_t nmemb, void *arg)
 	HttpRequest *req = (HttpRequest *) arg;
 	size_t		n = size * nmemb;
 
-	if (req->rbuf_len + n > (size_t) HTTP_MAX_RESPONSE_BYTES)
+	if (req->rbuf_len + n > http_response_cap(req))
 	{
 		req->response_truncated = true;
 		return 0;				/* makes libcurl end the transfer */

@@ -8,17 +8,28 @@
  * from the configured base URL (itemsPerPage, pageNum), never taken from
  * the answer.  Each page's results go to the listing's item function as
  * soon as the page arrives, and the page's body is freed then, so a
- * listing holds one page at a time.  A listing runs on its own
- * (atlas_list_all(), which raises on failure) or inside another run (the
- * queue's username lookups), where a failure is a value: the failed page
- * in listing->failed, and listing->problem when the answer was not a list.
+ * listing holds one page at a time.  Some lists (invitations) are one
+ * JSON array with no pages.
+ *
+ * Every listing is bounded, against a server that always says "next" or
+ * answers slowly: at most atlas_users.max_pages pages and
+ * atlas_users.listing_timeout of time (the worker's username lookups use
+ * atlas_users.worker_lookup_timeout).  Past either it ends with a clear
+ * error.  Long listings print a progress NOTICE every few seconds.
+ *
+ * A listing runs on its own (atlas_list_all(), which raises on failure)
+ * or inside another run (the queue's username lookups, offboarding),
+ * where a failure is a value: listing->end, with the last page read in
+ * listing->failed.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
-/* a bound on pages, against a server that always says "next" */
-#define MAX_PAGES 10000
+#include "utils/timestamp.h"
+
+/* how often a long listing says how far it is */
+#define LISTING_NOTICE_MS 5000
 
 /* The call that reads page n of a listing. */
 static AtlasCall *
@@ -30,21 +41,41 @@ page_call(AtlasListing *l, int n)
 	call->org_id = l->org_id;
 	call->group_id = l->group_id;
 	call->team_id = l->team_id;
-	call->query = psprintf("%sitemsPerPage=%d&pageNum=%d", l->query ? l->query : "",
-						   atlas_page_size, n);
+	if (l->unpaged)
+		call->query = (l->query && l->query[0]) ? pnstrdup(l->query, strlen(l->query) - 1) : NULL;
+	else
+		call->query = psprintf("%sitemsPerPage=%d&pageNum=%d", l->query ? l->query : "",
+							   atlas_page_size, n);
 	call->keep_body = true;
 	call->owner = l->owner;
 	return call;
 }
 
-/* The call that reads a listing's first page. */
+/* The call that reads a listing's first page; starts its clock. */
 AtlasCall *
 atlas_listing_first(AtlasListing *listing)
 {
 	listing->pages = 0;
+	listing->items = 0;
+	listing->started = listing->last_notice = GetCurrentTimestamp();
+	listing->end = ATLAS_LISTING_OK;
 	listing->failed = NULL;
 	listing->problem = NULL;
+	if (listing->max_pages <= 0)
+		listing->max_pages = atlas_max_pages;
+	if (listing->timeout_ms <= 0)
+		listing->timeout_ms = atlas_listing_timeout_ms;
 	return page_call(listing, 1);
+}
+
+/* Item function of every listing: count, then hand on. */
+static void
+count_item(const cJSON *item, void *arg)
+{
+	AtlasListing *l = (AtlasListing *) arg;
+
+	l->items++;
+	l->item(item, l->arg);
 }
 
 /* Walk a page's results; false if the answer is not a list. */
@@ -56,7 +87,18 @@ walk_page(AtlasListing *l, AtlasCall *page, bool *next)
 
 	PG_TRY();
 	{
-		ok = atlas_list_page_items(json, l->item, l->arg, next);
+		if (l->unpaged)
+		{
+			const cJSON *item;
+
+			*next = false;
+			ok = cJSON_IsArray(json);
+			if (ok)
+				cJSON_ArrayForEach(item, json)
+					count_item(item, l);
+		}
+		else
+			ok = atlas_list_page_items(json, count_item, l, next);
 	}
 	PG_FINALLY();
 	{
@@ -69,36 +111,59 @@ walk_page(AtlasListing *l, AtlasCall *page, bool *next)
 	return ok;
 }
 
+/* End a listing that went wrong; returns NULL (no next page). */
+static AtlasCall *
+listing_ends(AtlasListing *l, AtlasCall *page, AtlasListingEnd end, const char *problem)
+{
+	l->end = end;
+	l->failed = page;
+	l->problem = problem;
+	return NULL;
+}
+
+/* A NOTICE on a long listing, every few seconds. */
+static void
+listing_progress(AtlasListing *l, TimestampTz now)
+{
+	if (l->label == NULL ||
+		!TimestampDifferenceExceeds(l->last_notice, now, LISTING_NOTICE_MS))
+		return;
+	l->last_notice = now;
+	ereport(NOTICE,
+			(errmsg("%s: %d pages, " INT64_FORMAT " entries read so far",
+					l->label, l->pages, l->items)));
+}
+
 /*
  * Take a finished page: hand its results to the item function, and return
  * the call of the next page, or NULL when the listing is over (failed, if
- * listing->failed is set).
+ * listing->end is not ATLAS_LISTING_OK).
  */
 AtlasCall *
 atlas_listing_page_done(AtlasListing *listing, AtlasCall *page)
 {
 	bool		next = false;
+	TimestampTz now;
 
 	if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
-	{
-		listing->failed = page;
-		return NULL;
-	}
+		return listing_ends(listing, page, ATLAS_LISTING_FAILED, NULL);
 	listing->pages++;
 	if (!walk_page(listing, page, &next))
-	{
-		listing->failed = page;
-		listing->problem = "a list without \"results\"";
-		return NULL;
-	}
+		return listing_ends(listing, page, ATLAS_LISTING_NOT_A_LIST,
+							listing->unpaged ? "a list that is not a JSON array"
+							: "a list without \"results\"");
 	if (!next)
 		return NULL;
-	if (listing->pages >= MAX_PAGES)
-	{
-		listing->failed = page;
-		listing->problem = "more pages than the limit";
-		return NULL;
-	}
+	now = GetCurrentTimestamp();
+	if (listing->pages >= listing->max_pages)
+		return listing_ends(listing, page, ATLAS_LISTING_TOO_MANY_PAGES,
+							psprintf("the list has more than %d pages (atlas_users.max_pages)",
+									 listing->max_pages));
+	if (TimestampDifferenceExceeds(listing->started, now, listing->timeout_ms))
+		return listing_ends(listing, page, ATLAS_LISTING_TOO_SLOW,
+							psprintf("reading the list took longer than %d ms",
+									 listing->timeout_ms));
+	listing_progress(listing, now);
 	return page_call(listing, listing->pages + 1);
 }
 
@@ -113,24 +178,76 @@ page_finished(AtlasRun *run, AtlasCall *call, void *arg)
 }
 
 /* Raise for a listing that failed. */
-static void
-raise_listing_error(AtlasListing *l) pg_attribute_noreturn();
-
-static void
-raise_listing_error(AtlasListing *l)
+void
+atlas_raise_listing_error(AtlasListing *l)
 {
 	AtlasCall  *page = l->failed;
 
-	if (l->problem == NULL)
-		atlas_raise_call_error(page);
-	if (l->pages >= MAX_PAGES)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("Atlas list has more than %d pages", MAX_PAGES)));
-	ereport(ERROR,
-			(errcode(ERRCODE_PROTOCOL_VIOLATION),
-			 errmsg("unexpected answer from Atlas: %s", l->problem),
-			 errcontext("Atlas API request %s %s", page->method, page->path)));
+	switch (l->end)
+	{
+		case ATLAS_LISTING_OK:
+		case ATLAS_LISTING_FAILED:
+			break;
+		case ATLAS_LISTING_TOO_MANY_PAGES:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("Atlas list has more than %d pages", l->max_pages),
+					 errdetail("%d pages and " INT64_FORMAT " entries were read, and Atlas still links a next page.",
+							   l->pages, l->items),
+					 errhint("Raise atlas_users.max_pages if the list is really that long; a server that never stops linking pages is not Atlas: check the base URL."),
+					 errcontext("Atlas API request %s %s", page->method, page->path)));
+			break;
+		case ATLAS_LISTING_TOO_SLOW:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("reading an Atlas list took longer than %d ms", l->timeout_ms),
+					 errdetail("%d pages and " INT64_FORMAT " entries were read, and Atlas still links a next page.",
+							   l->pages, l->items),
+					 errhint("Raise atlas_users.listing_timeout, or find out why Atlas answers so slowly."),
+					 errcontext("Atlas API request %s %s", page->method, page->path)));
+			break;
+		case ATLAS_LISTING_NOT_A_LIST:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unexpected answer from Atlas: %s", l->problem),
+					 errcontext("Atlas API request %s %s", page->method, page->path)));
+			break;
+	}
+	atlas_raise_call_error(page);
+}
+
+/* Run hook of atlas_list_many(): a page of the listing its call names. */
+static void
+many_page_finished(AtlasRun *run, AtlasCall *call, void *arg pg_attribute_unused())
+{
+	AtlasCall  *next = atlas_listing_page_done((AtlasListing *) call->owner, call);
+
+	if (next != NULL)
+		atlas_run_add(run, next);
+}
+
+/*
+ * Read several listings in this session, side by side (up to
+ * atlas_users.max_concurrency pages at once).  A failure is left in each
+ * listing's end, for the caller to raise or report.
+ */
+void
+atlas_list_many(AtlasListing **listings, int n)
+{
+	AtlasRunSpec spec = atlas_session_spec(NULL);
+	AtlasRun   *run;
+	int			i;
+
+	if (n == 0)
+		return;
+	spec.finished = many_page_finished;
+	run = atlas_run_create(&spec);
+	for (i = 0; i < n; i++)
+	{
+		listings[i]->owner = listings[i];
+		atlas_run_add(run, atlas_listing_first(listings[i]));
+	}
+	atlas_run_execute(run);
 }
 
 /* Read every page of a listing in this session; raise if one fails. */
@@ -146,6 +263,6 @@ atlas_list_all(AtlasListing *listing)
 	run = atlas_run_create(&spec);
 	atlas_run_add(run, atlas_listing_first(listing));
 	atlas_run_execute(run);
-	if (listing->failed)
-		raise_listing_error(listing);
+	if (listing->end != ATLAS_LISTING_OK)
+		atlas_raise_listing_error(listing);
 }

@@ -27,8 +27,8 @@ PG_FUNCTION_INFO_V1(atlas_find_user_id);
 PG_FUNCTION_INFO_V1(atlas_user_memberships);
 
 /* Run one read call; raise the SQL error if it failed. */
-static void
-run_read(AtlasCall *call)
+void
+atlas_read(AtlasCall *call)
 {
 	AtlasRunSpec spec = atlas_session_spec(NULL);
 
@@ -157,7 +157,7 @@ atlas_username_listing(AtlasListing *listing, AtlasOperation op, const char *org
  * the organization has no such user.  The organization must exist.
  */
 AtlasOrgUser *
-atlas_fetch_org_user(const char *org_id, const char *username_or_id)
+atlas_fetch_org_user(const char *org_id, const char *username_or_id, AtlasTarget *target)
 {
 	AtlasOrgUser *u = NULL;
 
@@ -166,10 +166,11 @@ atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 		AtlasCall  *call = atlas_call_new(ATLAS_OP_GET_ORG_USER);
 		cJSON	   *volatile json = NULL;
 
+		call->target = target;
 		call->org_id = (char *) org_id;
 		call->user_id = (char *) username_or_id;
 		call->missing_ok = true;
-		run_read(call);
+		atlas_read(call);
 		if (call->outcome == ATLAS_OUTCOME_ALREADY_ABSENT)
 			return NULL;
 		json = cJSON_ParseWithLength(call->body, call->body_len);
@@ -190,6 +191,7 @@ atlas_fetch_org_user(const char *org_id, const char *username_or_id)
 
 		atlas_username_listing(&listing, ATLAS_OP_LIST_ORG_USERS, org_id, NULL,
 							   username_or_id, &u);
+		listing.target = target;
 		atlas_list_all(&listing);
 	}
 	return u;
@@ -201,7 +203,7 @@ atlas_find_user_id(PG_FUNCTION_ARGS)
 {
 	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
 	char	   *username = atlas_username_arg(fcinfo, 1, "username");
-	AtlasOrgUser *u = atlas_fetch_org_user(org_id, username);
+	AtlasOrgUser *u = atlas_fetch_org_user(org_id, username, NULL);
 
 	if (u == NULL)
 		PG_RETURN_NULL();
@@ -375,7 +377,7 @@ atlas_org_user_arg(FunctionCallInfo fcinfo, int argno, const char *org_id, bool 
 	who = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	if (!atlas_is_id(who))
 		who = atlas_username_arg(fcinfo, argno, "username_or_id");
-	u = atlas_fetch_org_user(org_id, who);
+	u = atlas_fetch_org_user(org_id, who, NULL);
 	*found = (u != NULL);
 	if (u == NULL)
 		ereport(NOTICE,

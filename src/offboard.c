@@ -1,59 +1,61 @@
 /*-------------------------------------------------------------------------
  *
  * offboard.c
- *	  Offboarding a person: every place they have access, as a plan or
- *	  removed, one result row per membership.
+ *	  Offboarding a person: every way they reach an organization, as a
+ *	  plan or removed, one result row each.
  *
- * atlas_offboard_user(org_id, username_or_id, scope, dry_run) reads the
- * user's memberships (lookup.c), then:
- *	  scope 'org'      removes the organization membership; Atlas drops the
- *					   project and team memberships with it, and each is
- *					   listed with action 'dropped_with_org';
- *	  scope 'projects' removes every project membership, keeps the org;
- *	  scope 'teams'    removes every team membership.
- * dry_run returns the plan and sends no DELETE or POST.  One failing item
- * never stops the others, and every removal is audited (by the executor).
+ * atlas_offboard_user(org_id, username_or_id, scope, dry_run) learns what
+ * there is to know (offboard_facts.c), then, per scope:
+ *	  'org'       removes the organization membership; Atlas drops the
+ *				  project and team memberships, team access and org-role
+ *				  access with it (action 'dropped_with_org');
+ *	  'projects'  removes every project membership, keeps the org; access
+ *				  through teams and org roles stays, and its rows say why;
+ *	  'teams'     removes every team membership.
+ * 'org' and 'projects' also delete the person's pending invitations, once
+ * the removals are done and only those still listed then (an org removal
+ * may take an invitation with it).  A federated organization gets a row
+ * saying the person must also go at the identity provider.
+ *
+ * What Atlas refuses (the last Organization Owner, the last Project Owner
+ * of a project, the last member of a team) shows as 'blocked' in a dry
+ * run.  A real run still tries it, after removing everything else, so
+ * the row carries Atlas's own answer; an org removal that would be
+ * refused is preceded by the removal of each project and team membership
+ * on its own.  One failing item never stops the others, and every removal
+ * is audited (by the executor).  org_id NULL visits every organization
+ * the usable servers (or the settings) see.
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "offboard.h"
 
 #include "funcapi.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(atlas_offboard_user);
 
-typedef struct OffboardItem
+typedef struct OffRow
 {
-	AtlasMembership *m;
+	const char *kind;
+	const char *id;
 	const char *action;
-	AtlasCall  *call;			/* NULL when Atlas drops it with the org */
-} OffboardItem;
+	AtlasCall  *call;			/* the removal it makes; NULL: none */
+	bool		with_org;		/* goes with the organization membership */
+	const char *blocked;		/* why Atlas will refuse, or NULL */
+	const char *outcome;		/* a fixed outcome ('stays', 'manual'), or NULL */
+	const char *note;			/* the detail of a row without an answer */
+	OffInvite  *invite;
+} OffRow;
 
-/* Put one result row. */
-static void
-put_row(ReturnSetInfo *rsinfo, const char *scope, const char *id, const char *action,
-		const char *outcome, long http_status, const char *error_code, const char *detail)
+/* A plan: its rows and the organization removal among them. */
+typedef struct OffPlan
 {
-	Datum		values[7];
-	bool		nulls[7] = {false, false, false, false, false, false, false};
-
-	values[0] = CStringGetTextDatum(scope);
-	values[1] = CStringGetTextDatum(id);
-	values[2] = CStringGetTextDatum(action);
-	values[3] = CStringGetTextDatum(outcome);
-	values[4] = Int32GetDatum((int32) http_status);
-	nulls[4] = (http_status == 0);
-	if (error_code)
-		values[5] = CStringGetTextDatum(error_code);
-	else
-		nulls[5] = true;
-	if (detail)
-		values[6] = CStringGetTextDatum(detail);
-	else
-		nulls[6] = true;
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-}
+	OffFacts   *f;
+	List	   *rows;
+	OffRow	   *org_row;
+	bool		expanded;		/* the org removal comes after each membership's */
+} OffPlan;
 
 /* The scope argument: 'org', 'projects' or 'teams'. */
 static char *
@@ -74,113 +76,294 @@ scope_arg(FunctionCallInfo fcinfo, int argno)
 	return scope;
 }
 
-/*
- * What the scope does with one membership: the removal operation, or -1
- * when it is dropped with the organization (0 when the scope leaves it).
- */
-static int
-plan_membership(const char *scope, AtlasMembership *m, AtlasOperation *op)
+/* Is a string in a List of strings? */
+static bool
+listed(List *l, const char *s)
 {
-	if (strcmp(scope, "org") == 0)
-	{
-		if (strcmp(m->scope, "org") != 0)
-			return -1;
-		*op = ATLAS_OP_REMOVE_ORG_USER;
-		return 1;
-	}
-	if (strcmp(scope, "projects") == 0 && strcmp(m->scope, "project") == 0)
-	{
-		*op = ATLAS_OP_REMOVE_PROJECT_USER;
-		return 1;
-	}
-	if (strcmp(scope, "teams") == 0 && strcmp(m->scope, "team") == 0)
-	{
-		*op = ATLAS_OP_REMOVE_TEAM_USER;
-		return 1;
-	}
-	return 0;
-}
-
-/* The plan: an item, and its removal call, per membership in the scope. */
-static List *
-plan_items(const char *org_id, AtlasOrgUser *u, const char *scope)
-{
-	List	   *items = NIL;
 	ListCell   *lc;
 
-	foreach(lc, atlas_user_membership_list(org_id, u, false))
-	{
-		AtlasMembership *m = (AtlasMembership *) lfirst(lc);
-		OffboardItem *it;
-		AtlasOperation op;
-		int			plan = plan_membership(scope, m, &op);
-
-		if (plan == 0)
-			continue;
-		it = palloc0(sizeof(OffboardItem));
-		it->m = m;
-		items = lappend(items, it);
-		if (plan < 0)
-		{
-			it->action = "dropped_with_org";
-			continue;
-		}
-		it->action = atlas_operation_name(op);
-		it->call = atlas_call_new(op);
-		it->call->org_id = (char *) org_id;
-		if (op == ATLAS_OP_REMOVE_PROJECT_USER)
-			it->call->group_id = m->id;
-		if (op == ATLAS_OP_REMOVE_TEAM_USER)
-			it->call->team_id = m->id;
-		it->call->user_id = u->id;
-		it->call->missing_ok = true;
-	}
-	return items;
+	foreach(lc, l)
+		if (strcmp((char *) lfirst(lc), s) == 0)
+		return true;
+	return false;
 }
 
-/* Run the plan's removals; returns the organization removal, if any. */
-static AtlasCall *
-run_items(List *items)
+/* Add a row. */
+static OffRow *
+add_row(OffPlan *p, const char *kind, const char *id, const char *action)
 {
-	AtlasCall **calls = palloc(sizeof(AtlasCall *) * Max(list_length(items), 1));
-	AtlasCall  *org_call = NULL;
-	AtlasRunSpec spec = atlas_session_spec("atlas_offboard_user");
-	int			ncalls = 0;
-	ListCell   *lc;
+	OffRow	   *r = palloc0(sizeof(OffRow));
 
-	foreach(lc, items)
-	{
-		OffboardItem *it = (OffboardItem *) lfirst(lc);
-
-		if (it->call == NULL)
-			continue;
-		calls[ncalls++] = it->call;
-		if (it->call->op == ATLAS_OP_REMOVE_ORG_USER)
-			org_call = it->call;
-	}
-	if (ncalls > 0)
-		atlas_execute(calls, ncalls, &spec);
-	return org_call;
+	r->kind = kind;
+	r->id = id;
+	r->action = action;
+	p->rows = lappend(p->rows, r);
+	return r;
 }
 
-/* Put an item's result row. */
+/* Give a row its removal call. */
 static void
-put_item(ReturnSetInfo *rsinfo, OffboardItem *it, bool dry_run, AtlasCall *org_call)
+add_call(OffPlan *p, OffRow *r, AtlasOperation op, const char *group_id,
+		 const char *team_id, const char *user_id)
 {
-	AtlasCall  *c = it->call;
+	AtlasCall  *c = atlas_call_new(op);
 
-	if (dry_run)
-		put_row(rsinfo, it->m->scope, it->m->id, it->action, "planned", 0, NULL, NULL);
+	c->target = p->f->target;
+	c->org_id = p->f->org_id;
+	c->group_id = (char *) group_id;
+	c->team_id = (char *) team_id;
+	c->user_id = (char *) user_id;
+	c->username = p->f->username;
+	c->missing_ok = (op != ATLAS_OP_DELETE_ORG_INVITE && op != ATLAS_OP_DELETE_GROUP_INVITE);
+	r->call = c;
+	r->action = atlas_operation_name(op);
+	r->with_org = false;
+}
+
+/* The rows of the memberships: org, projects, teams. */
+static void
+plan_memberships(OffPlan *p, bool dry_run)
+{
+	OffFacts   *f = p->f;
+	AtlasOrgUser *u = f->u;
+	bool		org = (strcmp(f->scope, "org") == 0);
+	bool		blocked = f->last_org_owner || f->last_owner_projects || f->last_member_teams;
+	ListCell   *lc;
+	OffRow	   *r;
+
+	p->expanded = org && blocked && !dry_run;
+	if (org)
+	{
+		p->org_row = add_row(p, "org", f->org_id, NULL);
+		add_call(p, p->org_row, ATLAS_OP_REMOVE_ORG_USER, NULL, NULL, u->id);
+		if (f->last_org_owner)
+			p->org_row->blocked = "They are the organization's last Organization Owner, and Atlas keeps one: make someone else Organization Owner first.";
+		else if (blocked)
+			p->org_row->blocked = "Atlas refuses the organization removal while they are a last Project Owner or a last team member (see the rows blocked).";
+	}
+	foreach(lc, org || strcmp(f->scope, "projects") == 0 ? u->groups : NIL)
+	{
+		AtlasGroupRoles *g = (AtlasGroupRoles *) lfirst(lc);
+
+		r = add_row(p, "project", g->group_id, "dropped_with_org");
+		r->with_org = org;
+		if (!org || p->expanded)
+			add_call(p, r, ATLAS_OP_REMOVE_PROJECT_USER, g->group_id, NULL, u->id);
+		if (listed(f->last_owner_projects, g->group_id))
+			r->blocked = "They are the project's last Project Owner, and Atlas keeps one: make someone else Project Owner first.";
+	}
+	foreach(lc, org || strcmp(f->scope, "teams") == 0 ? u->team_ids : NIL)
+	{
+		char	   *t = (char *) lfirst(lc);
+
+		r = add_row(p, "team", t, "dropped_with_org");
+		r->with_org = org;
+		if (!org || p->expanded)
+			add_call(p, r, ATLAS_OP_REMOVE_TEAM_USER, NULL, t, u->id);
+		if (listed(f->last_member_teams, t))
+			r->blocked = "They are the team's last member, and Atlas refuses to empty a team: add someone else or delete the team first.";
+	}
+}
+
+/* The rows of access through teams and org roles (scopes org, projects). */
+static void
+plan_implied(OffPlan *p)
+{
+	OffFacts   *f = p->f;
+	bool		org = (strcmp(f->scope, "org") == 0);
+	static const char *const implying[] = {"ORG_OWNER", "ORG_READ_ONLY"};
+	ListCell   *lc;
+	OffRow	   *r;
+	int			i;
+
+	if (!org && strcmp(f->scope, "projects") != 0)
+		return;
+	foreach(lc, f->team_routes)
+	{
+		OffTeamRoute *t = (OffTeamRoute *) lfirst(lc);
+
+		r = add_row(p, "project_via_team", t->group_id, org ? "dropped_with_org" : "stays");
+		r->with_org = org;
+		r->outcome = org ? NULL : "stays";
+		r->note = psprintf(org ? "Reaches the project through team %s (%s); that goes with the organization membership."
+						   : "Reaches the project through team %s (%s), which scope 'projects' leaves: remove the team membership (scope 'teams') or the organization membership.",
+						   t->team_id, t->roles);
+	}
+	for (i = 0; i < (int) lengthof(implying); i++)
+	{
+		if (!listed(f->u->org_roles, implying[i]))
+			continue;
+		r = add_row(p, "org_role", implying[i], org ? "dropped_with_org" : "stays");
+		r->with_org = org;
+		r->outcome = org ? NULL : "stays";
+		r->note = psprintf(org ? "%s reaches every project of the organization; it goes with the organization membership."
+						   : "%s reaches every project of the organization without a project role, which scope 'projects' leaves: remove the organization membership.",
+						   implying[i]);
+	}
+}
+
+/* The rows of pending invitations, and of a federated identity provider. */
+static void
+plan_invitations(OffPlan *p)
+{
+	OffFacts   *f = p->f;
+	bool		org = (strcmp(f->scope, "org") == 0);
+	ListCell   *lc;
+	OffRow	   *r;
+
+	foreach(lc, strcmp(f->scope, "teams") != 0 ? f->org_invites : NIL)
+	{
+		OffInvite  *inv = (OffInvite *) lfirst(lc);
+
+		r = add_row(p, "org_invitation", inv->id, "stays");
+		r->invite = inv;
+		if (org)
+			add_call(p, r, ATLAS_OP_DELETE_ORG_INVITE, NULL, NULL, inv->id);
+		else
+		{
+			r->outcome = "stays";
+			r->note = "Scope 'projects' leaves the invitation to the organization.";
+		}
+	}
+	foreach(lc, strcmp(f->scope, "teams") != 0 ? f->project_invites : NIL)
+	{
+		OffInvite  *inv = (OffInvite *) lfirst(lc);
+
+		r = add_row(p, "project_invitation", inv->id, NULL);
+		r->invite = inv;
+		add_call(p, r, ATLAS_OP_DELETE_GROUP_INVITE, inv->group_id, NULL, inv->id);
+		r->note = psprintf("An invitation to project %s.", inv->group_id);
+	}
+	if (f->federation != OFF_NOT_FEDERATED)
+	{
+		r = add_row(p, "federation", f->org_id, "remove_at_identity_provider");
+		r->outcome = (f->federation == OFF_FEDERATED) ? "manual" : "unknown";
+		r->note = f->federation_detail;
+	}
+}
+
+/* Run the calls of the rows that match: invitations, or the others. */
+static void
+run_rows(OffPlan *p, bool invitations, bool org_removal)
+{
+	AtlasCall **calls = palloc(sizeof(AtlasCall *) * Max(list_length(p->rows), 1));
+	AtlasRunSpec spec = atlas_session_spec("atlas_offboard_user");
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, p->rows)
+	{
+		OffRow	   *r = (OffRow *) lfirst(lc);
+
+		if (r->call == NULL || (r->invite != NULL) != invitations ||
+			(r == p->org_row) != org_removal || (r->invite && r->invite->gone))
+			continue;
+		calls[n++] = r->call;
+	}
+	if (n > 0)
+		atlas_execute(calls, n, &spec);
+}
+
+/*
+ * Carry out a plan: the memberships (each first, when the org removal
+ * would be refused), the org removal, then the invitations still listed.
+ */
+static void
+run_plan(OffPlan *p)
+{
+	List	   *invites = NIL;
+	ListCell   *lc;
+
+	run_rows(p, false, false);
+	run_rows(p, false, true);
+	foreach(lc, p->rows)
+	{
+		OffRow	   *r = (OffRow *) lfirst(lc);
+
+		if (r->invite != NULL && r->call != NULL)
+			invites = lappend(invites, r->invite);
+	}
+	if (invites != NIL && p->org_row != NULL)
+		(void) atlas_offboard_relist_invites(p->f, invites);
+	run_rows(p, true, false);
+}
+
+/* Put one result row. */
+static void
+put_row(ReturnSetInfo *rsinfo, const char *org_id, OffRow *r, const char *outcome,
+		long http_status, const char *error_code, const char *detail)
+{
+	Datum		values[8];
+	char		nulls[8];
+	bool		isnull[8];
+	int			i;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = atlas_text_or_null(org_id, nulls, 0);
+	values[1] = atlas_text_or_null(r->kind, nulls, 1);
+	values[2] = atlas_text_or_null(r->id, nulls, 2);
+	values[3] = atlas_text_or_null(r->action, nulls, 3);
+	values[4] = atlas_text_or_null(outcome, nulls, 4);
+	values[5] = Int32GetDatum((int32) http_status);
+	nulls[5] = (http_status == 0) ? 'n' : ' ';
+	values[6] = atlas_text_or_null(error_code, nulls, 6);
+	values[7] = atlas_text_or_null(detail, nulls, 7);
+	for (i = 0; i < 8; i++)
+		isnull[i] = (nulls[i] == 'n');
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+}
+
+/* Put a row's result. */
+static void
+put_result(ReturnSetInfo *rsinfo, OffPlan *p, OffRow *r, bool dry_run)
+{
+	AtlasCall  *c = r->call;
+	AtlasCall  *org = p->org_row ? p->org_row->call : NULL;
+	bool		org_gone = org && org->outcome != ATLAS_OUTCOME_FAILED &&
+		org->outcome != ATLAS_OUTCOME_NONE;
+
+	if (r->outcome != NULL)
+		put_row(rsinfo, p->f->org_id, r, r->outcome, 0, NULL, r->note);
+	else if (dry_run)
+		put_row(rsinfo, p->f->org_id, r, r->blocked ? "blocked" : "planned", 0, NULL,
+				r->blocked ? r->blocked : r->note);
+	else if (r->invite && r->invite->gone)
+		put_row(rsinfo, p->f->org_id, r, "removed", 0, NULL,
+				"Atlas removed the invitation with the organization membership.");
 	else if (c != NULL)
-		put_row(rsinfo, it->m->scope, it->m->id, it->action,
-				atlas_outcome_name(c->outcome), c->answer.http_status,
+		put_row(rsinfo, p->f->org_id, r, atlas_outcome_name(c->outcome), c->answer.http_status,
 				c->answer.error_code, atlas_call_detail(c));
-	else if (org_call && org_call->outcome == ATLAS_OUTCOME_SUCCEEDED)
-		put_row(rsinfo, it->m->scope, it->m->id, it->action, "removed", 0, NULL,
-				"Atlas removed this membership with the organization membership.");
+	else if (org_gone)
+		put_row(rsinfo, p->f->org_id, r, "removed", 0, NULL,
+				r->note ? r->note : "Atlas removed this with the organization membership.");
 	else
-		put_row(rsinfo, it->m->scope, it->m->id, it->action, "not_removed", 0, NULL,
-				"The organization membership was not removed, so this one remains.");
+		put_row(rsinfo, p->f->org_id, r, "not_removed", 0, NULL,
+				"The organization membership was not removed, so this remains.");
+}
+
+/* Offboard in one organization; false when there was nothing there. */
+static bool
+offboard_org(ReturnSetInfo *rsinfo, OffFacts *f, const char *who, bool dry_run)
+{
+	OffPlan		p;
+	ListCell   *lc;
+
+	memset(&p, 0, sizeof(p));
+	p.f = f;
+	atlas_offboard_gather(f, who);
+	if (f->u != NULL)
+	{
+		plan_memberships(&p, dry_run);
+		plan_implied(&p);
+	}
+	plan_invitations(&p);
+	if (f->u == NULL && f->org_invites == NIL && f->project_invites == NIL)
+		return false;
+	if (!dry_run)
+		run_plan(&p);
+	foreach(lc, p.rows)
+		put_result(rsinfo, &p, (OffRow *) lfirst(lc), dry_run);
+	return true;
 }
 
 /* atlas_offboard_user(org_id, username_or_id, scope, dry_run) */
@@ -188,23 +371,50 @@ Datum
 atlas_offboard_user(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
+	char	   *org_id = PG_ARGISNULL(0) ? NULL : atlas_id_arg(fcinfo, 0, "org_id");
 	char	   *scope = scope_arg(fcinfo, 2);
 	bool		dry_run = PG_GETARG_BOOL(3);
-	AtlasOrgUser *u;
-	bool		found;
-	List	   *items;
-	AtlasCall  *org_call = NULL;
+	char	   *who;
+	List	   *orgs;
 	ListCell   *lc;
+	int			found = 0;
 
-	InitMaterializedSRF(fcinfo, 0);
-	u = atlas_org_user_arg(fcinfo, 1, org_id, &found);
-	if (!found)
-		return (Datum) 0;
-	items = plan_items(org_id, u, scope);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("username_or_id must not be null")));
+	who = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!atlas_is_id(who))
+		who = atlas_username_arg(fcinfo, 1, "username_or_id");
 	if (!dry_run)
-		org_call = run_items(items);
-	foreach(lc, items)
-		put_item(rsinfo, (OffboardItem *) lfirst(lc), dry_run, org_call);
+		atlas_require_writable("offboard Atlas users");
+	InitMaterializedSRF(fcinfo, 0);
+	if (org_id != NULL)
+	{
+		OffFacts   *f = palloc0(sizeof(OffFacts));
+
+		f->org_id = org_id;
+		orgs = list_make1(f);
+	}
+	else
+		orgs = atlas_offboard_orgs();
+	foreach(lc, orgs)
+	{
+		OffFacts   *f = (OffFacts *) lfirst(lc);
+
+		f->scope = scope;
+		found += offboard_org(rsinfo, f, who, dry_run) ? 1 : 0;
+	}
+	if (found == 0 && org_id != NULL)
+		ereport(NOTICE,
+				(errmsg("organization %s has no user %s", org_id, who),
+				 atlas_is_id(who)
+				 ? errdetail("Atlas lists no ACTIVE or PENDING member with this id (invitations are found by username).")
+				 : errdetail("Atlas lists no ACTIVE or PENDING member and no pending invitation with this username.")));
+	else if (found == 0)
+		ereport(NOTICE,
+				(errmsg("no organization has a user %s", who),
+				 errdetail("%d organizations were searched: Atlas lists no ACTIVE or PENDING member and no pending invitation with this %s in any.",
+						   list_length(orgs), atlas_is_id(who) ? "id" : "username")));
 	return (Datum) 0;
 }

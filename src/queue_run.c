@@ -108,6 +108,8 @@ start_row(Drain *d, QueueRow *row)
 		atlas_username_listing(&row->listing, lookup_op, r->org_id, r->group_id,
 							   r->username, &row->found);
 		row->listing.owner = row;
+		/* one slow lookup must not hold its row, or the worker, for long */
+		row->listing.timeout_ms = atlas_worker_lookup_timeout_ms;
 		atlas_run_add(d->run, atlas_listing_first(&row->listing));
 	}
 	MemoryContextSwitchTo(old);
@@ -370,7 +372,8 @@ lookup_finished(Drain *d, QueueRow *row)
 	if (l->failed)
 	{
 		/* the lookup's call and its memory go once it is reported */
-		atlas_answer_copy(&r->answer, &l->failed->answer);
+		if (l->end == ATLAS_LISTING_FAILED)
+			atlas_answer_copy(&r->answer, &l->failed->answer);
 		r->answer.detail = psprintf("Looking up the username failed: %s%s%s",
 									l->problem ? l->problem : atlas_call_message(l->failed),
 									atlas_call_detail(l->failed) ? " " : "",

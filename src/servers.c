@@ -320,3 +320,27 @@ atlas_usable_servers(Oid role)
 	}
 	return result;
 }
+
+/*
+ * The credentials a call "in every organization" uses, one target each:
+ * the server atlas_users.server names; else every server the current user
+ * may use; else, when there is none, the settings.
+ */
+List *
+atlas_targets_everywhere(void)
+{
+	ForeignServer *named;
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	register_callbacks();
+	named = named_server();
+	if (named != NULL)
+		return list_make1(server_target(named, GetUserId(), false));
+	foreach(lc, atlas_usable_servers(GetUserId()))
+		result = lappend(result, server_target(GetForeignServer(lfirst_oid(lc)),
+											   GetUserId(), false));
+	if (result == NIL)
+		result = list_make1(atlas_target_from_settings(false));
+	return result;
+}

@@ -98,13 +98,14 @@ sub last_audit_id { return sql('SELECT coalesce(max(id), 0) FROM atlas_removal_a
 	my $a0 = last_audit_id();
 	my $plan = offboard('jane@example.com', 'org', 'true');
 	my @rows = split /\n/, $plan;
-	is(scalar @rows, 6, 'dry run: 6 rows');
+	is(scalar @rows, 9, 'dry run: 9 rows');
 	is( join("\n", @rows),
 		join("\n",
 			"org|$org|remove_org_user|planned||",
 			(map { "project|$_|dropped_with_org|planned||" } @projects),
-			(map { "team|$_|dropped_with_org|planned||" } @teams)),
-		'dry run: the org removal and the 5 memberships Atlas drops with it, all planned');
+			(map { "team|$_|dropped_with_org|planned||" } @teams),
+			(map { "project_via_team|$_|dropped_with_org|planned||" } @projects)),
+		'dry run: the org removal, the 5 memberships and the 3 projects her teams reach, which Atlas drops with it, all planned');
 	is(removals(), 0, 'dry run: 0 removal requests');
 	is(emu_counter('removal_requests'), 0, 'dry run: the emulator counted no removal request at all');
 	is(last_audit_id(), $a0, 'dry run: no audit row');
@@ -115,8 +116,9 @@ sub last_audit_id { return sql('SELECT coalesce(max(id), 0) FROM atlas_removal_a
 		join("\n",
 			"org|$org|remove_org_user|removed|204|",
 			(map { "project|$_|dropped_with_org|removed||" } @projects),
-			(map { "team|$_|dropped_with_org|removed||" } @teams)),
-		'offboard: 6 rows, the org removed with 204 and the 5 others with it');
+			(map { "team|$_|dropped_with_org|removed||" } @teams),
+			(map { "project_via_team|$_|dropped_with_org|removed||" } @projects)),
+		'offboard: 9 rows, the org removed with 204 and the 8 others with it');
 	is(removals(), 1, 'offboard: one removal request (the org membership)');
 	$u = emu_user($jane);
 	is_deeply(
@@ -127,8 +129,8 @@ sub last_audit_id { return sql('SELECT coalesce(max(id), 0) FROM atlas_removal_a
 	is(scalar(grep { grep { $_ eq $jane } @{ $_->{userIds} } } @{ $st->{teams} }),
 		0, 'offboard: no team lists jane');
 	is(audit_since($jane, $a0), "remove_org_user/$org/removed/204", 'offboard: the removal is audited');
-	is(sql("SELECT username IS NULL FROM atlas_removal_audit WHERE user_id = '$jane' AND id > $a0"),
-		't', 'offboard: (its audit row names the user by id)');
+	is(sql("SELECT username FROM atlas_removal_audit WHERE user_id = '$jane' AND id > $a0"),
+		'jane@example.com', 'offboard: (its audit row names the user by id and username)');
 
 	# offboarding her again: she is no longer in the organization
 	my ($rc, $out, $err) = $node->psql('postgres',
@@ -150,8 +152,9 @@ emu_reset();
 		join("\n",
 			"project|$projects[0]|remove_project_user|removed|204|",
 			"project|$projects[1]|remove_project_user|failed|500|UNEXPECTED_ERROR",
-			"project|$projects[2]|remove_project_user|removed|204|"),
-		'projects: the failing project is a failed row, the other two are removed');
+			"project|$projects[2]|remove_project_user|removed|204|",
+			(map { "project_via_team|$_|stays|stays||" } @projects)),
+		'projects: the failing project is a failed row, the other two are removed; access through her teams stays');
 	is(removals(), 3, 'projects: three removal requests');
 	my $u = emu_user($jane);
 	is_deeply([ sort keys %{ $u->{projects} } ], [ $projects[1] ], 'projects: only acme-staging is left');
@@ -165,13 +168,22 @@ emu_reset();
 		'projects: every item is audited');
 	# again: only the failing one is left, and it fails again, with a detail
 	is( sql("SELECT outcome || '|' || http_status || '|' || (detail IS NOT NULL)"
-			  . " FROM atlas_offboard_user('$org', '$jane', 'projects')"),
+			  . " FROM atlas_offboard_user('$org', '$jane', 'projects') WHERE kind = 'project'"),
 		'failed|500|true',
 		'projects: again, the one left fails again, with a detail');
 	emu('DELETE', 'faults');
 
-	# scope 'teams': one team answers 500
-	emu_fault({ kind => 'status', status => 500, match => "/teams/$teams[0]", count => -1 });
+	# a read that fails stops offboarding before anything is removed
+	emu_fault({ kind => 'status', status => 500, match => "GET /api/atlas/v2/orgs/$org/teams/$teams[0]/users", count => -1 });
+	emu_reset_counters();
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SELECT count(*) FROM atlas_offboard_user('$org', 'jane\@example.com', 'teams')");
+	like($err, qr/ERROR:  Atlas API error 500/, 'a failed read: offboarding raises Atlas\'s answer');
+	is(removals(), 0, 'a failed read: no removal request');
+	emu('DELETE', 'faults');
+
+	# scope 'teams': one team's removal answers 500
+	emu_fault({ kind => 'status', status => 500, match => "POST /api/atlas/v2/orgs/$org/teams/$teams[0]:removeUser", count => -1 });
 	emu_reset_counters();
 	$a0 = last_audit_id();
 	is( offboard('jane@example.com', 'teams', 'false'),
@@ -194,18 +206,24 @@ emu_reset();
 		join("\n",
 			"org|$org|remove_org_user|failed|503|SERVICE_UNAVAILABLE",
 			"project|$projects[1]|dropped_with_org|not_removed||",
-			"team|$teams[0]|dropped_with_org|not_removed||"),
-		'org fails: the org row failed, the memberships it would drop are not_removed');
+			"team|$teams[0]|dropped_with_org|not_removed||",
+			"project_via_team|$projects[0]|dropped_with_org|not_removed||",
+			"project_via_team|$projects[1]|dropped_with_org|not_removed||"),
+		'org fails: the org row failed, the memberships and team access it would drop are not_removed');
 	ok(exists emu_user($jane)->{orgs}{$org}, 'org fails: jane is still in the org');
 	is(audit_since($jane, $a0), "remove_org_user/$org/failed/503", 'org fails: audited');
 	emu('DELETE', 'faults');
 
-	# a PENDING user (an open invitation) is offboarded the same way
+	# a PENDING user (an open invitation) is offboarded the same way; Atlas
+	# takes the invitation with the org membership
+	my $inv = sql("SELECT id FROM atlas_org_invitations('$org') WHERE username = 'invited\@example.com'");
 	is( offboard('invited@example.com', 'org', 'false'),
 		join("\n",
 			"org|$org|remove_org_user|removed|204|",
 			"project|$projects[2]|dropped_with_org|removed||",
-			"team|$teams[1]|dropped_with_org|removed||"),
+			"team|$teams[1]|dropped_with_org|removed||",
+			"project_via_team|$projects[2]|dropped_with_org|removed||",
+			"org_invitation|$inv|delete_org_invitation|removed||"),
 		'pending: the invitation is removed with its memberships');
 	is_deeply(emu_user($invited)->{orgs}, {}, 'pending: gone from the org');
 }

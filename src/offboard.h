@@ -1,0 +1,60 @@
+/*-------------------------------------------------------------------------
+ *
+ * offboard.h
+ *	  What offboarding learns of a person in one organization
+ *	  (offboard_facts.c), for offboard.c to plan and run.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ATLAS_OFFBOARD_H
+#define ATLAS_OFFBOARD_H
+
+#include "atlas_users.h"
+
+/* a pending invitation: to the organization (group_id NULL) or a project */
+typedef struct OffInvite
+{
+	char	   *id;
+	char	   *group_id;
+	bool		gone;			/* no longer listed after the removals */
+} OffInvite;
+
+/* a project a person reaches through one of their teams */
+typedef struct OffTeamRoute
+{
+	char	   *group_id;
+	char	   *team_id;
+	char	   *roles;			/* the team's roles there, comma-separated */
+} OffTeamRoute;
+
+typedef enum OffFederation
+{
+	OFF_NOT_FEDERATED,
+	OFF_FEDERATED,
+	OFF_FEDERATION_UNKNOWN		/* Atlas would not say */
+} OffFederation;
+
+typedef struct OffFacts
+{
+	/* given */
+	char	   *org_id;
+	AtlasTarget *target;		/* NULL: chosen by organization */
+	const char *scope;			/* 'org', 'projects' or 'teams' */
+	/* learned */
+	AtlasOrgUser *u;			/* NULL: not a member (maybe invited) */
+	char	   *username;		/* NULL when only an id is known */
+	List	   *org_invites;	/* of OffInvite */
+	List	   *project_invites;	/* of OffInvite */
+	List	   *team_routes;	/* of OffTeamRoute */
+	bool		last_org_owner;
+	List	   *last_owner_projects;	/* group ids */
+	List	   *last_member_teams;	/* team ids */
+	OffFederation federation;
+	char	   *federation_detail;
+} OffFacts;
+
+extern void atlas_offboard_gather(OffFacts *f, const char *who);
+extern bool atlas_offboard_relist_invites(OffFacts *f, List *invites);
+extern List *atlas_offboard_orgs(void);
+
+#endif							/* ATLAS_OFFBOARD_H */

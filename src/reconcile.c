@@ -1,0 +1,426 @@
+/*-------------------------------------------------------------------------
+ *
+ * reconcile.c
+ *	  Bringing an organization down to a list of people to keep, with a
+ *	  guard on how many it may remove.
+ *
+ * atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals,
+ * force) lists the organization's users (ACTIVE and PENDING) and its
+ * pending invitations, and plans to remove everyone whose username is not
+ * in keep_usernames (compared case-insensitively).  It never removes:
+ *	  - the identity the credentials belong to (a user whose username or
+ *		id is the key's public key or the service account's client id);
+ *	  - the last Organization Owner: when no ACTIVE Organization Owner
+ *		would stay, no owner is removed (their rows say 'blocked').
+ * The blast-radius guard: a plan that would remove more than
+ * max_removals people, or more than half of the people in the
+ * organization, is refused with an error before anything is removed,
+ * unless force; a dry run returns the plan with a WARNING instead.  An
+ * empty or NULL keep list is refused unless force, so an HR query that
+ * returns nothing can never empty an organization.
+ *
+ * A real run removes the users (through the executor: paced, retried,
+ * audited), then lists the invitations again and deletes those still
+ * there (a user's removal may take their invitation with it).  One row
+ * per person or invitation not kept comes back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "atlas_users.h"
+
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/formatting.h"
+#include "utils/hsearch.h"
+
+PG_FUNCTION_INFO_V1(atlas_reconcile_org);
+
+#define NAME_KEY_LEN 256
+
+/* someone not kept: a user or an invitation */
+typedef struct Person
+{
+	const char *kind;			/* "user" or "invitation" */
+	char	   *id;
+	char	   *username;
+	char	   *status;
+	bool		owner;			/* an ACTIVE Organization Owner */
+	const char *outcome;		/* 'blocked' or 'skipped', or NULL: to remove */
+	const char *detail;
+	AtlasCall  *call;
+	bool		gone;			/* an invitation no longer listed */
+} Person;
+
+typedef struct Reconcile
+{
+	char	   *org_id;
+	AtlasTarget *target;
+	HTAB	   *keep;			/* lowercased usernames */
+	HTAB	   *people;			/* lowercased usernames of everyone listed */
+	List	   *out;			/* of Person: not kept */
+	int			kept_owners;	/* ACTIVE Organization Owners kept */
+	int			to_remove;		/* people (distinct usernames) planned */
+	HTAB	   *removing;		/* their lowercased usernames */
+	HTAB	   *listed;			/* invitations listed again, by id */
+} Reconcile;
+
+/* A set of lowercased strings. */
+static HTAB *
+name_set(const char *name)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = NAME_KEY_LEN;
+	ctl.entrysize = NAME_KEY_LEN;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/* Is the lowercased s in a set (adding it, if add)? */
+static bool
+name_in(HTAB *set, const char *s, bool add)
+{
+	char		key[NAME_KEY_LEN];
+	char	   *lower;
+	bool		found;
+
+	if (s == NULL)
+		return false;
+	lower = str_tolower(s, strlen(s), DEFAULT_COLLATION_OID);
+	strlcpy(key, lower, sizeof(key));
+	pfree(lower);
+	(void) hash_search(set, key, add ? HASH_ENTER : HASH_FIND, &found);
+	return found;
+}
+
+/* The keep list: 22023 for NULL elements, or for none without force. */
+static HTAB *
+keep_arg(FunctionCallInfo fcinfo, int argno, bool force)
+{
+	HTAB	   *keep = name_set("atlas_users keep_usernames");
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n = 0;
+	int			i;
+
+	if (!PG_ARGISNULL(argno))
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &nulls, &n);
+	if (n == 0 && !force)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keep_usernames is %s", PG_ARGISNULL(argno) ? "NULL" : "empty"),
+				 errdetail("Reconciling against no one would remove everyone in the organization; nothing was sent to Atlas."),
+				 errhint("Check the query that builds the list. To empty an organization on purpose, pass force => true.")));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("keep_usernames must not contain NULL"),
+					 errdetail("Element %d is NULL; nothing was sent to Atlas.", i + 1)));
+		(void) name_in(keep, TextDatumGetCString(elems[i]), true);
+	}
+	return keep;
+}
+
+/* A non-null argument of a reconciliation, or 22023. */
+static Datum
+required_arg(FunctionCallInfo fcinfo, int argno, const char *param)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be null", param)));
+	return PG_GETARG_DATUM(argno);
+}
+
+/* Does a JSON array hold a string? */
+static bool
+json_has(const cJSON *arr, const char *s)
+{
+	const cJSON *v;
+
+	cJSON_ArrayForEach(v, arr)
+		if (cJSON_IsString(v) && strcmp(v->valuestring, s) == 0)
+		return true;
+	return false;
+}
+
+/* A person not kept, from a listed entry. */
+static Person *
+add_person(Reconcile *rc, const char *kind, const char *id, const char *username,
+		   const char *status)
+{
+	Person	   *p = palloc0(sizeof(Person));
+
+	p->kind = kind;
+	p->id = pstrdup(id);
+	p->username = pstrdup(username);
+	p->status = status ? pstrdup(status) : NULL;
+	rc->out = lappend(rc->out, p);
+	return p;
+}
+
+/* Item: an organization user. */
+static void
+user_item(const cJSON *item, void *arg)
+{
+	Reconcile  *rc = (Reconcile *) arg;
+	const char *id = atlas_json_string(item, "id");
+	const char *name = atlas_json_string(item, "username");
+	const char *status = atlas_json_string(item, "orgMembershipStatus");
+	const cJSON *roles = cJSON_GetObjectItemCaseSensitive(item, "roles");
+	bool		owner;
+	Person	   *p;
+
+	if (id == NULL || !atlas_is_id(id) || name == NULL)
+		return;
+	(void) name_in(rc->people, name, true);
+	owner = status && strcmp(status, "ACTIVE") == 0 && cJSON_IsObject(roles) &&
+		json_has(cJSON_GetObjectItemCaseSensitive(roles, "orgRoles"), "ORG_OWNER");
+	if (name_in(rc->keep, name, false))
+	{
+		rc->kept_owners += owner ? 1 : 0;
+		return;
+	}
+	p = add_person(rc, "user", id, name, status);
+	p->owner = owner;
+}
+
+/* Item: a pending invitation to the organization. */
+static void
+invite_item(const cJSON *item, void *arg)
+{
+	Reconcile  *rc = (Reconcile *) arg;
+	const char *id = atlas_json_string(item, "id");
+	const char *name = atlas_json_string(item, "username");
+
+	if (id == NULL || !atlas_is_id(id) || name == NULL)
+		return;
+	if (rc->listed != NULL)
+	{
+		(void) name_in(rc->listed, id, true);
+		return;
+	}
+	(void) name_in(rc->people, name, true);
+	if (!name_in(rc->keep, name, false))
+		(void) add_person(rc, "invitation", id, name, NULL);
+}
+
+/* List the organization's users, or its invitations. */
+static void
+list_org(Reconcile *rc, AtlasOperation op, AtlasItemFn fn, bool raise)
+{
+	AtlasListing l;
+
+	memset(&l, 0, sizeof(l));
+	l.op = op;
+	l.target = rc->target;
+	l.org_id = rc->org_id;
+	l.unpaged = (op == ATLAS_OP_LIST_ORG_INVITES);
+	l.item = fn;
+	l.arg = rc;
+	l.label = "atlas_reconcile_org";
+	if (raise)
+		atlas_list_all(&l);
+	else
+	{
+		AtlasListing *arr[1] = {&l};
+
+		atlas_list_many(arr, 1);
+		if (l.end != ATLAS_LISTING_OK)
+			rc->listed = NULL;
+	}
+}
+
+/*
+ * Mark who is never removed: the credentials' own identity, and the
+ * owners when no ACTIVE Organization Owner would stay; count the people
+ * to remove.
+ */
+static void
+protect(Reconcile *rc)
+{
+	AtlasTarget *t = rc->target ? rc->target : atlas_target_for(rc->org_id, GetUserId(), false);
+	ListCell   *lc;
+
+	rc->removing = name_set("atlas_users removing");
+	foreach(lc, rc->out)
+	{
+		Person	   *p = (Person *) lfirst(lc);
+
+		if (t->username && (pg_strcasecmp(p->username, t->username) == 0 ||
+							strcmp(p->id, t->username) == 0))
+		{
+			p->outcome = "skipped";
+			p->detail = "The credentials in use belong to this identity; it is never removed.";
+		}
+		else if (p->owner && rc->kept_owners == 0)
+		{
+			p->outcome = "blocked";
+			p->detail = "No ACTIVE Organization Owner is in keep_usernames, and Atlas keeps one: no owner is removed. Keep at least one owner.";
+		}
+		else if (!name_in(rc->removing, p->username, true))
+			rc->to_remove++;
+	}
+}
+
+/*
+ * The blast-radius guard: NULL when the plan may run, else why not.
+ */
+static char *
+guard(Reconcile *rc, int max_removals)
+{
+	long		people = hash_get_num_entries(rc->people);
+
+	if (rc->to_remove > max_removals)
+		return psprintf("It would remove %d people, more than max_removals (%d).",
+						rc->to_remove, max_removals);
+	if ((long) rc->to_remove * 2 > people)
+		return psprintf("It would remove %d of the organization's %ld people, more than half.",
+						rc->to_remove, people);
+	return NULL;
+}
+
+/* Run the plan: the users, then the invitations still listed. */
+static void
+run_plan(Reconcile *rc)
+{
+	int			n = list_length(rc->out);
+	AtlasCall **calls = palloc(sizeof(AtlasCall *) * Max(n, 1));
+	AtlasRunSpec spec = atlas_session_spec("atlas_reconcile_org");
+	int			pass;
+
+	for (pass = 0; pass < 2; pass++)
+	{
+		ListCell   *lc;
+		int			ncalls = 0;
+
+		if (pass == 1)
+		{
+			rc->listed = name_set("atlas_users invitations listed");
+			list_org(rc, ATLAS_OP_LIST_ORG_INVITES, invite_item, false);
+		}
+		foreach(lc, rc->out)
+		{
+			Person	   *p = (Person *) lfirst(lc);
+			bool		invite = (strcmp(p->kind, "invitation") == 0);
+
+			if (p->outcome != NULL || invite != (pass == 1))
+				continue;
+			if (invite && rc->listed != NULL && !name_in(rc->listed, p->id, false))
+			{
+				p->gone = true;
+				continue;
+			}
+			p->call = atlas_call_new(invite ? ATLAS_OP_DELETE_ORG_INVITE : ATLAS_OP_REMOVE_ORG_USER);
+			p->call->target = rc->target;
+			p->call->org_id = rc->org_id;
+			p->call->user_id = p->id;
+			p->call->username = p->username;
+			p->call->missing_ok = !invite;
+			calls[ncalls++] = p->call;
+		}
+		if (ncalls > 0)
+			atlas_execute(calls, ncalls, &spec);
+	}
+}
+
+/* Put a person's row. */
+static void
+put_person(ReturnSetInfo *rsinfo, Person *p, bool dry_run)
+{
+	Datum		values[9];
+	char		nulls[9];
+	bool		isnull[9];
+	const char *outcome = p->outcome;
+	const char *detail = p->detail;
+	long		status = 0;
+	const char *code = NULL;
+	int			i;
+
+	if (outcome == NULL && dry_run)
+		outcome = "planned";
+	else if (outcome == NULL && p->gone)
+	{
+		outcome = "removed";
+		detail = "Atlas removed the invitation with the user.";
+	}
+	else if (outcome == NULL && p->call)
+	{
+		outcome = atlas_outcome_name(p->call->outcome);
+		status = p->call->answer.http_status;
+		code = p->call->answer.error_code;
+		detail = atlas_call_detail(p->call);
+	}
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = atlas_text_or_null(p->kind, nulls, 0);
+	values[1] = atlas_text_or_null(p->id, nulls, 1);
+	values[2] = atlas_text_or_null(p->username, nulls, 2);
+	values[3] = atlas_text_or_null(p->status, nulls, 3);
+	values[4] = atlas_text_or_null(strcmp(p->kind, "user") == 0 ? "remove_org_user"
+								   : "delete_org_invitation", nulls, 4);
+	values[5] = atlas_text_or_null(outcome, nulls, 5);
+	values[6] = Int32GetDatum((int32) status);
+	nulls[6] = status == 0 ? 'n' : ' ';
+	values[7] = atlas_text_or_null(code, nulls, 7);
+	values[8] = atlas_text_or_null(detail, nulls, 8);
+	for (i = 0; i < 9; i++)
+		isnull[i] = (nulls[i] == 'n');
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
+}
+
+/* atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals, force) */
+Datum
+atlas_reconcile_org(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Reconcile	rc;
+	bool		dry_run;
+	bool		force;
+	int			max_removals;
+	char	   *refused;
+	ListCell   *lc;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.org_id = atlas_id_arg(fcinfo, 0, "org_id");
+	dry_run = DatumGetBool(required_arg(fcinfo, 2, "dry_run"));
+	max_removals = DatumGetInt32(required_arg(fcinfo, 3, "max_removals"));
+	force = DatumGetBool(required_arg(fcinfo, 4, "force"));
+	if (max_removals < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_removals must not be negative")));
+	rc.keep = keep_arg(fcinfo, 1, force);
+	if (!dry_run)
+		atlas_require_writable("reconcile an Atlas organization");
+	InitMaterializedSRF(fcinfo, 0);
+	rc.people = name_set("atlas_users people");
+	list_org(&rc, ATLAS_OP_LIST_ORG_USERS, user_item, true);
+	list_org(&rc, ATLAS_OP_LIST_ORG_INVITES, invite_item, true);
+	protect(&rc);
+	refused = force ? NULL : guard(&rc, max_removals);
+	if (refused && !dry_run)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("reconciliation of organization %s refused by its blast-radius guard", rc.org_id),
+				 errdetail("%s Nothing was removed.", refused),
+				 errhint("Check keep_usernames (%ld given). If the removals are meant, raise max_removals or pass force => true.",
+						 hash_get_num_entries(rc.keep))));
+	if (refused)
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("a real run would be refused by the blast-radius guard"),
+				 errdetail("%s", refused),
+				 errhint("Check keep_usernames. If the removals are meant, raise max_removals or pass force => true.")));
+	if (!dry_run)
+		run_plan(&rc);
+	foreach(lc, rc.out)
+		put_person(rsinfo, (Person *) lfirst(lc), dry_run);
+	return (Datum) 0;
+}
