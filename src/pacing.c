@@ -19,10 +19,12 @@
  * the model has no token and does not know when tokens come back, one
  * request at a time goes (a probe): so learning the refill rate costs at
  * most one 429.  A 429 empties the model and blocks the bucket for at
- * least Retry-After, twice as long for each further 429 in a row, plus up
- * to 10% jitter.  Refills are assumed to come all at once, every period
- * from the time Retry-After names: a bucket that refills continuously
- * then only has more than the model says.
+ * least Retry-After, twice as long for each further 429 in a row (429s of
+ * requests that were on their way together count once), plus up to 10%
+ * jitter.  Refills are assumed to come all at once, every period from the
+ * time Retry-After names: a bucket that refills continuously then only
+ * has more than the model says.  Answers arrive in any order, so once the
+ * refill is known a RateLimit-Remaining count only ever lowers the model.
  *
  *-------------------------------------------------------------------------
  */
@@ -298,7 +300,10 @@ learn_429(PaceBucket *b, const AtlasPaceAnswer *a, TimestampTz now)
 	/* Retry-After, else a period, else a second; twice as long per 429 in a row */
 	wait_ms = a->retry_after >= 0 ? (int64) a->retry_after * 1000
 		: (b->period_ms > 0 ? b->period_ms : 1000);
-	b->consecutive_429++;
+	/* 429s of requests that were on their way together count as one */
+	if (b->blocked_until <= now)
+		b->consecutive_429++;
+	b->consecutive_429 = Max(b->consecutive_429, 1);
 	b->answers_429++;
 	if (b->refill > 0)
 		b->next_refill = TimestampTzPlusMilliseconds(now, wait_ms);
@@ -334,10 +339,19 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 			b->capacity = (int) Min(a->limit, INT_MAX);
 		if (a->remaining >= 0)
 		{
-			/* Atlas's count less what is still on its way, never more than the model's */
+			/*
+			 * Atlas's count less what is still on its way.  Answers of
+			 * requests sent together arrive in any order, so a later answer
+			 * may carry an older, higher count: once the refill is known,
+			 * only refills raise the model; before, a count may raise it
+			 * only when nothing else is on its way.
+			 */
 			double		left = Max(0.0, (double) a->remaining - b->in_flight);
 
-			b->tokens = (!b->tokens_known || b->in_flight == 0) ? left : Min(b->tokens, left);
+			if (!b->tokens_known || (b->refill <= 0 && b->in_flight == 0))
+				b->tokens = left;
+			else
+				b->tokens = Min(b->tokens, left);
 			b->tokens_known = true;
 		}
 	}
