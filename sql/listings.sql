@@ -150,5 +150,6 @@ FROM atlas_reconcile_org('65f0a0000000000000000001',
 ORDER BY username;
 SELECT username FROM atlas_org_users('65f0a0000000000000000001')
 WHERE username IN ('carol@example.com', 'erin@example.com');
-SELECT operation, username, outcome, http_status FROM atlas_removal_audit
-WHERE operation = 'remove_org_user' ORDER BY id DESC LIMIT 2;
+SELECT * FROM (SELECT operation, username, outcome, http_status FROM atlas_removal_audit
+			   WHERE operation = 'remove_org_user' ORDER BY id DESC LIMIT 2) a
+ORDER BY username;

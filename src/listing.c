@@ -90,12 +90,15 @@ walk_page(AtlasListing *l, AtlasCall *page, bool *next)
 		if (l->unpaged)
 		{
 			const cJSON *item;
+			const cJSON *arr;
 
 			*next = false;
 			ok = cJSON_IsArray(json);
-			if (ok)
-				cJSON_ArrayForEach(item, json)
-					count_item(item, l);
+			arr = ok ? json : NULL;
+			cJSON_ArrayForEach(item, arr)
+			{
+				count_item(item, l);
+			}
 		}
 		else
 			ok = atlas_list_page_items(json, count_item, l, next);

@@ -202,6 +202,8 @@ column_value(Sink *sink, const Column *col, const cJSON *entry, Datum *value)
 {
 	const cJSON *m = col->path ? member_at(entry, col->path) : NULL;
 
+	if (m == NULL && col->kind != COL_RAW && col->kind != COL_EXTRA)
+		return false;
 	switch (col->kind)
 	{
 		case COL_TEXT:

@@ -242,9 +242,55 @@ plan_invitations(OffPlan *p)
 	}
 }
 
-/* Run the calls of the rows that match: invitations, or the others. */
+/* which rows a step of the real run sends */
+typedef enum OffStep
+{
+	OFF_MEMBERSHIPS,			/* projects and teams */
+	OFF_ORG,					/* the organization membership */
+	OFF_ORG_INVITES,
+	OFF_PROJECT_INVITES
+} OffStep;
+
+/* Is a row sent in a step? */
+static bool
+in_step(OffPlan *p, OffRow *r, OffStep step)
+{
+	if (r->call == NULL || (r->invite && r->invite->gone))
+		return false;
+	switch (step)
+	{
+		case OFF_MEMBERSHIPS:
+			return r->invite == NULL && r != p->org_row;
+		case OFF_ORG:
+			return r == p->org_row;
+		case OFF_ORG_INVITES:
+			return r->invite != NULL && r->invite->group_id == NULL;
+		case OFF_PROJECT_INVITES:
+			return r->invite != NULL && r->invite->group_id != NULL;
+	}
+	return false;
+}
+
+/* The invitations a step would delete. */
+static List *
+step_invites(OffPlan *p, OffStep step)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, p->rows)
+	{
+		OffRow	   *r = (OffRow *) lfirst(lc);
+
+		if (in_step(p, r, step))
+			result = lappend(result, r->invite);
+	}
+	return result;
+}
+
+/* Send the rows of a step, side by side. */
 static void
-run_rows(OffPlan *p, bool invitations, bool org_removal)
+run_step(OffPlan *p, OffStep step)
 {
 	AtlasCall **calls = palloc(sizeof(AtlasCall *) * Max(list_length(p->rows), 1));
 	AtlasRunSpec spec = atlas_session_spec("atlas_offboard_user");
@@ -255,10 +301,8 @@ run_rows(OffPlan *p, bool invitations, bool org_removal)
 	{
 		OffRow	   *r = (OffRow *) lfirst(lc);
 
-		if (r->call == NULL || (r->invite != NULL) != invitations ||
-			(r == p->org_row) != org_removal || (r->invite && r->invite->gone))
-			continue;
-		calls[n++] = r->call;
+		if (in_step(p, r, step))
+			calls[n++] = r->call;
 	}
 	if (n > 0)
 		atlas_execute(calls, n, &spec);
@@ -266,26 +310,28 @@ run_rows(OffPlan *p, bool invitations, bool org_removal)
 
 /*
  * Carry out a plan: the memberships (each first, when the org removal
- * would be refused), the org removal, then the invitations still listed.
+ * would be refused), the org removal, the invitation to the organization,
+ * then the project invitations.  Before each kind of invitation, when
+ * something was removed before it that may have taken it along, the
+ * invitations are listed again and only those still there are deleted
+ * (Atlas does not document what takes what with it).
  */
 static void
 run_plan(OffPlan *p)
 {
-	List	   *invites = NIL;
-	ListCell   *lc;
+	List	   *org_invites;
+	List	   *project_invites;
 
-	run_rows(p, false, false);
-	run_rows(p, false, true);
-	foreach(lc, p->rows)
-	{
-		OffRow	   *r = (OffRow *) lfirst(lc);
-
-		if (r->invite != NULL && r->call != NULL)
-			invites = lappend(invites, r->invite);
-	}
-	if (invites != NIL && p->org_row != NULL)
-		(void) atlas_offboard_relist_invites(p->f, invites);
-	run_rows(p, true, false);
+	run_step(p, OFF_MEMBERSHIPS);
+	run_step(p, OFF_ORG);
+	org_invites = step_invites(p, OFF_ORG_INVITES);
+	if (org_invites != NIL && p->org_row != NULL)
+		(void) atlas_offboard_relist_invites(p->f, org_invites);
+	run_step(p, OFF_ORG_INVITES);
+	project_invites = step_invites(p, OFF_PROJECT_INVITES);
+	if (project_invites != NIL && (p->org_row != NULL || org_invites != NIL))
+		(void) atlas_offboard_relist_invites(p->f, project_invites);
+	run_step(p, OFF_PROJECT_INVITES);
 }
 
 /* Put one result row. */
@@ -329,7 +375,7 @@ put_result(ReturnSetInfo *rsinfo, OffPlan *p, OffRow *r, bool dry_run)
 				r->blocked ? r->blocked : r->note);
 	else if (r->invite && r->invite->gone)
 		put_row(rsinfo, p->f->org_id, r, "removed", 0, NULL,
-				"Atlas removed the invitation with the organization membership.");
+				"Atlas removed the invitation with what was removed before it.");
 	else if (c != NULL)
 		put_row(rsinfo, p->f->org_id, r, atlas_outcome_name(c->outcome), c->answer.http_status,
 				c->answer.error_code, atlas_call_detail(c));

@@ -19,7 +19,8 @@ use Test::More;
 our @EXPORT = qw(atlas_node emu emu_reset emu_counter emu_fault emu_config
   emu_users seed seed_id emu_counters emu_reset_counters emu_route_count
   wait_counter bg_query sqlstate_of socket_count psql_as
-  psql_session session_send session_wait session_run session_cancel session_close);
+  psql_session session_send session_wait session_run session_cancel session_close
+  proc_kb);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
 # outside a PostgreSQL build tree leaves it unset, so find the pg_regress
@@ -222,6 +223,15 @@ sub socket_count
 # A session is a hash: in, out, err (the texts) and h (the harness).
 # ------------------------------------------------------------------
 my $mark = 0;
+
+# A field of a process's /proc/<pid>/status in kB (VmHWM, VmRSS), or -1.
+sub proc_kb
+{
+	my ($pid, $field) = @_;
+	open my $fh, '<', "/proc/$pid/status" or return -1;
+	while (<$fh>) { return $1 if /^\Q$field\E:\s+(\d+)\s+kB/; }
+	return -1;
+}
 
 # A psql session on the postgres database of $node, as $user (default: the
 # bootstrap superuser).

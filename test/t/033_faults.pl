@@ -69,15 +69,6 @@ sub sq { return bg_query($s, $_[0]); }
 
 my ($pid) = sq('SELECT pg_backend_pid()');
 
-# /proc/<pid>/status fields in kB
-sub proc_kb
-{
-	my ($p, $field) = @_;
-	open my $fh, '<', "/proc/$p/status" or return -1;
-	while (<$fh>) { return $1 if /^\Q$field\E:\s+(\d+)\s+kB/; }
-	return -1;
-}
-
 my $survived = 0;    # faults after which backend and worker were fine
 my @faults_seen;
 
