@@ -364,6 +364,15 @@ typedef enum AtlasListingEnd
 	ATLAS_LISTING_TOO_SLOW		/* longer than timeout_ms */
 } AtlasListingEnd;
 
+/* a page held back by a listing run on its own (listing.c) */
+typedef struct AtlasListingHolder
+{
+	MemoryContextCallback cb;	/* frees json if an error ends the listing */
+	cJSON	   *json;			/* the parsed page whose rows are not built yet */
+	bool		fresh;			/* held in this very step */
+	bool		over;			/* no next page will come */
+} AtlasListingHolder;
+
 typedef struct AtlasListing
 {
 	AtlasOperation op;
@@ -379,6 +388,7 @@ typedef struct AtlasListing
 	const char *label;			/* progress NOTICEs under this name; NULL: none */
 	int			max_pages;		/* 0: atlas_users.max_pages */
 	int			timeout_ms;		/* 0: atlas_users.listing_timeout */
+	AtlasListingHolder *holder; /* set by atlas_list_all() only */
 	/* progress */
 	int			pages;
 	int64		items;

@@ -78,40 +78,78 @@ count_item(const cJSON *item, void *arg)
 	l->item(item, l->arg);
 }
 
-/* Walk a page's results; false if the answer is not a list. */
-static bool
-walk_page(AtlasListing *l, AtlasCall *page, bool *next)
+/* Item function that does nothing: to check a page's shape. */
+static void
+skip_item(const cJSON *item pg_attribute_unused(), void *arg pg_attribute_unused())
 {
-	cJSON	   *volatile json = cJSON_ParseWithLength(page->body, page->body_len);
-	volatile bool ok = false;
+}
+
+/* Walk a parsed page's results (or only check it, with fn NULL). */
+static bool
+walk_json(AtlasListing *l, const cJSON *json, AtlasItemFn fn, bool *next)
+{
+	const cJSON *item;
+	const cJSON *arr;
+
+	if (!l->unpaged)
+		return atlas_list_page_items(json, fn ? fn : skip_item, l, next);
+	*next = false;
+	arr = cJSON_IsArray(json) ? json : NULL;
+	cJSON_ArrayForEach(item, arr)
+	{
+		if (fn)
+			fn(item, l);
+	}
+	return arr != NULL;
+}
+
+/* Hand a parsed page's results to the item function, and free it. */
+static void
+walk_and_free(AtlasListing *l, cJSON *json)
+{
+	cJSON	   *volatile j = json;
+	bool		next;
 
 	PG_TRY();
 	{
-		if (l->unpaged)
-		{
-			const cJSON *item;
-			const cJSON *arr;
-
-			*next = false;
-			ok = cJSON_IsArray(json);
-			arr = ok ? json : NULL;
-			cJSON_ArrayForEach(item, arr)
-			{
-				count_item(item, l);
-			}
-		}
-		else
-			ok = atlas_list_page_items(json, count_item, l, next);
+		(void) walk_json(l, j, count_item, &next);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		cJSON_Delete(json);
-		pfree(page->body);
-		page->body = NULL;
-		page->body_len = 0;
+		cJSON_Delete(j);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	return ok;
+	cJSON_Delete(j);
+}
+
+/*
+ * Walk the page held back, if there is one.  A listing run on its own
+ * holds a page back while the next one is on its way, so that building
+ * its rows overlaps the wait for the next: one page beyond the rows
+ * already produced, never more.
+ */
+static void
+walk_held(AtlasListing *l)
+{
+	cJSON	   *json;
+
+	if (l->holder == NULL || l->holder->json == NULL)
+		return;
+	json = l->holder->json;
+	l->holder->json = NULL;
+	walk_and_free(l, json);
+}
+
+/* Memory context callback: free a page still held (after an error). */
+static void
+free_held(void *arg)
+{
+	AtlasListingHolder *h = (AtlasListingHolder *) arg;
+
+	if (h->json)
+		cJSON_Delete(h->json);
+	h->json = NULL;
 }
 
 /* End a listing that went wrong; returns NULL (no next page). */
@@ -138,26 +176,46 @@ listing_progress(AtlasListing *l, TimestampTz now)
 }
 
 /*
- * Take a finished page: hand its results to the item function, and return
- * the call of the next page, or NULL when the listing is over (failed, if
- * listing->end is not ATLAS_LISTING_OK).
+ * Take a finished page: hand its results to the item function (or hold
+ * them back, see walk_held()), and return the call of the next page, or
+ * NULL when the listing is over (failed, if listing->end is not
+ * ATLAS_LISTING_OK).
  */
 AtlasCall *
 atlas_listing_page_done(AtlasListing *listing, AtlasCall *page)
 {
 	bool		next = false;
 	TimestampTz now;
+	cJSON	   *json;
 
+	walk_held(listing);
 	if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
 		return listing_ends(listing, page, ATLAS_LISTING_FAILED, NULL);
 	listing->pages++;
-	if (!walk_page(listing, page, &next))
+	json = cJSON_ParseWithLength(page->body, page->body_len);
+	pfree(page->body);
+	page->body = NULL;
+	page->body_len = 0;
+	if (!walk_json(listing, json, NULL, &next))
+	{
+		cJSON_Delete(json);
 		return listing_ends(listing, page, ATLAS_LISTING_NOT_A_LIST,
 							listing->unpaged ? "a list that is not a JSON array"
 							: "a list without \"results\"");
+	}
+	now = GetCurrentTimestamp();
+	if (next && listing->pages < listing->max_pages &&
+		!TimestampDifferenceExceeds(listing->started, now, listing->timeout_ms) &&
+		listing->holder != NULL)
+	{
+		listing->holder->json = json;
+		listing->holder->fresh = true;
+		listing_progress(listing, now);
+		return page_call(listing, listing->pages + 1);
+	}
+	walk_and_free(listing, json);
 	if (!next)
 		return NULL;
-	now = GetCurrentTimestamp();
 	if (listing->pages >= listing->max_pages)
 		return listing_ends(listing, page, ATLAS_LISTING_TOO_MANY_PAGES,
 							psprintf("the list has more than %d pages (atlas_users.max_pages)",
@@ -174,10 +232,34 @@ atlas_listing_page_done(AtlasListing *listing, AtlasCall *page)
 static void
 page_finished(AtlasRun *run, AtlasCall *call, void *arg)
 {
-	AtlasCall  *next = atlas_listing_page_done((AtlasListing *) arg, call);
+	AtlasListing *l = (AtlasListing *) arg;
+	AtlasCall  *next = atlas_listing_page_done(l, call);
 
 	if (next != NULL)
 		atlas_run_add(run, next);
+	else
+		l->holder->over = true;
+}
+
+/*
+ * Run hook between transfers: walk the page held back once the next one
+ * is on its way (one step after it was held: the step that holds it comes
+ * before the next request starts).
+ */
+static bool
+page_feed(AtlasRun *run pg_attribute_unused(), void *arg,
+		  int free_slots pg_attribute_unused(), long *wait_ms)
+{
+	AtlasListing *l = (AtlasListing *) arg;
+
+	if (l->holder->json != NULL && l->holder->fresh)
+	{
+		l->holder->fresh = false;
+		*wait_ms = 1;
+	}
+	else
+		walk_held(l);
+	return !l->holder->over;
 }
 
 /* Raise for a listing that failed. */
@@ -259,13 +341,21 @@ atlas_list_all(AtlasListing *listing)
 {
 	AtlasRunSpec spec = atlas_session_spec(NULL);
 	AtlasRun   *run;
+	AtlasListingHolder *h = palloc0(sizeof(AtlasListingHolder));
 
+	h->cb.func = free_held;
+	h->cb.arg = h;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &h->cb);
+	listing->holder = h;
 	spec.concurrency = 1;
 	spec.finished = page_finished;
+	spec.feed = page_feed;
 	spec.arg = listing;
 	run = atlas_run_create(&spec);
 	atlas_run_add(run, atlas_listing_first(listing));
 	atlas_run_execute(run);
+	walk_held(listing);
+	listing->holder = NULL;
 	if (listing->end != ATLAS_LISTING_OK)
 		atlas_raise_listing_error(listing);
 }

@@ -23,8 +23,8 @@
  * requests that were on their way together count once), plus up to 10%
  * jitter.  Refills are assumed to come all at once, every period from the
  * time Retry-After names: a bucket that refills continuously then only
- * has more than the model says.  Answers arrive in any order, so once the
- * refill is known a RateLimit-Remaining count only ever lowers the model.
+ * has more than the model says.  Answers arrive in any order, so a
+ * RateLimit-Remaining count only lowers the model, except a probe's.
  *
  *-------------------------------------------------------------------------
  */
@@ -67,6 +67,7 @@ typedef struct PaceBucket
 	TimestampTz blocked_until;
 	int			consecutive_429;
 	uint64		answers_429;
+	bool		probing;		/* the one request in flight is a probe */
 } PaceBucket;
 
 typedef struct PaceState
@@ -260,7 +261,7 @@ atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
 	else if (b->refill > 0 && b->next_refill > now)
 		*wait_ms = ms_until(now, b->next_refill);
 	else if (b->in_flight == 0)
-		go = true;				/* a probe: when do tokens come back? */
+		go = b->probing = true; /* a probe: when do tokens come back? */
 	else
 		*wait_ms = PROBE_WAIT_MS;
 	if (go)
@@ -331,7 +332,10 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	b = find_bucket(p, k, now);
 	end_in_flight(p, b);
 	if (a->status == 429)
+	{
 		learn_429(b, a, now);
+		b->probing = false;
+	}
 	else
 	{
 		b->consecutive_429 = 0;
@@ -342,18 +346,19 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 			/*
 			 * Atlas's count less what is still on its way.  Answers of
 			 * requests sent together arrive in any order, so a later answer
-			 * may carry an older, higher count: once the refill is known,
-			 * only refills raise the model; before, a count may raise it
-			 * only when nothing else is on its way.
+			 * may carry an older, higher count: a count only lowers the
+			 * model, except the answer of a probe (sent alone, once every
+			 * earlier answer was in); refills raise it.
 			 */
 			double		left = Max(0.0, (double) a->remaining - b->in_flight);
 
-			if (!b->tokens_known || (b->refill <= 0 && b->in_flight == 0))
+			if (!b->tokens_known || (b->probing && b->in_flight == 0))
 				b->tokens = left;
 			else
 				b->tokens = Min(b->tokens, left);
 			b->tokens_known = true;
 		}
+		b->probing = false;
 	}
 	blocked = b->blocked_until > now ? b->blocked_until : 0;
 	unlock_pace(p);
@@ -370,6 +375,7 @@ atlas_pace_abandon(const AtlasPaceKey *k)
 	lock_pace(p);
 	b = find_bucket(p, k, GetCurrentTimestamp());
 	end_in_flight(p, b);
+	b->probing = false;
 	unlock_pace(p);
 }
 
