@@ -13,6 +13,8 @@
  *	  scope 'teams'    removes every team membership.
  * dry_run returns the plan and sends no DELETE or POST.  One failing item
  * never stops the others, and every removal is audited (by the executor).
+ * Without dry_run, a hot standby or a read-only transaction refuses the
+ * call with 25006 before the lookups: nothing at all is sent.
  *
  *-------------------------------------------------------------------------
  */
@@ -197,6 +199,9 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 	AtlasCall  *org_call = NULL;
 	ListCell   *lc;
 
+	/* a standby or a read-only transaction refuses before the lookups too */
+	if (!dry_run)
+		atlas_require_writable("offboard Atlas users");
 	InitMaterializedSRF(fcinfo, 0);
 	u = atlas_org_user_arg(fcinfo, 1, org_id, &found);
 	if (!found)
