@@ -102,20 +102,18 @@ AtlasRefusal *
 atlas_refusal_add(struct config_generic *rec, const char *name, const char *value,
 				  GucSource origin, const char *kept, const char *when)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	bool		secret = rec == NULL || (rec->flags & GUC_NO_SHOW_ALL) != 0;
-	AtlasRefusal *r = palloc0(sizeof(AtlasRefusal));
+	AtlasRefusal *r = MemoryContextAllocZero(TopMemoryContext, sizeof(AtlasRefusal));
 
-	r->name = pstrdup(name);
-	r->shown = shown_value(value, secret);
-	r->kept = shown_value(kept, secret);
+	r->name = MemoryContextStrdup(TopMemoryContext, name);
+	r->shown = MemoryContextStrdup(TopMemoryContext, shown_value(value, secret));
+	r->kept = MemoryContextStrdup(TopMemoryContext, shown_value(kept, secret));
 	r->origin = origin;
 	r->when = when;
 	r->unknown = rec == NULL;
 	r->lxid = InvalidLocalTransactionId;
 	*refusals_tail = r;
 	refusals_tail = &r->next;
-	MemoryContextSwitchTo(old);
 	return r;
 }
 
