@@ -16,8 +16,9 @@
 #   set it (a secret, which is never shown); ALTER ROLE ... SET; ALTER
 #   DATABASE ... SET; postgresql.conf; an unknown atlas_users.* name; a
 #   SET LOCAL in the transaction that loads the library (held until it
-#   ends).  Values PostgreSQL reads the same way (units, enum case) are
-#   not refusals.  When the refusal clears: a valid SET lifts it, RESET
+#   ends); a call through a foreign server (its options would not even
+#   use the refused value).  Values PostgreSQL reads the same way (units,
+#   enum case) are not refusals.  When the refusal clears: a valid SET lifts it, RESET
 #   brings it back, a corrected postgresql.conf serves new sessions.
 # - preloaded: a refused postgresql.conf value at server start (sessions
 #   and the worker stop; a reload of a corrected file clears it); ALTER
@@ -54,6 +55,22 @@ $node->safe_psql('postgres', q{
 	CREATE DATABASE dbset;
 });
 $node->safe_psql('dbset', 'CREATE EXTENSION atlas_users');
+
+# a foreign server with its own base_url and the test's digest key in the
+# superuser's mapping: a refused setting stops its calls too
+{
+	my $secrets = $ENV{ATLAS_SECRETS};
+	open my $fh, '<', "$secrets/public_key" or die "public_key: $!";
+	chomp(my $pk = <$fh>);
+	close $fh;
+	$node->safe_psql('postgres', qq{
+		CREATE SERVER fs FOREIGN DATA WRAPPER atlas_users
+			OPTIONS (base_url '$ENV{ATLAS_EMULATOR_HTTPS_URL}', ca_file '$ENV{ATLAS_TEST_CA}',
+				auth_method 'digest');
+		CREATE USER MAPPING FOR postgres SERVER fs
+			OPTIONS (public_key '$pk', private_key_file '$secrets/private_key');
+	});
+}
 
 # A removal of a fresh user after $before, as $user in $db (a fresh
 # backend): (stdout, stderr, requests the emulator counted).
@@ -121,6 +138,13 @@ sub works
 		before => "SET client_min_messages = error; SET log_min_messages = fatal;\n"
 		  . "SET atlas_users.base_url = '$proxy';");
 	unlike($err, qr/WARNING/, 'hidden WARNING: the session saw no WARNING');
+
+	# through a foreign server, whose own base_url would not even use the
+	# refused one: refused all the same
+	refused('SET base_url, then a call through server fs', 'base_url', "'$proxy'",
+		before => "SET atlas_users.server = 'fs'; SET atlas_users.base_url = '$proxy';");
+	works('a call through server fs without a refused value',
+		before => "SET atlas_users.server = 'fs';");
 
 	works('values PostgreSQL reads the same way (10s, DIGEST, 0x10) are no refusal',
 		before => "SET atlas_users.timeout_ms = '10s'; SET atlas_users.auth_method = 'DIGEST';\n"
@@ -232,8 +256,14 @@ $node->stop;
 	# stored now, while the library is not preloaded (so not checked)
 	$pre->safe_psql('postgres', "ALTER ROLE offb SET atlas_users.base_url = '$proxy'");
 	$pre->safe_psql('postgres', "ALTER DATABASE dbset SET atlas_users.page_size = 0");
+	# queued now, with valid settings and no worker; enqueueing checks the
+	# settings too, so it could not be queued after the restart
+	my $u = fresh_user();
+	$pre->safe_psql('postgres', "SELECT atlas_enqueue_remove_project_user('$group', '$u')");
 	$pre->append_conf('postgresql.conf',
 		"shared_preload_libraries = 'atlas_users'\natlas_users.auth_method = 'digets'\n");
+	my $log_offset = -s $pre->logfile;
+	emu_reset_counters();
 	$pre->restart;
 	$node = $pre;
 
@@ -242,10 +272,13 @@ $node->stop;
 		'preloaded: the error says it was refused at server start');
 	ok($pre->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas_queue_status'),
 		'preloaded: the worker runs');
-	emu_reset_counters();
-	my $u = fresh_user();
-	$pre->safe_psql('postgres', "SELECT atlas_enqueue_remove_project_user('$group', '$u')");
-	ok($pre->wait_for_log(qr/atlas_users\.auth_method = 'digets' was refused/),
+	my ($rc, $out, $eerr) = psql_as($pre, 'postgres',
+		"SELECT atlas_enqueue_remove_project_user('$group', '" . fresh_user() . "')");
+	is(sqlstate_of($eerr), '22023', 'preloaded: an enqueue while the refusal holds fails with 22023')
+	  or diag $eerr;
+	is($pre->safe_psql('postgres', 'SELECT count(*) FROM atlas_removal_queue'), '1',
+		'preloaded: the refused enqueue queued nothing (1 row, the one queued before)');
+	ok($pre->wait_for_log(qr/atlas_users\.auth_method = 'digets' was refused/, $log_offset),
 		'preloaded: the worker logs the refusal instead of draining');
 	is($pre->safe_psql('postgres', "SELECT status FROM atlas_removal_queue WHERE user_id = '$u'"),
 		'queued', 'preloaded: the queued removal stays queued');
