@@ -13,6 +13,9 @@
 # - on the primary, in a read-only transaction (BEGIN READ ONLY, or
 #   default_transaction_read_only), the removal functions, enqueue and
 #   atlas_process_queue fail with 25006 and 0 requests, and a lookup works;
+# - the same calls through a foreign server and its user mapping
+#   (SET atlas_users.server) are refused the same way on the standby, with
+#   0 requests, and a lookup through the server works there;
 # - no audit or queue row was written by any refused call.
 use strict;
 use warnings;
@@ -39,6 +42,22 @@ my $primary = atlas_node('primary',
 	extra_conf => "shared_preload_libraries = 'atlas_users'\n");
 ok($primary->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas_queue_status'),
 	'the primary runs the atlas_users worker');
+# a server without org_id, used when atlas_users.server names it, with the
+# test's digest key in the superuser's mapping; made before the backup, so
+# the standby has it
+{
+	my $secrets = $ENV{ATLAS_SECRETS};
+	open my $fh, '<', "$secrets/public_key" or die "public_key: $!";
+	chomp(my $pk = <$fh>);
+	close $fh;
+	$primary->safe_psql('postgres', qq{
+		CREATE SERVER stdby FOREIGN DATA WRAPPER atlas_users
+			OPTIONS (base_url '$ENV{ATLAS_EMULATOR_HTTPS_URL}', ca_file '$ENV{ATLAS_TEST_CA}',
+				auth_method 'digest');
+		CREATE USER MAPPING FOR postgres SERVER stdby
+			OPTIONS (public_key '$pk', private_key_file '$secrets/private_key');
+	});
+}
 my $standby = atlas_standby($primary, 'standby');
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'the standby is in recovery');
 
@@ -86,6 +105,14 @@ for my $sql (@writes)
 		"standby: $sql says to run it on the primary");
 	is($requests, 0, "standby: $sql sends 0 requests");
 }
+# the same through the foreign server: refused before the server is
+# even resolved
+for my $sql (@writes)
+{
+	my ($out, $err, $requests) = attempt($standby, "SET atlas_users.server = 'stdby';\n$sql");
+	is(sqlstate_of($err), '25006', "standby, through server stdby: $sql fails with 25006") or diag $err;
+	is($requests, 0, "standby, through server stdby: $sql sends 0 requests");
+}
 ok(exists emu('GET', "state?user=$u")->{projects}{$group}, 'standby: the user is still in the project');
 ok(exists emu('GET', "state?user=$u")->{orgs}{$org}, 'standby: the user is still in the organization');
 
@@ -96,6 +123,11 @@ ok(exists emu('GET', "state?user=$u")->{orgs}{$org}, 'standby: the user is still
 	my ($out, $err, $requests) = attempt($standby, "SELECT atlas_find_user_id('$org', '$email')");
 	is($out, $u, 'standby: atlas_find_user_id finds the user') or diag $err;
 	cmp_ok($requests, '>=', 1, "standby: the lookup sent $requests request(s)");
+
+	($out, $err, $requests) = attempt($standby,
+		"SET atlas_users.server = 'stdby';\nSELECT atlas_find_user_id('$org', '$email')");
+	is($out, $u, 'standby: atlas_find_user_id through server stdby finds the user') or diag $err;
+	cmp_ok($requests, '>=', 1, "standby: the lookup through server stdby sent $requests request(s)");
 
 	($out, $err) = attempt($standby,
 		"SELECT string_agg(scope || ':' || id, ',' ORDER BY scope, id) FROM atlas_user_memberships('$org', '$email')");
@@ -141,9 +173,14 @@ is(rows(), $rows_before, 'no refused call wrote an audit or a queue row');
 
 # the same functions work on the primary in a read-write transaction
 {
-	my ($out, $err, $requests) = attempt($primary, "SELECT atlas_remove_project_user('$group', '$u')");
-	is($out, 't', 'primary, read-write: the removal works') or diag $err;
+	my ($out, $err, $requests) = attempt($primary,
+		"SET atlas_users.server = 'stdby';\nSELECT atlas_remove_project_user('$group', '$u')");
+	is($out, 't', 'primary, read-write: the removal through server stdby works') or diag $err;
 	ok(!exists emu('GET', "state?user=$u")->{projects}{$group}, 'primary: the user is gone from the project');
+	# the worker writes the audit row it was handed
+	ok($primary->poll_query_until('postgres',
+			"SELECT server = 'stdby' FROM atlas_removal_audit WHERE user_id = '$u' AND outcome = 'removed'"),
+		'primary: its audit row names server stdby');
 }
 
 $standby->stop;
