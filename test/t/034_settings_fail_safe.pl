@@ -264,7 +264,10 @@ $node->stop;
 		"shared_preload_libraries = 'atlas_users'\natlas_users.auth_method = 'digets'\n");
 	my $log_offset = -s $pre->logfile;
 	emu_reset_counters();
-	$pre->restart;
+	# stop and start, not restart: pg_ctl restart runs the binary recorded in
+	# postmaster.opts, without the wrapper of the sanitizer run
+	$pre->stop;
+	$pre->start;
 	$node = $pre;
 
 	my $err = refused('preloaded: postgresql.conf auth_method refused at start', 'auth_method', "'digets'");
