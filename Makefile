@@ -1,7 +1,7 @@
 EXTENSION = atlas_users
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big = atlas_users
-OBJS = src/atlas_users.o src/guc.o src/keyfile.o src/validate.o \
+OBJS = src/atlas_users.o src/guc.o src/settings_load.o src/settings_check.o src/keyfile.o src/validate.o \
 	src/http.o src/http_answer.o src/http_url.o \
 	src/endpoints.o src/credentials.o src/servers.o src/fdw.o src/token.o src/executor.o src/dispatch.o src/answer.o src/pacing.o \
 	src/errors.o src/owner.o src/audit.o src/audit_sql.o src/shmem.o \
@@ -23,7 +23,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every object depends on the shared headers
-$(OBJS): src/atlas_users.h src/parse.h src/http.h src/executor.h src/offboard.h $(EXTENSION).control
+$(OBJS): src/atlas_users.h src/settings.h src/parse.h src/http.h src/executor.h src/offboard.h $(EXTENSION).control
 
 # PostgreSQL's headers are not -Wextra clean; treat them as system headers
 # so that -Wall -Wextra report only this project's code.

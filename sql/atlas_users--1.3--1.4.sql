@@ -252,4 +252,19 @@ COMMENT ON FUNCTION @extschema@.atlas_users_fdw_validator(text[], oid) IS
 COMMENT ON VIEW @extschema@.atlas_queue_status IS
 	'Queue rows by status, the oldest queued age, and the background worker (and a rate limit it waits for)';
 
+-- ---------------------------------------------------------------------------
+-- Dump and restore (issue 14): pg_dump keeps the positions of the identity
+-- sequences of the audit and the queue.  pg_dump writes the rows of an
+-- extension's configuration tables (marked in 1.0 and 1.1), but the state of
+-- a sequence only when the sequence is marked as well; unmarked, both
+-- started at 1 again in a restored database, and the next audit row or
+-- enqueue failed on a duplicate id (or reused the id of a purged row).  A
+-- fresh CREATE EXTENSION runs 1.0 and then every update, so it ends marked
+-- too.
+-- ---------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump(
+	pg_catalog.pg_get_serial_sequence('@extschema@.atlas_removal_audit', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(
+	pg_catalog.pg_get_serial_sequence('@extschema@.atlas_removal_queue', 'id')::regclass, '');
+
 DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

@@ -35,7 +35,7 @@ ORDER BY 1;
 -- nobody but the owner has any privilege on the audit table
 SELECT relacl FROM pg_class WHERE oid = 'atlas_removal_audit'::regclass;
 
--- its rows are dumped by pg_dump
+-- pg_dump writes the rows of the audit and the queue and their sequences' positions
 SELECT extconfig::regclass[] AS config_tables, extcondition
 FROM pg_extension WHERE extname = 'atlas_users';
 

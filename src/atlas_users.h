@@ -77,6 +77,7 @@ extern char *atlas_server;
 
 extern void atlas_define_settings(void);
 extern bool atlas_api_version_ok(const char *v, char **why);
+extern void atlas_settings_check(void);
 extern char *atlas_secret_value(const char *inline_name, const char *inline_value,
 								const char *file_name, const char *file_path);
 

@@ -168,7 +168,9 @@ atlas_target_from_settings(bool digest_only)
 
 /*
  * A target with its connection options (api_version may be NULL or ""),
- * and no credentials yet.
+ * and no credentials yet.  Every target, the settings' or a foreign
+ * server's, is made here, so a refused atlas_users.* value (settings_check.c)
+ * raises 22023 before any call.
  */
 AtlasTarget *
 atlas_target_new(const char *base_url, const char *ca_file, const char *api_version,
@@ -177,6 +179,7 @@ atlas_target_new(const char *base_url, const char *ca_file, const char *api_vers
 	AtlasTarget *t = palloc0(sizeof(AtlasTarget));
 	size_t		len;
 
+	atlas_settings_check();		/* no call while a refused setting holds */
 	t->base_url = pstrdup(base_url);
 	len = strlen(t->base_url);
 	while (len > 0 && t->base_url[len - 1] == '/')

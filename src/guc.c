@@ -6,11 +6,15 @@
  * Every setting is PGC_SUSET.  Secrets are GUC_SUPERUSER_ONLY and
  * GUC_NO_SHOW_ALL, and their show hook prints a mask, so that not even
  * members of pg_read_all_settings can read them back.  Reading secrets
- * from key files is keyfile.c's.
+ * from key files is keyfile.c's.  The definitions are framed by
+ * settings_load.c, which finds the values given before the library loaded
+ * that PostgreSQL refused while defining them (settings_check.c then
+ * stops every Atlas call).
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
+#include "settings.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -146,6 +150,8 @@ check_api_version(char **newval, void **extra pg_attribute_unused(),
 void
 atlas_define_settings(void)
 {
+	atlas_settings_before_define();
+
 	DefineCustomStringVariable("atlas_users.base_url",
 							   "Base URL of the Atlas Administration API.",
 							   "Must be https, except for loopback hosts.",
@@ -343,5 +349,6 @@ atlas_define_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	atlas_settings_after_define();
 	MarkGUCPrefixReserved("atlas_users");
 }

@@ -24,7 +24,9 @@
  * refused is preceded by the removal of each project and team membership
  * on its own.  One failing item never stops the others, and every removal
  * is audited (by the executor).  org_id NULL visits every organization
- * the usable servers (or the settings) see.
+ * the usable servers (or the settings) see.  Without dry_run, a hot
+ * standby or a read-only transaction refuses the call with 25006 before
+ * the lookups: nothing at all is sent.
  *
  *-------------------------------------------------------------------------
  */

@@ -47,7 +47,7 @@
 /* buckets modelled at once; the least recently used one is reused */
 #define PACE_BUCKETS 64
 /* how long a request in flight may go unanswered before it is forgotten */
-#define IN_FLIGHT_STALE_MS (3600 * 1000)
+#define IN_FLIGHT_STALE_MS ((int64) 3600 * 1000)
 /* how often a probe may go while another request is in flight */
 #define PROBE_WAIT_MS 50
 

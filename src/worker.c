@@ -14,8 +14,10 @@
  * ends it at the next interrupt check, also in the middle of a batch: the
  * transport checks for interrupts while it waits.  Rows it had marked
  * 'running' are put back in the queue when it starts again.  SIGHUP
- * reloads the configuration between batches.  Any other error ends the
- * worker, which the postmaster restarts after a second.
+ * reloads the configuration between batches.  While a refused
+ * atlas_users.* value holds (settings_check.c), it claims no row and logs
+ * the refusal once per reload.  Any other error ends the worker, which the
+ * postmaster restarts after a second.
  *
  *-------------------------------------------------------------------------
  */
@@ -213,7 +215,35 @@ typedef struct WorkerState
 	MemoryContext cxt;			/* reset every round */
 	bool		recovered;		/* rows of an earlier process put back */
 	TimestampTz last_purge;
+	bool		refusal_reported;	/* since the last reload */
 } WorkerState;
+
+/*
+ * Does a refused atlas_users.* value hold (settings_check.c)?  Then no row
+ * is claimed: they stay queued until a reload fixes the value, instead of
+ * each failing on it.  Logged once per reload.
+ */
+static bool
+settings_refused(WorkerState *ws)
+{
+	volatile bool refused = false;
+
+	PG_TRY();
+	{
+		atlas_settings_check();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(ws->cxt);
+		if (!ws->refusal_reported)
+			EmitErrorReport();
+		ws->refusal_reported = true;
+		FlushErrorState();
+		refused = true;
+	}
+	PG_END_TRY();
+	return refused;
+}
 
 /* Start: signals, the pause after failed starts, the database, shared state. */
 static void
@@ -289,6 +319,8 @@ worker_round(WorkerState *ws)
 		return -1;
 	if (next_due > GetCurrentTimestamp())
 		return Max(1, (long) ((next_due - GetCurrentTimestamp()) / 1000) + 1);
+	if (settings_refused(ws))
+		return -1;				/* until a reload or a new row wakes the worker */
 	if (atlas_queue_drain(true, 0) == 0)
 		return -1;
 	MemoryContextSwitchTo(ws->cxt);
@@ -317,6 +349,7 @@ atlas_worker_main(Datum arg pg_attribute_unused())
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			ws.refusal_reported = false;
 		}
 		MemoryContextReset(ws.cxt);
 		MemoryContextSwitchTo(ws.cxt);

@@ -16,7 +16,7 @@ use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use Test::More;
 
-our @EXPORT = qw(atlas_node emu emu_reset emu_counter emu_fault emu_config
+our @EXPORT = qw(atlas_node atlas_conf atlas_standby emu emu_reset emu_counter emu_fault emu_config
   emu_users seed seed_id emu_counters emu_reset_counters emu_route_count
   wait_counter bg_query sqlstate_of socket_count psql_as
   psql_session session_send session_wait session_run session_cancel session_close
@@ -142,12 +142,10 @@ sub psql_as
 	return ($rc, $out, $err);
 }
 
-# A started node with atlas_users installed and pointed at the emulator.
-sub atlas_node
+# The settings that point a node at the emulator, and $opt{extra_conf}.
+sub atlas_conf
 {
-	my ($name, %opt) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	my (%opt) = @_;
 	my $secrets = $ENV{ATLAS_SECRETS};
 	my $conf = "
 atlas_users.base_url = '$ENV{ATLAS_EMULATOR_HTTPS_URL}'
@@ -160,10 +158,35 @@ atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
 ";
 	$conf .= $opt{extra_conf} if $opt{extra_conf};
-	$node->append_conf('postgresql.conf', $conf);
+	return $conf;
+}
+
+# A started node with atlas_users installed and pointed at the emulator;
+# $opt{init} is passed to init (allows_streaming => 1 for a primary).
+sub atlas_node
+{
+	my ($name, %opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(%{ $opt{init} // {} });
+	$node->append_conf('postgresql.conf', atlas_conf(%opt));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION atlas_users');
 	return $node;
+}
+
+# A streaming hot standby of $primary (an atlas_node with init =>
+# { allows_streaming => 1 }), from a fresh base backup, with $extra_conf
+# added to the configuration it copies; started and caught up.
+sub atlas_standby
+{
+	my ($primary, $name, $extra_conf) = @_;
+	$primary->backup("${name}_base");
+	my $standby = PostgreSQL::Test::Cluster->new($name);
+	$standby->init_from_backup($primary, "${name}_base", has_streaming => 1);
+	$standby->append_conf('postgresql.conf', $extra_conf) if $extra_conf;
+	$standby->start;
+	$primary->wait_for_catchup($standby);
+	return $standby;
 }
 
 # Poll an emulator counter until $ok->(value) holds, up to $timeout

@@ -11,7 +11,8 @@
 # - Only superusers change the settings: SET, set_config() and ALTER ROLE
 #   ... SET as a non-superuser fail with 42501 in a backend that loaded the
 #   library; in a fresh backend, a placeholder value set by SET or by the
-#   connection's options never takes effect when the library loads.
+#   connection's options never takes effect when the library loads, and
+#   the refusal stops every Atlas call of that backend (22023, 0 requests).
 # - atlas_removal_audit is append-only for everyone, its owner (the
 #   superuser) included: UPDATE, DELETE, TRUNCATE fail with 42501;
 #   atlas_purge_audit(interval) deletes only older rows and PUBLIC may not
@@ -245,18 +246,23 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	is(sql("SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%atlas_users%'"),
 		'0', 'no ALTER ROLE setting of atlas_users was stored');
 
-	# fresh backends: placeholders set before the library loads never apply
+	# fresh backends: placeholders set before the library loads never apply,
+	# and the refusal stops the backend's Atlas calls before any request
 	for my $name (@security)
 	{
 		my $v = $bad_value{$name};
 		my $u = fresh_user();
+		emu_reset_counters();
 		($o, $e) = as_role('alice',
 			"SET atlas_users.$name = $v;\n"
 			  . "SELECT atlas_remove_project_user('$group', '$u');\n"
 			  . "SHOW atlas_users.base_url;\n");
-		my ($removed) = split /\n/, $o;
-		is($removed, 't', "fresh backend, alice SET $name before the library loaded: ignored, the call works")
+		is(sqlstate_of($e), '22023',
+			"fresh backend, alice SET $name before the library loaded: the call fails with 22023")
 		  or diag $e;
+		like($e, qr/ERROR:\s+22023: atlas_users\.$name = \S.* was refused when atlas_users loaded/,
+			"fresh backend: the error names atlas_users.$name");
+		is(emu_counter('requests_total'), 0, "fresh backend, alice SET $name: 0 requests at the emulator");
 		like($e, qr/WARNING:\s+42501: permission denied to set parameter "atlas_users\.$name"/,
 			"fresh backend: alice's placeholder $name is refused with a WARNING when the library loads");
 		($o, $e) = as_role('alice', "ALTER ROLE alice SET atlas_users.$name = $v");
@@ -264,17 +270,22 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	}
 	{
 		local $ENV{PGOPTIONS} = '-c atlas_users.base_url=http://127.0.0.1:9/ -c atlas_users.auth_method=service_account';
+		emu_reset_counters();
 		($o, $e) = as_role('alice',
 			"SELECT atlas_remove_project_user('$group', '" . fresh_user() . "');\nSHOW atlas_users.base_url;\n");
 		my $shown = (split /\n/, $o)[-1] // '';
 		like($e, qr/WARNING:\s+42501: permission denied to set parameter "atlas_users\.base_url"/,
 			'alice: base_url from the connection options is refused with a WARNING when the library loads');
 		isnt($shown, 'http://127.0.0.1:9/', 'alice: the base_url from her connection options is never used');
-		# PostgreSQL core behaviour, documented in the README: without
-		# preloading, the refused startup option also drops the value from
-		# postgresql.conf, and the setting falls back to its built-in default.
+		# PostgreSQL core behaviour: without preloading, the refused startup
+		# option also drops the value from postgresql.conf, and the setting
+		# falls back to its built-in default ...
 		is($shown, 'https://cloud.mongodb.com',
 			'alice: without preloading, the refused option leaves base_url at its built-in default');
+		# ... which atlas_users never uses: the call fails before any request
+		is(sqlstate_of($e), '22023', 'alice: with a refused connection option, the call fails with 22023')
+		  or diag $e;
+		is(emu_counter('requests_total'), 0, 'alice: with a refused connection option, 0 requests at the emulator');
 	}
 	is(sql("SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%atlas_users%'"),
 		'0', 'still no ALTER ROLE setting of atlas_users');
