@@ -4,7 +4,8 @@
  *	  What the files of the executor share: the endpoint table's rows, the
  *	  state of a call in a run, the sorting of answers and the token cache.
  *
- * Included by executor.c, answer.c, endpoints.c and token.c only.  The
+ * Included by the executor's files (executor.c, prepare.c, dispatch.c),
+ * answer.c, endpoints.c and token.c only.  The
  * rest of the extension sees AtlasCall and the run functions of
  * atlas_users.h, never a request.
  *
@@ -120,6 +121,11 @@ extern void atlas_run_finish(AtlasRun *run, AtlasCall *call, AtlasOutcome outcom
 extern void atlas_run_paced(AtlasRun *run, const AtlasPaceKey *k, long wait_ms);
 extern HttpRequest *atlas_dispatch_next(void *arg, long *wait_ms);
 extern void atlas_dispatch_done(void *arg, HttpRequest *req);
+
+/* prepare.c */
+extern AtlasTarget *atlas_call_target(AtlasRun *run, AtlasCall *call);
+extern void atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target);
+extern void atlas_run_wipe_secrets(AtlasRun *run);
 
 struct AtlasCallState
 {
