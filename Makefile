@@ -1,7 +1,7 @@
 EXTENSION = atlas_users
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big = atlas_users
-OBJS = src/atlas_users.o src/guc.o src/settings_load.o src/settings_check.o src/keyfile.o src/validate.o \
+OBJS = src/atlas_users.o src/guc.o src/settings_load.o src/settings_value.o src/settings_check.o src/keyfile.o src/validate.o \
 	src/http.o src/http_answer.o src/http_url.o \
 	src/endpoints.o src/credentials.o src/servers.o src/fdw.o src/token.o src/executor.o src/prepare.o src/dispatch.o src/answer.o src/pacing.o \
 	src/errors.o src/owner.o src/audit.o src/audit_sql.o src/shmem.o \

@@ -95,15 +95,9 @@ typedef struct HttpDriver
 #define HTTP_MAX_RESPONSE_BYTES (1024 * 1024)
 #define HTTP_MAX_READ_RESPONSE_BYTES (4 * 1024 * 1024)
 
-/* The most bytes of the request's response body that are read. */
-static inline size_t
-http_response_cap(const HttpRequest *req)
-{
-	return req->large_response ? HTTP_MAX_READ_RESPONSE_BYTES : HTTP_MAX_RESPONSE_BYTES;
-}
-
 /* http_answer.c: libcurl's write and header callbacks */
 extern void http_forget_answer(HttpRequest *req);
+extern size_t http_response_cap(const HttpRequest *req);
 extern size_t http_body_cb(char *data, size_t size, size_t nmemb, void *arg);
 extern size_t http_header_cb(char *data, size_t size, size_t nmemb, void *arg);
 

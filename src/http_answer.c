@@ -34,6 +34,13 @@ http_forget_answer(HttpRequest *req)
 	req->response_truncated = false;
 }
 
+/* The most bytes of the request's response body that are read. */
+size_t
+http_response_cap(const HttpRequest *req)
+{
+	return req->large_response ? HTTP_MAX_READ_RESPONSE_BYTES : HTTP_MAX_RESPONSE_BYTES;
+}
+
 /* Append received body bytes, up to the cap; runs inside libcurl. */
 size_t
 http_body_cb(char *data, size_t size, size_t nmemb, void *arg)

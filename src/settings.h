@@ -21,9 +21,11 @@
 #define ATLAS_REFUSED_AT_START "when the server loaded atlas_users at start"
 #define ATLAS_REFUSED_AT_LOGIN "when this session started"
 
-/* settings_load.c: placeholders, and a setting's value as text */
+/* settings_load.c: placeholders */
 extern void atlas_settings_before_define(void);
 extern void atlas_settings_after_define(void);
+
+/* settings_value.c: a setting's value as text */
 extern struct config_generic *atlas_setting_record(const char *name);
 extern char *atlas_setting_value_text(struct config_generic *rec, const union config_var_val *val);
 extern char *atlas_setting_text(struct config_generic *rec, bool reset);
