@@ -205,16 +205,16 @@ column_value(Sink *sink, const Column *col, const cJSON *entry, Datum *value)
 	switch (col->kind)
 	{
 		case COL_TEXT:
-			if (!cJSON_IsString(m))
+			if (m == NULL || !cJSON_IsString(m))
 				return false;
 			*value = CStringGetTextDatum(m->valuestring);
 			return true;
 		case COL_TEXT_ARRAY:
 			return text_array(m, col->sub, value);
 		case COL_TIMESTAMPTZ:
-			return cJSON_IsString(m) && timestamp_value(m->valuestring, value);
+			return m != NULL && cJSON_IsString(m) && timestamp_value(m->valuestring, value);
 		case COL_INT:
-			if (!cJSON_IsNumber(m) || m->valuedouble < PG_INT32_MIN || m->valuedouble > PG_INT32_MAX)
+			if (m == NULL || !cJSON_IsNumber(m) || m->valuedouble < PG_INT32_MIN || m->valuedouble > PG_INT32_MAX)
 				return false;
 			*value = Int32GetDatum((int32) m->valuedouble);
 			return true;
