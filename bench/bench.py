@@ -4,7 +4,7 @@
 Runs, against the Atlas emulator (counted figures) and against nginx (a fast
 server), N removals per client, the server capacity with wrk, the 50 ms
 latency-bound runs, the 100,000-call RSS run and a perf profile, then prints
-one table and the targets of issue 5, and saves them to $BENCH_OUT.
+one table and the targets of issues 5 and 11, and saves them to $BENCH_OUT.
 
 The emulator meters requests with Atlas's token buckets by default.  The rows
 that measure the client's CPU and the server's capacity turn them off; two
@@ -803,7 +803,7 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     w("")
 
     # ---- targets
-    w("Targets (issues 5 and 11)%s" % ("  -- quick mode: per-session costs (one challenge, one token,"
+    w("Targets (issues 5 and 11)%s" % ("  -- quick mode: per-session costs (one challenge, one token, "
                                         "16 handshakes) amortize over N=%d only" % N if QUICK else ""))
     results = []
 
