@@ -4,7 +4,13 @@
 Runs, against the Atlas emulator (counted figures) and against nginx (a fast
 server), N removals per client, the server capacity with wrk, the 50 ms
 latency-bound runs, the 100,000-call RSS run and a perf profile, then prints
-one table and the targets of issue 5, and saves them to $BENCH_OUT.
+one table and the targets of issues 5 and 11, and saves them to $BENCH_OUT.
+
+The emulator meters requests with Atlas's token buckets by default.  The rows
+that measure the client's CPU and the server's capacity turn them off; two
+rows of issue 11 turn them on with a small bucket (BENCH_RL_BUCKET): the bulk
+function and the worker's queue, as a share of what the bucket allows.  A
+third counts the token grants of N removals spread over 100 sessions.
 
 Everything it needs comes from the environment bench/run exports (test/lib.sh's
 PGHOST, PGPORT, ATLAS_EMULATOR_URL, ATLAS_EMULATOR_HTTPS_URL, ATLAS_TEST_CA,
@@ -67,6 +73,11 @@ PERF_CALLS = int(env("BENCH_PERF_CALLS", str(max(N, 1000 if QUICK else 5000))))
 STRACE_CALLS = int(env("BENCH_STRACE_CALLS", "1000"))
 REPEAT = max(1, int(env("BENCH_REPEAT", "1" if QUICK else "3")))
 OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
+# the rate-limited rows: removals, and the bucket "capacity,refill,seconds"
+RL_N = int(env("BENCH_RL_N", "100" if QUICK else "200"))
+RL_C, RL_R, RL_P = (float(x) for x in env("BENCH_RL_BUCKET", "20,10,1").split(","))
+# the token row: N removals spread over this many sessions
+TOKEN_SESSIONS = int(env("BENCH_TOKEN_SESSIONS", "100"))
 EMU_CTL = env("ATLAS_EMULATOR_URL")
 EMU_HTTPS = env("ATLAS_EMULATOR_HTTPS_URL")
 CA = env("ATLAS_TEST_CA")
@@ -99,9 +110,17 @@ def emu(method, name, payload=None, timeout=300):
         return json.loads(r.read().decode())
 
 
-def emu_fresh(nusers, latency_ms=0):
-    """Reset the emulator (state, counters, config) and create nusers users in the project."""
+def emu_fresh(nusers, latency_ms=0, rate_limits=None):
+    """Reset the emulator (state, counters, config) and create nusers users in the project.
+    Its rate limits are off unless rate_limits gives the project_users bucket
+    (capacity, refill, seconds): the other rows measure the client, not the bucket."""
     emu("POST", "reset")
+    if rate_limits is None:
+        emu("POST", "config", {"rate_limits": {"enabled": False}})
+    else:
+        c, r, p = rate_limits
+        emu("POST", "config", {"rate_limits": {"enabled": True, "sets": {"project_users": {
+            "capacity": int(c), "refill_rate": int(r), "refill_seconds": p}}}})
     if latency_ms:
         emu("POST", "config", {"latency_ms": latency_ms})
     ids = emu("POST", "users", {"count": nusers, "orgId": ORG, "groupIds": [GROUP]})["ids"]
@@ -113,9 +132,11 @@ def emu_counts():
     c = emu("GET", "counters")
     ok = c.get("requests_by_route", {}).get(
         "DELETE /api/atlas/v2/groups/{groupId}/users/{userId}", {}).get("204", 0)
+    r429 = c.get("requests_by_route", {}).get(
+        "DELETE /api/atlas/v2/groups/{groupId}/users/{userId}", {}).get("429", 0)
     return {"requests": c["requests_total"], "challenges": c["digest_challenges"],
             "bearer_401": c["bearer_rejections"], "tokens": c["token_grants"],
-            "tcp": c["tcp_connections"], "ok": ok,
+            "tcp": c["tcp_connections"], "ok": ok, "r429": r429,
             "max_in_flight": c.get("max_concurrent_requests", 0)}
 
 
@@ -284,6 +305,23 @@ def run_one_at_a_time(ids, auth, base_url=None, name="one"):
     r = result_from_snaps(snaps(lines), len(ids))
     r["returned_true"] = sum(1 for line in lines if line == "t")
     return r
+
+
+def run_sessions(ids, nsessions):
+    """The removals of ids spread over nsessions separate psql runs (service account),
+    as pg_cron job runs are, after the cluster forgot its tokens."""
+    q1("SELECT atlas_forget_tokens()")
+    per = [ids[i::nsessions] for i in range(nsessions)]
+    t0 = time.time()
+    true = 0
+    for part in per:
+        if part:
+            lines = psql(settings_sql("service_account") + "".join(call_sql(u) for u in part),
+                         "sessions")
+            true += sum(1 for line in lines if line == "t")
+    wall = time.time() - t0
+    return {"n": len(ids), "wall": wall, "cpu_us": None, "wkr_us": None, "rss_kb": None,
+            "returned_true": true, "sessions": nsessions}
 
 
 def run_select1(n):
@@ -622,6 +660,28 @@ def main():
     add("e50", "queue + worker, digest, %g ms latency" % LAT_MS, "emulator", CONC,
         on_emulator(run_queue, LAT_N, LAT_MS),
         limit=LAT_N * LAT_MS / 1000.0 / CONC, repeat=1)
+
+    # ---- issue 11: rate-limited throughput, and tokens over many sessions
+    rl_floor = max(0.0, (RL_N - RL_C) / RL_R * RL_P)
+    log("rate-limited runs: %d removals through a bucket of %g, %g back every %g s (floor %.1f s)"
+        % (RL_N, RL_C, RL_R, RL_P, rl_floor))
+
+    def on_bucket(client, nusers):
+        def run():
+            ids = emu_fresh(nusers, rate_limits=(RL_C, RL_R, RL_P))
+            q1("SELECT atlas_reset_rate_limits()")      # the cluster learns the bucket anew
+            r = client(ids)
+            return r, emu_counts()
+        return run
+
+    add("dRL", "bulk, service account, rate-limited", "emulator", CONC,
+        on_bucket(lambda ids: run_bulk(ids, "service_account"), RL_N), limit=rl_floor, repeat=1)
+    add("eRL", "queue + worker, digest, rate-limited", "emulator", CONC,
+        on_bucket(run_queue, RL_N), limit=rl_floor, repeat=1)
+    q1("SELECT atlas_reset_rate_limits()")
+    log("token grants: %d removals over %d separate sessions" % (N, TOKEN_SESSIONS))
+    add("tok", "%d sessions, service account" % TOKEN_SESSIONS, "emulator", 1,
+        on_emulator(lambda ids: run_sessions(ids, TOKEN_SESSIONS), N), repeat=1)
     emu("POST", "reset")
 
     # ---- profile
@@ -677,15 +737,15 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
         c = r["counts"]
         capkey = (r["server"], 1 if r["conc"] == 1 else CONC)
         pct = "-"
-        if r["limit"] is None and capkey in cap:
+        if r["limit"] is None and capkey in cap and not r.get("sessions"):
             pct = "%.0f%%" % (100.0 * rate / cap[capkey]["rate"])
         if r.get("client_procs"):
             cpu = "%.0f*" % r["cpu_us"]
             rsss = "%.1f*" % (r["rss_kb"] / 1024.0)
         else:
-            cpu = "%.0f" % r["cpu_us"]
-            rsss = "%.1f" % (r["rss_kb"] / 1024.0)
-        if r["key"] in ("e", "e'", "e50"):
+            cpu = fmt(r["cpu_us"], ".0f")
+            rsss = fmt(r["rss_kb"] and r["rss_kb"] / 1024.0, ".1f")
+        if r["key"] in ("e", "e'", "e50", "eRL"):
             cpu += "w"
             rsss += "w"
         w("%-4s %-42s %-8s %4d %6d %8.3f %8.0f %6s %7s %5s %4s %4s %9s %8s %8s %8s %7s"
@@ -709,6 +769,12 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     w("peak RSS: VmHWM in MiB of that backend (w = the worker, its peak reset before the run;"
       " * = the largest curl process).")
     w("limit s = N x latency / concurrency, the latency-bound floor; x limit = wall / limit.")
+    w("Rows dRL and eRL (issue 11): the emulator meters the project with a token bucket of %g requests,"
+      " %g back every %g s" % (RL_C, RL_R, RL_P))
+    w("     (every other row runs with the emulator's rate limits off); limit s = the bucket's floor,"
+      " (N - %g) / %g x %g s." % (RL_C, RL_R, RL_P))
+    w("Row tok: N removals spread over %d separate psql sessions (one backend each, as pg_cron job"
+      " runs), after atlas_forget_tokens()." % TOKEN_SESSIONS)
     w("The worker lives on between runs and rows: after its first run it reuses its connections"
       " and digest nonces (rows e, e', e50).")
     if REPEAT > 1:
@@ -737,13 +803,16 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
     w("")
 
     # ---- targets
-    w("Targets (issue 5)%s" % ("  -- quick mode: per-session costs (one challenge, one token,"
-                                "16 handshakes) amortize over N=%d only" % N if QUICK else ""))
+    w("Targets (issues 5 and 11)%s" % ("  -- quick mode: per-session costs (one challenge, one token, "
+                                        "16 handshakes) amortize over N=%d only" % N if QUICK else ""))
     results = []
 
     def target(desc, measured, passed):
         results.append(passed)
         w("  [%s] %s: %s" % ("PASS" if passed else "FALL SHORT", desc, measured))
+
+    def info(desc, measured):
+        w("  [INFO] %s: %s" % (desc, measured))
 
     def rate(k):
         return by[k]["n"] / by[k]["wall"]
@@ -765,13 +834,13 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
             t = by[k]["counts"]["tcp"]
             target("1 TCP connection per session (%s, %s)" % (k, by[k]["server"]),
                    "%d" % t, t == 1)
+    # issue 11 retired the 50% target (real Atlas round trips are 100+ ms): information only
     for k in ("b", "c", "c'"):
         if k in by and (by[k]["server"], 1) in cap:
             c1 = cap[(by[k]["server"], 1)]["rate"]
-            target("one at a time (%s) >= 50%% of the %s's 1-connection capacity"
-                   % (k, by[k]["server"]),
-                   "%.0f/s of %.0f/s = %.1f%%" % (rate(k), c1, 100.0 * rate(k) / c1),
-                   rate(k) >= 0.5 * c1)
+            info("one at a time (%s), share of the %s's 1-connection capacity (no longer a target)"
+                 % (k, by[k]["server"]),
+                 "%.0f/s of %.0f/s = %.1f%%" % (rate(k), c1, 100.0 * rate(k) / c1))
             if "0" in by:
                 stmt = 1e6 / rate("0")
                 rtt = 1e6 / c1
@@ -790,6 +859,22 @@ def render(rows, cap, perf, perf_why, sys_calls, rss, total):
             target("%s within 1.25x of the latency-bound limit (%g ms)"
                    % ("bulk" if k == "d50" else "queue", LAT_MS),
                    "%.3f s vs %.3f s = %.3fx" % (by[k]["wall"], by[k]["limit"], x), x <= 1.25)
+    for k, what in (("dRL", "bulk"), ("eRL", "queue")):
+        if k in by:
+            r = by[k]
+            allowed = RL_C + RL_R * r["wall"] / RL_P
+            share = r["n"] / allowed
+            target("rate-limited %s >= 0.9 of the bucket's allowance (%g, %g back every %g s)"
+                   % (what, RL_C, RL_R, RL_P),
+                   "%d removals in %.2f s, which the bucket allows %.0f: %.2f; %d answers 429"
+                   % (r["n"], r["wall"], allowed, share, r["counts"]["r429"]),
+                   share >= 0.9)
+    if "tok" in by:
+        r = by["tok"]
+        t = r["counts"]["tokens"]
+        target("token grants per 1,000 removals spread over %d sessions: 1" % TOKEN_SESSIONS,
+               "%d grant(s) for %d removals in %d sessions" % (t, r["n"], TOKEN_SESSIONS),
+               t <= max(1, math.ceil(r["n"] / 1000.0)))
     if rss is not None:
         g = rss["growth_kb"]
         desc = "backend RSS growth < 1 MiB over %d calls in one session" % rss["calls"]

@@ -153,7 +153,10 @@ pace_ready(AtlasRun *run, AtlasCall *call, long *wait_ms)
 	long		ms = -1;
 
 	if (atlas_pace_acquire(&st->pace, &ms))
+	{
+		atlas_run_unpaced(run, &st->pace);
 		return true;
+	}
 	if (ms > (long) atlas_rate_limit_max_wait_s * 1000)
 	{
 		AtlasAnswer *a = &call->answer;

@@ -177,6 +177,20 @@ atlas_run_paced(AtlasRun *run, const AtlasPaceKey *k, long wait_ms)
 }
 
 /*
+ * A call of a bucket the run waited for went: the wait is over (it may end
+ * before the time it was expected to, when an answer tells of tokens).
+ */
+void
+atlas_run_unpaced(AtlasRun *run, const AtlasPaceKey *k)
+{
+	if (run->paced_until == 0 || strcmp(run->paced_name, k->name) != 0)
+		return;
+	run->paced_until = 0;
+	if (run->spec.audit == ATLAS_AUDIT_WORKER)
+		atlas_shmem_worker_waiting(0, "");
+}
+
+/*
  * On long runs, say every 10 seconds how far the run got, and what it
  * waits for when a rate limit holds it back.
  */

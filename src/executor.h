@@ -119,6 +119,7 @@ extern void atlas_run_push(AtlasRun *run, AtlasCall ***arr, int *n, int *cap, At
 extern void atlas_run_take(AtlasCall **arr, int *n, int i);
 extern void atlas_run_finish(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome);
 extern void atlas_run_paced(AtlasRun *run, const AtlasPaceKey *k, long wait_ms);
+extern void atlas_run_unpaced(AtlasRun *run, const AtlasPaceKey *k);
 extern HttpRequest *atlas_dispatch_next(void *arg, long *wait_ms);
 extern void atlas_dispatch_done(void *arg, HttpRequest *req);
 

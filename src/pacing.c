@@ -19,12 +19,13 @@
  * the model has no token and does not know when tokens come back, one
  * request at a time goes (a probe): so learning the refill rate costs at
  * most one 429.  A 429 empties the model and blocks the bucket for at
- * least Retry-After, twice as long for each further 429 in a row (429s of
- * requests that were on their way together count once), plus up to 10%
- * jitter.  Refills are assumed to come all at once, every period from the
- * time Retry-After names: a bucket that refills continuously then only
- * has more than the model says.  Answers arrive in any order, so a
- * RateLimit-Remaining count only lowers the model, except a probe's.
+ * least Retry-After, twice as long for each further 429 in a row (the
+ * 429s of requests already on their way count once), plus up to 10%
+ * jitter.  Answers to requests sent together arrive in any order, so the
+ * model takes the least RateLimit-Remaining seen since the last refill,
+ * not the last one read.  Refills are assumed to come all at once, every
+ * period from the time Retry-After names: a bucket that refills
+ * continuously then only has more than the model says.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,7 +48,7 @@
 /* buckets modelled at once; the least recently used one is reused */
 #define PACE_BUCKETS 64
 /* how long a request in flight may go unanswered before it is forgotten */
-#define IN_FLIGHT_STALE_MS ((int64) 3600 * 1000)
+#define IN_FLIGHT_STALE_MS (3600 * 1000)
 /* how often a probe may go while another request is in flight */
 #define PROBE_WAIT_MS 50
 
@@ -67,7 +68,8 @@ typedef struct PaceBucket
 	TimestampTz blocked_until;
 	int			consecutive_429;
 	uint64		answers_429;
-	bool		probing;		/* the one request in flight is a probe */
+	bool		probing;		/* a probe is on its way, alone */
+	int			min_remaining;	/* least RateLimit-Remaining since the last refill; -1: none */
 } PaceBucket;
 
 typedef struct PaceState
@@ -168,6 +170,7 @@ find_bucket(PaceState *p, const AtlasPaceKey *k, TimestampTz now)
 	lru->key = k->key;
 	strlcpy(lru->name, k->name, sizeof(lru->name));
 	lru->last_used = now;
+	lru->min_remaining = -1;
 	return lru;
 }
 
@@ -183,6 +186,7 @@ apply_refills(PaceBucket *b, TimestampTz now)
 	n = (now - b->next_refill) / period_us + 1;
 	b->tokens = Min((double) b->capacity, b->tokens + (double) n * b->refill);
 	b->next_refill += n * period_us;
+	b->min_remaining = -1;
 }
 
 /* Count a request in flight, here and in the bucket. */
@@ -301,19 +305,22 @@ learn_429(PaceBucket *b, const AtlasPaceAnswer *a, TimestampTz now)
 	/* Retry-After, else a period, else a second; twice as long per 429 in a row */
 	wait_ms = a->retry_after >= 0 ? (int64) a->retry_after * 1000
 		: (b->period_ms > 0 ? b->period_ms : 1000);
-	/* 429s of requests that were on their way together count as one */
+	/*
+	 * The 429s of requests that were on their way when an earlier 429
+	 * blocked the bucket are the same refusal, not further ones.
+	 */
 	if (b->blocked_until <= now)
 		b->consecutive_429++;
-	b->consecutive_429 = Max(b->consecutive_429, 1);
 	b->answers_429++;
 	if (b->refill > 0)
 		b->next_refill = TimestampTzPlusMilliseconds(now, wait_ms);
-	wait_ms <<= Min(b->consecutive_429 - 1, 10);
+	wait_ms <<= Min(Max(b->consecutive_429, 1) - 1, 10);
 	wait_ms = Min(wait_ms, (int64) 3600 * 1000);
 	wait_ms += (int64) (wait_ms * 0.1 * pg_prng_double(&pg_global_prng_state));
 	b->blocked_until = Max(b->blocked_until, TimestampTzPlusMilliseconds(now, wait_ms));
 	b->tokens = 0;
 	b->tokens_known = true;
+	b->min_remaining = 0;
 }
 
 /*
@@ -332,10 +339,7 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	b = find_bucket(p, k, now);
 	end_in_flight(p, b);
 	if (a->status == 429)
-	{
 		learn_429(b, a, now);
-		b->probing = false;
-	}
 	else
 	{
 		b->consecutive_429 = 0;
@@ -344,22 +348,23 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 		if (a->remaining >= 0)
 		{
 			/*
-			 * Atlas's count less what is still on its way.  Answers of
-			 * requests sent together arrive in any order, so a later answer
-			 * may carry an older, higher count: a count only lowers the
-			 * model, except the answer of a probe (sent alone, once every
-			 * earlier answer was in); refills raise it.
+			 * Answers to requests sent together come back in any order,
+			 * so the last one read may tell an older, higher count than
+			 * one read before it.  Between refills Atlas's count only
+			 * falls: the least one seen since the last refill (or a
+			 * probe's, which went alone) is the newest.  Atlas's count
+			 * less what is still on its way is what is left for others.
 			 */
-			double		left = Max(0.0, (double) a->remaining - b->in_flight);
-
-			if (!b->tokens_known || (b->probing && b->in_flight == 0))
-				b->tokens = left;
+			if (b->probing || b->min_remaining < 0 || a->remaining < b->min_remaining)
+				b->min_remaining = (int) Min(a->remaining, INT_MAX);
+			if (!b->tokens_known || b->in_flight == 0)
+				b->tokens = Max(0.0, (double) b->min_remaining - b->in_flight);
 			else
-				b->tokens = Min(b->tokens, left);
+				b->tokens = Min(b->tokens, Max(0.0, (double) a->remaining - b->in_flight));
 			b->tokens_known = true;
 		}
-		b->probing = false;
 	}
+	b->probing = false;
 	blocked = b->blocked_until > now ? b->blocked_until : 0;
 	unlock_pace(p);
 	return blocked;
@@ -481,6 +486,7 @@ atlas_reset_rate_limits(PG_FUNCTION_ARGS)
 		b->key = key;
 		b->in_flight = in_flight;
 		strlcpy(b->name, name, sizeof(b->name));
+		b->min_remaining = -1;
 	}
 	unlock_pace(p);
 	PG_RETURN_INT32(n);

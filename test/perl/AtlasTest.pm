@@ -12,15 +12,17 @@ use Exporter 'import';
 use HTTP::Tiny;
 use IPC::Run;
 use JSON::PP;
+use MIME::Base64 ();
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use Test::More;
 
 our @EXPORT = qw(atlas_node atlas_conf atlas_standby emu emu_reset emu_counter emu_fault emu_config
   emu_users seed seed_id emu_counters emu_reset_counters emu_route_count
-  wait_counter bg_query sqlstate_of socket_count psql_as
+  wait_counter bg_query sqlstate_of socket_count psql_as id_array
+  emu_requests emu_route_log emu_take_token
   psql_session session_send session_wait session_run session_cancel session_close
-  proc_kb);
+  sessions_at_once proc_kb);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
 # outside a PostgreSQL build tree leaves it unset, so find the pg_regress
@@ -126,6 +128,48 @@ sub emu_config { emu('POST', 'config', {@_}); }
 
 # Create users in bulk; returns their ids.
 sub emu_users { return emu('POST', 'users', {@_})->{ids}; }
+
+# The emulator's request log: the last $n API requests, oldest first.
+sub emu_requests
+{
+	my ($n) = @_;
+	return emu('GET', 'requests?limit=' . ($n // 50000))->{requests};
+}
+
+# The entries of the request log (or of the last 50,000 requests) that went
+# to a route given as in the counters ('DELETE /api/atlas/v2/groups/...').
+sub emu_route_log
+{
+	my ($route, $log) = @_;
+	return grep { defined $_->{route} && "$_->{method} $_->{route}" eq $route }
+	  @{ $log // emu_requests() };
+}
+
+# Take a token from the emulator's token endpoint with the service account
+# of the tests, as another client of that account would: (HTTP status,
+# the decoded answer).
+sub emu_take_token
+{
+	my $secrets = $ENV{ATLAS_SECRETS};
+	my $basic = MIME::Base64::encode_base64(
+		_slurp("$secrets/client_id") . ':' . _slurp("$secrets/client_secret"), '');
+	my $res = $http->request(
+		'POST',
+		"$ENV{ATLAS_EMULATOR_URL}/api/oauth/token",
+		{
+			content => 'grant_type=client_credentials',
+			headers => {
+				'Authorization' => "Basic $basic",
+				'Content-Type' => 'application/x-www-form-urlencoded',
+				'Accept' => 'application/json'
+			}
+		});
+	my $body = eval { decode_json($res->{content}) } // {};
+	return ($res->{status}, $body);
+}
+
+# An SQL array literal of ids.
+sub id_array { return "ARRAY[" . join(',', map { "'$_'" } @{ $_[0] }) . "]::text[]"; }
 
 # One psql run as a role, in a fresh backend, not stopping at errors and
 # with verbose errors (SQLSTATEs): (exit code, stdout, stderr).
@@ -338,6 +382,58 @@ sub session_close
 	my ($s) = @_;
 	$s->{in} .= "\\q\n";
 	$s->{h}->finish;
+}
+
+# Run $sqls->[i] in the session $sessions->[i] (psql_session), all starting
+# at the same moment: each session first waits for a shared advisory lock
+# that the session $ctl holds exclusively, and $ctl lets go once every one
+# of them waits.  Returns the release time and, per session, [stdout,
+# stderr, seconds from the release to its end].
+sub sessions_at_once
+{
+	my ($ctl, $sessions, $sqls, $timeout) = @_;
+	my $key = 0x41544c53;
+	my $n = scalar @$sessions;
+	$timeout //= 300;
+	session_run($ctl, "SELECT pg_advisory_lock($key)");
+	my @marks = map {
+		session_send($sessions->[$_],
+			"DO \$\$BEGIN PERFORM pg_advisory_lock_shared($key);"
+			  . " PERFORM pg_advisory_unlock_shared($key); END\$\$;\n"
+			  . $sqls->[$_])
+	} 0 .. $n - 1;
+	my $deadline = time + 60;
+	while (1)
+	{
+		my ($waiting) = session_run($ctl,
+			"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+			  . " AND objid = $key AND NOT granted");
+		last if $waiting == $n;
+		die "only $waiting of $n sessions reached the barrier" if time > $deadline;
+		sleep 0.01;
+	}
+	my $t0 = time;
+	session_run($ctl, "SELECT pg_advisory_unlock($key)");
+	my @res;
+	my $left = $n;
+	$deadline = $t0 + $timeout;
+	while ($left)
+	{
+		for my $i (0 .. $n - 1)
+		{
+			next if $res[$i];
+			my $s = $sessions->[$i];
+			$s->{h}->pump_nb;
+			next unless $s->{out} =~ /^\Q$marks[$i]\E$/m;
+			(my $out = $s->{out}) =~ s/^\Q$marks[$i]\E\n?//m;
+			chomp $out;
+			$res[$i] = [ $out, $s->{err}, time - $t0 ];
+			$left--;
+		}
+		die "$left of $n sessions did not end within $timeout s" if $left && time > $deadline;
+		sleep 0.005 if $left;
+	}
+	return ($t0, @res);
 }
 
 sub _slurp

@@ -42,9 +42,6 @@ ok( $node->poll_query_until('postgres',
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# An SQL array literal of ids.
-sub id_array { return "ARRAY[" . join(',', map { "'$_'" } @{ $_[0] }) . "]::text[]"; }
-
 # Enqueue project removals of @$ids in one statement.
 sub enqueue_sql
 {

@@ -46,8 +46,6 @@ my $node = atlas_node('crash',
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub id_array { return "ARRAY[" . join(',', map { "'$_'" } @{ $_[0] }) . "]::text[]"; }
-
 sub enqueue_sql
 {
 	my ($ids) = @_;

@@ -36,9 +36,6 @@ my $node = atlas_node('bulk');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# An SQL array literal of ids.
-sub id_array { return "ARRAY[" . join(',', map { "'$_'" } @{ $_[0] }) . "]::text[]"; }
-
 # Run a statement with psql; returns (seconds, stdout, stderr).
 sub timed_psql
 {
