@@ -47,6 +47,19 @@ note "scale: an organization of $sc->{users} users in $sc->{seconds} s";
 my $s = psql_session($node);
 my ($pid) = session_run($s, 'SELECT pg_backend_pid()');
 session_run($s, "SELECT count(*) FROM atlas_org_teams('$org')");    # load, connect
+# Under AddressSanitizer (the sanitizer pass of test/check) freed memory
+# sits in ASan's quarantine, so peak memory says nothing about ours there.
+my $asan = do { open my $m, '<', "/proc/$pid/maps"; local $/; my $t = <$m> // ''; $t =~ /libasan/ };
+sub memory_below
+{
+	my ($grew_kb, $limit_kb, $what) = @_;
+  SKIP:
+	{
+		skip "$what: not measurable under AddressSanitizer (its quarantine keeps freed memory)", 1 if $asan;
+		cmp_ok($grew_kb, '<', $limit_kb, $what);
+	}
+}
+
 my $hwm0 = proc_kb($pid, 'VmHWM');
 emu_reset_counters();
 my $t0 = time;
@@ -57,7 +70,7 @@ is($n, 20000, 'atlas_org_users: every one of the 20,000 users');
 is($pages, ceil(20000 / 500), 'atlas_org_users: exactly 40 pages of 500');
 my $hwm1 = proc_kb($pid, 'VmHWM');
 note sprintf('atlas_org_users: %d rows in %.2f s; backend VmHWM %d -> %d kB', $n, $dt, $hwm0, $hwm1);
-cmp_ok($hwm1 - $hwm0, '<', 10 * $MiB, 'atlas_org_users: the backend peak memory grew by less than 10 MiB');
+memory_below($hwm1 - $hwm0, 10 * $MiB, 'atlas_org_users: the backend peak memory grew by less than 10 MiB');
 
 # project 0: users 200, 400, ..., 19,800 (i mod 200 = 0) and the owner
 my ($direct) = session_run($s,
@@ -130,7 +143,7 @@ like($e, qr/ERROR:\s+54000:\s+Atlas list has more than 1000 pages/, 'endless: st
 is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}/users', 200), 1000,
 	'endless: 1,000 pages were read');
 note sprintf('endless: 1,000 pages of 1 MiB in %.1f s; backend VmHWM %d -> %d kB', $dt, $hwm0, $hwm1);
-cmp_ok($hwm1 - $hwm0, '<', 50 * $MiB, 'endless: the backend peak memory grew by less than 50 MiB');
+memory_below($hwm1 - $hwm0, 50 * $MiB, 'endless: the backend peak memory grew by less than 50 MiB');
 
 # a time bound too
 session_run($s, "SET atlas_users.listing_timeout = '2s'");
