@@ -118,6 +118,11 @@ WHERE outcome = 'blocked' OR kind = 'org_role';
 SELECT kind, id, action, outcome FROM atlas_offboard_user('65f0a0000000000000000001', 'erin@example.com', 'projects', true);
 \set n `test/emuctl get removal_requests`
 SELECT :n AS removal_requests_of_dry_runs;
+-- the removal functions: Atlas's refusal of a last owner, with a hint that
+-- does not depend on its (undocumented) error code
+SELECT * FROM listing_err($$SELECT atlas_remove_project_user('65f0b0000000000000000002', '65f0d000000000000000000c')$$);
+SELECT count(*) FROM atlas_project_users('65f0b0000000000000000002', false, false)
+WHERE username = 'owner@example.com';
 
 --
 -- reconciliation

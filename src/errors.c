@@ -176,8 +176,14 @@ status_hint(AtlasCall *call)
 		case 406:
 		case 410:
 			return "Reset atlas_users.api_version to use the current resource version.";
+		case 400:
 		case 409:
-			return "Atlas refused the change in the resource's current state.";
+			/* the codes of these refusals are undocumented: a hint for any */
+			if (atlas_operation_removes(call->op) &&
+				(status == 409 || (call->answer.error_code &&
+								   strstr(call->answer.error_code, "LAST") != NULL)))
+				return "Atlas refuses to remove the last Organization Owner, the last Project Owner or the last member of a team: give the role to someone else (or add a team member) first. atlas_offboard_user(..., dry_run => true) shows what blocks a person's removal.";
+			return status == 409 ? "Atlas refused the change in the resource's current state." : NULL;
 		case 429:
 			return rate_limit_hint(call);
 		default:

@@ -217,8 +217,8 @@ atlas_rows_start(FunctionCallInfo fcinfo, const Column *cols, int ncols)
 /* Read every page of one list into the sink (or keep, with atlas_rows_keep_item). */
 void
 atlas_rows_list_into(Sink *sink, AtlasOperation op, AtlasTarget *target, const char *org_id,
-		  const char *group_id, const char *team_id, const char *query, AtlasItemFn fn,
-		  const char *label)
+					 const char *group_id, const char *team_id, const char *query,
+					 AtlasItemFn fn, const char *label)
 {
 	AtlasListing listing;
 

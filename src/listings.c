@@ -103,7 +103,8 @@ atlas_orgs(PG_FUNCTION_ARGS)
 
 		sink->extra[0] = t->server ? CStringGetTextDatum(t->server) : (Datum) 0;
 		sink->extra_null[0] = (t->server == NULL);
-		atlas_rows_list_into(sink, ATLAS_OP_LIST_ORGS, t, NULL, NULL, NULL, NULL, NULL, "atlas_orgs");
+		atlas_rows_list_into(sink, ATLAS_OP_LIST_ORGS, t, NULL, NULL, NULL, NULL, NULL,
+							 "atlas_orgs");
 	}
 	return (Datum) 0;
 }
@@ -148,76 +149,70 @@ statuses_query(FunctionCallInfo fcinfo, int argno)
 	return buf.data;
 }
 
+/*
+ * A listing function of one list: its ids are the function's first
+ * arguments, in the order of the list's path.
+ */
+static Datum
+list_by_ids(FunctionCallInfo fcinfo, AtlasOperation op, const Column *cols, int ncols,
+			const char *label)
+{
+	char	   *ids[ATLAS_MAX_IDS];
+	int			next = atlas_ids_arg(fcinfo, 0, op, false, ids);
+	char	   *query = (op == ATLAS_OP_LIST_ORG_USERS) ? statuses_query(fcinfo, next) : NULL;
+	Sink	   *sink = atlas_rows_start(fcinfo, cols, ncols);
+
+	atlas_rows_list_into(sink, op, NULL, ids[ATLAS_ID_ORG], ids[ATLAS_ID_GROUP],
+						 ids[ATLAS_ID_TEAM], query, NULL, label);
+	return (Datum) 0;
+}
+
 /* atlas_org_users(org_id, statuses) */
 Datum
 atlas_org_users(PG_FUNCTION_ARGS)
 {
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-	char	   *query = statuses_query(fcinfo, 1);
-	Sink	   *sink = atlas_rows_start(fcinfo, org_user_cols, lengthof(org_user_cols));
-
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_ORG_USERS, NULL, org_id, NULL, NULL, query, NULL,
-			  "atlas_org_users");
-	return (Datum) 0;
+	return list_by_ids(fcinfo, ATLAS_OP_LIST_ORG_USERS, org_user_cols,
+					   lengthof(org_user_cols), "atlas_org_users");
 }
 
 /* atlas_org_projects(org_id) */
 Datum
 atlas_org_projects(PG_FUNCTION_ARGS)
 {
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-	Sink	   *sink = atlas_rows_start(fcinfo, project_cols, lengthof(project_cols));
-
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_ORG_GROUPS, NULL, org_id, NULL, NULL, NULL, NULL,
-			  "atlas_org_projects");
-	return (Datum) 0;
+	return list_by_ids(fcinfo, ATLAS_OP_LIST_ORG_GROUPS, project_cols,
+					   lengthof(project_cols), "atlas_org_projects");
 }
 
 /* atlas_org_teams(org_id) */
 Datum
 atlas_org_teams(PG_FUNCTION_ARGS)
 {
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-	Sink	   *sink = atlas_rows_start(fcinfo, team_cols, lengthof(team_cols));
-
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_TEAMS, NULL, org_id, NULL, NULL, NULL, NULL,
-			  "atlas_org_teams");
-	return (Datum) 0;
+	return list_by_ids(fcinfo, ATLAS_OP_LIST_TEAMS, team_cols, lengthof(team_cols),
+					   "atlas_org_teams");
 }
 
 /* atlas_team_users(org_id, team_id) */
 Datum
 atlas_team_users(PG_FUNCTION_ARGS)
 {
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-	char	   *team_id = atlas_id_arg(fcinfo, 1, "team_id");
-	Sink	   *sink = atlas_rows_start(fcinfo, team_user_cols, lengthof(team_user_cols));
-
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_TEAM_USERS, NULL, org_id, NULL, team_id, NULL, NULL,
-			  "atlas_team_users");
-	return (Datum) 0;
+	return list_by_ids(fcinfo, ATLAS_OP_LIST_TEAM_USERS, team_user_cols,
+					   lengthof(team_user_cols), "atlas_team_users");
 }
 
 /* atlas_org_invitations(org_id) */
 Datum
 atlas_org_invitations(PG_FUNCTION_ARGS)
 {
-	char	   *org_id = atlas_id_arg(fcinfo, 0, "org_id");
-	Sink	   *sink = atlas_rows_start(fcinfo, org_invite_cols, lengthof(org_invite_cols));
-
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_ORG_INVITES, NULL, org_id, NULL, NULL, NULL, NULL, NULL);
-	return (Datum) 0;
+	return list_by_ids(fcinfo, ATLAS_OP_LIST_ORG_INVITES, org_invite_cols,
+					   lengthof(org_invite_cols), NULL);
 }
 
 /* atlas_project_invitations(group_id) */
 Datum
 atlas_project_invitations(PG_FUNCTION_ARGS)
 {
-	char	   *group_id = atlas_id_arg(fcinfo, 0, "group_id");
-	Sink	   *sink = atlas_rows_start(fcinfo, project_invite_cols, lengthof(project_invite_cols));
-
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_GROUP_INVITES, NULL, NULL, group_id, NULL, NULL, NULL, NULL);
-	return (Datum) 0;
+	return list_by_ids(fcinfo, ATLAS_OP_LIST_GROUP_INVITES, project_invite_cols,
+					   lengthof(project_invite_cols), NULL);
 }
 
 /* Set the sink's route extras: via, team_id, and a team's roles. */
@@ -274,26 +269,28 @@ atlas_project_users(PG_FUNCTION_ARGS)
 
 	sink->seen_ids = atlas_rows_id_set("atlas_users direct members");
 	set_route(sink, "direct", NULL, NULL);
-	atlas_rows_list_into(sink, ATLAS_OP_LIST_GROUP_USERS, NULL, NULL, group_id, NULL, NULL, NULL,
-			  "atlas_project_users");
+	atlas_rows_list_into(sink, ATLAS_OP_LIST_GROUP_USERS, NULL, NULL, group_id, NULL, NULL,
+						 NULL, "atlas_project_users");
 	if (org_roles)
 	{
 		sink->skip_ids = sink->seen_ids;
 		sink->seen_ids = NULL;
 		set_route(sink, "org_role", NULL, NULL);
 		atlas_rows_list_into(sink, ATLAS_OP_LIST_GROUP_USERS, NULL, NULL, group_id, NULL,
-				  "includeOrgUsers=true&", NULL, "atlas_project_users");
+							 "includeOrgUsers=true&", NULL, "atlas_project_users");
 		sink->skip_ids = NULL;
 	}
 	if (teams)
 	{
-		static const Column team_keep[] = {{"teamId", COL_TEXT, NULL, 0}, {"roleNames", COL_TEXT_ARRAY, NULL, 0}};
+		static const Column team_keep[] = {
+			{"teamId", COL_TEXT, NULL, 0}, {"roleNames", COL_TEXT_ARRAY, NULL, 0},
+		};
 		const Column *cols = sink->cols;
 		char	   *org_id;
 
 		sink->cols = team_keep;
 		atlas_rows_list_into(sink, ATLAS_OP_LIST_GROUP_TEAMS, NULL, NULL, group_id, NULL, NULL,
-				  atlas_rows_keep_item, "atlas_project_users");
+							 atlas_rows_keep_item, "atlas_project_users");
 		sink->cols = team_route_cols;
 		org_id = sink->seen ? project_org(group_id) : NULL;
 		foreach(lc, sink->seen)
@@ -303,8 +300,8 @@ atlas_project_users(PG_FUNCTION_ARGS)
 			if (!atlas_is_id(team->id))
 				continue;
 			set_route(sink, "team", team->id, team);
-			atlas_rows_list_into(sink, ATLAS_OP_LIST_TEAM_USERS, NULL, org_id, NULL, team->id, NULL,
-					  NULL, "atlas_project_users");
+			atlas_rows_list_into(sink, ATLAS_OP_LIST_TEAM_USERS, NULL, org_id, NULL, team->id,
+								 NULL, NULL, "atlas_project_users");
 		}
 		sink->cols = cols;
 	}

@@ -40,25 +40,13 @@ typedef struct Collect
 } Collect;
 
 /* Is a string in a List of strings? */
-static bool
-in_list(List *l, const char *s)
+bool
+atlas_offboard_listed(List *l, const char *s)
 {
 	ListCell   *lc;
 
 	foreach(lc, l)
 		if (strcmp((char *) lfirst(lc), s) == 0)
-		return true;
-	return false;
-}
-
-/* Does a JSON array hold a string? */
-static bool
-json_has(const cJSON *arr, const char *s)
-{
-	const cJSON *v;
-
-	cJSON_ArrayForEach(v, arr)
-		if (cJSON_IsString(v) && strcmp(v->valuestring, s) == 0)
 		return true;
 	return false;
 }
@@ -153,7 +141,7 @@ owner_item(const cJSON *item, void *arg)
 		return;
 	if (cJSON_IsObject(roles))	/* an org user: roles.orgRoles */
 		roles = cJSON_GetObjectItemCaseSensitive(roles, "orgRoles");
-	if (cJSON_IsArray(roles) && json_has(roles, c->role))
+	if (cJSON_IsArray(roles) && atlas_json_has_string(roles, c->role))
 		c->others++;
 }
 
@@ -179,7 +167,7 @@ team_role_item(const cJSON *item, void *arg)
 	OffTeamRoute *r;
 	StringInfoData buf;
 
-	if (team == NULL || !in_list(c->f->u->team_ids, team))
+	if (team == NULL || !atlas_offboard_listed(c->f->u->team_ids, team))
 		return;
 	initStringInfo(&buf);
 	cJSON_ArrayForEach(v, roles)
@@ -190,13 +178,6 @@ team_role_item(const cJSON *item, void *arg)
 	r->team_id = pstrdup(team);
 	r->roles = buf.data;
 	c->f->team_routes = lappend(c->f->team_routes, r);
-}
-
-/* Does the person hold a role in a List? */
-static bool
-has_role(List *roles, const char *role)
-{
-	return in_list(roles, role);
 }
 
 /* The listings that count owners and team members; see blockers(). */
@@ -210,7 +191,7 @@ blocker_listings(OffFacts *f)
 	ListCell   *lc;
 	AtlasListing *l;
 
-	if (org && active && has_role(u->org_roles, "ORG_OWNER"))
+	if (org && active && atlas_offboard_listed(u->org_roles, "ORG_OWNER"))
 	{
 		l = new_listing(f, ATLAS_OP_LIST_ORG_USERS, NULL, NULL, NULL, owner_item);
 		((Collect *) l->arg)->role = "ORG_OWNER";
@@ -220,7 +201,7 @@ blocker_listings(OffFacts *f)
 	{
 		AtlasGroupRoles *g = (AtlasGroupRoles *) lfirst(lc);
 
-		if (!has_role(g->roles, "GROUP_OWNER"))
+		if (!atlas_offboard_listed(g->roles, "GROUP_OWNER"))
 			continue;
 		l = new_listing(f, ATLAS_OP_LIST_GROUP_USERS, g->group_id, NULL, NULL, owner_item);
 		((Collect *) l->arg)->role = "GROUP_OWNER";
@@ -416,7 +397,7 @@ org_item(const cJSON *item, void *arg)
 	Collect    *c = (Collect *) arg;
 	const char *id = atlas_json_string(item, "id");
 
-	if (id != NULL && atlas_is_id(id) && !in_list(*c->ids, id))
+	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
 		*c->ids = lappend(*c->ids, pstrdup(id));
 }
 
@@ -456,7 +437,7 @@ atlas_offboard_orgs(void)
 		{
 			OffFacts   *f;
 
-			if (in_list(seen, (char *) lfirst(lc2)))
+			if (atlas_offboard_listed(seen, (char *) lfirst(lc2)))
 				continue;
 			seen = lappend(seen, lfirst(lc2));
 			f = palloc0(sizeof(OffFacts));

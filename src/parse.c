@@ -295,6 +295,20 @@ atlas_list_page_items(const cJSON *json, AtlasItemFn fn, void *arg, bool *has_ne
 	return true;
 }
 
+/* Does a JSON array hold a string? */
+bool
+atlas_json_has_string(const cJSON *arr, const char *s)
+{
+	const cJSON *v;
+
+	cJSON_ArrayForEach(v, arr)
+	{
+		if (cJSON_IsString(v) && strcmp(v->valuestring, s) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Parse a page's body and walk it (for callers whose fn cannot fail). */
 bool
 atlas_parse_list_page(const char *body, size_t len, AtlasItemFn fn, void *arg, bool *has_next)

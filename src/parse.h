@@ -89,5 +89,6 @@ extern bool atlas_is_id(const char *s);
 
 /* a string member of an object, or NULL; points into the cJSON tree */
 extern const char *atlas_json_string(const cJSON *obj, const char *name);
+extern bool atlas_json_has_string(const cJSON *arr, const char *s);
 
 #endif							/* ATLAS_PARSE_H */

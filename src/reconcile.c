@@ -139,18 +139,6 @@ required_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 	return PG_GETARG_DATUM(argno);
 }
 
-/* Does a JSON array hold a string? */
-static bool
-json_has(const cJSON *arr, const char *s)
-{
-	const cJSON *v;
-
-	cJSON_ArrayForEach(v, arr)
-		if (cJSON_IsString(v) && strcmp(v->valuestring, s) == 0)
-		return true;
-	return false;
-}
-
 /* A person not kept, from a listed entry. */
 static Person *
 add_person(Reconcile *rc, const char *kind, const char *id, const char *username,
@@ -182,7 +170,7 @@ user_item(const cJSON *item, void *arg)
 		return;
 	(void) name_in(rc->people, name, true);
 	owner = status && strcmp(status, "ACTIVE") == 0 && cJSON_IsObject(roles) &&
-		json_has(cJSON_GetObjectItemCaseSensitive(roles, "orgRoles"), "ORG_OWNER");
+		atlas_json_has_string(cJSON_GetObjectItemCaseSensitive(roles, "orgRoles"), "ORG_OWNER");
 	if (name_in(rc->keep, name, false))
 	{
 		rc->kept_owners += owner ? 1 : 0;

@@ -22,7 +22,7 @@ our @EXPORT = qw(atlas_node atlas_conf atlas_standby emu emu_reset emu_counter e
   wait_counter bg_query sqlstate_of socket_count psql_as id_array
   emu_requests emu_route_log emu_take_token
   psql_session session_send session_wait session_run session_cancel session_close
-  sessions_at_once proc_kb);
+  sessions_at_once proc_kb key_file);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
 # outside a PostgreSQL build tree leaves it unset, so find the pg_regress
@@ -290,6 +290,22 @@ sub socket_count
 # A session is a hash: in, out, err (the texts) and h (the harness).
 # ------------------------------------------------------------------
 my $mark = 0;
+
+# A key file in the node's keys directory, owned by the server's OS user,
+# mode 0600, written whole (a new name, then a rename); returns its path.
+sub key_file
+{
+	my ($node, $name, $text) = @_;
+	my $dir = $node->basedir . '/keys';
+	-d $dir or mkdir $dir or die "mkdir $dir: $!";
+	my $f = "$dir/$name";
+	open my $fh, '>', "$f.tmp" or die "cannot write $f: $!";
+	print $fh "$text\n";
+	close $fh;
+	chmod 0600, "$f.tmp" or die "chmod: $!";
+	rename "$f.tmp", $f or die "rename: $!";
+	return $f;
+}
 
 # A field of a process's /proc/<pid>/status in kB (VmHWM, VmRSS), or -1.
 sub proc_kb

@@ -95,23 +95,9 @@ ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# Key files, owned by the server's OS user, mode 0600.
-my $dir = $node->basedir . '/keys';
-mkdir $dir or die "mkdir $dir: $!";
-sub key_file
-{
-	my ($name, $text) = @_;
-	my $f = "$dir/$name";
-	open my $fh, '>', "$f.tmp" or die "cannot write $f: $!";
-	print $fh "$text\n";
-	close $fh;
-	chmod 0600, "$f.tmp" or die "chmod: $!";
-	rename "$f.tmp", $f or die "rename: $!";
-	return $f;
-}
-my $acme_sk_file = key_file('acme_sk', $key{acme_sk});
-my $acme_secret_file = key_file('acme_secret', $key{acme_secret});
-my $globex_secret_file = key_file('globex_secret', $key{globex_secret});
+my $acme_sk_file = key_file($node, 'acme_sk', $key{acme_sk});
+my $acme_secret_file = key_file($node, 'acme_secret', $key{acme_secret});
+my $globex_secret_file = key_file($node, 'globex_secret', $key{globex_secret});
 
 my $url = $ENV{ATLAS_EMULATOR_HTTPS_URL};
 my $ca = $ENV{ATLAS_TEST_CA};
@@ -231,7 +217,7 @@ my $old_token;
 ok(defined $old_token, "the session's call used token $old_token");
 
 emu('POST', 'service_accounts', { client_id => $key{globex_id}, client_secret => $new_secret });
-my $new_file = key_file('globex_secret_2', $new_secret);
+my $new_file = key_file($node, 'globex_secret_2', $new_secret);
 emu_reset_counters();
 my $t_alter = time;
 sql("ALTER USER MAPPING FOR postgres SERVER globex OPTIONS (SET client_secret_file '$new_file')");
@@ -316,7 +302,7 @@ emu_config(reflect_headers => JSON::PP::true);
 	($rc, $out, $err) = psql_as($node, 'postgres', "SELECT atlas_remove_org_user('$acme', '$dave')");
 	is(sqlstate_of($err), '42704', 'service account: the API error is raised');
 	$text .= $err;
-	my $wrong_file = key_file('wrong', $wrong_secret);
+	my $wrong_file = key_file($node, 'wrong', $wrong_secret);
 	sql(qq{ALTER USER MAPPING FOR postgres SERVER acme OPTIONS (SET client_secret_file '$wrong_file')});
 	($rc, $out, $err) = psql_as($node, 'postgres', "SELECT atlas_remove_org_user('$acme', '$dave')");
 	is(sqlstate_of($err), '28000', 'a wrong secret: the token endpoint error is raised');

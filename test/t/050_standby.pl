@@ -134,6 +134,13 @@ ok(exists emu('GET', "state?user=$u")->{orgs}{$org}, 'standby: the user is still
 	is($out, "org:$org,project:$group,team:$team", 'standby: atlas_user_memberships lists the org, project and team')
 	  or diag $err;
 
+	($out, $err) = attempt($standby,
+		"SELECT count(*) FILTER (WHERE username = '$email') || '/' || (count(*) > 0) FROM atlas_org_users('$org')");
+	is($out, '1/true', 'standby: the listing atlas_org_users works') or diag $err;
+	($out, $err) = attempt($standby,
+		"SELECT count(*) FROM atlas_project_users('$group') WHERE username = '$email'");
+	cmp_ok($out, '>=', 1, 'standby: the listing atlas_project_users works') or diag $err;
+
 	my $c;
 	($out, $err) = attempt($standby,
 		"SELECT string_agg(kind || ':' || action || ':' || outcome, ',' ORDER BY kind)"

@@ -42,20 +42,8 @@ my $node = atlas_node('offboard_complete');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-# key files, mode 0600
-my $dir = $node->basedir . '/keys';
-mkdir $dir or die "mkdir $dir: $!";
-sub key_file
-{
-	my ($name, $text) = @_;
-	open my $fh, '>', "$dir/$name" or die "cannot write $dir/$name: $!";
-	print $fh "$text\n";
-	close $fh;
-	chmod 0600, "$dir/$name" or die "chmod: $!";
-	return "$dir/$name";
-}
-my $acme_sk = key_file('acme_sk', '6d9f0a3e-2b1c-4e8a-9f7d-3c5b1a2e4f60');
-my $globex_secret = key_file('globex_secret', 'mdb_sa_sk_9c1d7e3a5b0f2c8e6d4a1b9f7e3c5d0a2b8f6e4c');
+my $acme_sk = key_file($node, 'acme_sk', '6d9f0a3e-2b1c-4e8a-9f7d-3c5b1a2e4f60');
+my $globex_secret = key_file($node, 'globex_secret', 'mdb_sa_sk_9c1d7e3a5b0f2c8e6d4a1b9f7e3c5d0a2b8f6e4c');
 my ($url, $ca) = ($ENV{ATLAS_EMULATOR_HTTPS_URL}, $ENV{ATLAS_TEST_CA});
 sql(qq{
 	CREATE SERVER acme FOREIGN DATA WRAPPER atlas_users
