@@ -16,18 +16,12 @@ BENCH_LIST_USERS users (20,000), 200 projects and 300 teams:
   - atlas_offboard_user of one person with the same latency: requests and time.
 Prints a table and appends it to BENCH_OUT (bench/results-latest.txt).
 """
-import json
 import math
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
-
-def env(name, default=None):
-    v = os.environ.get(name)
-    return v if v not in (None, "") else default
+from bench import emu, env, log   # bench.py, beside this file
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,21 +30,6 @@ USERS = int(env("BENCH_LIST_USERS", "20000"))
 LAT_MS = float(env("BENCH_LIST_LATENCY_MS", "100"))
 RECONCILE_N = int(env("BENCH_RECONCILE_N", "500" if QUICK else "2000"))
 OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
-EMU_CTL = env("ATLAS_EMULATOR_URL")
-
-
-def log(msg):
-    sys.stderr.write("== %s\n" % msg)
-    sys.stderr.flush()
-
-
-def emu(method, name, payload=None, timeout=300):
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(EMU_CTL + "/__emulator/" + name, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=timeout) as r:
-        return json.loads(r.read().decode())
 
 
 def psql(sql):

@@ -22,7 +22,7 @@ our @EXPORT = qw(atlas_node atlas_conf atlas_standby emu emu_reset emu_counter e
   wait_counter bg_query sqlstate_of socket_count psql_as id_array
   emu_requests emu_route_log emu_take_token
   psql_session session_send session_wait session_run session_cancel session_close
-  sessions_at_once proc_kb key_file);
+  sessions_at_once proc_kb key_file digest_server);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
 # outside a PostgreSQL build tree leaves it unset, so find the pg_regress
@@ -305,6 +305,22 @@ sub key_file
 	chmod 0600, "$f.tmp" or die "chmod: $!";
 	rename "$f.tmp", $f or die "rename: $!";
 	return $f;
+}
+
+# A server of the atlas_users wrapper pointed at the emulator, digest, and
+# a user mapping for postgres with the test key (its private key file).
+sub digest_server
+{
+	my ($node, $name) = @_;
+	my $secrets = $ENV{ATLAS_SECRETS};
+	my $pk = _slurp("$secrets/public_key");
+	$node->safe_psql('postgres', qq{
+		CREATE SERVER $name FOREIGN DATA WRAPPER atlas_users
+			OPTIONS (base_url '$ENV{ATLAS_EMULATOR_HTTPS_URL}', ca_file '$ENV{ATLAS_TEST_CA}',
+				auth_method 'digest');
+		CREATE USER MAPPING FOR postgres SERVER $name
+			OPTIONS (public_key '$pk', private_key_file '$secrets/private_key');
+	});
 }
 
 # A field of a process's /proc/<pid>/status in kB (VmHWM, VmRSS), or -1.

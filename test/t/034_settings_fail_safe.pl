@@ -58,19 +58,7 @@ $node->safe_psql('dbset', 'CREATE EXTENSION atlas_users');
 
 # a foreign server with its own base_url and the test's digest key in the
 # superuser's mapping: a refused setting stops its calls too
-{
-	my $secrets = $ENV{ATLAS_SECRETS};
-	open my $fh, '<', "$secrets/public_key" or die "public_key: $!";
-	chomp(my $pk = <$fh>);
-	close $fh;
-	$node->safe_psql('postgres', qq{
-		CREATE SERVER fs FOREIGN DATA WRAPPER atlas_users
-			OPTIONS (base_url '$ENV{ATLAS_EMULATOR_HTTPS_URL}', ca_file '$ENV{ATLAS_TEST_CA}',
-				auth_method 'digest');
-		CREATE USER MAPPING FOR postgres SERVER fs
-			OPTIONS (public_key '$pk', private_key_file '$secrets/private_key');
-	});
-}
+digest_server($node, 'fs');
 
 # A removal of a fresh user after $before, as $user in $db (a fresh
 # backend): (stdout, stderr, requests the emulator counted).

@@ -45,19 +45,7 @@ ok($primary->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM at
 # a server without org_id, used when atlas_users.server names it, with the
 # test's digest key in the superuser's mapping; made before the backup, so
 # the standby has it
-{
-	my $secrets = $ENV{ATLAS_SECRETS};
-	open my $fh, '<', "$secrets/public_key" or die "public_key: $!";
-	chomp(my $pk = <$fh>);
-	close $fh;
-	$primary->safe_psql('postgres', qq{
-		CREATE SERVER stdby FOREIGN DATA WRAPPER atlas_users
-			OPTIONS (base_url '$ENV{ATLAS_EMULATOR_HTTPS_URL}', ca_file '$ENV{ATLAS_TEST_CA}',
-				auth_method 'digest');
-		CREATE USER MAPPING FOR postgres SERVER stdby
-			OPTIONS (public_key '$pk', private_key_file '$secrets/private_key');
-	});
-}
+digest_server($primary, 'stdby');
 my $standby = atlas_standby($primary, 'standby');
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'the standby is in recovery');
 
