@@ -60,7 +60,7 @@ my $queue_before = sql('SELECT string_agg(q::text, E\'\n\' ORDER BY id) FROM atl
 is(sql('SELECT count(*) FROM atlas_removal_audit'), '2', 'two audit rows');
 is(sql(q{SELECT count(*) FROM atlas_removal_queue WHERE status = 'queued'}), '2', 'two queued rows');
 
-sql('ALTER EXTENSION atlas_users UPDATE');
+sql(q{ALTER EXTENSION atlas_users UPDATE TO '1.4'});
 is(sql(q{SELECT extversion FROM pg_extension WHERE extname = 'atlas_users'}), '1.4', 'updated to 1.4');
 
 # the old rows, as they were, in the columns 1.3 had
@@ -98,7 +98,7 @@ my $objects = q{SELECT string_agg(pg_describe_object(classid, objid, objsubid), 
 	  AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'atlas_users')};
 my $updated = sql($objects);
 sql('CREATE DATABASE fresh');
-$node->safe_psql('fresh', q{CREATE EXTENSION atlas_users;
+$node->safe_psql('fresh', q{CREATE EXTENSION atlas_users VERSION '1.4';
 	GRANT SELECT ON atlas_queue_status TO reviewer;
 	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean) TO reviewer});
 my $fresh = $node->safe_psql('fresh', $objects);

@@ -1,0 +1,23 @@
+/* atlas_users--1.4--1.5.sql: poison rows and hostile tenants, safe
+   automation (removal budget, held rows, approvals, evidence) */
+
+\echo Use "ALTER EXTENSION atlas_users UPDATE TO '1.5'" to load this file. \quit
+
+-- Objects whose result columns or parameters change are dropped and created
+-- again; the privileges granted on them are kept.  This helper, dropped at
+-- the end, re-grants an ACL saved before the drop (PUBLIC included).
+CREATE FUNCTION @extschema@.atlas_users_regrant(kind text, target text, acl aclitem[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	a record;
+BEGIN
+	EXECUTE format('REVOKE ALL ON %s %s FROM PUBLIC', kind, target);
+	FOR a IN SELECT * FROM aclexplode(acl) LOOP
+		EXECUTE format('GRANT %s ON %s %s TO %s', a.privilege_type, kind, target,
+					   CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+							ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END);
+	END LOOP;
+END
+$$;
+
+DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);
