@@ -74,6 +74,8 @@ extern int	atlas_retry_base_ms;
 extern int	atlas_queue_retention_s;
 extern char *atlas_database;
 extern char *atlas_server;
+extern char *atlas_trusted_server_owners;
+extern int	atlas_server_timeout_max_ms;
 
 extern void atlas_define_settings(void);
 extern bool atlas_api_version_ok(const char *v, char **why);
@@ -117,6 +119,7 @@ typedef struct AtlasTarget
 	char	   *username;		/* public key or client id */
 	char	   *secret;			/* private key or client secret */
 	uint8		secret_hash[32];	/* SHA-256 of the secret, its identity */
+	uint8		identity[32];	/* SHA-256 of base_url, username and secret_hash */
 	uint32		credentials_key;	/* identity of the method, username and secret */
 	uint32		key;			/* and of base_url and the CA file too */
 	char	   *server;			/* the foreign server, or NULL: the settings */

@@ -19,6 +19,7 @@
 #include "common/cryptohash.h"
 #include "common/hashfn.h"
 #include "common/sha2.h"
+#include "lib/stringinfo.h"
 #include "utils/resowner.h"
 
 #define DIGEST_SETTINGS "atlas_users.public_key and atlas_users.private_key_file (or atlas_users.private_key)"
@@ -47,12 +48,12 @@ hash_string(uint32 h, const char *s)
 }
 
 /*
- * The SHA-256 of a secret: what identifies it where the secret must not
- * be.  The hash context belongs to a resource owner; outside a transaction
- * (the worker between transactions) a long-lived one of our own serves.
+ * The SHA-256 of len bytes: what identifies a secret where it must not be.
+ * The hash context belongs to a resource owner; outside a transaction (the
+ * worker between transactions) a long-lived one of our own serves.
  */
 static void
-hash_secret(const char *secret, uint8 *out)
+sha256_of(const void *data, size_t len, uint8 *out)
 {
 	static ResourceOwner own_owner = NULL;
 	ResourceOwner save = CurrentResourceOwner;
@@ -67,7 +68,7 @@ hash_secret(const char *secret, uint8 *out)
 	}
 	ctx = pg_cryptohash_create(PG_SHA256);
 	ok = ctx != NULL && pg_cryptohash_init(ctx) == 0 &&
-		pg_cryptohash_update(ctx, (const uint8 *) secret, strlen(secret)) == 0 &&
+		pg_cryptohash_update(ctx, (const uint8 *) data, len) == 0 &&
 		pg_cryptohash_final(ctx, out, PG_SHA256_DIGEST_LENGTH) == 0;
 	pg_cryptohash_free(ctx);
 	CurrentResourceOwner = save;
@@ -196,7 +197,16 @@ atlas_target_new(const char *base_url, const char *ca_file, const char *api_vers
 void
 atlas_target_seal(AtlasTarget *t)
 {
-	hash_secret(t->secret, t->secret_hash);
+	StringInfoData id;
+
+	sha256_of(t->secret, strlen(t->secret), t->secret_hash);
+	/* base URL (any length), NUL, username, NUL, the secret's hash */
+	initStringInfo(&id);
+	appendBinaryStringInfo(&id, t->base_url, strlen(t->base_url) + 1);
+	appendBinaryStringInfo(&id, t->username, strlen(t->username) + 1);
+	appendBinaryStringInfo(&id, (const char *) t->secret_hash, sizeof(t->secret_hash));
+	sha256_of(id.data, id.len, t->identity);
+	pfree(id.data);
 	t->credentials_key = credentials_key(t);
 	t->key = hash_string(hash_string(t->credentials_key, t->base_url), t->ca_file);
 }

@@ -12,15 +12,23 @@
  * every backend and the worker: one token per cluster and credentials.
  * Without it, each backend keeps its own.
  *
- * A slot is keyed by the credentials' identity: the base URL, the client
- * id and the SHA-256 of the secret, never the secret itself.  Exactly one
- * process fetches a missing token: it marks the slot as being fetched,
- * and the others wait (the executor asks again every 20 ms, so a cancel
- * works while it waits) until the token is there, or take the failure of
- * that fetch instead of fetching again.  A token Atlas rejects with a 401
- * is dropped once, for everyone; a token of credentials that changed is
- * wiped when they are next used.  Tokens are wiped from memory when
- * replaced, and are never logged, shown, or written to a table.
+ * A slot is keyed by the credentials' whole identity: the SHA-256 of the
+ * base URL (of any length), the client id and the SHA-256 of the secret,
+ * never the secret itself.  Credentials with another secret (a role's own
+ * user mapping with the same client id, say) have a slot of their own, so
+ * their failures never wipe or evict a slot that holds a token: a new
+ * identity takes a free slot, or one holding no token, and only when every
+ * slot holds a valid token the least recently used one.  Exactly one fetch
+ * runs per identity, in the cluster and within a process: the other calls
+ * wait for it (the executor asks again every 20 ms, so a cancel works
+ * while it waits), then take its token, or its failure instead of fetching
+ * again.  A final refusal of the credentials (400, 401, 403) also backs
+ * that identity off (1 s, doubling to a minute): its calls meanwhile fail
+ * at once with the same failure, so that a wrong secret cannot spend the
+ * client id's token requests.  A token
+ * Atlas rejects with a 401 is dropped once, for everyone.  Tokens are
+ * wiped from memory when replaced, and are never logged, shown, or written
+ * to a table.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,17 +43,17 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-/* credentials served at once; the least recently used slot is reused */
-#define TOKEN_SLOTS 8
+/* identities served at once; see find_slot() for which slot is reused */
+#define TOKEN_SLOTS 32
+/* the longest back-off after failed fetches of one identity */
+#define FETCH_BACKOFF_MAX_MS 60000
 /* a fetch not finished after its time limit and this margin is abandoned */
 #define FETCH_GRACE_MS 5000
 
 typedef struct TokenSlot
 {
 	bool		used;
-	char		base_url[256];
-	char		client_id[128];
-	uint8		secret_hash[32];
+	uint8		identity[32];	/* the target's identity: the key */
 	char		token[ATLAS_TOKEN_MAX + 1];
 	TimestampTz valid_until;	/* 0: no token */
 	uint64		generation;		/* of the token held */
@@ -55,6 +63,8 @@ typedef struct TokenSlot
 	/* the last fetch that failed, for the processes that waited for it */
 	TimestampTz failed_at;
 	TimestampTz retry_not_before;
+	int			failures;		/* final failures in a row */
+	TimestampTz backoff_until;	/* calls fail at once until then */
 	AtlasTokenFailure failure;
 } TokenSlot;
 
@@ -123,43 +133,54 @@ wipe_token(TokenSlot *slot)
 	slot->valid_until = 0;
 }
 
+/* Does the slot hold a token that is still valid? */
+static bool
+holds_token(const TokenSlot *slot, TimestampTz now)
+{
+	return slot->valid_until > now;
+}
+
 /*
- * The slot of a target's credentials, under the lock: the one of its base
- * URL and client id, wiped first if the secret changed, or the least
- * recently used one, taken over.
+ * The slot of a target's identity, under the lock; or a new one for it:
+ * a free slot, else the least recently used one that holds no valid token
+ * and is not being fetched, else the least recently used one.  So
+ * credentials that never get a token (a wrong secret) cannot push out one
+ * that has, unless every slot holds a valid token.
  */
 static TokenSlot *
 find_slot(TokenCache *c, const AtlasTarget *target)
 {
-	TokenSlot  *lru = &c->slots[0];
+	TimestampTz now = GetCurrentTimestamp();
+	TokenSlot  *free_slot = NULL;
+	TokenSlot  *idle = NULL;		/* LRU of the slots holding no token */
+	TokenSlot  *lru = NULL;
+	TokenSlot  *victim;
 	int			i;
 
 	for (i = 0; i < TOKEN_SLOTS; i++)
 	{
 		TokenSlot  *slot = &c->slots[i];
 
-		if (slot->used && strcmp(slot->base_url, target->base_url) == 0 &&
-			strcmp(slot->client_id, target->username) == 0)
+		if (!slot->used)
 		{
-			if (memcmp(slot->secret_hash, target->secret_hash, sizeof(slot->secret_hash)) != 0)
-			{
-				/* rotated credentials: the old token is never used again */
-				wipe_token(slot);
-				memcpy(slot->secret_hash, target->secret_hash, sizeof(slot->secret_hash));
-				slot->failed_at = slot->retry_not_before = 0;
-			}
-			return slot;
+			if (free_slot == NULL)
+				free_slot = slot;
+			continue;
 		}
-		if (!slot->used || (lru->used && slot->last_used < lru->last_used))
+		if (memcmp(slot->identity, target->identity, sizeof(slot->identity)) == 0)
+			return slot;
+		if (lru == NULL || slot->last_used < lru->last_used)
 			lru = slot;
+		if (!holds_token(slot, now) && !(slot->fetcher != 0 && slot->fetch_deadline > now) &&
+			(idle == NULL || slot->last_used < idle->last_used))
+			idle = slot;
 	}
-	wipe_token(lru);
-	memset(lru, 0, sizeof(TokenSlot));
-	lru->used = true;
-	strlcpy(lru->base_url, target->base_url, sizeof(lru->base_url));
-	strlcpy(lru->client_id, target->username, sizeof(lru->client_id));
-	memcpy(lru->secret_hash, target->secret_hash, sizeof(lru->secret_hash));
-	return lru;
+	victim = free_slot ? free_slot : (idle ? idle : lru);
+	wipe_token(victim);
+	memset(victim, 0, sizeof(TokenSlot));
+	victim->used = true;
+	memcpy(victim->identity, target->identity, sizeof(victim->identity));
+	return victim;
 }
 
 /* Give up every fetch this process holds (error cleanup, exit). */
@@ -231,8 +252,13 @@ atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
 		*failure = slot->failure;
 		state = ATLAS_TOKEN_FAILED;
 	}
-	else if (slot->fetcher != 0 && slot->fetcher != MyProcPid && slot->fetch_deadline > now)
-		*wait_ms = 20;
+	else if (slot->fetcher != 0 && slot->fetch_deadline > now)
+		*wait_ms = 20;			/* one fetch at a time, in this process too */
+	else if (slot->failed_at != 0 && slot->backoff_until > now)
+	{
+		*failure = slot->failure;
+		state = ATLAS_TOKEN_FAILED;
+	}
 	else if (slot->retry_not_before > now)
 		*wait_ms = Max(1, (long) ((slot->retry_not_before - now) / 1000));
 	else
@@ -259,9 +285,23 @@ atlas_token_reject(const AtlasTarget *target, uint64 generation)
 }
 
 /*
+ * Did the token endpoint refuse the credentials themselves (400, 401,
+ * 403: a wrong secret, a disabled account, the token cap)?  Asking again
+ * at once would only spend the client id's 50 requests a minute, which
+ * its other holders need; a corrected secret is another identity.
+ */
+static bool
+credentials_refused(const AtlasTokenFailure *failure)
+{
+	return !failure->transport_failed &&
+		(failure->http_status == 400 || failure->http_status == 401 || failure->http_status == 403);
+}
+
+/*
  * The fetch this process made failed.  Nobody fetches again before
  * retry_not_before (the token endpoint's Retry-After, while this process
- * retries); a final failure is also handed to the processes that waited.
+ * retries); a final failure is also handed to the processes that waited,
+ * and to every call of this identity during its back-off.
  */
 void
 atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *failure,
@@ -276,8 +316,16 @@ atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *fai
 		slot->fetcher = 0;
 	if (final)
 	{
+		int			shift = Min(slot->failures, 16);
+
 		slot->failure = *failure;
 		slot->failed_at = GetCurrentTimestamp();
+		if (credentials_refused(failure))
+		{
+			slot->failures++;
+			slot->backoff_until = TimestampTzPlusMilliseconds(slot->failed_at,
+															  Min((int64) 1000 << shift, FETCH_BACKOFF_MAX_MS));
+		}
 	}
 	slot->retry_not_before = retry_not_before;
 	unlock_cache(c);
@@ -321,7 +369,8 @@ store_token(const AtlasTarget *target, const char *token, double expires_in)
 	slot->valid_until = TimestampTzPlusMilliseconds(now, (int64) ((expires_in - margin) * 1000));
 	if (slot->fetcher == MyProcPid)
 		slot->fetcher = 0;
-	slot->failed_at = slot->retry_not_before = 0;
+	slot->failed_at = slot->retry_not_before = slot->backoff_until = 0;
+	slot->failures = 0;
 	c->grants++;
 	unlock_cache(c);
 }
@@ -384,7 +433,8 @@ atlas_forget_tokens(PG_FUNCTION_ARGS)
 		if (slot->valid_until != 0)
 			n++;
 		wipe_token(slot);
-		slot->failed_at = slot->retry_not_before = 0;
+		slot->failed_at = slot->retry_not_before = slot->backoff_until = 0;
+		slot->failures = 0;
 	}
 	unlock_cache(c);
 	PG_RETURN_INT32(n);
