@@ -134,6 +134,30 @@ RESET ROLE;
 SELECT server, executed_as, outcome FROM atlas_removal_audit
 WHERE id > :audit0 AND executed_as = 'regress_atlas_acme' ORDER BY id;
 
+-- A hostile tenant: a role with USAGE on the wrapper makes a server for
+-- Acme's organization, with a PUBLIC mapping, for everyone.  Its time limit
+-- is held to atlas_users.server_timeout_max_ms.  It is never chosen without
+-- being named: Acme's calls still go to acme.
+GRANT USAGE ON FOREIGN DATA WRAPPER atlas_users TO regress_atlas_acme;
+SET ROLE regress_atlas_acme;
+SELECT * FROM pg_temp.bad($$CREATE SERVER evil FOREIGN DATA WRAPPER atlas_users OPTIONS (base_url 'http://127.0.0.1:9', org_id '65f0a0000000000000000001', timeout_ms '3600000')$$);
+CREATE SERVER evil FOREIGN DATA WRAPPER atlas_users
+	OPTIONS (base_url 'http://127.0.0.1:9', org_id '65f0a0000000000000000001', timeout_ms '60000');
+CREATE USER MAPPING FOR PUBLIC SERVER evil OPTIONS (public_key 'evilkey', private_key 'evilsecret');
+GRANT USAGE ON FOREIGN SERVER evil TO PUBLIC;
+RESET ROLE;
+SELECT atlas_remove_org_user('65f0a0000000000000000001', '65f0d0000000000000000007', true);
+SELECT server FROM atlas_removal_audit ORDER BY id DESC LIMIT 1;
+-- trusting its owner makes it a second server for Acme: refused, named
+SET atlas_users.trusted_server_owners = 'regress_atlas_acme';
+SELECT * FROM regress_try($$SELECT atlas_remove_org_user('65f0a0000000000000000001', '65f0d0000000000000000007', true)$$);
+RESET atlas_users.trusted_server_owners;
+SELECT * FROM pg_temp.bad($$SET atlas_users.trusted_server_owners = 'a,,b'$$);
+SET ROLE regress_atlas_acme;
+SELECT * FROM pg_temp.bad($$SET atlas_users.trusted_server_owners = 'regress_atlas_acme'$$);
+RESET ROLE;
+DROP SERVER evil CASCADE;
+
 -- clean up
 DROP OWNED BY regress_atlas_acme;
 DROP ROLE regress_atlas_acme;

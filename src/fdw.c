@@ -13,7 +13,8 @@
  * shows a mapping's options only to its role, the server's owner and
  * superusers), and change with ALTER, without a restart or a reload.  As
  * with postgres_fdw's file options, only a superuser may set an option
- * that names a file of the server.
+ * that names a file of the server, or a time limit above
+ * atlas_users.server_timeout_max_ms.
  *
  *-------------------------------------------------------------------------
  */
@@ -116,6 +117,27 @@ int_value(const char *name, const char *value, int min, int max)
 	return (int) v;
 }
 
+/*
+ * Check a time limit option.  A role that is not a superuser may set it
+ * up to atlas_users.server_timeout_max_ms: a server's calls hold a slot of
+ * the worker, and a shared connection, for as long as it allows.
+ */
+static void
+check_timeout(const char *name, const char *value)
+{
+	int			max = strcmp(name, "timeout_ms") == 0 ? 3600000 : 600000;
+	int			v = int_value(name, value, 100, max);
+
+	if (!superuser() && v > atlas_server_timeout_max_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser can set option \"%s\" above %d ms", name,
+						atlas_server_timeout_max_ms),
+				 errdetail("A server's time limit holds a slot of the queue's worker while its calls wait."),
+				 errhint("Use at most %d, or ask a superuser to raise atlas_users.server_timeout_max_ms.",
+						 atlas_server_timeout_max_ms)));
+}
+
 /* Check one option's value; secrets are never shown in a message. */
 static void
 check_value(const char *name, const char *value)
@@ -131,10 +153,8 @@ check_value(const char *name, const char *value)
 	else if (strcmp(name, "auth_method") == 0 && strcmp(value, "auto") != 0 &&
 			 strcmp(value, "digest") != 0 && strcmp(value, "service_account") != 0)
 		bad_value(name, value, "It must be auto, digest or service_account.");
-	else if (strcmp(name, "timeout_ms") == 0)
-		(void) int_value(name, value, 100, 3600000);
-	else if (strcmp(name, "connect_timeout_ms") == 0)
-		(void) int_value(name, value, 100, 600000);
+	else if (strcmp(name, "timeout_ms") == 0 || strcmp(name, "connect_timeout_ms") == 0)
+		check_timeout(name, value);
 	else if ((strcmp(name, "private_key") == 0 || strcmp(name, "client_secret") == 0) &&
 			 value[0] == '\0')
 		ereport(ERROR,

@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/varlena.h"
 
 char	   *atlas_base_url = NULL;
 char	   *atlas_ca_file = NULL;
@@ -48,6 +49,8 @@ int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
 char	   *atlas_database = NULL;
 char	   *atlas_server = NULL;
+char	   *atlas_trusted_server_owners = NULL;
+int			atlas_server_timeout_max_ms = 60000;
 
 static const struct config_enum_entry auth_method_options[] = {
 	{"auto", ATLAS_AUTH_AUTO, false},
@@ -146,6 +149,26 @@ check_api_version(char **newval, void **extra pg_attribute_unused(),
 	return false;
 }
 
+/* Check atlas_users.trusted_server_owners: a list of role names. */
+static bool
+check_role_list(char **newval, void **extra pg_attribute_unused(),
+				GucSource source pg_attribute_unused())
+{
+	char	   *copy;
+	List	   *names;
+	bool		ok;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	copy = pstrdup(*newval);
+	ok = SplitIdentifierString(copy, ',', &names);
+	list_free(names);
+	pfree(copy);
+	if (!ok)
+		GUC_check_errdetail("atlas_users.trusted_server_owners must be a comma-separated list of role names.");
+	return ok;
+}
+
 /* Define every atlas_users.* setting and reserve the prefix. */
 void
 atlas_define_settings(void)
@@ -167,6 +190,22 @@ atlas_define_settings(void)
 							   "",
 							   PGC_USERSET, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("atlas_users.trusted_server_owners",
+							   "Roles, besides superusers, whose servers calls may use without naming them.",
+							   "A comma-separated list of role names; members of these roles count too.  Servers of other owners are used only when atlas_users.server names them.",
+							   &atlas_trusted_server_owners,
+							   "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   check_role_list, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.server_timeout_max_ms",
+							"Largest timeout_ms and connect_timeout_ms of a server whose owner is not a superuser.",
+							"Such servers' larger values are refused when set and lowered to this when used.",
+							&atlas_server_timeout_max_ms,
+							60000, 100, 3600000,
+							PGC_SUSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("atlas_users.ca_file",
 							   "File of CA certificates that verify the Atlas server, instead of the system store.",

@@ -4,9 +4,17 @@
  *	  Which foreign server a call uses, and the target (URL, credentials)
  *	  its options and the role's user mapping make.
  *
- * A call on organization X uses the server of the atlas_users wrapper
- * whose org_id option is X, when exactly one is; otherwise the server
- * named by atlas_users.server; otherwise the atlas_users.* settings.  The
+ * A call on organization X uses the server named by atlas_users.server
+ * when its org_id option is X; else the trusted server of the atlas_users
+ * wrapper whose org_id is X, when exactly one is; otherwise the server
+ * named by atlas_users.server; otherwise the atlas_users.* settings.  A
+ * server is trusted, that is chosen without being named, when its owner
+ * is a superuser or a member of a role atlas_users.trusted_server_owners
+ * names: a server any role with USAGE on the wrapper can create never
+ * takes another team's calls (nor those "in every organization") unless
+ * a caller names it.  A server owned by another role is also held to
+ * atlas_users.server_timeout_max_ms, so that it cannot hold the worker's
+ * slots for long.  The
  * role must have USAGE on the server and a user mapping on it: its own,
  * else PUBLIC's, as postgres_fdw finds one.  Otherwise the call raises
  * 42501 or 55000, naming the GRANT or CREATE USER MAPPING to run, before
@@ -28,11 +36,13 @@
 #include "catalog/pg_foreign_server.h"
 #include "catalog/pg_user_mapping.h"
 #include "foreign/foreign.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/syscache.h"
+#include "utils/varlena.h"
 
 static bool callbacks_registered = false;
 
@@ -115,44 +125,95 @@ named_server(void)
 }
 
 /*
+ * May a server be chosen without being named?  Yes when its owner is a
+ * superuser or has the privileges of a role that
+ * atlas_users.trusted_server_owners names (roles that do not exist are
+ * skipped).
+ */
+static bool
+server_trusted(ForeignServer *srv)
+{
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		trusted = false;
+
+	if (superuser_arg(srv->owner))
+		return true;
+	if (atlas_trusted_server_owners == NULL || atlas_trusted_server_owners[0] == '\0')
+		return false;
+	copy = pstrdup(atlas_trusted_server_owners);
+	if (!SplitIdentifierString(copy, ',', &names))
+		names = NIL;			/* the check hook refused it already */
+	foreach(lc, names)
+	{
+		Oid			role = get_role_oid((char *) lfirst(lc), true);
+
+		if (OidIsValid(role) && has_privs_of_role(srv->owner, role))
+		{
+			trusted = true;
+			break;
+		}
+	}
+	list_free(names);
+	pfree(copy);
+	return trusted;
+}
+
+/* Raise for two or more trusted servers of one organization, naming them. */
+static void
+too_many_servers(const char *org_id, List *matches) pg_attribute_noreturn();
+
+static void
+too_many_servers(const char *org_id, List *matches)
+{
+	StringInfoData names;
+	ListCell   *lc;
+
+	initStringInfo(&names);
+	foreach(lc, matches)
+		appendStringInfo(&names, "%s\"%s\"", names.len > 0 ? ", " : "",
+						 ((ForeignServer *) lfirst(lc))->servername);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("%d servers are for organization %s", list_length(matches), org_id),
+			 errdetail("Servers %s all have org_id %s; no request was sent.", names.data, org_id),
+			 errhint("SET atlas_users.server to the one to use, or ALTER SERVER ... OPTIONS (DROP org_id) on the others.")));
+}
+
+/*
  * The server a call on org_id (NULL: no organization) uses, or NULL for
- * the settings: the one server for that organization; else
- * atlas_users.server, which must not be for another organization.
+ * the settings: atlas_users.server if it is for that organization; else
+ * the one trusted server for it; else atlas_users.server, which must not
+ * be for another organization.
  */
 static ForeignServer *
 choose_server(const char *org_id)
 {
 	ForeignServer *named = named_server();
-	ForeignServer *match = NULL;
-	int			nmatch = 0;
+	char	   *named_org = named ? atlas_fdw_option(named->options, "org_id") : NULL;
+	List	   *matches = NIL;
 	ListCell   *lc;
-	char	   *named_org;
 
 	if (org_id != NULL)
 	{
+		if (named_org != NULL && strcmp(named_org, org_id) == 0)
+			return named;
 		foreach(lc, our_servers())
 		{
 			ForeignServer *srv = (ForeignServer *) lfirst(lc);
 			char	   *srv_org = atlas_fdw_option(srv->options, "org_id");
 
-			if (srv_org && strcmp(srv_org, org_id) == 0)
-			{
-				nmatch++;
-				if (match == NULL || (named && named->serverid == srv->serverid))
-					match = srv;
-			}
+			if (srv_org && strcmp(srv_org, org_id) == 0 && server_trusted(srv))
+				matches = lappend(matches, srv);
 		}
-		if (nmatch == 1 || (nmatch > 1 && named && match->serverid == named->serverid))
-			return match;
-		if (nmatch > 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("%d servers are for organization %s", nmatch, org_id),
-					 errhint("SET atlas_users.server to the one to use.")));
+		if (list_length(matches) == 1)
+			return (ForeignServer *) linitial(matches);
+		if (list_length(matches) > 1)
+			too_many_servers(org_id, matches);
 	}
 	if (named == NULL)
 		return NULL;
-	named_org = atlas_fdw_option(named->options, "org_id");
 	if (org_id != NULL && named_org != NULL && strcmp(named_org, org_id) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -161,6 +222,15 @@ choose_server(const char *org_id)
 				 errhint("Create a server for organization %s, or SET atlas_users.server to one.",
 						 org_id)));
 	return named;
+}
+
+/* A server's time limit option, no longer than an untrusted owner may set. */
+static int
+server_timeout(ForeignServer *srv, const char *name, int dflt)
+{
+	int			v = atlas_fdw_int_option(srv->options, name, dflt);
+
+	return superuser_arg(srv->owner) ? v : Min(v, atlas_server_timeout_max_ms);
 }
 
 /* The name of a role, for messages (PUBLIC for InvalidOid). */
@@ -259,8 +329,8 @@ server_target(ForeignServer *srv, Oid role, bool digest_only)
 	t = atlas_target_new(atlas_fdw_option(o, "base_url") ? atlas_fdw_option(o, "base_url") : atlas_base_url,
 						 atlas_fdw_option(o, "ca_file") ? atlas_fdw_option(o, "ca_file") : atlas_ca_file,
 						 api_version ? api_version : atlas_api_version,
-						 atlas_fdw_int_option(o, "timeout_ms", atlas_timeout_ms),
-						 atlas_fdw_int_option(o, "connect_timeout_ms", atlas_connect_timeout_ms));
+						 server_timeout(srv, "timeout_ms", atlas_timeout_ms),
+						 server_timeout(srv, "connect_timeout_ms", atlas_connect_timeout_ms));
 	mapping_credentials(t, srv, role_mapping(srv, role), digest_only);
 	atlas_target_seal(t);
 	t->server = pstrdup(srv->servername);
@@ -297,7 +367,8 @@ atlas_target_of_server(Oid server_oid, Oid role, bool digest_only)
 
 /*
  * The oids of the servers of the atlas_users wrapper that a role may use
- * (USAGE and a user mapping), in name order.
+ * (USAGE and a user mapping) and that may be chosen without being named,
+ * in name order.
  */
 List *
 atlas_usable_servers(Oid role)
@@ -309,7 +380,8 @@ atlas_usable_servers(Oid role)
 	{
 		ForeignServer *srv = (ForeignServer *) lfirst(lc);
 
-		if (pg_foreign_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
+		if (!server_trusted(srv) ||
+			pg_foreign_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
 			continue;
 		if (!SearchSysCacheExists2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(role),
 								   ObjectIdGetDatum(srv->serverid)) &&
@@ -323,8 +395,8 @@ atlas_usable_servers(Oid role)
 
 /*
  * The credentials a call "in every organization" uses, one target each:
- * the server atlas_users.server names; else every server the current user
- * may use; else, when there is none, the settings.
+ * the server atlas_users.server names; else every trusted server the
+ * current user may use; else, when there is none, the settings.
  */
 List *
 atlas_targets_everywhere(void)
