@@ -31,6 +31,10 @@ Usage
   keys, e.g. '{"rate_limits": {"enabled": false}}').  The command-line values
   are the defaults that POST /__emulator/reset restores.
 
+  A test facility that is not Atlas: a path beginning /x/<segment> is
+  served as the rest of the path, so that a base URL with a path prefix of
+  any length (https://localhost:PORT/x/aaaa...) reaches the emulated Atlas.
+
 Seed JSON (extensions over the basic shape are marked +)
 ---------------------------------------------------------
   {"orgs":     [{"id": "<24hex>", "name": "...",
@@ -2142,6 +2146,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method):
         target = self.path
+        # A test facility, not Atlas: a base URL with a path of its own,
+        # /x/<segment>, as behind a reverse proxy; the segment is dropped,
+        # so base URLs of any length reach the same emulated Atlas.
+        if target.startswith("/x/"):
+            rest = target[3:]
+            cut = rest.find("/")
+            target = rest[cut:] if cut >= 0 else "/"
+            self.path = target
         try:
             body = self._read_body()
         except BadRequest as e:
