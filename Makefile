@@ -15,15 +15,28 @@ REGRESS_OPTS = --dbname=atlas_users_regression
 
 # the User-Agent names the version of the control file, never a hand-kept copy
 PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\"
-PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration
+PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration -MMD -MP
+EXTRA_CLEAN = $(OBJS:.o=.d)
 SHLIB_LINK = -lcurl -lcjson
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the shared headers
-$(OBJS): src/atlas_users.h src/settings.h src/parse.h src/http.h src/executor.h src/offboard.h src/listings.h $(EXTENSION).control
+# each object depends on the headers it really includes (-MMD, above,
+# writes them to src/*.d), and on the control file (EXTVERSION)
+-include $(OBJS:.o=.d)
+$(OBJS): $(EXTENSION).control
+
+# The TAP tests (test/t/*.pl) against the installed extension, as pgvector
+# runs its own: needs the Atlas emulator and the environment test/lib.sh
+# sets up (bash test/quick t/NNN_name.pl does both); PROVE_TESTS picks files.
+prove_installcheck:
+	rm -rf $(CURDIR)/tmp_check
+	cd $(srcdir)/test && TESTDIR='$(CURDIR)' PATH="$(bindir):$$PATH" \
+		PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' ATLAS_TEST_ROOT='$(CURDIR)/test' \
+		$(PROVE) $(PG_PROVE_FLAGS) -I perl $(PROVE_FLAGS) $(if $(PROVE_TESTS),$(PROVE_TESTS),t/*.pl)
+.PHONY: prove_installcheck
 
 # PostgreSQL's headers are not -Wextra clean; treat them as system headers
 # so that -Wall -Wextra report only this project's code.
