@@ -382,11 +382,14 @@ atlas_queue_row_target(Drain *d, QueueRow *row)
 	AtlasTarget *volatile fresh = NULL;
 	Oid			role = InvalidOid;
 
+	/* the row's failure is reported after this transaction: in its memory */
+	MemoryContextSwitchTo(row->cxt);
 	r->target = NULL;
 	if (row->by_oid && (row->unusable = gone(row, &role)) != NULL)
 	{
 		row->unusable_for_good = true;
 		MemoryContextDelete(cxt);
+		MemoryContextSwitchTo(old);
 		return;
 	}
 	BeginInternalSubTransaction(NULL);
@@ -404,6 +407,7 @@ atlas_queue_row_target(Drain *d, QueueRow *row)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(row->cxt);
 		row->unusable = unusable_detail(edata);
 		r->role = InvalidOid;
 		FreeErrorData(edata);
