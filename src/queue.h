@@ -55,7 +55,7 @@ typedef struct Drain
 /* queue_claim.c */
 extern void atlas_queue_claim(Drain *d, int n);
 extern void atlas_queue_row_target(Drain *d, QueueRow *row);
-extern void atlas_queue_row_done(Drain *d, QueueRow *row);
+extern bool atlas_queue_row_done(Drain *d, QueueRow *row);
 extern void atlas_queue_wipe_targets(Drain *d);
 
 #endif							/* ATLAS_QUEUE_H */

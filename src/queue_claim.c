@@ -238,18 +238,24 @@ atlas_queue_claim(Drain *d, int n)
 /*
  * A row was recorded: it no longer counts in its server's share, and a
  * target whose token could not be had is not given to the next rows.
+ * Returns true when its server had its whole share: rows of it may have
+ * been held back.
  */
-void
+bool
 atlas_queue_row_done(Drain *d, QueueRow *row)
 {
+	QueueShare *share = share_of(d, row->server_oid);
+	bool		was_full = (share->active >= server_share(d));
 	ListCell   *lc;
 
-	share_of(d, row->server_oid)->active--;
-	if (!row->removal->answer.token_failed)
-		return;
-	foreach(lc, d->targets)
-		if (((QueueTarget *) lfirst(lc))->target == row->removal->target)
-			((QueueTarget *) lfirst(lc))->retired = true;
+	share->active--;
+	if (row->removal->answer.token_failed)
+	{
+		foreach(lc, d->targets)
+			if (((QueueTarget *) lfirst(lc))->target == row->removal->target)
+				((QueueTarget *) lfirst(lc))->retired = true;
+	}
+	return was_full;
 }
 
 /* Wipe the secrets of the drain's targets. */

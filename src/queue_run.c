@@ -314,9 +314,9 @@ drain_finished(AtlasRun *run pg_attribute_unused(), AtlasCall *call, void *arg)
 		if (row->requeued_for != 0 && (d->next_due == 0 || row->requeued_for < d->next_due))
 			d->next_due = row->requeued_for;
 		d->active--;
-		atlas_queue_row_done(d, row);
 		/* its server's share has room again: rows held back may be claimed */
-		d->claim_again = true;
+		if (atlas_queue_row_done(d, row))
+			d->claim_again = true;
 		if (d->worker)
 		{
 			MemoryContextSwitchTo(d->cxt);
