@@ -413,6 +413,9 @@ atlas_queue_row_target(Drain *d, QueueRow *row)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		/* a cancel or a statement timeout ends the drain, not the row */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
 		MemoryContextSwitchTo(row->cxt);
 		row->unusable = unusable_detail(edata);
 		r->role = InvalidOid;

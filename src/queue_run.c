@@ -79,6 +79,9 @@ row_step(Drain *d, QueueRow *row, RowStep step, void *arg)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		/* a cancel or a statement timeout ends the drain, not the row */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
