@@ -6,7 +6,8 @@
 # - a row by username enqueued with atlas_users.server (the reproduction
 #   that made the worker exit about once a second): its lookup and its
 #   removal go through that server, the plain row behind it is done;
-# - the HR trigger by username when only the HR role has a mapping;
+# - the HR trigger by username when only the HR role has a mapping, and
+#   another role made a second server for the organization before it ran;
 # - poison rows: USAGE revoked, the mapping dropped, the server dropped,
 #   each ends 'failed' with a detail that says why and how to fix it, and
 #   the plain row behind each is done within seconds;
@@ -129,6 +130,7 @@ sql(q{CREATE ROLE victim; CREATE ROLE hostile; CREATE ROLE hr;
 	my ($s2, $t2) = wait_row($by_id, 20);
 	is("$s1 $s2", 'done done', 'the row by username and the plain row behind it are done');
 	cmp_ok($t2, '<', 5, 'the plain row within seconds');
+	note(sprintf('reproduction: the plain row done in %.2f s', $t2));
 	my $c = emu_counters();
 	is(sent($c, $list_route), 1, 'one lookup, through the server');
 	is(emu_route_count($c, $del_route, '204'), 2, 'two removals, through the server');
@@ -149,7 +151,14 @@ sql(q{CREATE ROLE victim; CREATE ROLE hostile; CREATE ROLE hr;
 		WHEN (OLD.left_at IS NULL AND NEW.left_at IS NOT NULL)
 		EXECUTE FUNCTION atlas_offboard_trigger('org', 'org_id:=$org', 'username=email');});
 	emu_reset_counters();
-	sql(qq{SET ROLE hr; UPDATE hrs.employees SET left_at = now() WHERE email = '$name'});
+	# and before it runs, another role makes a second server for that organization
+	sql(qq{BEGIN;
+		SET LOCAL ROLE hr; UPDATE hrs.employees SET left_at = now() WHERE email = '$name';
+		RESET ROLE; GRANT USAGE ON FOREIGN DATA WRAPPER atlas_users TO hostile;
+		SET LOCAL ROLE hostile;
+		CREATE SERVER evil FOREIGN DATA WRAPPER atlas_users
+			OPTIONS (base_url 'http://127.0.0.1:9', org_id '$org');
+		COMMIT;});
 	my $q = sql(qq{SELECT id FROM atlas_removal_queue WHERE username = '$name'});
 	my ($st) = wait_row($q, 20);
 	is($st, 'done', 'the HR row is done with the HR role\'s mapping');
@@ -159,6 +168,7 @@ sql(q{CREATE ROLE victim; CREATE ROLE hostile; CREATE ROLE hr;
 	is(sql(qq{SELECT enqueued_as || ' ' || server FROM atlas_removal_queue WHERE id = $q}), 'hr hrsrv',
 		'the row names its role and server');
 	is(worker_exits(), 0, 'no worker exit');
+	sql('DROP SERVER evil');
 }
 
 # ------------------------------------------------------------------
@@ -192,6 +202,7 @@ for my $case (sort keys %poison)
 	my ($gs, $gt) = wait_row($good_id, 20);
 	is($gs, 'done', "$case: the plain row behind it is done");
 	cmp_ok($gt, '<', 5, "$case: within seconds");
+	note(sprintf('%s: the plain row done in %.2f s', $case, $gt));
 	my ($bs) = wait_row($bad_id, 20);
 	is($bs, 'failed', "$case: the poison row failed");
 	like(sql("SELECT detail FROM atlas_removal_queue WHERE id = $bad_id"), $why,
@@ -306,6 +317,7 @@ is(sql(q{SELECT attempts FROM atlas_removal_queue WHERE detail LIKE '%no longer 
 	}
 	is($st, 'done', 'another server\'s row is done while the host hangs');
 	cmp_ok(time - $t0, '<', 5, 'within seconds');
+	note(sprintf('hung host: the other server\'s row done in %.2f s, at most %d of 4 slots hung', time - $t0, $most));
 	is($most, 3, 'the hung server never held more than its share');
 	emu('DELETE', 'faults');
 	sql(q{SELECT atlas_cancel_removal(id) FROM atlas_removal_queue WHERE server = 'slow' AND status = 'queued'});
