@@ -246,6 +246,7 @@ typedef struct AtlasCall
 	const char *api_version;	/* date, or "v1.0" */
 	const char *auth_method;	/* "digest" or "service_account" */
 	const char *server;			/* the foreign server used, or NULL: the settings */
+	Oid			server_oid;		/* and its OID */
 
 	/* the result, set by the executor */
 	AtlasOutcome outcome;
@@ -346,6 +347,7 @@ typedef struct AuditRecord
 	int			attempts;
 	char		server[NAMEDATALEN];	/* "": the settings */
 	int64		queue_id;		/* 0: none */
+	Oid			server_oid;		/* InvalidOid: the settings */
 } AuditRecord;
 
 extern void atlas_require_writable(const char *what);

@@ -5,7 +5,8 @@
  *
  * Enqueue functions validate like the synchronous ones and insert into
  * atlas_removal_queue (as its owner); an identical removal that is still
- * queued or running is returned instead of a new one.  At commit a
+ * queued or running (the same operation, ids, server and enqueuing role)
+ * is returned instead of a new one.  At commit a
  * transaction callback sets the worker's latch; a rollback leaves nothing
  * behind and wakes nobody.  The ids a transaction enqueued are kept until
  * its end, so that its own atlas_process_queue() never runs them: nothing
@@ -73,41 +74,51 @@ typedef struct EnqueueArgs
 	const char *username;		/* instead of the user id, resolved when run */
 	const char *enqueued_by;	/* the session's user */
 	const char *enqueued_as;	/* the role whose user mapping the removal uses */
+	Oid			enqueued_as_oid;
 	const char *server;			/* the server it uses, or NULL: the settings */
+	Oid			server_oid;
 	int64		id;
 } EnqueueArgs;
 
 /*
- * The SQL that inserts a queue row, or finds the identical pending one.
- * An install older than the library has no server and enqueued_as.
+ * The SQL that inserts a queue row, or finds the identical pending one:
+ * the same operation, ids, server and enqueuing role (by OID).  An
+ * install older than the library has no server and enqueued_as (1.3) or
+ * no OIDs of them (1.4).
  */
 static char *
 enqueue_sql(Oid nsp, bool by_name)
 {
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
-	bool		v14 = get_attnum(get_relname_relid("atlas_removal_queue", nsp), "server") != InvalidAttrNumber;
+	Oid			rel = get_relname_relid("atlas_removal_queue", nsp);
+	bool		v14 = get_attnum(rel, "server") != InvalidAttrNumber;
+	bool		v15 = get_attnum(rel, "server_oid") != InvalidAttrNumber;
+	const char *same = v15 ? ", coalesce(server_oid, 0::oid), coalesce(enqueued_as_oid, 0::oid)" : "";
 
 	/* the unique index on pending rows decides whether this one exists */
 	return psprintf("WITH ins AS ("
-					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s%s)"
-					" VALUES ($1, $2, $3, $4, $5, $6%s)"
+					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s%s%s)"
+					" VALUES ($1, $2, $3, $4, $5, $6%s%s)"
 					" ON CONFLICT (operation, coalesce(org_id, ''), coalesce(group_id, ''),"
-					"  coalesce(team_id, ''), %s) WHERE status IN ('queued', 'running')%s"
+					"  coalesce(team_id, ''), %s%s) WHERE status IN ('queued', 'running')%s"
 					" DO NOTHING RETURNING id)"
 					" SELECT id, true FROM ins"
 					" UNION ALL"
 					" SELECT id, false FROM %s"
 					" WHERE operation = $2 AND coalesce(org_id, '') = coalesce($3, '')"
 					" AND coalesce(group_id, '') = coalesce($4, '')"
-					" AND coalesce(team_id, '') = coalesce($5, '') AND %s"
+					" AND coalesce(team_id, '') = coalesce($5, '') AND %s%s"
 					" AND status IN ('queued', 'running')"
 					" LIMIT 1", q,
 					by_name ? "username" : "user_id",
-					v14 ? ", server, enqueued_as" : "", v14 ? ", $7, $8" : "",
-					by_name ? "lower(username)" : "user_id",
+					v14 ? ", server, enqueued_as" : "", v15 ? ", server_oid, enqueued_as_oid" : "",
+					v14 ? ", $7, $8" : "", v15 ? ", $9, $10" : "",
+					by_name ? "lower(username)" : "user_id", same,
 					by_name ? " AND user_id IS NULL" : "",
 					q,
-					by_name ? "user_id IS NULL AND lower(username) = lower($6)" : "user_id = $6");
+					by_name ? "user_id IS NULL AND lower(username) = lower($6)" : "user_id = $6",
+					v15 ? " AND coalesce(server_oid, 0::oid) = coalesce($9, 0::oid)"
+					" AND coalesce(enqueued_as_oid, 0::oid) = $10" : "");
 }
 
 /* Insert a queue row, or find the identical one still pending. */
@@ -115,9 +126,10 @@ static void
 enqueue_spi(Oid nsp, void *arg)
 {
 	EnqueueArgs *a = (EnqueueArgs *) arg;
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8];
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	OIDOID, OIDOID};
+	Datum		values[10];
+	char		nulls[10];
 	bool		by_name = (a->ids[ATLAS_ID_USER] == NULL);
 	char	   *sql = enqueue_sql(nsp, by_name);
 	int			try;
@@ -130,13 +142,17 @@ enqueue_spi(Oid nsp, void *arg)
 	values[5] = atlas_text_or_null(by_name ? a->username : a->ids[ATLAS_ID_USER], nulls, 5);
 	values[6] = atlas_text_or_null(a->server, nulls, 6);
 	values[7] = atlas_text_or_null(a->enqueued_as, nulls, 7);
+	values[8] = ObjectIdGetDatum(a->server_oid);
+	nulls[8] = OidIsValid(a->server_oid) ? ' ' : 'n';
+	values[9] = ObjectIdGetDatum(a->enqueued_as_oid);
+	nulls[9] = ' ';
 
 	/* a concurrent enqueuer's row may commit after our snapshot: look again */
 	for (try = 0; try < 3; try++)
 	{
 		bool		isnull;
 
-		if (SPI_execute_with_args(sql, 8, types, values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_with_args(sql, 10, types, values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not enqueue a removal");
 		if (SPI_processed == 1)
 		{
@@ -168,12 +184,14 @@ atlas_enqueue(AtlasOperation op, char **ids, const char *username)
 	/* the credentials it will use must be usable now: refuse before queueing */
 	target = atlas_target_for(ids[ATLAS_ID_ORG], GetUserId(), false);
 	a.server = target->server;
+	a.server_oid = target->server ? target->server_oid : InvalidOid;
 	atlas_target_wipe(target);
 	a.operation = atlas_operation_name(op);
 	a.ids = ids;
 	a.username = username;
 	a.enqueued_by = GetUserNameFromId(GetSessionUserId(), false);
 	a.enqueued_as = GetUserNameFromId(GetUserId(), false);
+	a.enqueued_as_oid = GetUserId();
 	a.id = 0;
 	atlas_as_table_owner("atlas_removal_queue", enqueue_spi, &a);
 
