@@ -146,6 +146,7 @@ atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	call->api_version = version ? version : "v1.0";
 	call->auth_method = (target->method == ATLAS_AUTH_DIGEST) ? "digest" : "service_account";
 	call->server = target->server;
+	call->host = target->host;
 	if (ep->pinnable && atlas_operation_removes(call->op))
 		warn_old_version(target);
 
