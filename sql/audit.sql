@@ -143,6 +143,27 @@ FROM log_line
 WHERE line ~* '6d9f0a3e-2b1c-4e8a-9f7d-3c5b1a2e4f60|mdb_sa_sk_4f8e2a9c7b1d6e3f0a5c8b2d9e7f1a4c6b3d0e8f|mdb_sa_id_65f0e0000000000000000002|atlasemu|bearer'
    OR line ~ 'eyJ';
 
+--
+-- purging for retention keeps atlas_users.audit_min_retention (issue 17):
+-- a negative interval, or one shorter than the minimum, is refused and
+-- deletes nothing; only a superuser may lower the minimum
+--
+CREATE TEMP TABLE audit_before AS SELECT count(*) AS n FROM atlas_removal_audit;
+SHOW atlas_users.audit_min_retention;
+SELECT atlas_purge_audit('-100 years');
+SELECT atlas_purge_audit('1 hour');
+SELECT atlas_purge_audit('1 mon -40 days');
+SELECT (SELECT count(*) FROM atlas_removal_audit) = n AS nothing_deleted FROM audit_before;
+SELECT atlas_purge_audit('7 days') AS purged_older_than_the_minimum;
+SET ROLE regress_atlas_auditor;
+SET atlas_users.audit_min_retention = 0;
+RESET ROLE;
+SET atlas_users.audit_min_retention = 0;
+SELECT atlas_purge_audit('1 hour') AS purged_without_a_minimum;
+SELECT atlas_purge_audit('-1 s');
+RESET atlas_users.audit_min_retention;
+SELECT (SELECT count(*) FROM atlas_removal_audit) = n AS nothing_deleted FROM audit_before;
+
 DROP FUNCTION regress_offboard(text, text);
 DROP OWNED BY regress_atlas_auditor;
 DROP ROLE regress_atlas_auditor;

@@ -91,6 +91,9 @@ SELECT * FROM listing_err($$SELECT * FROM atlas_org_users(NULL)$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a000000000000000001')$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'GONE'])$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', NULL])$$);
+-- each status once: a repeated one is refused before any request (issue 17)
+SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'PENDING', 'active'])$$);
+SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', array_fill('ACTIVE'::text, ARRAY[100000]))$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', '{}')$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_team_users('65f0a0000000000000000001', 'team')$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_project_invitations('')$$);

@@ -72,6 +72,7 @@ extern int	atlas_listing_timeout_ms;
 extern int	atlas_worker_lookup_timeout_ms;
 extern int	atlas_retry_base_ms;
 extern int	atlas_queue_retention_s;
+extern int	atlas_audit_min_retention_min;
 extern char *atlas_database;
 extern char *atlas_server;
 extern char *atlas_trusted_server_owners;
@@ -247,6 +248,7 @@ typedef struct AtlasCall
 	const char *auth_method;	/* "digest" or "service_account" */
 	const char *server;			/* the foreign server used, or NULL: the settings */
 	Oid			server_oid;		/* and its OID */
+	const char *host;			/* the host the call goes to, for messages */
 
 	/* the result, set by the executor */
 	AtlasOutcome outcome;
@@ -311,6 +313,16 @@ extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);
+
+/* ----------------------------------------------------------------
+ * untrusted.c: answers that may come from a hostile server
+ * ----------------------------------------------------------------
+ */
+extern char *atlas_valid_text(const char *s, size_t len);
+extern bool atlas_is_valid_utf8(const char *s, size_t len);
+extern struct HTAB *atlas_strset_create(const char *name, long size);
+extern bool atlas_strset_in(struct HTAB *set, const char *s, bool add);
+extern void atlas_json_first_keys(cJSON *json);
 
 /* ----------------------------------------------------------------
  * owner.c: the extension's own SQL, run as its tables' owner

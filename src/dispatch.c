@@ -65,6 +65,24 @@ requeue(AtlasRun *run, AtlasCall *call, int64 delay_ms)
 	atlas_run_push(run, &run->pending, &run->npending, &run->pending_cap, call);
 }
 
+/*
+ * Does an answer ask a longer wait (Retry-After) than a statement waits,
+ * atlas_users.rate_limit_max_wait?  Then it says so in the answer, which
+ * fails at once.  (The queue never waits in a run: it retries the row
+ * later, after the Retry-After.)
+ */
+static bool
+wait_too_long(AtlasAnswer *a)
+{
+	if (a->retry_after < 0 || a->retry_after <= atlas_rate_limit_max_wait_s)
+		return false;
+	a->rate_wait = true;
+	a->detail = psprintf("Atlas answered %ld and asks to wait %d s (Retry-After), longer than atlas_users.rate_limit_max_wait (%d s); the request was not sent again.%s%s",
+						 a->http_status, a->retry_after, atlas_rate_limit_max_wait_s,
+						 a->detail ? " Atlas said: " : "", a->detail ? a->detail : "");
+	return true;
+}
+
 /* Retry the call if the policy and the run's retries allow; true if so. */
 static bool
 maybe_retry(AtlasRun *run, AtlasCall *call)
@@ -72,7 +90,8 @@ maybe_retry(AtlasRun *run, AtlasCall *call)
 	int64		delay_ms;
 
 	if (call->attempts > run->spec.max_retries ||
-		!atlas_retry_due(&call->answer, call->attempts, false, &delay_ms))
+		!atlas_retry_due(&call->answer, call->attempts, false, &delay_ms) ||
+		wait_too_long(&call->answer))
 		return false;
 	requeue(run, call, delay_ms);
 	return true;
@@ -280,7 +299,7 @@ token_done(AtlasRun *run, TargetState *ts, HttpRequest *req)
 
 	/* the token endpoint is rate-limited too: wait as it says */
 	retry = (problem == NULL && !a->transport_failed && ts->token_attempts <= run->spec.max_retries &&
-			 atlas_retry_due(a, ts->token_attempts, false, &delay_ms));
+			 atlas_retry_due(a, ts->token_attempts, false, &delay_ms) && !wait_too_long(a));
 	/* nobody asks again before Retry-After: the limit is the cluster's */
 	delay_ms = Max(delay_ms, a->retry_after * 1000L);
 	token_failure_of(a, &failure);

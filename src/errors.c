@@ -195,10 +195,12 @@ status_hint(AtlasCall *call)
 	}
 }
 
-/* The host a call went to, for messages. */
+/* The host a call went to, for messages: the one it was sent to. */
 static const char *
 call_host(AtlasCall *call)
 {
+	if (call->host != NULL)
+		return call->host;
 	if (call->target != NULL)
 		return call->target->host;
 	return http_url_host(atlas_base_url);

@@ -47,6 +47,7 @@ int			atlas_listing_timeout_ms = 10 * 60 * 1000;
 int			atlas_worker_lookup_timeout_ms = 60 * 1000;
 int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
+int			atlas_audit_min_retention_min = 7 * 24 * 60;
 char	   *atlas_database = NULL;
 char	   *atlas_server = NULL;
 char	   *atlas_trusted_server_owners = NULL;
@@ -352,6 +353,14 @@ atlas_define_settings(void)
 							&atlas_worker_lookup_timeout_ms,
 							60 * 1000, 1000, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.audit_min_retention",
+							"The youngest audit rows atlas_purge_audit() may delete; younger ones are always kept.",
+							"A purge with a shorter older_than is refused. 0 sets no minimum.",
+							&atlas_audit_min_retention_min,
+							7 * 24 * 60, 0, 100 * 365 * 24 * 60,
+							PGC_SUSET, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("atlas_users.max_attempts",

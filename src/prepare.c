@@ -147,6 +147,7 @@ atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	call->auth_method = (target->method == ATLAS_AUTH_DIGEST) ? "digest" : "service_account";
 	call->server = target->server;
 	call->server_oid = target->server ? target->server_oid : InvalidOid;
+	call->host = target->host;
 	if (ep->pinnable && atlas_operation_removes(call->op))
 		warn_old_version(target);
 

@@ -39,14 +39,13 @@
 
 PG_FUNCTION_INFO_V1(atlas_reconcile_org);
 
-#define NAME_KEY_LEN 256
-
 /* someone not kept: a user or an invitation */
 typedef struct Person
 {
 	const char *kind;			/* "user" or "invitation" */
 	char	   *id;
-	char	   *username;
+	char	   *username;		/* valid text, for rows and the audit */
+	char	   *name;			/* as listed: who the person is */
 	char	   *status;
 	bool		owner;			/* an ACTIVE Organization Owner */
 	const char *outcome;		/* 'blocked' or 'skipped', or NULL: to remove */
@@ -68,32 +67,33 @@ typedef struct Reconcile
 	HTAB	   *listed;			/* invitations listed again, by id */
 } Reconcile;
 
-/* A set of lowercased strings. */
+/* A set of lowercased strings, compared over their full length. */
 static HTAB *
 name_set(const char *name)
 {
-	HASHCTL		ctl;
-
-	ctl.keysize = NAME_KEY_LEN;
-	ctl.entrysize = NAME_KEY_LEN;
-	ctl.hcxt = CurrentMemoryContext;
-	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	return atlas_strset_create(name, 1024);
 }
 
-/* Is the lowercased s in a set (adding it, if add)? */
+/*
+ * Is the lowercased s in a set (adding it, if add)?  Names are compared
+ * in full.  A name that is not valid UTF-8 (only a hostile server sends
+ * one) is its own bytes, marked so that no valid name can equal it: it is
+ * never kept, and two such names are never counted as one person.
+ */
 static bool
 name_in(HTAB *set, const char *s, bool add)
 {
-	char		key[NAME_KEY_LEN];
-	char	   *lower;
+	char	   *key;
 	bool		found;
 
 	if (s == NULL)
 		return false;
-	lower = str_tolower(s, strlen(s), DEFAULT_COLLATION_OID);
-	strlcpy(key, lower, sizeof(key));
-	pfree(lower);
-	(void) hash_search(set, key, add ? HASH_ENTER : HASH_FIND, &found);
+	if (atlas_is_valid_utf8(s, strlen(s)))
+		key = str_tolower(s, strlen(s), DEFAULT_COLLATION_OID);
+	else
+		key = psprintf("\x01%s", s);
+	found = atlas_strset_in(set, key, add);
+	pfree(key);
 	return found;
 }
 
@@ -148,8 +148,9 @@ add_person(Reconcile *rc, const char *kind, const char *id, const char *username
 
 	p->kind = kind;
 	p->id = pstrdup(id);
-	p->username = pstrdup(username);
-	p->status = status ? pstrdup(status) : NULL;
+	p->username = atlas_valid_text(username, strlen(username));
+	p->name = pstrdup(username);
+	p->status = status ? atlas_valid_text(status, strlen(status)) : NULL;
 	rc->out = lappend(rc->out, p);
 	return p;
 }
@@ -253,7 +254,7 @@ protect(Reconcile *rc)
 			p->outcome = "blocked";
 			p->detail = "No ACTIVE Organization Owner is in keep_usernames, and Atlas keeps one: no owner is removed. Keep at least one owner.";
 		}
-		else if (!name_in(rc->removing, p->username, true))
+		else if (!name_in(rc->removing, p->name, true))
 			rc->to_remove++;
 	}
 }

@@ -330,6 +330,7 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	my $total = sql('SELECT count(*) FROM atlas_removal_audit');
 	my ($expect, $deleted, $left, $left_new, $left_old) = split /\|/, sql(
 		"BEGIN;\n"
+		  . "SET LOCAL atlas_users.audit_min_retention = 0;\n"
 		  . "SELECT count(*) FILTER (WHERE at < now() - interval '1.2 seconds') FROM atlas_removal_audit;\n"
 		  . "SELECT atlas_purge_audit(interval '1.2 seconds');\n"
 		  . "SELECT count(*) FROM atlas_removal_audit;\n"
@@ -341,7 +342,8 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	is($left, $total - $expect, "purge: $left rows are left");
 	is($left_new, 2, 'purge: the recent rows stay');
 	is($left_old, 0, 'purge: the older rows are gone');
-	is(sql("SELECT atlas_purge_audit('1 hour')"), '0', 'purge of rows older than an hour: 0');
+	is(sql("SET atlas_users.audit_min_retention = 0; SELECT atlas_purge_audit('1 hour')"), '0',
+		'purge of rows older than an hour: 0');
 	($o, $e) = as_role('postgres', 'SELECT atlas_purge_audit(NULL)');
 	is(sqlstate_of($e), '22023', 'atlas_purge_audit(NULL): 22023');
 	is(sql("SELECT has_function_privilege('bob', 'atlas_purge_audit(interval)', 'EXECUTE')"),
