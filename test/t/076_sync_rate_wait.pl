@@ -5,7 +5,8 @@
 #     once with 53000, naming the wait, after exactly 1 request (before:
 #     the statement waited the full Retry-After);
 #   - a Retry-After within the setting is still waited and retried;
-#   - a token endpoint answering 429 with a long Retry-After fails at once;
+#   - a token endpoint answering 429 with a long Retry-After fails at once,
+#     and so does a later call in another session, without a token request;
 #   - the queue keeps its way: the row is queued again, its next attempt a
 #     day away, with 1 request sent.
 use strict;
@@ -87,6 +88,15 @@ is(sqlstate_of($e), '53000', 'token 429 Retry-After 86400: 53000') or diag $e;
 like($e, qr/asks to wait 86400 s/, 'token 429: the detail names the wait');
 cmp_ok($dt, '<', 10, sprintf('token 429: failed at once (%.2f s)', $dt));
 is(emu_route_count(emu_counters(), 'POST /api/oauth/token', 429), 1, 'token 429: 1 token request');
+# a call in another session meanwhile is handed that failure at once: it
+# neither waits out the day nor asks the token endpoint again
+emu_reset_counters();
+my $t1 = time;
+my (undef, undef, $e2) = psql_as($node, 'postgres',
+	"SET atlas_users.auth_method = 'service_account'; SELECT atlas_remove_project_user('$group', '$ids->[3]')");
+is(sqlstate_of($e2), '53000', 'token 429, a later call: 53000') or diag $e2;
+cmp_ok(time - $t1, '<', 10, sprintf('token 429, a later call: failed at once (%.2f s)', time - $t1));
+is(emu_counter('token_requests'), 0, 'token 429, a later call: no token request');
 
 # 5. the queue keeps its way: queued again a day later
 sql('SELECT atlas_reset_rate_limits()');
