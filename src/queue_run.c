@@ -15,6 +15,11 @@
  * done (removal is idempotent, and an earlier attempt may have removed
  * them).  Every attempt writes an audit row.
  *
+ * Before anything is sent for a claimed row, the removal budget
+ * (guard.c) admits it; a row past the budget is held instead
+ * (queue_guard.c), with nothing sent.  A row someone approved or released
+ * counts toward the budget but is not limited by it.
+ *
  * Each row runs with the credentials it was enqueued for: those of the
  * server it names and the user mapping of the role that enqueued it, or
  * the settings'.  When they cannot be used (the server or role is gone,
@@ -139,6 +144,9 @@ row_from_tuple(Drain *d, HeapTuple tup, TupleDesc desc)
 	row->server = SPI_getvalue(tup, desc, 9);
 	row->enqueued_as = SPI_getvalue(tup, desc, 10);
 	call->requested_by = SPI_getvalue(tup, desc, 11);
+	call->approved_by = SPI_getvalue(tup, desc, 12);
+	call->reason = SPI_getvalue(tup, desc, 13);
+	call->ticket = SPI_getvalue(tup, desc, 14);
 
 	/*
 	 * A queued removal wants the user gone: if Atlas says the user or
@@ -168,6 +176,7 @@ claim_spi(Oid nsp, void *arg)
 	Drain	   *d = (Drain *) arg;
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
 	bool		v14 = queue_has_column(nsp, "server");
+	bool		v15 = queue_has_column(nsp, "approved_by");
 	Oid			types[2] = {INT4OID, INT8ARRAYOID};
 	Datum		values[2];
 	uint64		r;
@@ -181,8 +190,9 @@ claim_spi(Oid nsp, void *arg)
 									   "  AND id <> ALL ($2)"
 									   "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 									   " RETURNING q.id, q.operation, q.org_id, q.group_id, q.team_id,"
-									   " q.user_id, q.attempts, q.username, %s, q.enqueued_by", q, q,
-									   v14 ? "q.server, q.enqueued_as" : "NULL::text, NULL::text"),
+									   " q.user_id, q.attempts, q.username, %s, q.enqueued_by, %s", q, q,
+									   v14 ? "q.server, q.enqueued_as" : "NULL::text, NULL::text",
+									   v15 ? "q.approved_by, q.reason, q.ticket" : "NULL::text, NULL::text, NULL::text"),
 							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queued removals");
 	for (r = 0; r < SPI_processed; r++)
@@ -239,12 +249,39 @@ row_target(QueueRow *row)
 	CurrentResourceOwner = owner;
 }
 
-/* Claim rows and start them, in the current transaction. */
+/*
+ * Does the removal budget admit a claimed row?  One approved or released
+ * is counted, never limited.  A row that is not admitted is held: nothing
+ * is sent for it, and its memory goes.
+ */
+static bool
+admit_row(Drain *d, QueueRow *row, List **held)
+{
+	AtlasCall  *r = row->removal;
+	AtlasHeldRow *h;
+
+	r->guard_counted = true;
+	if (atlas_guard_admit(r->org_id, r->group_id, r->user_id ? r->user_id : r->username,
+						  r->approved_by == NULL))
+		return true;
+	h = palloc(sizeof(AtlasHeldRow));
+	h->id = row->id;
+	h->org_id = r->org_id ? pstrdup(r->org_id) : NULL;
+	h->group_id = r->group_id ? pstrdup(r->group_id) : NULL;
+	*held = lappend(*held, h);
+	MemoryContextDelete(row->cxt);
+	d->claimed--;
+	d->active--;
+	return false;
+}
+
+/* Claim rows and start them (or hold them), in the current transaction. */
 static void
 claim(Drain *d, int n)
 {
 	ListCell   *lc;
 	int			claimed;
+	List	   *held = NIL;
 
 	d->nclaim = n;
 	d->claimed_rows = NIL;
@@ -258,12 +295,16 @@ claim(Drain *d, int n)
 		QueueRow   *row = (QueueRow *) lfirst(lc);
 		MemoryContext old = CurrentMemoryContext;
 
+		if (!admit_row(d, row, &held))
+			continue;
 		row_target(row);
 		MemoryContextSwitchTo(old);
 		start_row(d, row);
 	}
 	list_free(d->claimed_rows);
 	d->claimed_rows = NIL;
+	if (held != NIL)
+		atlas_queue_hold(held);
 }
 
 /* The worker: claim in a transaction of its own, committing 'running'. */

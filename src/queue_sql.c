@@ -9,7 +9,10 @@
  * transaction callback sets the worker's latch; a rollback leaves nothing
  * behind and wakes nobody.  The ids a transaction enqueued are kept until
  * its end, so that its own atlas_process_queue() never runs them: nothing
- * runs before the enqueuing transaction commits.
+ * runs before the enqueuing transaction commits.  A row keeps who
+ * requested it, and why (reason, ticket); with atlas_users.require_approval
+ * it waits as 'awaiting_approval' until another role approves it
+ * (queue_guard.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -66,6 +69,18 @@ atlas_enqueued_here(void)
 	return PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
 }
 
+/* Wake the worker when this transaction commits. */
+void
+atlas_queue_wake_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(queue_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
 typedef struct EnqueueArgs
 {
 	const char *operation;
@@ -74,6 +89,8 @@ typedef struct EnqueueArgs
 	const char *enqueued_by;	/* the session's user */
 	const char *enqueued_as;	/* the role whose user mapping the removal uses */
 	const char *server;			/* the server it uses, or NULL: the settings */
+	const char *reason;			/* evidence, or NULL */
+	const char *ticket;
 	int64		id;
 } EnqueueArgs;
 
@@ -86,11 +103,14 @@ enqueue_sql(Oid nsp, bool by_name)
 {
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
 	bool		v14 = get_attnum(get_relname_relid("atlas_removal_queue", nsp), "server") != InvalidAttrNumber;
+	bool		v15 = get_attnum(get_relname_relid("atlas_removal_queue", nsp), "reason") != InvalidAttrNumber;
+	const char *cols15 = ", requested_by, reason, ticket, status";
+	const char *vals15 = ", $1, $9, $10, $11";
 
 	/* the unique index on pending rows decides whether this one exists */
 	return psprintf("WITH ins AS ("
-					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s%s)"
-					" VALUES ($1, $2, $3, $4, $5, $6%s)"
+					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s%s%s)"
+					" VALUES ($1, $2, $3, $4, $5, $6%s%s)"
 					" ON CONFLICT (operation, coalesce(org_id, ''), coalesce(group_id, ''),"
 					"  coalesce(team_id, ''), %s) WHERE status IN ('queued', 'running')%s"
 					" DO NOTHING RETURNING id)"
@@ -103,7 +123,8 @@ enqueue_sql(Oid nsp, bool by_name)
 					" AND status IN ('queued', 'running')"
 					" LIMIT 1", q,
 					by_name ? "username" : "user_id",
-					v14 ? ", server, enqueued_as" : "", v14 ? ", $7, $8" : "",
+					v14 ? ", server, enqueued_as" : "", v15 ? cols15 : "",
+					v14 ? ", $7, $8" : "", v15 ? vals15 : "",
 					by_name ? "lower(username)" : "user_id",
 					by_name ? " AND user_id IS NULL" : "",
 					q,
@@ -115,9 +136,10 @@ static void
 enqueue_spi(Oid nsp, void *arg)
 {
 	EnqueueArgs *a = (EnqueueArgs *) arg;
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8];
+	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[11];
+	char		nulls[11];
 	bool		by_name = (a->ids[ATLAS_ID_USER] == NULL);
 	char	   *sql = enqueue_sql(nsp, by_name);
 	int			try;
@@ -130,13 +152,16 @@ enqueue_spi(Oid nsp, void *arg)
 	values[5] = atlas_text_or_null(by_name ? a->username : a->ids[ATLAS_ID_USER], nulls, 5);
 	values[6] = atlas_text_or_null(a->server, nulls, 6);
 	values[7] = atlas_text_or_null(a->enqueued_as, nulls, 7);
+	values[8] = atlas_text_or_null(a->reason, nulls, 8);
+	values[9] = atlas_text_or_null(a->ticket, nulls, 9);
+	values[10] = atlas_text_or_null(atlas_require_approval ? "awaiting_approval" : "queued", nulls, 10);
 
 	/* a concurrent enqueuer's row may commit after our snapshot: look again */
 	for (try = 0; try < 3; try++)
 	{
 		bool		isnull;
 
-		if (SPI_execute_with_args(sql, 8, types, values, nulls, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_with_args(sql, 11, types, values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not enqueue a removal");
 		if (SPI_processed == 1)
 		{
@@ -154,10 +179,12 @@ enqueue_spi(Oid nsp, void *arg)
 
 /*
  * Enqueue a validated removal of a user given by id (ids[ATLAS_ID_USER])
- * or, when that is NULL, by username; returns its queue id.
+ * or, when that is NULL, by username, with its reason and ticket (or
+ * NULL); returns its queue id.
  */
 int64
-atlas_enqueue(AtlasOperation op, char **ids, const char *username)
+atlas_enqueue(AtlasOperation op, char **ids, const char *username, const char *reason,
+			  const char *ticket)
 {
 	EnqueueArgs a;
 	MemoryContext old;
@@ -172,17 +199,14 @@ atlas_enqueue(AtlasOperation op, char **ids, const char *username)
 	a.operation = atlas_operation_name(op);
 	a.ids = ids;
 	a.username = username;
+	a.reason = reason;
+	a.ticket = ticket;
 	a.enqueued_by = GetUserNameFromId(GetSessionUserId(), false);
 	a.enqueued_as = GetUserNameFromId(GetUserId(), false);
 	a.id = 0;
 	atlas_as_table_owner("atlas_removal_queue", enqueue_spi, &a);
 
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(queue_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
+	atlas_queue_wake_at_commit();
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	xact_enqueued = lappend(xact_enqueued, palloc(sizeof(int64)));
 	*(int64 *) llast(xact_enqueued) = a.id;
@@ -197,15 +221,18 @@ enqueue_from_args(FunctionCallInfo fcinfo, AtlasOperation op, bool by_username)
 	char	   *ids[ATLAS_MAX_IDS];
 	int			argno = atlas_ids_arg(fcinfo, 0, op, !by_username, ids);
 	char	   *username = by_username ? atlas_username_arg(fcinfo, argno, "username") : NULL;
+	char	   *reason;
+	char	   *ticket;
 
-	PG_RETURN_INT64(atlas_enqueue(op, ids, username));
+	atlas_evidence_args(fcinfo, by_username ? argno + 1 : argno, &reason, &ticket);
+	PG_RETURN_INT64(atlas_enqueue(op, ids, username, reason, ticket));
 }
 
 /*
- * atlas_enqueue_remove_project_user(group_id, user_id),
- * atlas_enqueue_remove_org_user(org_id, user_id),
- * atlas_enqueue_remove_team_user(org_id, team_id, user_id), and the same
- * with _by_username and a username in place of the user id
+ * atlas_enqueue_remove_project_user(group_id, user_id, reason, ticket),
+ * atlas_enqueue_remove_org_user(org_id, user_id, reason, ticket),
+ * atlas_enqueue_remove_team_user(org_id, team_id, user_id, reason, ticket),
+ * and the same with _by_username and a username in place of the user id
  */
 ATLAS_SQL_FUNCTION(atlas_enqueue_remove_project_user, enqueue_from_args,
 				   ATLAS_OP_REMOVE_PROJECT_USER, false)
