@@ -512,6 +512,7 @@ extern void atlas_pace_shmem_init(struct LWLock *lock);
 extern bool atlas_guard_admit(const char *org_id, const char *group_id,
 							  const char *person, bool limited);
 extern void atlas_guard_count_call(AtlasCall *call);
+extern void atlas_guard_recall(void);
 extern bool atlas_guard_reserve(const char *org_id, const char *group_id, char **people,
 								int n, bool force, const char *what);
 extern bool atlas_guard_should_warn(const char *org_id, const char *group_id);

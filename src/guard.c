@@ -23,14 +23,18 @@
  * worker still meets one budget.
  *
  * With shared_preload_libraries the counts live in shared memory, shared
- * by every session and the worker (and lost at a restart: held rows are
- * rows and stay held).  Without it each backend keeps its own counts.
+ * by every session and the worker; after a restart the worker counts
+ * again the removals the audit shows in the window (atlas_guard_recall),
+ * and held rows are rows, so they stay held.  Without preloading each
+ * backend keeps its own counts.
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
+#include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "executor/spi.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
@@ -186,9 +190,9 @@ used_in(GuardState *g, uint64 scope, uint64 person, bool *counted)
 	return n;
 }
 
-/* Count a person now: refresh their entry, or take the oldest one. */
+/* Count a person at a time: take the oldest entry, unless counted already. */
 static void
-count_person(GuardState *g, uint64 scope, uint64 person, bool counted)
+count_person_at(GuardState *g, uint64 scope, uint64 person, bool counted, TimestampTz at)
 {
 	GuardEntry *e;
 
@@ -196,9 +200,60 @@ count_person(GuardState *g, uint64 scope, uint64 person, bool counted)
 		return;
 	e = &g->entries[g->next];
 	g->next = (g->next + 1) % GUARD_ENTRIES;
-	e->at = GetCurrentTimestamp();
+	e->at = at;
 	e->scope = scope;
 	e->person = person;
+}
+
+/* Count a person now. */
+static void
+count_person(GuardState *g, uint64 scope, uint64 person, bool counted)
+{
+	count_person_at(g, scope, person, counted, GetCurrentTimestamp());
+}
+
+/* Count again the removals the audit shows in the window; as its owner. */
+static void
+recall_spi(Oid nsp, void *arg pg_attribute_unused())
+{
+	GuardState *g = state();
+	uint64		r;
+
+	if (SPI_execute(psprintf("SELECT org_id, group_id, coalesce(user_id, username), max(at)"
+							 " FROM %s WHERE at > clock_timestamp() - make_interval(secs => %d)"
+							 " AND operation IN ('remove_project_user', 'remove_org_user',"
+							 "  'remove_team_user', 'remove_project_user_v1') AND outcome <> 'cancelled'"
+							 " GROUP BY 1, 2, 3",
+							 atlas_ext_rel(nsp, "atlas_removal_audit"), atlas_guard_window_s),
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the audit for the removal budget");
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *org_id = SPI_getvalue(tup, desc, 1);
+		uint64		scope = scope_of(org_id, SPI_getvalue(tup, desc, 2));
+		uint64		who = hash_text("", SPI_getvalue(tup, desc, 3));
+		bool		isnull;
+		TimestampTz at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		bool		counted;
+
+		lock_guard(g);
+		(void) used_in(g, scope, who, &counted);
+		count_person_at(g, scope, who, counted, at);
+		unlock_guard(g);
+	}
+}
+
+/*
+ * The worker, when it starts: count again the removals of the window from
+ * the audit, so that a restart does not refill the budget.  In a
+ * transaction.
+ */
+void
+atlas_guard_recall(void)
+{
+	atlas_as_table_owner("atlas_removal_audit", recall_spi, NULL);
 }
 
 /*
