@@ -265,7 +265,8 @@ cancel_spi(Oid nsp, void *arg)
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
 
 	if (SPI_execute_with_args(psprintf("UPDATE %s SET status = 'cancelled', finished_at = clock_timestamp()"
-									   " WHERE id = $1 AND status = 'queued' RETURNING id", q),
+									   " WHERE id = $1 AND status IN ('queued', 'held', 'awaiting_approval')"
+									   " RETURNING id", q),
 							  1, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not cancel a removal");
 	a->cancelled = (SPI_processed == 1);
@@ -300,6 +301,6 @@ atlas_cancel_removal(PG_FUNCTION_ARGS)
 	if (!a.cancelled)
 		ereport(NOTICE,
 				(errmsg("removal " INT64_FORMAT " was not cancelled: its status is %s", a.id, a.status),
-				 errdetail("Only removals that are still queued can be cancelled.")));
+				 errdetail("Only removals that are still queued, held or awaiting approval can be cancelled.")));
 	PG_RETURN_BOOL(a.cancelled);
 }
