@@ -192,13 +192,15 @@ $$;
 COMMENT ON VIEW @extschema@.atlas_queue_status IS
 	'Queue rows by status (held by the removal budget and awaiting approval too), the oldest queued age, and the background worker';
 
--- The auditor's report: a row per person and organization.
+-- The auditor's report: a row per person and organization.  It runs as its
+-- caller (no SECURITY DEFINER function in the extension): the caller needs
+-- SELECT on the audit and the queue.
 CREATE FUNCTION @extschema@.atlas_offboarding_report(since timestamptz, until timestamptz DEFAULT now())
 RETURNS TABLE (org_id text, group_id text, user_id text, username text,
 			   requested_at timestamptz, requested_by text, approved_by text,
 			   reason text, ticket text, removed_at timestamptz, outcome text,
 			   time_taken interval, past_target boolean)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH ev AS (
 		SELECT coalesce(a.org_id, q.org_id) AS org_id,

@@ -537,6 +537,7 @@ typedef struct AtlasHeldRow
 	char	   *group_id;
 } AtlasHeldRow;
 
+extern bool atlas_queue_admit(AtlasCall *r, int64 id, List **held);
 extern void atlas_queue_hold(List *held);
 extern int	atlas_queue_drain(bool worker, int max_items);
 extern uint64 atlas_queue_recover(void);

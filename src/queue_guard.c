@@ -137,6 +137,28 @@ announce(const AtlasHeldRow *h, int64 held)
 }
 
 /*
+ * Does the removal budget (guard.c) admit a claimed row's removal?  One
+ * approved or released is counted, never limited.  One that is not
+ * admitted is added to *held, for atlas_queue_hold().
+ */
+bool
+atlas_queue_admit(AtlasCall *r, int64 id, List **held)
+{
+	AtlasHeldRow *h;
+
+	r->guard_counted = true;
+	if (atlas_guard_admit(r->org_id, r->group_id, r->user_id ? r->user_id : r->username,
+						  r->approved_by == NULL))
+		return true;
+	h = palloc(sizeof(AtlasHeldRow));
+	h->id = id;
+	h->org_id = r->org_id ? pstrdup(r->org_id) : NULL;
+	h->group_id = r->group_id ? pstrdup(r->group_id) : NULL;
+	*held = lappend(*held, h);
+	return false;
+}
+
+/*
  * Hold the claimed rows the budget refused (of AtlasHeldRow *), in the
  * claiming transaction; announce each scope's burst once per window.
  */

@@ -14,11 +14,8 @@
  * policy, never before Retry-After.  A user already absent counts as
  * done (removal is idempotent, and an earlier attempt may have removed
  * them).  Every attempt writes an audit row.
- *
- * Before anything is sent for a claimed row, the removal budget
- * (guard.c) admits it; a row past the budget is held instead
- * (queue_guard.c), with nothing sent.  A row someone approved or released
- * counts toward the budget but is not limited by it.
+ * Nothing is sent for a claimed row that the removal budget does not
+ * admit: it is held instead (queue_guard.c).
  *
  * Each row runs with the credentials it was enqueued for: those of the
  * server it names and the user mapping of the role that enqueued it, or
@@ -249,32 +246,6 @@ row_target(QueueRow *row)
 	CurrentResourceOwner = owner;
 }
 
-/*
- * Does the removal budget admit a claimed row?  One approved or released
- * is counted, never limited.  A row that is not admitted is held: nothing
- * is sent for it, and its memory goes.
- */
-static bool
-admit_row(Drain *d, QueueRow *row, List **held)
-{
-	AtlasCall  *r = row->removal;
-	AtlasHeldRow *h;
-
-	r->guard_counted = true;
-	if (atlas_guard_admit(r->org_id, r->group_id, r->user_id ? r->user_id : r->username,
-						  r->approved_by == NULL))
-		return true;
-	h = palloc(sizeof(AtlasHeldRow));
-	h->id = row->id;
-	h->org_id = r->org_id ? pstrdup(r->org_id) : NULL;
-	h->group_id = r->group_id ? pstrdup(r->group_id) : NULL;
-	*held = lappend(*held, h);
-	MemoryContextDelete(row->cxt);
-	d->claimed--;
-	d->active--;
-	return false;
-}
-
 /* Claim rows and start them (or hold them), in the current transaction. */
 static void
 claim(Drain *d, int n)
@@ -295,8 +266,14 @@ claim(Drain *d, int n)
 		QueueRow   *row = (QueueRow *) lfirst(lc);
 		MemoryContext old = CurrentMemoryContext;
 
-		if (!admit_row(d, row, &held))
+		if (!atlas_queue_admit(row->removal, row->id, &held))
+		{
+			/* held by the removal budget: nothing is sent for it */
+			MemoryContextDelete(row->cxt);
+			d->claimed--;
+			d->active--;
 			continue;
+		}
 		row_target(row);
 		MemoryContextSwitchTo(old);
 		start_row(d, row);
