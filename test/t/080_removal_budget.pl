@@ -6,7 +6,8 @@
 # atlas_release_held() sends them, audited with approved_by.  A burst split
 # over 6 sessions and 6 transactions is held the same way.  A bulk of 30:
 # 55000 and 0 requests; with force => true: sent, audited as forced.  A
-# single synchronous removal past the budget is not limited.
+# single synchronous removal past the budget is not limited; offboarding
+# past it: 55000 before any removal, then forced.
 use strict;
 use warnings;
 
@@ -168,6 +169,24 @@ session_close($listener);
 	sql('SELECT atlas_audit_flush()');
 	is(sql("SELECT forced FROM atlas_removal_audit WHERE user_id = '$ids->[30]'"), 'f',
 		'single: and not audited as forced');
+}
+
+# ------------------------------------------------------------------
+# 4. offboarding one more person from the organization whose budget is spent
+# ------------------------------------------------------------------
+{
+	my ($off) = @{ emu_users(count => 1, orgId => $org, prefix => 'offb') };
+	emu_reset_counters();
+	my ($rc, $o, $e) = psql_as($node, 'postgres', "SELECT count(*) FROM atlas_offboard_user('$org', '$off')");
+	is(sqlstate_of($e), '55000', 'offboarding: 55000 past the budget');
+	is(emu_counter('removal_requests'), 0, 'offboarding: 0 removal requests');
+	is( sql("SELECT count(*) FROM atlas_offboard_user('$org', '$off', force => true,"
+			  . " reason => 'confirmed leaver', ticket => 'SEC-2') WHERE outcome = 'removed'"),
+		'1', 'offboarding: with force => true the person is removed');
+	sql('SELECT atlas_audit_flush()');
+	is( sql("SELECT string_agg(forced || '|' || reason || '|' || ticket, ',') FROM atlas_removal_audit"
+			  . " WHERE user_id = '$off'"),
+		'true|confirmed leaver|SEC-2', 'offboarding: audited as forced, with the reason and ticket');
 }
 
 $node->stop;
