@@ -107,6 +107,14 @@ enqueue_sql(Oid nsp, bool by_name)
 	const char *cols15 = ", requested_by, reason, ticket, status";
 	const char *vals15 = ", $1, $9, $10, $11";
 
+	/* an install older than 1.5 cannot keep a row waiting for approval */
+	if (atlas_require_approval && !v15)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("atlas_users.require_approval is on, but the atlas_users tables are older than the library"),
+				 errdetail("Nothing was queued."),
+				 errhint("Run ALTER EXTENSION atlas_users UPDATE.")));
+
 	/* the unique index on pending rows decides whether this one exists */
 	return psprintf("WITH ins AS ("
 					" INSERT INTO %s (enqueued_by, operation, org_id, group_id, team_id, %s%s%s)"
