@@ -197,6 +197,31 @@ atlas_queue_hold(List *held)
 	}
 }
 
+/*
+ * Cancel, as duplicates, the waiting rows (status, scope) whose identical
+ * removal is pending already, or waits too with a smaller id: queued
+ * again, they would break the one-pending-row rule (the unique index).
+ * scope is an SQL condition on the row "w".
+ */
+static void
+cancel_duplicates(const char *q, const char *status, const char *scope, int nargs,
+				  Oid *types, Datum *values)
+{
+	const char *same = "p.operation = w.operation AND coalesce(p.org_id, '') = coalesce(w.org_id, '')"
+		" AND coalesce(p.group_id, '') = coalesce(w.group_id, '')"
+		" AND coalesce(p.team_id, '') = coalesce(w.team_id, '')"
+		" AND coalesce(p.user_id, '') = coalesce(w.user_id, '')"
+		" AND lower(coalesce(p.username, '')) = lower(coalesce(w.username, ''))";
+
+	if (SPI_execute_with_args(psprintf("UPDATE %s w SET status = 'cancelled', finished_at = clock_timestamp(),"
+									   " detail = 'An identical removal is queued already: nothing was sent for this one.'"
+									   " WHERE w.status = '%s' AND %s AND EXISTS (SELECT 1 FROM %s p WHERE %s"
+									   "  AND (p.status IN ('queued', 'running') OR (p.status = w.status AND p.id < w.id)))",
+									   q, status, scope, q, same),
+							  nargs, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not cancel duplicate removals");
+}
+
 typedef struct HeldArgs
 {
 	char	   *scope;			/* org_id, or the project's group_id */
@@ -223,6 +248,8 @@ held_spi(Oid nsp, void *arg)
 	values[2] = CStringGetTextDatum(a->role);
 	pick = psprintf("SELECT id FROM %s WHERE status = 'held' AND coalesce(org_id, group_id) = $1"
 					" ORDER BY id LIMIT $2 FOR UPDATE", q);
+	if (!a->cancel)
+		cancel_duplicates(q, "held", "coalesce(w.org_id, w.group_id) = $1", 3, types, values);
 	if (!a->cancel)
 		sql = psprintf("UPDATE %s SET status = 'queued', approved_by = $3, approved_at = clock_timestamp(),"
 					   " next_attempt_at = clock_timestamp(), detail = NULL WHERE id IN (%s)", q, pick);
@@ -302,6 +329,7 @@ typedef struct ApproveArgs
 	char	   *status;			/* the row's status, NULL: no such row */
 	char	   *requested[3];	/* requested_by, enqueued_by, enqueued_as */
 	bool		approve;		/* second pass: approve it */
+	bool		approved;		/* it was (else: a duplicate, cancelled) */
 	const char *role;
 	MemoryContext cxt;
 } ApproveArgs;
@@ -318,11 +346,13 @@ approve_spi(Oid nsp, void *arg)
 
 	if (a->approve)
 	{
+		cancel_duplicates(q, "awaiting_approval", "w.id = $1", 2, types, values);
 		if (SPI_execute_with_args(psprintf("UPDATE %s SET status = 'queued', approved_by = $2,"
 										   " approved_at = clock_timestamp(), next_attempt_at = clock_timestamp()"
 										   " WHERE id = $1 AND status = 'awaiting_approval'", q),
 								  2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not approve a queued removal");
+		a->approved = (SPI_processed == 1);
 		return;
 	}
 	if (SPI_execute_with_args(psprintf("SELECT status, requested_by, enqueued_by, enqueued_as"
@@ -398,6 +428,13 @@ atlas_approve_removal(PG_FUNCTION_ARGS)
 	}
 	a.approve = true;
 	atlas_as_table_owner("atlas_removal_queue", approve_spi, &a);
+	if (!a.approved)
+	{
+		ereport(NOTICE,
+				(errmsg("removal " INT64_FORMAT " was cancelled instead: an identical removal is queued already",
+						a.id)));
+		PG_RETURN_BOOL(false);
+	}
 	atlas_queue_wake_at_commit();
 	PG_RETURN_BOOL(true);
 }

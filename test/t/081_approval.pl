@@ -79,5 +79,19 @@ like($err, qr/its status is done/, 'with a NOTICE saying why');
 is(sqlstate_of($err), '42704', 'an unknown queue id: 42704');
 is(emu_route_count(emu_counters(), $org_route, '204'), 1, 'still one removal in all');
 
+# the same removal enqueued twice while approval is required: approving
+# both in one transaction queues the first and cancels the second
+my ($u2) = @{ emu_users(count => 1, orgId => $org, prefix => 'twice') };
+my @ids = map { (psql_as($node, 'hr_bot', "SELECT atlas_enqueue_remove_org_user('$org', '$u2')"))[1] } 1 .. 2;
+isnt($ids[0], $ids[1], 'twice: two rows await approval');
+($rc, $ok, $err) = psql_as($node, 'sec_lead',
+	"BEGIN; SELECT atlas_approve_removal($ids[0]); SELECT atlas_approve_removal($ids[1]); COMMIT;");
+is($ok, "t\nf", 'twice: the first is approved, the second is not') or diag $err;
+like($err, qr/cancelled instead: an identical removal is queued already/, 'twice: with a NOTICE saying why');
+ok($node->poll_query_until('postgres',
+		"SELECT string_agg(status, ',' ORDER BY id) = 'done,cancelled' FROM atlas_removal_queue WHERE user_id = '$u2'"),
+	'twice: the first ends done, the second cancelled');
+is(emu_route_count(emu_counters(), $org_route, '204'), 2, 'twice: one removal sent for both');
+
 $node->stop;
 done_testing();
