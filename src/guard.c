@@ -36,6 +36,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "storage/lwlock.h"
+#include "utils/lsyscache.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -217,13 +218,16 @@ static void
 recall_spi(Oid nsp, void *arg pg_attribute_unused())
 {
 	GuardState *g = state();
+	bool		named = get_attnum(get_relname_relid("atlas_removal_audit", nsp), "username") != InvalidAttrNumber;
 	uint64		r;
 
-	if (SPI_execute(psprintf("SELECT org_id, group_id, coalesce(user_id, username), max(at)"
+	/* an install older than 1.2 has no username column */
+	if (SPI_execute(psprintf("SELECT org_id, group_id, %s, max(at)"
 							 " FROM %s WHERE at > clock_timestamp() - make_interval(secs => %d)"
 							 " AND operation IN ('remove_project_user', 'remove_org_user',"
 							 "  'remove_team_user', 'remove_project_user_v1') AND outcome <> 'cancelled'"
 							 " GROUP BY 1, 2, 3",
+							 named ? "coalesce(user_id, username)" : "user_id",
 							 atlas_ext_rel(nsp, "atlas_removal_audit"), atlas_guard_window_s),
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the audit for the removal budget");
