@@ -19,8 +19,8 @@ SELECT coalesce(max(id), 0) AS audit_start FROM atlas_removal_audit \gset
 SELECT (pg_stat_file(:'logfile')).size AS log_start \gset
 
 CREATE ROLE regress_atlas_auditor;
-GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean),
-	atlas_remove_org_user(text, text, boolean) TO regress_atlas_auditor;
+GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text),
+	atlas_remove_org_user(text, text, boolean, text, text) TO regress_atlas_auditor;
 -- offboarding wrapped in a SECURITY DEFINER function owned by a superuser
 CREATE FUNCTION regress_offboard(g text, u text) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = public

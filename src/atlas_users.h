@@ -77,6 +77,11 @@ extern char *atlas_database;
 extern char *atlas_server;
 extern char *atlas_trusted_server_owners;
 extern int	atlas_server_timeout_max_ms;
+extern int	atlas_guard_max_removals;
+extern int	atlas_guard_window_s;
+extern int	atlas_guard_max_share;
+extern bool atlas_require_approval;
+extern int	atlas_offboarding_target_s;
 
 extern void atlas_define_settings(void);
 extern bool atlas_api_version_ok(const char *v, char **why);
@@ -92,6 +97,13 @@ extern char *atlas_id_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 extern char *atlas_username_arg(FunctionCallInfo fcinfo, int argno, const char *param);
 extern bool atlas_is_username(const char *s);
 extern bool atlas_bool_arg(FunctionCallInfo fcinfo, int argno, const char *param);
+
+/* the longest reason and ticket (bytes) kept in the queue and the audit */
+#define ATLAS_REASON_MAX 255
+#define ATLAS_TICKET_MAX 127
+extern char *atlas_evidence_text(const char *value, const char *param, int maxlen);
+extern void atlas_evidence_args(FunctionCallInfo fcinfo, int argno, char **reason,
+								char **ticket);
 
 /* ----------------------------------------------------------------
  * http.c, http_url.c: the transport's start and its URL helpers
@@ -239,6 +251,11 @@ typedef struct AtlasCall
 	int64		queue_id;		/* audit: the queue row this call runs, or 0 */
 	Oid			role;			/* whose credentials; InvalidOid: the current user */
 	const char *requested_by;	/* audit: who asked, when not this session's user */
+	const char *approved_by;	/* audit: who approved or released it, or NULL */
+	const char *reason;			/* audit: why, or NULL */
+	const char *ticket;			/* audit: the change ticket, or NULL */
+	bool		forced;			/* audit: sent past the removal budget by force */
+	bool		guard_counted;	/* the removal budget counted it already */
 	void	   *owner;			/* the caller's own data */
 
 	/* set when the call is added to a run */
@@ -360,6 +377,10 @@ typedef struct AuditRecord
 	char		server[NAMEDATALEN];	/* "": the settings */
 	int64		queue_id;		/* 0: none */
 	Oid			server_oid;		/* InvalidOid: the settings */
+	char		approved_by[NAMEDATALEN];	/* "": none */
+	char		reason[256];
+	char		ticket[128];
+	bool		forced;
 } AuditRecord;
 
 extern void atlas_require_writable(const char *what);
@@ -493,6 +514,8 @@ extern void atlas_shmem_worker_info(AtlasWorkerInfo *info);
 
 /* token.c, pacing.c: the token cache and the rate-limit buckets */
 struct LWLock;
+extern Size atlas_guard_shmem_size(void);
+extern void atlas_guard_shmem_init(struct LWLock *lock);
 extern Size atlas_token_shmem_size(void);
 extern void atlas_token_shmem_init(struct LWLock *lock);
 extern uint64 atlas_token_grants(void);
@@ -500,11 +523,39 @@ extern Size atlas_pace_shmem_size(void);
 extern void atlas_pace_shmem_init(struct LWLock *lock);
 
 /* ----------------------------------------------------------------
+ * guard.c: the removal budget
+ * ----------------------------------------------------------------
+ */
+extern bool atlas_guard_admit(const char *org_id, const char *group_id,
+							  const char *person, bool limited);
+extern void atlas_guard_count_call(AtlasCall *call);
+extern void atlas_guard_recall(void);
+extern bool atlas_guard_reserve(const char *org_id, const char *group_id, char **people,
+								int n, bool force, const char *what);
+extern bool atlas_guard_should_warn(const char *org_id, const char *group_id);
+extern void atlas_guard_burst_over(const char *org_id);
+extern void atlas_guard_note_size(const char *org_id, int64 size);
+extern int	atlas_guard_budget(const char *org_id, const char *group_id, int *used);
+
+/* ----------------------------------------------------------------
  * queue_sql.c, trigger.c, queue_run.c: the removal queue
  * ----------------------------------------------------------------
  */
-extern int64 atlas_enqueue(AtlasOperation op, char **ids, const char *username);
+extern int64 atlas_enqueue(AtlasOperation op, char **ids, const char *username,
+						   const char *reason, const char *ticket);
 extern Datum atlas_enqueued_here(void);
+extern void atlas_queue_wake_at_commit(void);
+
+/* queue_guard.c: rows the removal budget holds, and approvals */
+typedef struct AtlasHeldRow
+{
+	int64		id;
+	char	   *org_id;
+	char	   *group_id;
+} AtlasHeldRow;
+
+extern bool atlas_queue_admit(AtlasCall *r, int64 id, List **held);
+extern void atlas_queue_hold(List *held);
 extern int	atlas_queue_drain(bool worker, int max_items);
 extern uint64 atlas_queue_recover(void);
 extern uint64 atlas_queue_purge(void);

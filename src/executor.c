@@ -123,6 +123,8 @@ atlas_run_add(AtlasRun *run, AtlasCall *call)
 
 	if (run->spec.audit == ATLAS_AUDIT_SESSION && atlas_operation_removes(call->op))
 		atlas_require_writable("remove Atlas users");
+	/* every removal sent counts toward the removal budget (guard.c) */
+	atlas_guard_count_call(call);
 	target = atlas_call_target(run, call);
 	old = MemoryContextSwitchTo(new_call_state(run, call));
 	call->outcome = ATLAS_OUTCOME_NONE;

@@ -52,6 +52,11 @@ char	   *atlas_database = NULL;
 char	   *atlas_server = NULL;
 char	   *atlas_trusted_server_owners = NULL;
 int			atlas_server_timeout_max_ms = 60000;
+int			atlas_guard_max_removals = 20;
+int			atlas_guard_window_s = 3600;
+int			atlas_guard_max_share = 50;
+bool		atlas_require_approval = false;
+int			atlas_offboarding_target_s = 24 * 3600;
 
 static const struct config_enum_entry auth_method_options[] = {
 	{"auto", ATLAS_AUTH_AUTO, false},
@@ -385,6 +390,46 @@ atlas_define_settings(void)
 							&atlas_queue_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.guard_max_removals",
+							"Removal budget: people an organization may lose in guard_window without a person's approval.",
+							"Queued rows past it are held; bulk calls past it fail unless force.",
+							&atlas_guard_max_removals,
+							20, 0, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.guard_window",
+							"The sliding window of the removal budget.",
+							NULL,
+							&atlas_guard_window_s,
+							3600, 1, 7 * 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.guard_max_share",
+							"Removal budget as a percentage of an organization whose size a listing showed.",
+							"The smaller of this share and guard_max_removals applies; 100 turns the share off.",
+							&atlas_guard_max_share,
+							50, 1, 100,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("atlas_users.require_approval",
+							 "Queued removals wait for atlas_approve_removal() by another role.",
+							 NULL,
+							 &atlas_require_approval,
+							 false,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.offboarding_target",
+							"Target time from a removal's request to its completion; atlas_offboarding_report flags longer ones.",
+							NULL,
+							&atlas_offboarding_target_s,
+							24 * 3600, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("atlas_users.database",

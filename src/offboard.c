@@ -57,6 +57,7 @@ typedef struct OffPlan
 	List	   *rows;
 	OffRow	   *org_row;
 	bool		expanded;		/* the org removal comes after each membership's */
+	bool		forced;			/* past the removal budget, by force */
 } OffPlan;
 
 /* The scope argument: 'org', 'projects' or 'teams'. */
@@ -292,7 +293,12 @@ run_step(OffPlan *p, OffStep step)
 		OffRow	   *r = (OffRow *) lfirst(lc);
 
 		if (in_step(p, r, step))
+		{
+			r->call->reason = p->f->reason;
+			r->call->ticket = p->f->ticket;
+			r->call->forced = p->forced;
 			calls[n++] = r->call;
+		}
 	}
 	if (n > 0)
 		atlas_execute(calls, n, &spec);
@@ -395,6 +401,12 @@ offboard_org(ReturnSetInfo *rsinfo, OffFacts *f, const char *who, bool dry_run)
 	plan_invitations(&p);
 	if (f->u == NULL && f->org_invites == NIL && f->project_invites == NIL)
 		return false;
+	if (!dry_run && f->u != NULL)
+	{
+		/* the person counts once in the removal budget, before any request */
+		p.forced = atlas_guard_reserve(f->org_id, NULL, &f->u->id, 1, f->force,
+									   "atlas_offboard_user");
+	}
 	if (!dry_run)
 		run_plan(&p);
 	foreach(lc, p.rows)
@@ -402,7 +414,7 @@ offboard_org(ReturnSetInfo *rsinfo, OffFacts *f, const char *who, bool dry_run)
 	return true;
 }
 
-/* atlas_offboard_user(org_id, username_or_id, scope, dry_run) */
+/* atlas_offboard_user(org_id, username_or_id, scope, dry_run, force, reason, ticket) */
 Datum
 atlas_offboard_user(PG_FUNCTION_ARGS)
 {
@@ -410,6 +422,9 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 	char	   *org_id = PG_ARGISNULL(0) ? NULL : atlas_id_arg(fcinfo, 0, "org_id");
 	char	   *scope = scope_arg(fcinfo, 2);
 	bool		dry_run = PG_GETARG_BOOL(3);
+	bool		force = PG_NARGS() > 4 && atlas_bool_arg(fcinfo, 4, "force");
+	char	   *reason;
+	char	   *ticket;
 	char	   *who;
 	List	   *orgs;
 	ListCell   *lc;
@@ -422,6 +437,7 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 	who = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (!atlas_is_id(who))
 		who = atlas_username_arg(fcinfo, 1, "username_or_id");
+	atlas_evidence_args(fcinfo, 5, &reason, &ticket);
 	if (!dry_run)
 		atlas_require_writable("offboard Atlas users");
 	InitMaterializedSRF(fcinfo, 0);
@@ -439,6 +455,9 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 		OffFacts   *f = (OffFacts *) lfirst(lc);
 
 		f->scope = scope;
+		f->force = force;
+		f->reason = reason;
+		f->ticket = ticket;
 		found += offboard_org(rsinfo, f, who, dry_run) ? 1 : 0;
 	}
 	if (found == 0 && org_id != NULL)

@@ -40,6 +40,9 @@ typedef struct OffFacts
 	char	   *org_id;
 	AtlasTarget *target;		/* NULL: chosen by organization */
 	const char *scope;			/* 'org', 'projects' or 'teams' */
+	bool		force;			/* past the removal budget */
+	const char *reason;			/* evidence for the audit, or NULL */
+	const char *ticket;
 	/* learned */
 	AtlasOrgUser *u;			/* NULL: not a member (maybe invited) */
 	char	   *username;		/* NULL when only an id is known */

@@ -98,6 +98,9 @@ row_from_tuple(Drain *d, HeapTuple tup, TupleDesc desc, bool by_oid)
 	row->enqueued_as_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 13, &isnull));
 	if (isnull)
 		row->enqueued_as_oid = InvalidOid;
+	call->approved_by = SPI_getvalue(tup, desc, 14);
+	call->reason = SPI_getvalue(tup, desc, 15);
+	call->ticket = SPI_getvalue(tup, desc, 16);
 
 	/*
 	 * A queued removal wants the user gone: if Atlas says the user or
@@ -193,6 +196,7 @@ claim_spi(Oid nsp, void *arg)
 	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
 	bool		v14 = queue_has_column(nsp, "server");
 	bool		v15 = queue_has_column(nsp, "server_oid");
+	bool		evidence = queue_has_column(nsp, "approved_by");
 	Oid			types[5] = {INT4OID, INT8ARRAYOID, INT4OID, OIDARRAYOID, INT4ARRAYOID};
 	Datum		values[5];
 	uint64		r;
@@ -205,10 +209,12 @@ claim_spi(Oid nsp, void *arg)
 									   " claimed_by = pg_backend_pid(), claimed_at = clock_timestamp()"
 									   " WHERE q.id IN (%s)"
 									   " RETURNING q.id, q.operation, q.org_id, q.group_id, q.team_id,"
-									   " q.user_id, q.attempts, q.username, %s, q.enqueued_by, %s", q,
+									   " q.user_id, q.attempts, q.username, %s, q.enqueued_by, %s, %s", q,
 									   claim_sql(nsp, d->worker && v15),
 									   v14 ? "q.server, q.enqueued_as" : "NULL::text, NULL::text",
-									   v15 ? "q.server_oid, q.enqueued_as_oid" : "NULL::oid, NULL::oid"),
+									   v15 ? "q.server_oid, q.enqueued_as_oid" : "NULL::oid, NULL::oid",
+									   evidence ? "q.approved_by, q.reason, q.ticket"
+									   : "NULL::text, NULL::text, NULL::text"),
 							  5, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queued removals");
 	for (r = 0; r < SPI_processed; r++)

@@ -14,6 +14,8 @@
  * policy, never before Retry-After.  A user already absent counts as
  * done (removal is idempotent, and an earlier attempt may have removed
  * them).  Every attempt writes an audit row.
+ * Nothing is sent for a claimed row that the removal budget does not
+ * admit: it is held instead (queue_guard.c).
  *
  * Each row runs as its enqueuer: its lookup and its removal use the
  * credentials queue_claim.c resolves for it (its server, by OID, and its
@@ -117,12 +119,13 @@ start_row(Drain *d, QueueRow *row, void *arg pg_attribute_unused())
 	atlas_run_add(d->run, atlas_listing_first(&row->listing));
 }
 
-/* Claim rows and start them, in the current transaction. */
+/* Claim rows and start them (or hold them), in the current transaction. */
 static void
 claim(Drain *d, int n)
 {
 	ListCell   *lc;
 	int			claimed;
+	List	   *held = NIL;
 
 	atlas_queue_claim(d, n);
 	claimed = list_length(d->claimed_rows);
@@ -135,6 +138,15 @@ claim(Drain *d, int n)
 		AtlasCall  *r = row->removal;
 		MemoryContext old = CurrentMemoryContext;
 
+		if (!atlas_queue_admit(row->removal, row->id, &held))
+		{
+			/* held by the removal budget: nothing is sent for it */
+			(void) atlas_queue_row_done(d, row);
+			MemoryContextDelete(row->cxt);
+			d->claimed--;
+			d->active--;
+			continue;
+		}
 		atlas_queue_row_target(d, row);
 		MemoryContextSwitchTo(row->cxt);
 		if (row->unusable == NULL)
@@ -150,6 +162,8 @@ claim(Drain *d, int n)
 	}
 	list_free(d->claimed_rows);
 	d->claimed_rows = NIL;
+	if (held != NIL)
+		atlas_queue_hold(held);
 }
 
 /* The worker: claim in a transaction of its own, committing 'running'. */

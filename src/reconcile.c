@@ -17,7 +17,10 @@
  * organization, is refused with an error before anything is removed,
  * unless force; a dry run returns the plan with a WARNING instead.  An
  * empty or NULL keep list is refused unless force, so an HR query that
- * returns nothing can never empty an organization.
+ * returns nothing can never empty an organization.  Then the removal
+ * budget shared with every other path (guard.c) must admit the people,
+ * or force (audited as forced); the listing tells it the organization's
+ * size.
  *
  * A real run removes the users (through the executor: paced, retried,
  * audited), then lists the invitations again and deletes those still
@@ -65,6 +68,9 @@ typedef struct Reconcile
 	int			to_remove;		/* people (distinct usernames) planned */
 	HTAB	   *removing;		/* their lowercased usernames */
 	HTAB	   *listed;			/* invitations listed again, by id */
+	bool		forced;			/* past the removal budget, by force */
+	char	   *reason;			/* evidence for the audit, or NULL */
+	char	   *ticket;
 } Reconcile;
 
 /* A set of lowercased strings, compared over their full length. */
@@ -276,6 +282,28 @@ guard(Reconcile *rc, int max_removals)
 	return NULL;
 }
 
+/*
+ * Reserve the people to remove in the removal budget (guard.c), before
+ * the first removal: 55000 past it unless force.
+ */
+static void
+reserve_budget(Reconcile *rc, bool force)
+{
+	char	  **ids = palloc(sizeof(char *) * Max(list_length(rc->out), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, rc->out)
+	{
+		Person	   *p = (Person *) lfirst(lc);
+
+		if (p->outcome == NULL && strcmp(p->kind, "user") == 0)
+			ids[n++] = p->id;
+	}
+	if (n > 0)
+		rc->forced = atlas_guard_reserve(rc->org_id, NULL, ids, n, force, "atlas_reconcile_org");
+}
+
 /* Run the plan: the users, then the invitations still listed. */
 static void
 run_plan(Reconcile *rc)
@@ -313,6 +341,9 @@ run_plan(Reconcile *rc)
 			p->call->user_id = p->id;
 			p->call->username = p->username;
 			p->call->missing_ok = !invite;
+			p->call->forced = rc->forced;
+			p->call->reason = rc->reason;
+			p->call->ticket = rc->ticket;
 			calls[ncalls++] = p->call;
 		}
 		if (ncalls > 0)
@@ -364,7 +395,10 @@ put_person(ReturnSetInfo *rsinfo, Person *p, bool dry_run)
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
 }
 
-/* atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals, force) */
+/*
+ * atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals, force,
+ * reason, ticket)
+ */
 Datum
 atlas_reconcile_org(PG_FUNCTION_ARGS)
 {
@@ -381,6 +415,7 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 	dry_run = DatumGetBool(required_arg(fcinfo, 2, "dry_run"));
 	max_removals = DatumGetInt32(required_arg(fcinfo, 3, "max_removals"));
 	force = DatumGetBool(required_arg(fcinfo, 4, "force"));
+	atlas_evidence_args(fcinfo, 5, &rc.reason, &rc.ticket);
 	if (max_removals < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -391,6 +426,7 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	rc.people = name_set("atlas_users people");
 	list_org(&rc, ATLAS_OP_LIST_ORG_USERS, user_item, true);
+	atlas_guard_note_size(rc.org_id, hash_get_num_entries(rc.people));
 	list_org(&rc, ATLAS_OP_LIST_ORG_INVITES, invite_item, true);
 	protect(&rc);
 	refused = force ? NULL : guard(&rc, max_removals);
@@ -408,7 +444,10 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 				 errdetail("%s", refused),
 				 errhint("Check keep_usernames. If the removals are meant, raise max_removals or pass force => true.")));
 	if (!dry_run)
+	{
+		reserve_budget(&rc, force);
 		run_plan(&rc);
+	}
 	foreach(lc, rc.out)
 		put_person(rsinfo, (Person *) lfirst(lc), dry_run);
 	return (Datum) 0;

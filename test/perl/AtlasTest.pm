@@ -186,7 +186,8 @@ sub psql_as
 	return ($rc, $out, $err);
 }
 
-# The settings that point a node at the emulator, and $opt{extra_conf}.
+# The settings that point a node at the emulator, and $opt{extra_conf};
+# the removal budget is off unless $opt{guard}.
 sub atlas_conf
 {
 	my (%opt) = @_;
@@ -201,6 +202,9 @@ atlas_users.client_secret_file = '$secrets/client_secret'
 atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
 ";
+	# the removal budget (guard.c) would hold the bursts of the tests of
+	# other things: off unless a test asks for it with guard => 1
+	$conf .= "atlas_users.guard_max_removals = 1000000\n" unless $opt{guard};
 	$conf .= $opt{extra_conf} if $opt{extra_conf};
 	return $conf;
 }
