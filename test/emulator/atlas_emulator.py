@@ -85,6 +85,9 @@ Served API (on both listeners)
     GET    /api/atlas/v2/orgs/{orgId}                           2023-01-01   orgs
     GET    /api/atlas/v2/orgs/{orgId}/groups                    2023-01-01   orgs
     GET    /api/atlas/v2/orgs/{orgId}/federationSettings        2023-01-01   orgs
+    GET    /api/atlas/v2/federationSettings/{id}/connectedOrgConfigs/{orgId}  2023-01-01  orgs
+    GET    /api/atlas/v2/federationSettings/{id}/connectedOrgConfigs/{orgId}/roleMappings
+                                                                2023-01-01   orgs
     GET    /api/atlas/v2/orgs/{orgId}/users                     2023-01-01*, 2025-02-19  org_users
     GET    /api/atlas/v2/orgs/{orgId}/users/{userId}            2025-02-19   org_users
     DELETE /api/atlas/v2/orgs/{orgId}/users/{userId}            2023-01-01*, 2025-02-19  org_users
@@ -105,7 +108,7 @@ Served API (on both listeners)
     GET    /api/atlas/v2/groups/{groupId}/invites               2023-01-01*  invites
     GET    /api/atlas/v2/groups/{groupId}/invites/{invitationId}  2023-01-01*  invites
     DELETE /api/atlas/v2/groups/{groupId}/invites/{invitationId}  2023-01-01*  invites
-    (* deprecated, sunset 2027-07-01)
+    (* deprecated, sunset 2027-07-01: 410 VERSION_GONE from then on)
   legacy v1.0 (digest only; a Bearer header gets 401), set v1:
     DELETE /api/atlas/v1.0/groups/{GROUP-ID}/users/{USER-ID}    -> 204
     GET    /api/atlas/v1.0/groups/{GROUP-ID}/users              (2023 shape)
@@ -130,8 +133,11 @@ Behaviour choices (where the spec is silent)
     the spec's error responses do).  Deprecated versions add
     "Deprecation: Wed, 19 Feb 2025 00:00:00 GMT" and
     "Sunset: Thu, 1 Jul 2027 00:00:00 GMT" (the day is not zero-padded).  The
-    invitation resources have only their deprecated 2023-01-01 version; that
-    they carry the same Deprecation date is a GUESS.  400, 404 and 409 answers
+    invitation resources have only their deprecated 2023-01-01 version: the
+    org invitations carry Deprecation: Wed, 19 Feb 2025, the project
+    invitations Deprecation: Wed, 4 Oct 2023 (both as real answers).  Every
+    deprecated version answers 410 VERSION_GONE once "today" is on or after
+    its sunset.  400, 404 and 409 answers
     carry X-Error-Code: <errorCode>.
   * Order of checks: auth (401) -> the credential's organizations (401) ->
     token bucket (429) -> fault rules -> route (404/405) -> version (406/410)
@@ -152,7 +158,6 @@ Behaviour choices (where the spec is silent)
       user in org, not in project   404 USER_NOT_FOUND (names user and project)
       user not in the team          404 RESOURCE_NOT_FOUND (user id in detail and parameters)
       invitation missing            404 INVITATION_NOT_FOUND (GUESS: the code is undocumented)
-      org not federated             404 RESOURCE_NOT_FOUND on federationSettings (GUESS)
       last user of a team           400 CANNOT_REMOVE_LAST_USER_FROM_TEAM (its HTTP status is
                                         undocumented; 400 is a GUESS: the spec lists no 409
                                         for either team removal)
@@ -201,20 +206,37 @@ Behaviour choices (where the spec is silent)
   * ACTIVE users in 2025-02-19 answers carry "mobileNumber": null when they
     have none (as real answers do).
   * Invitations (deprecated 2023-01-01 resources; answers are JSON arrays, not
-    paginated; optional ?username= filter): an org's invitations are its
-    PENDING users, each with its own invitation id (OrganizationInvitation);
-    a project's invitations are its PENDING legacyProjectInvite users
-    (GroupInvitation), whom the v2 user endpoints cannot see.  Invitation ids
-    are md5("org-invite/<orgId>/<userId>") or md5("group-invite/<groupId>/
-    <userId>"), first 24 hex digits.  GUESSES: a legacy project invitee has an
-    org invitation too; INVITATION_EXPIRED/REJECTED users have no open
-    invitation.  DELETE of a project invitation takes the person out of that
+    paginated; optional ?username= filter; entries without "links", as real
+    answers): an org's invitations are its PENDING users
+    (OrganizationInvitation), each with the invitation id = its user id - 1
+    (as in every real recording); a project's invitations are its PENDING
+    legacyProjectInvite users (GroupInvitation), whom the v2 user endpoints
+    cannot see.  Project invitation ids are md5("group-invite/<groupId>/
+    <userId>"), first 24 hex digits.  GUESSES: a legacy project invitee has no
+    org invitation (it is no PENDING user of the org); INVITATION_EXPIRED/
+    REJECTED users have no open invitation.  DELETE of a project invitation takes the person out of that
     project only (the org invitation stays); DELETE of an org invitation
     takes the person out of the org (with the team rule of org removals).
     Invitation deletions are not counted in removal_requests.
-  * Federation: GET /orgs/{orgId}/federationSettings answers the spec's
-    OrgFederationSettings for an org seeded "federated": true (fields from
-    federationSettings override the defaults), else 404 (see Errors).
+  * Federation: GET /orgs/{orgId}/federationSettings answers 200 with the
+    spec's OrgFederationSettings for every org, as real Atlas does: an org
+    seeded "federated": true has identityProviderStatus ACTIVE (fields from
+    federationSettings override the defaults), any other
+    {"federatedDomains":[],"hasRoleMappings":false,"id":...,
+     "identityProviderId":null,"identityProviderStatus":"INACTIVE"}.
+    For an ACTIVE org, GET /federationSettings/{id}/connectedOrgConfigs/{orgId}
+    (ConnectedOrgConfig) and .../roleMappings (paginated
+    AuthFederationRoleMapping: externalGroupName, id, roleAssignments) answer
+    from the org's seed "roleMappings": [{"externalGroupName": "...",
+    "roleAssignments": [{"orgId"|"groupId": ..., "role": ...}]}]; any other
+    federation id or org answers 404 RESOURCE_NOT_FOUND (a GUESS).
+    postAuthRoleGrants ["ORG_MEMBER"] and the role mapping ids are GUESSES.
+    POST /__emulator/federation {"orgId", "federated", "roleMappings",
+    "federationSettings"} changes an org's federation at run time.
+  * Date: the Date header of every answer follows --today (config "today"):
+    the configured day at the real time of day, so that a client reading
+    Atlas's clock from it sees the emulated calendar (real Atlas's Date is its
+    real clock).
   * GET /orgs/{orgId}/groups: the org's projects (paginated; ?name= is a
     case-insensitive prefix filter, as the spec says).
   * envelope=true: single-resource answers (errors too, 204 too) become
@@ -438,6 +460,7 @@ Control interface (no auth, /__emulator/..., both listeners, not counted)
 
 import argparse
 import base64
+import calendar
 import collections
 import copy
 import datetime
@@ -517,7 +540,13 @@ def utc_today():
 _date_cache = [0, ""]
 
 
-def http_now():
+def http_now(today=None):
+    """The Date header: the real clock, or the time of day on the configured day."""
+    if today is not None:
+        d = datetime.date.fromisoformat(today)
+        secs = int(time.time()) % 86400
+        return email.utils.formatdate(
+            calendar.timegm(d.timetuple()) + secs, usegmt=True)
     now = int(time.time())
     if now != _date_cache[0]:
         _date_cache[1] = email.utils.formatdate(now, usegmt=True)
@@ -590,6 +619,7 @@ class Version:
 
 
 OLD = Version(V2023, SUNSET, V2025)   # deprecated 2023 version, sunset 2027-07-01
+OLD_GROUP_INVITES = Version(V2023, SUNSET, "2023-10-04")  # real Deprecation: Wed, 4 Oct 2023
 CUR = Version(V2025)
 ONLY23 = Version(V2023)
 
@@ -638,6 +668,10 @@ ROUTES = [
     Route("GET", P2 + "/orgs/{orgId}/groups", "v2", "getOrgGroups", [ONLY23], rl=RL_ORGS),
     Route("GET", P2 + "/orgs/{orgId}/federationSettings", "v2", "getOrgFederationSettings",
           [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}",
+          "v2", "getConnectedOrgConfig", [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}"
+          "/roleMappings", "v2", "listRoleMappings", [ONLY23], rl=RL_ORGS),
     Route("GET", P2 + "/orgs/{orgId}/users", "v2", "listOrgUsers", [OLD, CUR], rl=RL_ORG_USERS),
     Route("GET", P2 + "/orgs/{orgId}/users/{userId}", "v2", "getOrgUser", [CUR],
           rl=RL_ORG_USERS),
@@ -666,12 +700,12 @@ ROUTES = [
           rl=RL_PROJECT_USERS),
     Route("DELETE", P2 + "/groups/{groupId}/users/{userId}", "v2", "removeGroupUser",
           [OLD, CUR], removal=True, rl=RL_PROJECT_USERS),
-    Route("GET", P2 + "/groups/{groupId}/invites", "v2", "listGroupInvites", [OLD],
+    Route("GET", P2 + "/groups/{groupId}/invites", "v2", "listGroupInvites", [OLD_GROUP_INVITES],
           rl=RL_GROUP_INVITES),
-    Route("GET", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "getGroupInvite", [OLD],
+    Route("GET", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "getGroupInvite", [OLD_GROUP_INVITES],
           rl=RL_GROUP_INVITES),
     Route("DELETE", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "deleteGroupInvite",
-          [OLD], rl=RL_GROUP_INVITES),
+          [OLD_GROUP_INVITES], rl=RL_GROUP_INVITES),
     Route("DELETE", P1 + "/groups/{GROUP-ID}/users/{USER-ID}", "v1", "v1RemoveGroupUser",
           removal=True, rl=RL_V1),
     Route("GET", P1 + "/groups/{GROUP-ID}/users", "v1", "v1ListGroupUsers", rl=RL_V1),
@@ -794,9 +828,12 @@ class State:
             fed = o.get("federationSettings")
             if fed is not None and not isinstance(fed, dict):
                 raise SeedError("org %s: federationSettings must be an object" % oid)
+            rm = o.get("roleMappings", [])
+            if not isinstance(rm, list):
+                raise SeedError("org %s: roleMappings must be a list" % oid)
             self.orgs[oid] = {"id": oid, "name": str(o.get("name", "org-" + oid[-4:])),
                               "federated": bool(o.get("federated", False) or fed),
-                              "federationSettings": fed}
+                              "federationSettings": fed, "roleMappings": rm}
             self.org_members[oid] = {}
             self.org_projects[oid] = []
             self.org_teams[oid] = []
@@ -1143,12 +1180,13 @@ class State:
     # -- invitations
 
     def org_invitations(self, oid):
-        """[(invitationId, user)]: the open (PENDING) invitations to the org, the users
-        invited through the deprecated project-invitation endpoint included."""
+        """[(invitationId, user)]: the open (PENDING) invitations to the org: its PENDING
+        users (user id = invitation id + 1), not the users invited through the deprecated
+        project-invitation endpoint."""
         out = []
         for uid in self.org_members[oid]:
             u = self.users[uid]
-            if u["status"] == "PENDING":
+            if u["status"] == "PENDING" and not u["legacyProjectInvite"]:
                 out.append((invitation_id("org", oid, uid), u))
         return out
 
@@ -1217,7 +1255,7 @@ class State:
             raise SeedError("credentials must be a list of public keys and client ids")
         if oid not in self.orgs:
             self.orgs[oid] = {"id": oid, "name": "%s-org-%d" % (prefix, run), "federated": False,
-                              "federationSettings": None}
+                              "federationSettings": None, "roleMappings": []}
             self.org_members[oid] = {}
             self.org_projects[oid] = []
             self.org_teams[oid] = []
@@ -1269,7 +1307,10 @@ class State:
 
 
 def invitation_id(kind, container, uid):
-    """Deterministic invitation ids: an org and a project invitation of one person differ."""
+    """Deterministic invitation ids: an org invitation's id is its PENDING user's id - 1 (as
+    in every real recording); a project invitation's is a hash."""
+    if kind == "org":
+        return "%024x" % ((int(uid, 16) - 1) % (1 << 96))
     return hashlib.md5(("%s-invite/%s/%s" % (kind, container, uid)).encode()).hexdigest()[:24]
 
 
@@ -2070,7 +2111,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _head_bytes(self, status, headers, length):
         parts = ["HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, REASONS.get(status, "Unknown"),
-                                                       http_now())]
+                                                       http_now(self.emu.cfg["today"]))]
         for k, v in headers:
             parts.append("%s: %s\r\n" % (k, v))
         if length is not None:
@@ -2574,18 +2615,59 @@ class Handler(BaseHTTPRequestHandler):
     def op_getOrgFederationSettings(self, p, q, body, v):
         oid = check_id(p["orgId"], "orgId")
         with self.emu.lock:
-            o = self.emu.state.org(oid)
-            if not o["federated"]:
-                # the answer for an org without federation is undocumented: a GUESS
-                raise ApiErr(404, "RESOURCE_NOT_FOUND",
-                             "Cannot find resource federation settings for organization %s." %
-                             oid, [oid])
-            h = hashlib.md5(("federation/" + oid).encode()).hexdigest()
-            d = {"federatedDomains": ["example.com"], "hasRoleMappings": True,
-                 "id": h[:24], "identityProviderId": h[4:24],
-                 "identityProviderStatus": "ACTIVE"}
-            d.update(o["federationSettings"] or {})
-            return 200, d
+            return 200, self._federation(self.emu.state.org(oid))
+
+    @staticmethod
+    def _federation(o):
+        """OrgFederationSettings: 200 for every org, INACTIVE without an identity provider
+        (the real answer)."""
+        h = hashlib.md5(("federation/" + o["id"]).encode()).hexdigest()
+        if not o["federated"]:
+            return {"federatedDomains": [], "hasRoleMappings": False, "id": h[:24],
+                    "identityProviderId": None, "identityProviderStatus": "INACTIVE"}
+        d = {"federatedDomains": ["example.com"], "hasRoleMappings": bool(o["roleMappings"]),
+             "id": h[:24], "identityProviderId": h[4:24], "identityProviderStatus": "ACTIVE"}
+        d.update(o["federationSettings"] or {})
+        return d
+
+    def _connected_org(self, p):
+        """The org of a connectedOrgConfigs path, when it is connected to that federation."""
+        fid = check_id(p["federationSettingsId"], "federationSettingsId")
+        oid = check_id(p["orgId"], "orgId")
+        o = self.emu.state.org(oid)
+        fed = self._federation(o)
+        if fed["identityProviderStatus"] != "ACTIVE" or fed["id"] != fid:
+            # the answer for an org not connected is undocumented: a GUESS
+            raise ApiErr(404, "RESOURCE_NOT_FOUND",
+                         "Cannot find resource connected org config %s in federation %s." %
+                         (oid, fid), [oid, fid])
+        return o, fed
+
+    def _role_mappings(self, o):
+        out = []
+        for i, m in enumerate(o["roleMappings"]):
+            rid = hashlib.md5(("role-mapping/%s/%d" % (o["id"], i)).encode()).hexdigest()
+            out.append({"externalGroupName": m.get("externalGroupName"), "id": rid[:24],
+                        "roleAssignments": list(m.get("roleAssignments", []))})
+        return out
+
+    def op_getConnectedOrgConfig(self, p, q, body, v):
+        with self.emu.lock:
+            o, fed = self._connected_org(p)
+            return 200, {"dataAccessIdentityProviderIds": [],
+                         "domainAllowList": list(fed["federatedDomains"]),
+                         "domainRestrictionEnabled": bool(o.get("domainRestriction", False)),
+                         "identityProviderId": fed["identityProviderId"], "orgId": o["id"],
+                         "postAuthRoleGrants": ["ORG_MEMBER"],
+                         "roleMappings": self._role_mappings(o), "userConflicts": None}
+
+    def op_listRoleMappings(self, p, q, body, v):
+        with self.emu.lock:
+            o, fed = self._connected_org(p)
+            items = self._role_mappings(o)
+        return 200, self._paginate(items, q, self._base(),
+                                   "%s/federationSettings/%s/connectedOrgConfigs/%s/roleMappings"
+                                   % (P2, fed["id"], o["id"]))
 
     def op_listGroupTeams(self, p, q, body, v):
         gid = check_id(p["groupId"], "groupId")
@@ -2759,8 +2841,6 @@ class Handler(BaseHTTPRequestHandler):
         return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
                 "groupRoleAssignments": gra, "id": inv_id,
                 "inviterUsername": u["inviterUsername"],
-                "links": [{"href": "%s%s/orgs/%s/invites/%s" % (base, P2, oid, inv_id),
-                           "rel": "self"}],
                 "orgId": oid, "orgName": o["name"], "roles": list(u["orgs"].get(oid, [])),
                 "teamIds": st.user_team_ids(u, oid), "username": u["username"]}
 
@@ -2768,8 +2848,6 @@ class Handler(BaseHTTPRequestHandler):
         return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
                 "groupId": gid, "groupName": st.projects[gid]["name"], "id": inv_id,
                 "inviterUsername": u["inviterUsername"],
-                "links": [{"href": "%s%s/groups/%s/invites/%s" % (base, P2, gid, inv_id),
-                           "rel": "self"}],
                 "roles": list(u["projects"].get(gid, [])), "username": u["username"]}
 
     @staticmethod
@@ -3153,6 +3231,18 @@ class Handler(BaseHTTPRequestHandler):
                         return ok(copy.deepcopy(emu.cfg))
                 if method == "POST":
                     return ok(emu.set_config(doc()))
+            if name == "federation" and method == "POST":
+                d = doc()
+                with emu.lock:
+                    o = emu.state.org(d["orgId"])
+                    o["federated"] = bool(d.get("federated", o["federated"]))
+                    if "roleMappings" in d:
+                        if not isinstance(d["roleMappings"], list):
+                            raise ValueError("roleMappings must be a list")
+                        o["roleMappings"] = d["roleMappings"]
+                    if "federationSettings" in d:
+                        o["federationSettings"] = d["federationSettings"]
+                    return ok({"ok": True})
             if name == "faults":
                 if method == "GET":
                     with emu.lock:
