@@ -20,4 +20,17 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------------
+-- Issue 20: Atlas's calendar and identity providers.  The role mappings
+-- of an organization's ACTIVE identity provider.
+-- ---------------------------------------------------------------------
+CREATE FUNCTION @extschema@.atlas_org_role_mappings(org_id text)
+RETURNS TABLE (id text, external_group_name text, roles text[], org_ids text[],
+			   project_ids text[], raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_org_role_mappings'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_role_mappings(text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.atlas_org_role_mappings(text) IS
+	'The role mappings (IdP group to Atlas roles) of an organization''s ACTIVE identity provider';
+
 DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

@@ -166,7 +166,9 @@ typedef enum AtlasOperation
 	ATLAS_OP_LIST_GROUP_INVITES,
 	ATLAS_OP_GET_FEDERATION,
 	ATLAS_OP_DELETE_ORG_INVITE,
-	ATLAS_OP_DELETE_GROUP_INVITE
+	ATLAS_OP_DELETE_GROUP_INVITE,
+	ATLAS_OP_GET_CONNECTED_ORG,
+	ATLAS_OP_LIST_ROLE_MAPPINGS
 } AtlasOperation;
 
 /* an id an operation takes, in the order of its SQL arguments */
@@ -306,6 +308,11 @@ extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
 extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
+
+/* calendar.c */
+extern bool atlas_call_retired(AtlasCall *call);
+extern char *atlas_call_retired_message(AtlasCall *call);
+extern const char *atlas_call_successor(AtlasCall *call);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);
 
 /* ----------------------------------------------------------------

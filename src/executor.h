@@ -5,7 +5,7 @@
  *	  state of a call in a run, the sorting of answers and the token cache.
  *
  * Included by the executor's files (executor.c, prepare.c, dispatch.c),
- * answer.c, endpoints.c and token.c only.  The
+ * answer.c, calendar.c, endpoints.c and token.c only.  The
  * rest of the extension sees AtlasCall and the run functions of
  * atlas_users.h, never a request.
  *
@@ -33,6 +33,8 @@ typedef struct AtlasEndpoint
 	bool		legacy;			/* used only with a pinned old version */
 	const char *rate_set;		/* the endpoint set whose rate limit it shares */
 	AtlasIdKind rate_scope;		/* the id that scopes the limit (ATLAS_ID_USER: none) */
+	const char *sunset;			/* YYYY-MM-DD the spec announces, or NULL (calendar.c) */
+	const char *successor;		/* what replaces it after the sunset, or NULL */
 } AtlasEndpoint;
 
 extern bool atlas_operation_lookup(const char *name, bool trigger_alias, AtlasOperation *op);
@@ -41,6 +43,20 @@ extern int	atlas_endpoint_index(const AtlasEndpoint *ep);
 extern int	atlas_endpoint_count(void);
 extern char *atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call);
 extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
+
+/* ----------------------------------------------------------------
+ * calendar.c: deprecations and sunsets
+ * ----------------------------------------------------------------
+ */
+typedef enum AtlasCalendarGate
+{
+	ATLAS_CALENDAR_GO,			/* the call may go */
+	ATLAS_CALENDAR_WAIT,		/* a probe of its retired-or-not endpoint is out */
+	ATLAS_CALENDAR_RETIRED		/* retired in this statement: finished unsent */
+} AtlasCalendarGate;
+
+extern AtlasCalendarGate atlas_calendar_gate(AtlasRun *run, AtlasCall *call);
+extern void atlas_calendar_answer(AtlasCall *call, HttpRequest *req);
 
 /* ----------------------------------------------------------------
  * pacing.c: Atlas's rate limits
@@ -154,7 +170,6 @@ extern bool atlas_answer_error(AtlasAnswer *answer, HttpRequest *req, const char
 extern void atlas_answer_transport(AtlasAnswer *answer, HttpRequest *req);
 extern bool atlas_answer_user_absent(AtlasCall *call);
 extern void atlas_answer_scrub(AtlasAnswer *answer, const AtlasTarget *target, const char *token);
-extern void atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req);
 extern void atlas_answer_keep_body(AtlasCall *call, HttpRequest *req);
 
 /* ----------------------------------------------------------------
