@@ -295,7 +295,15 @@ Rate limits (token buckets; config rate_limits)
     invites        orgId / groupId  (api/atlas/v2/orgs/{orgId}/invites,
                                       api/atlas/v2/groups/{groupId}/invites)
     v1             GROUP-ID, or the client IP for byName  (api/atlas/v1.0)
-  GET /api/atlas/v2 and the OAuth routes are not metered.  The path is the
+  GET /api/atlas/v2, GET /api/atlas/v2/rateLimits and the OAuth routes are not
+  metered (for rateLimits a GUESS).
+  * GET /api/atlas/v2/rateLimits (listRateLimits, 2025-03-12) lists every set
+    per scope kind as the spec's PaginatedRateLimitEndpointSets: endpointSetId
+    "<set>_<scope>" (organization, group, ip), endpoints [{method, path}] (the
+    route templates), scope ORGANIZATION / GROUP / IP, capacity, refillRate and
+    refillDurationSeconds {"value": ...} as configured.  Its query filters are
+    ignored (a choice).  Config "listed": false makes it answer 404
+    RESOURCE_NOT_FOUND (an Atlas without the endpoint: a GUESS).  The path is the
   set's, as the 429 body names it (the example of real answers:
   "api/atlas/v2/orgs"); that ids are not filled in is a GUESS.
   * Defaults: capacity 500 (org_users), 1200 (project_users, teams), 100
@@ -320,7 +328,7 @@ Rate limits (token buckets; config rate_limits)
   * Config (partial updates merge; a set whose limits change, or every set
     when "enabled" changes, starts again with full buckets):
       "rate_limits": {"enabled": true, "headers": true,
-                      "retry_after_header": true,
+                      "retry_after_header": true, "listed": true,
                       "sets": {"<set>": {"capacity": C, "refill_rate": R,
                                          "refill_seconds": P}}}
     C >= 1, R >= 0 (integers), P > 0 (may be fractional).
@@ -622,6 +630,7 @@ OLD = Version(V2023, SUNSET, V2025)   # deprecated 2023 version, sunset 2027-07-
 OLD_GROUP_INVITES = Version(V2023, SUNSET, "2023-10-04")  # real Deprecation: Wed, 4 Oct 2023
 CUR = Version(V2025)
 ONLY23 = Version(V2023)
+V_RATE_LIMITS = Version("2025-03-12")
 
 
 class Route:
@@ -663,6 +672,7 @@ RATE_LIMIT_SETS = ("org_users", "project_users", "teams", "orgs", "projects", "i
 
 ROUTES = [
     Route("GET", P2, "v2", "getSystemStatus", [ONLY23]),
+    Route("GET", P2 + "/rateLimits", "v2", "listRateLimits", [V_RATE_LIMITS]),
     Route("GET", P2 + "/orgs", "v2", "listOrgs", [ONLY23], rl=RL_ORGS_IP),
     Route("GET", P2 + "/orgs/{orgId}", "v2", "getOrg", [ONLY23], rl=RL_ORGS),
     Route("GET", P2 + "/orgs/{orgId}/groups", "v2", "getOrgGroups", [ONLY23], rl=RL_ORGS),
@@ -1483,7 +1493,7 @@ def default_rate_limits():
     """Capacities seen in real answers (org users 500, project and team users 1200), 100
     elsewhere; the refill (the whole capacity every 60 s) is a GUESS."""
     caps = {"org_users": 500, "project_users": 1200, "teams": 1200}
-    return {"enabled": True, "headers": True, "retry_after_header": True,
+    return {"enabled": True, "headers": True, "retry_after_header": True, "listed": True,
             "sets": {n: {"capacity": caps.get(n, 100), "refill_rate": caps.get(n, 100),
                          "refill_seconds": 60} for n in RATE_LIMIT_SETS}}
 
@@ -1514,7 +1524,7 @@ def merge_rate_limits(cur, new):
         raise ValueError("rate_limits must be an object")
     out = copy.deepcopy(cur)
     for k, v in new.items():
-        if k in ("enabled", "headers", "retry_after_header"):
+        if k in ("enabled", "headers", "retry_after_header", "listed"):
             out[k] = _bool(v, "rate_limits." + k)
         elif k == "sets":
             if not isinstance(v, dict):
@@ -2668,6 +2678,32 @@ class Handler(BaseHTTPRequestHandler):
         return 200, self._paginate(items, q, self._base(),
                                    "%s/federationSettings/%s/connectedOrgConfigs/%s/roleMappings"
                                    % (P2, fed["id"], o["id"]))
+
+    def op_listRateLimits(self, p, q, body, v):
+        """listRateLimits: every emulated endpoint set, per scope, with the configured
+        capacity and refill (PaginatedRateLimitEndpointSets)."""
+        rl = self.emu.cfg["rate_limits"]
+        if not rl["listed"]:
+            # an Atlas without the endpoint: what it answers is a GUESS
+            raise ApiErr(404, "RESOURCE_NOT_FOUND", "Cannot find resource %s." % self.path,
+                         [self.path])
+        scopes = {"orgId": "ORGANIZATION", "groupId": "GROUP", "GROUP_ID": "GROUP", None: "IP"}
+        sets = {}
+        for r in ROUTES:
+            if r.rl_set is None:
+                continue
+            key = (r.rl_set, scopes[r.rl_scope])
+            sets.setdefault(key, []).append({"method": r.method, "path": r.template})
+        items = []
+        for (name, scope), eps in sorted(sets.items()):
+            lim = rl["sets"][name]
+            items.append({"capacity": {"value": lim["capacity"]},
+                          "endpointSetId": "%s_%s" % (name, scope.lower()),
+                          "endpointSetName": "%s (%s)" % (name, scope.lower()),
+                          "endpoints": eps, "refillDurationSeconds":
+                          {"value": num(lim["refill_seconds"])},
+                          "refillRate": {"value": lim["refill_rate"]}, "scope": scope})
+        return 200, self._paginate(items, q, self._base(), P2 + "/rateLimits")
 
     def op_listGroupTeams(self, p, q, body, v):
         gid = check_id(p["groupId"], "groupId")

@@ -1450,6 +1450,25 @@ def t_rate_limits(ports):
     eq("reset restores the defaults and forgets the buckets",
        (rl["enabled"], rl["sets"]["project_users"]["capacity"], rl["sets"]["projects"]["capacity"],
         rl["buckets"]), (True, 1200, 100, []))
+    # listRateLimits
+    ctl(port, "POST", "config", {"rate_limits": {"sets": {"project_users": {
+        "capacity": 20, "refill_rate": 20, "refill_seconds": 1}}}})
+    r = fresh.req("GET", P2 + "/rateLimits", accept="application/vnd.atlas.2025-03-12+json")
+    sets = {x["endpointSetId"]: x for x in r.json()["results"]}
+    pu = sets.get("project_users_group", {})
+    eq("listRateLimits: the configured set", (r.status, pu.get("scope"), pu.get("capacity"),
+                                               pu.get("refillRate"),
+                                               pu.get("refillDurationSeconds")),
+       (200, "GROUP", {"value": 20}, {"value": 20}, {"value": 1}))
+    check("listRateLimits: its endpoints", {"method": "DELETE",
+                                            "path": P2 + "/groups/{groupId}/users/{userId}"}
+          in pu.get("endpoints", []), pu)
+    check("listRateLimits: orgs per scope", {"orgs_organization", "orgs_ip"} <= set(sets), sets)
+    check("listRateLimits: not metered", r.h("Ratelimit-Limit") is None)
+    ctl(port, "POST", "config", {"rate_limits": {"listed": False}})
+    eq("listRateLimits: listed false -> 404", fresh.req(
+        "GET", P2 + "/rateLimits", accept="application/vnd.atlas.2025-03-12+json").status, 404)
+    ctl(port, "POST", "reset")
     fresh.close()
 
 
