@@ -68,6 +68,7 @@ extern void atlas_calendar_answer(AtlasCall *call, HttpRequest *req);
 typedef struct AtlasPaceKey
 {
 	uint32		key;
+	uint32		host;			/* the hash of the host alone */
 	char		name[ATLAS_PACE_NAME];	/* for messages */
 } AtlasPaceKey;
 
