@@ -33,4 +33,23 @@ REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_role_mappings(text) FROM PUBLIC
 COMMENT ON FUNCTION @extschema@.atlas_org_role_mappings(text) IS
 	'The role mappings (IdP group to Atlas roles) of an organization''s ACTIVE identity provider';
 
+-- atlas_rate_limits() says where each bucket's figures came from
+DO $$
+DECLARE
+	acl aclitem[] := (SELECT proacl FROM pg_catalog.pg_proc
+					  WHERE oid = '@extschema@.atlas_rate_limits()'::regprocedure);
+BEGIN
+	DROP FUNCTION @extschema@.atlas_rate_limits();
+	CREATE FUNCTION @extschema@.atlas_rate_limits()
+	RETURNS TABLE (bucket text, capacity integer, refill integer, refill_seconds double precision,
+				   tokens double precision, in_flight integer, blocked_until timestamptz,
+				   answers_429 bigint, last_used timestamptz, source text)
+	AS 'MODULE_PATHNAME', 'atlas_rate_limits'
+	LANGUAGE C VOLATILE PARALLEL SAFE;
+	PERFORM @extschema@.atlas_users_regrant('FUNCTION', '@extschema@.atlas_rate_limits()', acl);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.atlas_rate_limits() IS
+	'What atlas_users learned of each Atlas rate-limit bucket it paces requests by, and from where';
+
 DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

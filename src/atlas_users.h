@@ -65,6 +65,7 @@ extern int	atlas_connect_timeout_ms;
 extern int	atlas_max_concurrency;
 extern int	atlas_max_retries;
 extern int	atlas_rate_limit_max_wait_s;
+extern int	atlas_rate_limit_sets_ttl_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
 extern int	atlas_max_pages;
@@ -168,7 +169,8 @@ typedef enum AtlasOperation
 	ATLAS_OP_DELETE_ORG_INVITE,
 	ATLAS_OP_DELETE_GROUP_INVITE,
 	ATLAS_OP_GET_CONNECTED_ORG,
-	ATLAS_OP_LIST_ROLE_MAPPINGS
+	ATLAS_OP_LIST_ROLE_MAPPINGS,
+	ATLAS_OP_LIST_RATE_LIMITS
 } AtlasOperation;
 
 /* an id an operation takes, in the order of its SQL arguments */

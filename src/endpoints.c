@@ -102,6 +102,9 @@ static const AtlasEndpoint endpoints[] = {
 		"/api/atlas/v2/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}/roleMappings",
 		"2023-01-01", false, false,
 	"orgs", ATLAS_ID_ORG, NULL, NULL},
+	{ATLAS_OP_LIST_RATE_LIMITS, "list_rate_limits", NULL, "GET",
+		"/api/atlas/v2/rateLimits", "2025-03-12", false, false,
+	"rate_limits", ATLAS_ID_USER, NULL, NULL},
 	/* an invitation's id travels as the call's user_id (and in the audit) */
 	{ATLAS_OP_DELETE_ORG_INVITE, "delete_org_invitation", NULL, "DELETE",
 		"/api/atlas/v2/orgs/{orgId}/invites/{invitationId}", "2023-01-01", false, false,
@@ -314,6 +317,14 @@ int
 atlas_endpoint_index(const AtlasEndpoint *ep)
 {
 	return (int) (ep - endpoints);
+}
+
+/* The endpoint at an index of the table. */
+const AtlasEndpoint *
+atlas_endpoint_at(int i)
+{
+	Assert(i >= 0 && i < (int) N_ENDPOINTS);
+	return &endpoints[i];
 }
 
 /* How many endpoints the table has. */

@@ -41,6 +41,7 @@ extern bool atlas_operation_lookup(const char *name, bool trigger_alias, AtlasOp
 extern const AtlasEndpoint *atlas_endpoint_for(AtlasOperation op, const char *pinned);
 extern int	atlas_endpoint_index(const AtlasEndpoint *ep);
 extern int	atlas_endpoint_count(void);
+extern const AtlasEndpoint *atlas_endpoint_at(int i);
 extern char *atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call);
 extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
 
@@ -90,6 +91,12 @@ extern TimestampTz atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswe
 extern void atlas_pace_abandon(const AtlasPaceKey *k);
 extern void atlas_pace_release_all(void);
 extern bool atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms);
+extern void atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms);
+
+/* rate_sets.c: the sets Atlas publishes (listRateLimits) */
+extern void atlas_rate_sets_refresh(AtlasTarget *target);
+extern bool atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *ep,
+							   AtlasCall *call, AtlasPaceKey *k);
 
 /* ----------------------------------------------------------------
  * executor.c and dispatch.c: a run, and a call's state in it

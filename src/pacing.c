@@ -313,6 +313,7 @@ learn_429(PaceBucket *b, const AtlasPaceAnswer *a, TimestampTz now)
 	{
 		b->refill = a->refill;
 		b->period_ms = a->period_ms;
+		b->source = PACE_FROM_429;
 	}
 	/* Retry-After, else a period, else a second; twice as long per 429 in a row */
 	wait_ms = a->retry_after >= 0 ? (int64) a->retry_after * 1000
@@ -355,8 +356,17 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	else
 	{
 		b->consecutive_429 = 0;
-		if (a->limit > 0)
+		/* listed figures: the first refill comes a period after the first answer */
+		if (b->next_refill == 0 && b->source == PACE_FROM_LISTED && b->refill > 0)
+			b->next_refill = TimestampTzPlusMilliseconds(now, b->period_ms);
+		if (a->limit > 0 && a->limit != b->capacity)
+		{
 			b->capacity = (int) Min(a->limit, INT_MAX);
+			if (b->source == PACE_FROM_NONE || b->source == PACE_FROM_LISTED)
+				b->source = PACE_FROM_HEADERS;
+		}
+		else if (a->limit > 0 && b->source == PACE_FROM_NONE)
+			b->source = PACE_FROM_HEADERS;
 		if (a->remaining >= 0)
 		{
 			/*
@@ -393,6 +403,32 @@ atlas_pace_abandon(const AtlasPaceKey *k)
 	b = find_bucket(p, k, GetCurrentTimestamp());
 	end_in_flight(p, b);
 	b->probing = false;
+	atlas_pace_unlock(p);
+}
+
+/*
+ * Start a bucket's model from what Atlas lists of its set (listRateLimits),
+ * when nothing is known of it yet: full, refilled a period after its first
+ * answer (Atlas makes a bucket full at its first request).
+ */
+void
+atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms)
+{
+	PaceState  *p = atlas_pace_state();
+	PaceBucket *b;
+
+	atlas_pace_lock(p);
+	b = find_bucket(p, k, GetCurrentTimestamp());
+	if (b->source == PACE_FROM_NONE && b->capacity == 0 && !b->tokens_known)
+	{
+		b->capacity = capacity;
+		b->refill = refill;
+		b->period_ms = period_ms;
+		b->tokens = capacity;
+		b->tokens_known = true;
+		b->next_refill = 0;
+		b->source = PACE_FROM_LISTED;
+	}
 	atlas_pace_unlock(p);
 }
 

@@ -37,7 +37,14 @@ typedef struct PaceBucket
 	uint64		answers_429;
 	bool		probing;		/* a probe is on its way, alone */
 	int			min_remaining;	/* least RateLimit-Remaining since the last refill; -1: none */
+	char		source;			/* of capacity and refill: PACE_FROM_* */
 } PaceBucket;
+
+/* where a bucket's figures came from */
+#define PACE_FROM_NONE 0
+#define PACE_FROM_LISTED 'l'	/* listRateLimits */
+#define PACE_FROM_HEADERS 'h'	/* RateLimit-Limit */
+#define PACE_FROM_429 'r'		/* a 429's body */
 
 typedef struct PaceState
 {

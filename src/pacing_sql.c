@@ -15,12 +15,30 @@
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(atlas_rate_limits);
+
+/* The name of a bucket's source, in atlas_rate_limits(). */
+static const char *
+source_name(char source)
+{
+	switch (source)
+	{
+		case PACE_FROM_LISTED:
+			return "listRateLimits";
+		case PACE_FROM_HEADERS:
+			return "headers";
+		case PACE_FROM_429:
+			return "429";
+	}
+	return "";
+}
+
 PG_FUNCTION_INFO_V1(atlas_reset_rate_limits);
 
 /*
  * atlas_rate_limits(): what the model knows of each bucket: capacity,
  * refill, the tokens it thinks Atlas has left, requests in flight, until
- * when it holds requests back, and the 429s it saw
+ * when it holds requests back, the 429s it saw, and where its capacity
+ * and refill came from
  */
 Datum
 atlas_rate_limits(PG_FUNCTION_ARGS)
@@ -37,8 +55,8 @@ atlas_rate_limits(PG_FUNCTION_ARGS)
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		PaceBucket *b = &copy[i];
-		Datum		values[9];
-		bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
+		Datum		values[10];
+		bool		nulls[10] = {false, false, false, false, false, false, false, false, false, false};
 
 		if (!b->used)
 			continue;
@@ -56,6 +74,9 @@ atlas_rate_limits(PG_FUNCTION_ARGS)
 		nulls[6] = (b->blocked_until <= GetCurrentTimestamp());
 		values[7] = Int64GetDatum((int64) b->answers_429);
 		values[8] = TimestampTzGetDatum(b->last_used);
+		/* where capacity and refill came from (a 1.4 install has no column) */
+		values[9] = CStringGetTextDatum(source_name(b->source));
+		nulls[9] = (b->source == PACE_FROM_NONE);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -186,7 +186,8 @@ sub psql_as
 	return ($rc, $out, $err);
 }
 
-# The settings that point a node at the emulator, and $opt{extra_conf}.
+# The settings that point a node at the emulator, and $opt{extra_conf};
+# listRateLimits is read only with $opt{rate_limit_sets_ttl} (seconds).
 sub atlas_conf
 {
 	my (%opt) = @_;
@@ -200,6 +201,7 @@ atlas_users.client_id = '" . _slurp("$secrets/client_id") . "'
 atlas_users.client_secret_file = '$secrets/client_secret'
 atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
+atlas_users.rate_limit_sets_ttl = " . ($opt{rate_limit_sets_ttl} // 0) . "
 ";
 	$conf .= $opt{extra_conf} if $opt{extra_conf};
 	return $conf;
