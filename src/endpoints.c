@@ -10,8 +10,9 @@
  * never a default), whether it removes, and which ids it takes, in the
  * order of its SQL arguments (the order of the path's placeholders, then
  * the user id of a POST body), and which rate limit it shares: its
- * endpoint set and the id that scopes it (pacing.c; how Atlas groups its
- * endpoints into sets is not documented, so this grouping is ours, and a
+ * endpoint set and the id that scopes it (pacing.c): the fallback where
+ * Atlas's listRateLimits does not say (rate_sets.c), after what real
+ * answers show (GET /orgs/{orgId} shares the org invitations' bucket); a
  * limit shared more widely than it says still only costs a 429 and a
  * wait).  Removals follow a pinned
  * atlas_users.api_version; reads always use the version whose answer
@@ -84,7 +85,7 @@ static const AtlasEndpoint endpoints[] = {
 	"projects", ATLAS_ID_GROUP, NULL, NULL},
 	{ATLAS_OP_LIST_ORG_INVITES, "list_org_invitations", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/invites", "2023-01-01", false, false,
-	"invites", ATLAS_ID_ORG, "2027-07-01",
+	"orgs", ATLAS_ID_ORG, "2027-07-01",
 	ORG_INVITES_SUCCESSOR},
 	{ATLAS_OP_LIST_GROUP_INVITES, "list_project_invitations", NULL, "GET",
 		"/api/atlas/v2/groups/{groupId}/invites", "2023-01-01", false, false,
@@ -108,7 +109,7 @@ static const AtlasEndpoint endpoints[] = {
 	/* an invitation's id travels as the call's user_id (and in the audit) */
 	{ATLAS_OP_DELETE_ORG_INVITE, "delete_org_invitation", NULL, "DELETE",
 		"/api/atlas/v2/orgs/{orgId}/invites/{invitationId}", "2023-01-01", false, false,
-	"invites", ATLAS_ID_ORG, "2027-07-01",
+	"orgs", ATLAS_ID_ORG, "2027-07-01",
 	ORG_INVITES_SUCCESSOR},
 	{ATLAS_OP_DELETE_GROUP_INVITE, "delete_project_invitation", NULL, "DELETE",
 		"/api/atlas/v2/groups/{groupId}/invites/{invitationId}", "2023-01-01", false, false,

@@ -290,10 +290,13 @@ Rate limits (token buckets; config rate_limits)
     org_users      orgId     (path api/atlas/v2/orgs/{orgId}/users)
     project_users  groupId   (api/atlas/v2/groups/{groupId}/users)
     teams          orgId     (api/atlas/v2/orgs/{orgId}/teams)
-    orgs           orgId, or the client IP for GET /orgs   (api/atlas/v2/orgs)
+    orgs           orgId: /orgs/{orgId}, its groups, federation settings and
+                   connected org configs, and the org's invitations (real answers:
+                   GET /orgs/{orgId} counts down the same bucket as the
+                   invitations)   (api/atlas/v2/orgs)
+    org_list       the client IP, GET /orgs   (api/atlas/v2/orgs)
     projects       groupId, or the client IP for GET /groups  (api/atlas/v2/groups)
-    invites        orgId / groupId  (api/atlas/v2/orgs/{orgId}/invites,
-                                      api/atlas/v2/groups/{groupId}/invites)
+    invites        groupId  (api/atlas/v2/groups/{groupId}/invites)
     v1             GROUP-ID, or the client IP for byName  (api/atlas/v1.0)
   GET /api/atlas/v2, GET /api/atlas/v2/rateLimits and the OAuth routes are not
   metered (for rateLimits a GUESS).
@@ -306,8 +309,9 @@ Rate limits (token buckets; config rate_limits)
     RESOURCE_NOT_FOUND (an Atlas without the endpoint: a GUESS).  The path is the
   set's, as the 429 body names it (the example of real answers:
   "api/atlas/v2/orgs"); that ids are not filled in is a GUESS.
-  * Defaults: capacity 500 (org_users), 1200 (project_users, teams), 100
-    (others) - capacities seen in real answers where there are some; the
+  * Defaults: capacity 500 (org_users, orgs), 300 (org_list), 1200
+    (project_users, teams, projects, invites), 100 (v1) - the capacities of
+    real answers (v1 and the project-scoped invitations' are GUESSES); the
     refill (undocumented: a GUESS) is the whole capacity every 60 s.
   * Refill is DISCRETE (a GUESS): a bucket is created full at its first
     request; every refill_seconds after that, refill_rate tokens come back, up
@@ -316,7 +320,9 @@ Rate limits (token buckets; config rate_limits)
     token and a 401 for another organization cost none (a choice).  Every
     other answer of a metered route (2xx or error, a 429 too) carries
     Ratelimit-Limit: <capacity> and Ratelimit-Remaining: <tokens left after
-    this request> (spelled as real answers do) unless "headers" is false.
+    this request> (spelled as real answers do) unless "headers" is false;
+    401s and the unknown-group 404 (GROUP_NOT_FOUND) carry none, as real
+    answers.
   * An empty bucket answers 429, Retry-After: ceil(seconds to the next
     refill) (>= 1; only on these 429s; left out when retry_after_header is
     false) and
@@ -660,15 +666,16 @@ P1 = "/api/atlas/v1.0"
 RL_ORG_USERS = ("org_users", "orgId", "api/atlas/v2/orgs/{orgId}/users")
 RL_PROJECT_USERS = ("project_users", "groupId", "api/atlas/v2/groups/{groupId}/users")
 RL_TEAMS = ("teams", "orgId", "api/atlas/v2/orgs/{orgId}/teams")
-RL_ORGS_IP = ("orgs", None, "api/atlas/v2/orgs")
+RL_ORGS_IP = ("org_list", None, "api/atlas/v2/orgs")
 RL_ORGS = ("orgs", "orgId", "api/atlas/v2/orgs")
 RL_PROJECTS_IP = ("projects", None, "api/atlas/v2/groups")
 RL_PROJECTS = ("projects", "groupId", "api/atlas/v2/groups")
-RL_ORG_INVITES = ("invites", "orgId", "api/atlas/v2/orgs/{orgId}/invites")
+RL_ORG_INVITES = ("orgs", "orgId", "api/atlas/v2/orgs")   # real: GET /orgs/{orgId}'s bucket
 RL_GROUP_INVITES = ("invites", "groupId", "api/atlas/v2/groups/{groupId}/invites")
 RL_V1 = ("v1", "GROUP_ID", "api/atlas/v1.0")
 RL_V1_IP = ("v1", None, "api/atlas/v1.0")
-RATE_LIMIT_SETS = ("org_users", "project_users", "teams", "orgs", "projects", "invites", "v1")
+RATE_LIMIT_SETS = ("org_users", "project_users", "teams", "orgs", "org_list", "projects",
+                   "invites", "v1")
 
 ROUTES = [
     Route("GET", P2, "v2", "getSystemStatus", [ONLY23]),
@@ -1490,9 +1497,11 @@ def paginate(items, q, base, path, view=None):
 
 
 def default_rate_limits():
-    """Capacities seen in real answers (org users 500, project and team users 1200), 100
-    elsewhere; the refill (the whole capacity every 60 s) is a GUESS."""
-    caps = {"org_users": 500, "project_users": 1200, "teams": 1200}
+    """Capacities seen in real answers: 500 on org-scoped sets, 300 on GET /orgs, 1200 on
+    project and team sets; 100 for v1.0 (a GUESS); the refill (the whole capacity every
+    60 s) is a GUESS."""
+    caps = {"org_users": 500, "orgs": 500, "org_list": 300, "project_users": 1200,
+            "teams": 1200, "projects": 1200, "invites": 1200}
     return {"enabled": True, "headers": True, "retry_after_header": True, "listed": True,
             "sets": {n: {"capacity": caps.get(n, 100), "refill_rate": caps.get(n, 100),
                          "refill_seconds": 60} for n in RATE_LIMIT_SETS}}
@@ -2268,7 +2277,10 @@ class Handler(BaseHTTPRequestHandler):
                 emu.stop.wait(delay / 1000.0)
             def produce():
                 resp = self._safe(real)
-                resp.headers.extend(self.rl_headers)
+                # real answers: the unknown-group 404 carries no rate-limit headers
+                if not any(k == "X-Error-Code" and v == "GROUP_NOT_FOUND"
+                           for k, v in resp.headers):
+                    resp.headers.extend(self.rl_headers)
                 return resp
 
             if fault is None:

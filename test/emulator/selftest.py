@@ -1312,8 +1312,8 @@ def t_rate_limits(ports):
     eq("defaults: enabled, headers, Retry-After",
        (cfg["enabled"], cfg["headers"], cfg["retry_after_header"]), (True, True, True))
     eq("default capacities", {k: v["capacity"] for k, v in cfg["sets"].items()},
-       {"org_users": 500, "project_users": 1200, "teams": 1200, "orgs": 100, "projects": 100,
-        "invites": 100, "v1": 100})
+       {"org_users": 500, "project_users": 1200, "teams": 1200, "orgs": 500, "org_list": 300,
+        "projects": 1200, "invites": 1200, "v1": 100})
     check("default refill: the whole capacity every 60 s",
           all(v["refill_rate"] == v["capacity"] and v["refill_seconds"] == 60
               for v in cfg["sets"].values()), cfg["sets"])
@@ -1427,7 +1427,15 @@ def t_rate_limits(ports):
     fresh.req("GET", "/api/atlas/v1.0/users/byName/jane%40example.com", accept="application/json")
     scopes = {(b["set"], b["scope"]) for b in ctl(port, "GET", "rate_limits")["buckets"]}
     check("GET /groups and GET /orgs: IP scope", {("projects", "ip:127.0.0.1"),
-                                                  ("orgs", "ip:127.0.0.1")} <= scopes, scopes)
+                                                  ("org_list", "ip:127.0.0.1")} <= scopes, scopes)
+    r1 = fresh.req("GET", P2 + "/orgs/%s" % ORG)
+    r2 = fresh.req("GET", P2 + "/orgs/%s/invites" % ORG)
+    eq("GET /orgs/{orgId} and the org's invitations share a bucket",
+       int(r1.h("Ratelimit-Remaining")) - int(r2.h("Ratelimit-Remaining")), 1)
+    r = fresh.req("GET", P2 + "/groups/%s/users" % ("e" * 24), accept=V25)
+    eq("unknown group: 404 without rate-limit headers", (r.status, r.h("Ratelimit-Limit"),
+                                                         r.h("Ratelimit-Remaining")),
+       (404, None, None))
     check("v1.0: GROUP-ID or IP scope", {("v1", DEV), ("v1", "ip:127.0.0.1")} <= scopes, scopes)
     r = fresh.req("GET", P2)
     check("GET /api/atlas/v2 is not metered", r.h("Ratelimit-Limit") is None)
@@ -1449,7 +1457,7 @@ def t_rate_limits(ports):
     rl = ctl(port, "GET", "rate_limits")
     eq("reset restores the defaults and forgets the buckets",
        (rl["enabled"], rl["sets"]["project_users"]["capacity"], rl["sets"]["projects"]["capacity"],
-        rl["buckets"]), (True, 1200, 100, []))
+        rl["buckets"]), (True, 1200, 1200, []))
     # listRateLimits
     ctl(port, "POST", "config", {"rate_limits": {"sets": {"project_users": {
         "capacity": 20, "refill_rate": 20, "refill_seconds": 1}}}})
@@ -1463,7 +1471,8 @@ def t_rate_limits(ports):
     check("listRateLimits: its endpoints", {"method": "DELETE",
                                             "path": P2 + "/groups/{groupId}/users/{userId}"}
           in pu.get("endpoints", []), pu)
-    check("listRateLimits: orgs per scope", {"orgs_organization", "orgs_ip"} <= set(sets), sets)
+    check("listRateLimits: orgs and GET /orgs", {"orgs_organization", "org_list_ip"} <= set(sets),
+          sets)
     check("listRateLimits: not metered", r.h("Ratelimit-Limit") is None)
     ctl(port, "POST", "config", {"rate_limits": {"listed": False}})
     eq("listRateLimits: listed false -> 404", fresh.req(
