@@ -100,6 +100,7 @@ extern void http_forget_handles(void);
 extern char *http_escape(const char *s);
 extern bool http_base_url_ok(const char *url, const char *what, char **why);
 extern char *http_url_host(const char *url);
+extern time_t http_date(const char *value);
 extern bool http_url_same_origin(const char *url, const char *base);
 
 /* ----------------------------------------------------------------

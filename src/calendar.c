@@ -27,7 +27,6 @@
 #include "atlas_users.h"
 
 #include <time.h>
-#include <curl/curl.h>
 
 #include "datatype/timestamp.h"
 #include "executor.h"
@@ -230,12 +229,12 @@ atlas_calendar_answer(AtlasCall *call, HttpRequest *req)
 	long		sunset;
 	time_t		t;
 
-	if (req->date[0] && (t = curl_getdate(req->date, NULL)) > 0)
+	if (req->date[0] && (t = http_date(req->date)) > 0)
 	{
 		clock_offset = t - time(NULL);
 		clock_known = true;
 	}
-	if (req->sunset[0] && (t = curl_getdate(req->sunset, NULL)) > 0)
+	if (req->sunset[0] && (t = http_date(req->sunset)) > 0)
 		day->header_sunset = (long) (t / 86400);
 	sunset = sunset_day(ep, call->api_version, day);
 	if (retired_answer(ep, req->status, code, sunset))
