@@ -82,14 +82,19 @@ day_of(const AtlasEndpoint *ep)
 static long
 iso_day(const char *s)
 {
-	int			y,
+	long		y,
 				m,
 				d;
+	char	   *end;
 
-	if (s == NULL || sscanf(s, "%4d-%2d-%2d", &y, &m, &d) != 3 ||
-		m < 1 || m > 12 || d < 1 || d > 31)
+	if (s == NULL || strlen(s) != 10 || s[4] != '-' || s[7] != '-')
 		return -1;
-	return (long) date2j(y, m, d) - UNIX_EPOCH_JDATE;
+	y = strtol(s, &end, 10);
+	m = (end == s + 4) ? strtol(s + 5, &end, 10) : 0;
+	d = (end == s + 7) ? strtol(s + 8, &end, 10) : 0;
+	if (end != s + 10 || m < 1 || m > 12 || d < 1 || d > 31)
+		return -1;
+	return (long) date2j((int) y, (int) m, (int) d) - UNIX_EPOCH_JDATE;
 }
 
 /* A day as YYYY-MM-DD. */
