@@ -8,19 +8,21 @@
  * GET /orgs/{orgId}/federationSettings answers 200 for every
  * organization, also one without an identity provider
  * (identityProviderStatus INACTIVE, identityProviderId null): only ACTIVE
- * with an identityProviderId is federation.  Where it is, the role
- * mappings of the connected organization configuration
- * (GET /federationSettings/{id}/connectedOrgConfigs/{orgId}/roleMappings:
- * externalGroupName -> roleAssignments) say which IdP groups grant roles
- * in the organization or its projects.  Atlas applies them at every SSO
+ * with an identityProviderId is federation.  Where it is, the connected
+ * organization configuration (GET /federationSettings/{id}/
+ * connectedOrgConfigs/{orgId}) says which IdP groups grant roles in the
+ * organization or its projects (its roleMappings: externalGroupName ->
+ * roleAssignments) and what every person signed in gets
+ * (postAuthRoleGrants).  Atlas applies them at every SSO
  * login, so a person removed in Atlas but still in such a group comes
  * back.  Offboarding names those groups (offboard_facts.c);
- * atlas_org_role_mappings(org_id) lists the mappings.
+ * atlas_org_role_mappings(org_id) lists the mappings (.../roleMappings).
  *
  *-------------------------------------------------------------------------
  */
 #include "offboard.h"
 
+#include "lib/stringinfo.h"
 #include "listings.h"
 #include "utils/builtins.h"
 
@@ -103,41 +105,69 @@ mapping_item(const cJSON *item, void *arg)
 		g->names = lappend(g->names, (char *) name);
 }
 
+/* The strings of a JSON array, comma-separated and cleaned; NULL when none. */
+static char *
+joined(const cJSON *arr)
+{
+	StringInfoData buf;
+	const cJSON *v;
+
+	initStringInfo(&buf);
+	cJSON_ArrayForEach(v, arr)
+		if (cJSON_IsString(v))
+		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
+						 atlas_clean_text(v->valuestring, strlen(v->valuestring), 64));
+	return buf.len ? buf.data : NULL;
+}
+
 /*
- * The IdP groups whose role mappings grant roles in an ACTIVE federated
- * organization or its projects.  NIL with *problem set when Atlas would
- * not list them.
+ * What an ACTIVE identity provider grants here, from the connected
+ * organization configuration: the IdP groups whose role mappings grant
+ * roles in the organization or its projects, and the roles every person
+ * it signs in gets (postAuthRoleGrants, into *post_auth; NULL: none).
+ * NIL with *problem set when Atlas would not say.
  */
 List *
 atlas_federation_groups(const char *org_id, AtlasTarget *target, const AtlasFederation *fed,
-						char **problem)
+						char **problem, char **post_auth)
 {
-	AtlasListing l;
-	AtlasListing *arr[1] = {&l};
+	AtlasCall  *call = atlas_call_new(ATLAS_OP_GET_CONNECTED_ORG);
+	AtlasRunSpec spec = atlas_session_spec(NULL);
+	const cJSON *m;
+	cJSON	   *json;
 	Groups		g;
 
 	*problem = NULL;
+	*post_auth = NULL;
 	if (fed->settings_id == NULL)
 	{
 		*problem = "Atlas named no federation settings id";
 		return NIL;
 	}
-	memset(&g, 0, sizeof(g));
-	g.org_id = org_id;
-	memset(&l, 0, sizeof(l));
-	l.op = ATLAS_OP_LIST_ROLE_MAPPINGS;
-	l.target = target;
-	l.org_id = (char *) org_id;
-	l.group_id = fed->settings_id;	/* the federation's id travels as group_id */
-	l.item = mapping_item;
-	l.arg = &g;
-	l.label = "atlas_offboard_user";
-	atlas_list_many(arr, 1);
-	if (l.end != ATLAS_LISTING_OK)
+	call->target = target;
+	call->org_id = (char *) org_id;
+	call->group_id = fed->settings_id;	/* the federation's id travels as group_id */
+	call->keep_body = true;
+	spec.concurrency = 1;
+	atlas_execute(&call, 1, &spec);
+	if (call->outcome != ATLAS_OUTCOME_SUCCEEDED)
 	{
-		*problem = l.failed ? atlas_call_message(l.failed) : (char *) l.problem;
+		*problem = atlas_call_message(call);
 		return NIL;
 	}
+	json = cJSON_ParseWithLength(call->body, call->body_len);
+	if (!cJSON_IsObject(json))
+	{
+		cJSON_Delete(json);
+		*problem = "the answer was not a ConnectedOrgConfig object";
+		return NIL;
+	}
+	memset(&g, 0, sizeof(g));
+	g.org_id = org_id;
+	cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(json, "roleMappings"))
+		mapping_item(m, &g);
+	*post_auth = joined(cJSON_GetObjectItemCaseSensitive(json, "postAuthRoleGrants"));
+	cJSON_Delete(json);
 	return g.names;
 }
 

@@ -67,7 +67,8 @@ typedef struct AtlasFederation
 extern void atlas_federation_read(const char *org_id, AtlasTarget *target,
 								  AtlasFederation *fed);
 extern List *atlas_federation_groups(const char *org_id, AtlasTarget *target,
-									 const AtlasFederation *fed, char **problem);
+									 const AtlasFederation *fed, char **problem,
+									 char **post_auth);
 
 extern void atlas_offboard_gather(OffFacts *f, const char *who);
 extern bool atlas_offboard_relist_invites(OffFacts *f, List *invites);

@@ -259,6 +259,7 @@ read_federation(OffFacts *f)
 	AtlasFederation fed;
 	List	   *groups;
 	char	   *problem;
+	char	   *post_auth;
 	StringInfoData names;
 	ListCell   *lc;
 
@@ -272,16 +273,18 @@ read_federation(OffFacts *f)
 		return;
 	}
 	f->federation = OFF_FEDERATED;
-	groups = atlas_federation_groups(f->org_id, f->target, &fed, &problem);
+	groups = atlas_federation_groups(f->org_id, f->target, &fed, &problem, &post_auth);
 	initStringInfo(&names);
 	foreach(lc, groups)
 		appendStringInfo(&names, "%s\"%s\"", names.len ? ", " : "", (char *) lfirst(lc));
-	f->federation_detail = psprintf("Organization %s signs people in through federated identity provider %s, which grants roles here at every SSO login%s%s%s: remove the person there too, or their access returns at their next SSO login.",
+	f->federation_detail = psprintf("Organization %s signs people in through federated identity provider %s, which grants roles here at every SSO login%s%s%s%s%s: remove the person there too, or their access returns at their next SSO login.",
 									f->org_id, fed.idp_id,
 									problem ? " (its role mappings could not be read: " :
 									groups ? " to members of the IdP groups " : "",
 									problem ? problem : names.data,
-									problem ? ")" : "");
+									problem ? ")" : "",
+									post_auth ? ", and to everyone it signs in: " : "",
+									post_auth ? post_auth : "");
 }
 
 /* Order team routes by project, then team (the listings end in any order). */

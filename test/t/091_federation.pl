@@ -4,7 +4,9 @@
 #   200 for every organization): no federation row, and
 #   atlas_org_role_mappings lists nothing.
 # - An ACTIVE identity provider with two role mappings: the row names both
-#   IdP groups; atlas_org_role_mappings lists them with their roles.
+#   IdP groups (read from the connected org configuration) and its
+#   post-auth role grants; atlas_org_role_mappings lists them with their
+#   roles.
 # - Credentials that may not read the federation settings (403): the row
 #   says 'unknown'.
 use strict;
@@ -57,8 +59,13 @@ emu('POST', 'federation', { orgId => $org, federated => JSON::PP::true, roleMapp
 		{ groupId => $dev, role => 'GROUP_DATA_ACCESS_READ_ONLY' } ] } ] });
 is(federation_rows(), "federation|$org|remove_at_identity_provider|manual", 'ACTIVE: a federation row');
 like(sql("SELECT detail FROM atlas_offboard_user('$org', 'jane\@example.com', 'org', true) WHERE kind = 'federation'"),
-	qr/grants roles here at every SSO login to members of the IdP groups "okta-atlas-admins", "okta-dev-readers": remove the person there too/,
-	'ACTIVE: the row names both groups');
+	qr/grants roles here at every SSO login to members of the IdP groups "okta-atlas-admins", "okta-dev-readers", and to everyone it signs in: ORG_MEMBER: remove the person there too/,
+	'ACTIVE: the row names both groups, and the post-auth role grants');
+emu_fault({ kind => 'status', status => 403, error_code => 'USER_UNAUTHORIZED',
+	match => 'connectedOrgConfigs', count => 1 });
+like(sql("SELECT outcome || ' ' || detail FROM atlas_offboard_user('$org', 'jane\@example.com', 'org', true) WHERE kind = 'federation'"),
+	qr/^manual .*its role mappings could not be read: Atlas API error 403 USER_UNAUTHORIZED/,
+	'ACTIVE, the connected org config refused (403): still manual, and it says the mappings could not be read');
 is( sql("SELECT string_agg(concat_ws('|', external_group_name, roles::text, org_ids::text, project_ids::text), ' '"
 		  . " ORDER BY external_group_name) FROM atlas_org_role_mappings('$org')"),
 	"okta-atlas-admins|{ORG_OWNER}|{$org}|{} "
