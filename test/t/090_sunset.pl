@@ -108,11 +108,20 @@ like($err, qr/NOTICE:  organization $org: no member legacy.invite\@example.com, 
 # 2. reconciliation needs no deprecated read
 # ------------------------------------------------------------------
 emu_reset_counters();
-my $keep = "ARRAY(SELECT username FROM atlas_org_users('$org') WHERE username <> 'erin\@example.com')";
-is( sql("SELECT concat_ws('|', kind, username, action, outcome) FROM atlas_reconcile_org('$org', $keep, dry_run => true)"),
-	'user|erin@example.com|remove_org_user|planned', 'reconcile, dry run: the plan');
-is( sql("SELECT concat_ws('|', kind, username, action, outcome, http_status) FROM atlas_reconcile_org('$org', $keep, dry_run => false)"),
-	'user|erin@example.com|remove_org_user|removed|204', 'reconcile: erin removed');
+my $pending = emu('POST', 'users', { count => 1, orgId => $org, status => 'PENDING', prefix => 'rc' })->{ids}[0];
+my $pending_name = emu('GET', "state?user=$pending")->{username};
+my $keep = "ARRAY(SELECT username FROM atlas_org_users('$org')"
+  . " WHERE username NOT IN ('erin\@example.com', '$pending_name'))";
+is( sql("SELECT string_agg(concat_ws('|', kind, username, status, action, outcome), ' ' ORDER BY username)"
+		  . " FROM atlas_reconcile_org('$org', $keep, dry_run => true)"),
+	"user|erin\@example.com|ACTIVE|remove_org_user|planned user|$pending_name|PENDING|remove_org_user|planned",
+	'reconcile, dry run: erin and an invited person (a PENDING user)');
+is( sql("SELECT string_agg(concat_ws('|', kind, username, action, outcome, http_status), ' ' ORDER BY username)"
+		  . " FROM atlas_reconcile_org('$org', $keep, dry_run => false)"),
+	"user|erin\@example.com|remove_org_user|removed|204 user|$pending_name|remove_org_user|removed|204",
+	'reconcile: erin removed, and the invitation with the PENDING user');
+is(sql("SELECT count(*) FROM atlas_org_users('$org', ARRAY['PENDING']) WHERE id = '$pending'"), 0,
+	'reconcile: the invitation is gone');
 my $c = emu_counters();
 is( emu_route_count($c, 'GET /api/atlas/v2/orgs/{orgId}/invites')
 	  + emu_route_count($c, 'DELETE /api/atlas/v2/orgs/{orgId}/invites/{invitationId}'),
