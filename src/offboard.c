@@ -108,7 +108,7 @@ add_call(OffPlan *p, OffRow *r, AtlasOperation op, const char *group_id,
 	c->team_id = (char *) team_id;
 	c->user_id = (char *) user_id;
 	c->username = p->f->username;
-	c->missing_ok = (op != ATLAS_OP_DELETE_ORG_INVITE && op != ATLAS_OP_DELETE_GROUP_INVITE);
+	c->missing_ok = (op != ATLAS_OP_DELETE_GROUP_INVITE);
 	r->call = c;
 	r->action = atlas_operation_name(op);
 	r->with_org = false;
