@@ -281,5 +281,36 @@ $$;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_offboarding_report(timestamptz, timestamptz) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.atlas_offboarding_report(timestamptz, timestamptz) IS
 	'Evidence for auditors: per person and organization, when removal was requested, by whom, approved by whom, why, and when access was gone; past_target past atlas_users.offboarding_target';
+-- ---------------------------------------------------------------------
+-- Issue 20: Atlas's calendar and identity providers.  The role mappings
+-- of an organization's ACTIVE identity provider.
+-- ---------------------------------------------------------------------
+CREATE FUNCTION @extschema@.atlas_org_role_mappings(org_id text)
+RETURNS TABLE (id text, external_group_name text, roles text[], org_ids text[],
+			   project_ids text[], raw jsonb)
+AS 'MODULE_PATHNAME', 'atlas_org_role_mappings'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_org_role_mappings(text) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.atlas_org_role_mappings(text) IS
+	'The role mappings (IdP group to Atlas roles) of an organization''s ACTIVE identity provider';
+
+-- atlas_rate_limits() says where each bucket's figures came from
+DO $$
+DECLARE
+	acl aclitem[] := (SELECT proacl FROM pg_catalog.pg_proc
+					  WHERE oid = '@extschema@.atlas_rate_limits()'::regprocedure);
+BEGIN
+	DROP FUNCTION @extschema@.atlas_rate_limits();
+	CREATE FUNCTION @extschema@.atlas_rate_limits()
+	RETURNS TABLE (bucket text, capacity integer, refill integer, refill_seconds double precision,
+				   tokens double precision, in_flight integer, blocked_until timestamptz,
+				   answers_429 bigint, last_used timestamptz, source text)
+	AS 'MODULE_PATHNAME', 'atlas_rate_limits'
+	LANGUAGE C VOLATILE PARALLEL SAFE;
+	PERFORM @extschema@.atlas_users_regrant('FUNCTION', '@extschema@.atlas_rate_limits()', acl);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.atlas_rate_limits() IS
+	'What atlas_users learned of each Atlas rate-limit bucket it paces requests by, and from where';
 
 DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

@@ -110,7 +110,7 @@ SELECT :n AS requests_after_bad_input;
 --
 -- complete offboarding plans (dry runs)
 --
--- a PENDING user: the org removal, and the invitation it may leave behind
+-- a PENDING user (an open org invitation): the org removal deletes the invitation
 SELECT kind, id, action, outcome FROM atlas_offboard_user('65f0a0000000000000000001', 'invited@example.com', dry_run => true);
 -- an Organization Owner who is also the only Project Owner of a project:
 -- that project's row and the org row are blocked, with the reason

@@ -65,6 +65,7 @@ extern int	atlas_connect_timeout_ms;
 extern int	atlas_max_concurrency;
 extern int	atlas_max_retries;
 extern int	atlas_rate_limit_max_wait_s;
+extern int	atlas_rate_limit_sets_ttl_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
 extern int	atlas_max_pages;
@@ -114,6 +115,7 @@ extern void http_forget_handles(void);
 extern char *http_escape(const char *s);
 extern bool http_base_url_ok(const char *url, const char *what, char **why);
 extern char *http_url_host(const char *url);
+extern time_t http_date(const char *value);
 extern bool http_url_same_origin(const char *url, const char *base);
 
 /* ----------------------------------------------------------------
@@ -182,7 +184,10 @@ typedef enum AtlasOperation
 	ATLAS_OP_LIST_GROUP_INVITES,
 	ATLAS_OP_GET_FEDERATION,
 	ATLAS_OP_DELETE_ORG_INVITE,
-	ATLAS_OP_DELETE_GROUP_INVITE
+	ATLAS_OP_DELETE_GROUP_INVITE,
+	ATLAS_OP_GET_CONNECTED_ORG,
+	ATLAS_OP_LIST_ROLE_MAPPINGS,
+	ATLAS_OP_LIST_RATE_LIMITS
 } AtlasOperation;
 
 /* an id an operation takes, in the order of its SQL arguments */
@@ -329,6 +334,11 @@ extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
 extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
+
+/* calendar.c */
+extern bool atlas_call_retired(AtlasCall *call);
+extern char *atlas_call_retired_message(AtlasCall *call);
+extern const char *atlas_call_successor(AtlasCall *call);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);
 
 /* ----------------------------------------------------------------

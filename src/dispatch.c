@@ -24,6 +24,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+/* how often a call waits for the answer that says whether its endpoint retired */
+#define CALENDAR_WAIT_MS 20
+
 /* Finish a call with its target's token failure. */
 static void
 fail_with_token(AtlasRun *run, AtlasCall *call)
@@ -222,6 +225,18 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 			wait_at_most(wait_ms, Max(1, (long) ((st->not_before - now) / 1000)));
 			continue;
 		}
+		switch (atlas_calendar_gate(run, call))
+		{
+			case ATLAS_CALENDAR_RETIRED:
+				atlas_run_take(run->pending, &run->npending, i--);
+				atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+				continue;
+			case ATLAS_CALENDAR_WAIT:
+				wait_at_most(wait_ms, CALENDAR_WAIT_MS);
+				continue;
+			case ATLAS_CALENDAR_GO:
+				break;
+		}
 		if (!token_ready(st->ts, &token_req, wait_ms))
 		{
 			if (token_req != NULL)
@@ -342,7 +357,7 @@ sort_answer(AtlasRun *run, AtlasCall *call, HttpRequest *req)
 			atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
 		return;
 	}
-	atlas_answer_warn_deprecated(call, req);
+	atlas_calendar_answer(call, req);
 	if (req->status >= 200 && req->status < 300)
 	{
 		/* what earlier attempts said no longer holds */

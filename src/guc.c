@@ -40,6 +40,7 @@ int			atlas_connect_timeout_ms = 10000;
 int			atlas_max_concurrency = 8;
 int			atlas_max_retries = 2;
 int			atlas_rate_limit_max_wait_s = 120;
+int			atlas_rate_limit_sets_ttl_s = 3600;
 int			atlas_max_attempts = 5;
 int			atlas_page_size = 500;
 int			atlas_max_pages = 1000;
@@ -325,6 +326,14 @@ atlas_define_settings(void)
 							NULL,
 							&atlas_rate_limit_max_wait_s,
 							120, 0, 86400,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.rate_limit_sets_ttl",
+							"How long what Atlas's listRateLimits said of a host is used before it is read again; 0: never read it.",
+							NULL,
+							&atlas_rate_limit_sets_ttl_s,
+							3600, 0, 7 * 86400,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

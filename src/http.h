@@ -56,6 +56,7 @@ typedef struct HttpRequest
 	char		content_type_in[128];
 	char		deprecation[64];	/* Deprecation header, if any */
 	char		sunset[64];		/* Sunset header, if any */
+	char		date[64];		/* Date header (the server's clock), if any */
 	char		error_code_header[64];	/* X-Error-Code header, if any */
 	int			retry_after;	/* Retry-After seconds, -1 when absent */
 	long		ratelimit_limit;	/* RateLimit-Limit, -1 when absent */

@@ -150,6 +150,13 @@ http_url_host(const char *url)
 	return p.port ? psprintf("%s:%s", p.host, p.port) : pstrdup(p.host);
 }
 
+/* The time an HTTP date header (Date, Sunset) names; -1 when it names none. */
+time_t
+http_date(const char *value)
+{
+	return curl_getdate(value, NULL);
+}
+
 /* The port of a URL, its scheme's default when none is written. */
 static const char *
 port_of(const UrlParts *p)

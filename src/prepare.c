@@ -140,7 +140,8 @@ atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	st->endpoint = ep;
 	st->ts = target_state(run, target);
 	scope = (ep->rate_scope == ATLAS_ID_USER) ? NULL : atlas_call_id(call, ep->rate_scope);
-	atlas_pace_key(&st->pace, target->host, ep->rate_set, scope ? scope : "");
+	if (!atlas_rate_set_key(target, ep, call, &st->pace))
+		atlas_pace_key(&st->pace, target->host, ep->rate_set, scope ? scope : "");
 	call->method = ep->method;
 	call->path = atlas_endpoint_path(ep, call);
 	call->api_version = version ? version : "v1.0";

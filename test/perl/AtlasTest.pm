@@ -188,6 +188,7 @@ sub psql_as
 
 # The settings that point a node at the emulator, and $opt{extra_conf};
 # the removal budget is off unless $opt{guard}.
+# listRateLimits is read only with $opt{rate_limit_sets_ttl} (seconds).
 sub atlas_conf
 {
 	my (%opt) = @_;
@@ -201,6 +202,7 @@ atlas_users.client_id = '" . _slurp("$secrets/client_id") . "'
 atlas_users.client_secret_file = '$secrets/client_secret'
 atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
+atlas_users.rate_limit_sets_ttl = " . ($opt{rate_limit_sets_ttl} // 0) . "
 ";
 	# the removal budget (guard.c) would hold the bursts of the tests of
 	# other things: off unless a test asks for it with guard => 1
