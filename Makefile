@@ -23,7 +23,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every object depends on the shared headers
-$(OBJS): src/atlas_users.h src/settings.h src/parse.h src/http.h src/executor.h src/offboard.h src/listings.h $(EXTENSION).control
+$(OBJS): src/atlas_users.h src/compat.h src/settings.h src/parse.h src/http.h src/executor.h src/offboard.h src/listings.h $(EXTENSION).control
 
 # PostgreSQL's headers are not -Wextra clean; treat them as system headers
 # so that -Wall -Wextra report only this project's code.

@@ -195,7 +195,7 @@ role_mapping(ForeignServer *srv, Oid role)
 static void
 check_usage(ForeignServer *srv, Oid role)
 {
-	if (pg_foreign_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
+	if (atlas_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for foreign server %s", srv->servername),
@@ -309,7 +309,7 @@ atlas_usable_servers(Oid role)
 	{
 		ForeignServer *srv = (ForeignServer *) lfirst(lc);
 
-		if (pg_foreign_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
+		if (atlas_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
 			continue;
 		if (!SearchSysCacheExists2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(role),
 								   ObjectIdGetDatum(srv->serverid)) &&
