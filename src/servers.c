@@ -245,6 +245,10 @@ mapping_credentials(AtlasTarget *t, ForeignServer *srv, UserMapping *um, bool di
 				 errmsg("no usable Atlas credentials in %s", where),
 				 errhint(digest ? "Give it public_key and private_key_file (or private_key)."
 						 : "Give it client_id and client_secret_file (or client_secret).")));
+	atlas_target_proxy(t, atlas_fdw_option(srv->options, "proxy"),
+					   atlas_fdw_option(um->options, "proxy_user"),
+					   mapping_secret(um->options, "proxy_password", "proxy_password_file", where),
+					   where);
 }
 
 /* The target of a server for a role: its options and the role's user mapping. */
