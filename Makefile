@@ -28,3 +28,9 @@ $(OBJS): src/atlas_users.h src/compat.h src/settings.h src/parse.h src/http.h sr
 # PostgreSQL's headers are not -Wextra clean; treat them as system headers
 # so that -Wall -Wextra report only this project's code.
 override CPPFLAGS := -isystem $(includedir_server) -isystem $(includedir_internal) $(CPPFLAGS)
+
+# make dist: the PGXN release, a zip of the files git tracks at HEAD
+DISTVERSION = $(shell sed -n 's/^   "version": "\(.*\)",$$/\1/p' META.json | head -n 1)
+.PHONY: dist
+dist:
+	git archive --format zip --prefix=$(EXTENSION)-$(DISTVERSION)/ -o $(EXTENSION)-$(DISTVERSION).zip HEAD

@@ -433,7 +433,7 @@ void
 http_run(HttpDriver *driver)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	int			concurrency = Max(1, Min(driver->concurrency, HTTP_MAX_CONCURRENCY));
+	volatile int concurrency = Max(1, Min(driver->concurrency, HTTP_MAX_CONCURRENCY));
 
 	ensure_multi();
 
