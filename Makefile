@@ -16,6 +16,12 @@ REGRESS_OPTS = --dbname=atlas_users_regression
 # the User-Agent names the version of the control file, never a hand-kept copy
 PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration
+# clang, unlike gcc, reports the fcinfo parameter that PG_FUNCTION_ARGS (a
+# macro of PostgreSQL's headers, which are system headers here) declares
+# in a function that reads no argument; gcc still checks our own parameters
+ifneq (,$(findstring clang,$(CC)))
+PG_CFLAGS += -Wno-unused-parameter
+endif
 SHLIB_LINK = -lcurl -lcjson
 
 PG_CONFIG ?= pg_config

@@ -58,6 +58,15 @@
 #endif
 #endif
 
+/* Base64 of bytes: 18 made pg_b64_encode() take them as uint8. */
+#if PG_VERSION_NUM >= 180000
+#define atlas_b64_encode(src, len, dst, dstlen) \
+	pg_b64_encode((const uint8 *) (src), (len), (dst), (dstlen))
+#else
+#define atlas_b64_encode(src, len, dst, dstlen) \
+	pg_b64_encode((const char *) (src), (len), (dst), (dstlen))
+#endif
+
 /*
  * The wait event to pass to WaitLatch() and ConditionVariableSleep(): from
  * 17 an extension names its own (shown in pg_stat_activity.wait_event and

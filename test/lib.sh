@@ -54,7 +54,8 @@ install_packages() {
 		postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
 		make gcc libc6-dev python3 curl openssl ca-certificates \
-		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 >/dev/null
+		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 \
+		debhelper dpkg-dev postgresql-server-dev-all debootstrap >/dev/null
 }
 
 # With ATLAS_PG_PREFIX: a fresh private copy of PostgreSQL 15 under it.
@@ -210,7 +211,7 @@ run_regress() {
 	make -C "$ROOT" -s installcheck >"$out" 2>&1 || true
 	cat "$out" >&2
 	p=$(grep -cE '^(ok|test) .*\.\.\. ok|^ok [0-9]+ ' "$out" || true)
-	f=$(grep -cE 'FAILED|failed \(ignored\)' "$out" || true)
+	f=$(grep -cE 'FAILED|failed \(ignored\)|^not ok [0-9]+ ' "$out" || true)
 	if [ -f "$ROOT/regression.diffs" ]; then head -c 20000 "$ROOT/regression.diffs" >&2; fi
 	[ "$p" -gt 0 ] || f=$((f + 1))
 	echo "$p $f"
@@ -228,7 +229,9 @@ run_tap() {
 	cp -r "$ROOT/test" "$tapdir/src"
 	chown -R postgres:postgres "$tapdir"
 	# shellcheck disable=SC2086
+	# TESTDIR places tmp_check on 15; 17 reads TESTDATADIR and TESTLOGDIR
 	(cd "$tapdir/src" && runuser -u postgres -- env PATH="$PATH" TESTDIR="$tapdir" \
+		TESTDATADIR="$tapdir/tmp_check" TESTLOGDIR="$tapdir/tmp_check/log" \
 		PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress \
 		ATLAS_EMULATOR_URL="$ATLAS_EMULATOR_URL" ATLAS_EMULATOR_HTTPS_URL="$ATLAS_EMULATOR_HTTPS_URL" \
 		ATLAS_TEST_CA="$ATLAS_TEST_CA" ATLAS_SECRETS="$ATLAS_SECRETS" ATLAS_TEST_ROOT="$tapdir/src" \
