@@ -53,7 +53,7 @@ install_packages() {
 	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
 		postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
-		make gcc libc6-dev python3 curl openssl ca-certificates \
+		make gcc libc6-dev build-essential python3 curl openssl ca-certificates \
 		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 \
 		debhelper dpkg-dev postgresql-server-dev-all debootstrap >/dev/null
 }

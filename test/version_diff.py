@@ -18,6 +18,15 @@ import sys
 NORMALIZE = [
     # libcurl 8.x: "Could not connect to server" (7.88: "Couldn't")
     (re.compile(r"Couldn't connect to server"), "Could not connect to server"),
+    # libcurl 8.1x: "Failed to connect to 127.0.0.1:PORT after" (7.88: "... port 1 after")
+    (re.compile(r"Failed to connect to (\S+?)(?: port \d+|:\w+) after"), r"Failed to connect to \1:PORT after"),
+    # libcurl 8.1x: "SSL certificate OpenSSL verify result: X (20)" (7.88:
+    # "SSL certificate problem: X")
+    (re.compile(r"SSL certificate (?:problem|OpenSSL verify result): ([^\n(]*?)(?: \(\d+\))?$", re.M),
+     r"SSL certificate: \1"),
+    # libcurl 8.1x: "error adding trust anchors from file" (7.88: "error
+    # setting certificate file")
+    (re.compile(r"error adding trust anchors from file:"), "error setting certificate file:"),
     # PostgreSQL 16 reworded the GUC read-privilege error
     (re.compile(r"must be superuser or have privileges of pg_read_all_settings to examine"),
      "permission denied to examine"),
