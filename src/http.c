@@ -340,10 +340,12 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	HttpRequest *req = slot_req[slot];
 	CURL	   *h = slot_handle[slot];
 	long		code = 0;
+	long		proxy_code = 0;
 	double		total = 0;
 	MemoryContext old;
 
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &proxy_code);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
 
 	req->status = code;
@@ -353,7 +355,8 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	req->answered = code >= 100 &&
 		(result == CURLE_OK || req->response_truncated ||
 		 (code >= 200 && code < 300 && strcmp(req->method, "GET") != 0));
-	req->not_sent = !req->answered && failed_before_sending(result);
+	/* a proxy that refused the tunnel passed nothing on */
+	req->not_sent = !req->answered && (failed_before_sending(result) || proxy_code >= 300);
 	req->elapsed_ms = total * 1000.0;
 	if (result != CURLE_OK)
 		strlcpy(req->error, slot_error[slot][0] ? slot_error[slot] : curl_easy_strerror(result),
