@@ -206,7 +206,15 @@ atlas_target_proxy(AtlasTarget *t, const char *proxy, const char *user, char *pa
 	if (proxy != NULL)
 		t->proxy = pstrdup(proxy);
 	if (t->proxy[0] == '\0' || (user == NULL && password == NULL))
+	{
+		/* no proxy to give them to: a password read is wiped at once */
+		if (password != NULL)
+		{
+			explicit_bzero(password, strlen(password));
+			pfree(password);
+		}
 		return;
+	}
 	if (user == NULL || password == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
