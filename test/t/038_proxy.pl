@@ -13,7 +13,8 @@
 #   is not removed and Atlas gets no request.
 # - The server option proxy and the mapping's proxy_user and
 #   proxy_password_file: a proxy that wants credentials gets them (Basic);
-#   a wrong password gives 08006 (407); a user without a password is 55000.
+#   a wrong password gives 08006 (407); a user without a password is 55000;
+#   proxy '' on a server goes straight to Atlas whatever the setting says.
 # - The validator and the setting refuse a proxy URL that is not http(s),
 #   holds credentials or a path.
 use strict;
@@ -217,6 +218,15 @@ $node->safe_psql('postgres',
 ($o, $e) = sq(remove_sql(fresh_user()));
 is(sqlstate_of($e), '55000', 'a proxy user without a password: 55000') or diag $e;
 like($e, qr/incomplete proxy credentials/, 'the error says what is missing');
+
+# proxy '' on the server: straight to Atlas, whatever the setting says
+$node->safe_psql('postgres', "ALTER SERVER px OPTIONS (SET proxy '')");
+sq("SET atlas_users.proxy = '$refusing->{url}'");
+my $asked = scalar @{ heads($refusing) };
+($o, $e) = sq(remove_sql(fresh_user()));
+is($o, 't', "server option proxy '': the call goes straight to Atlas") or diag $e;
+is(scalar @{ heads($refusing) }, $asked, "server option proxy '': the setting's proxy is not asked");
+sq('RESET atlas_users.proxy');
 sq('RESET atlas_users.server');
 
 # ------------------------------------------------------------------
