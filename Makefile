@@ -18,6 +18,12 @@ REGRESS_OPTS = --dbname=atlas_users_regression
 PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration -MMD -MP
 EXTRA_CLEAN = $(OBJS:.o=.d)
+# clang, unlike gcc, reports the fcinfo parameter that PG_FUNCTION_ARGS (a
+# macro of PostgreSQL's headers, which are system headers here) declares
+# in a function that reads no argument; gcc still checks our own parameters
+ifneq (,$(findstring clang,$(CC)))
+PG_CFLAGS += -Wno-unused-parameter
+endif
 SHLIB_LINK = -lcurl -lcjson
 
 PG_CONFIG ?= pg_config
@@ -42,3 +48,9 @@ prove_installcheck:
 # PostgreSQL's headers are not -Wextra clean; treat them as system headers
 # so that -Wall -Wextra report only this project's code.
 override CPPFLAGS := -isystem $(includedir_server) -isystem $(includedir_internal) $(CPPFLAGS)
+
+# make dist: the PGXN release, a zip of the files git tracks at HEAD
+DISTVERSION = $(shell sed -n 's/^   "version": "\(.*\)",$$/\1/p' META.json | head -n 1)
+.PHONY: dist
+dist:
+	git archive --format zip --prefix=$(EXTENSION)-$(DISTVERSION)/ -o $(EXTENSION)-$(DISTVERSION).zip HEAD

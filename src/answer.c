@@ -190,7 +190,7 @@ basic_credentials(const AtlasTarget *t)
 	int			len = pg_b64_enc_len(strlen(plain));
 	char	   *b64 = palloc0(len + 1);
 
-	if (pg_b64_encode(plain, strlen(plain), b64, len) < 0)
+	if (atlas_b64_encode(plain, strlen(plain), b64, len) < 0)
 		b64[0] = '\0';
 	explicit_bzero(plain, strlen(plain));
 	pfree(plain);

@@ -15,6 +15,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
@@ -52,6 +54,7 @@ typedef enum AtlasAuthMethod
 
 extern char *atlas_base_url;
 extern char *atlas_ca_file;
+extern char *atlas_proxy;
 extern char *atlas_public_key;
 extern char *atlas_private_key;
 extern char *atlas_private_key_file;
@@ -114,6 +117,7 @@ extern void http_init(void);
 extern void http_forget_handles(void);
 extern char *http_escape(const char *s);
 extern bool http_base_url_ok(const char *url, const char *what, char **why);
+extern bool http_proxy_url_ok(const char *url, const char *what, char **why);
 extern char *http_url_host(const char *url);
 extern time_t http_date(const char *value);
 extern bool http_url_same_origin(const char *url, const char *base);
@@ -141,6 +145,9 @@ typedef struct AtlasTarget
 	Oid			server_oid;
 	Oid			role;			/* whose user mapping */
 	char	   *org_id;			/* the organization the server is for, or NULL */
+	char	   *proxy;			/* proxy URL, "" for none (issue 21) */
+	char	   *proxy_user;		/* proxy credentials, or NULL */
+	char	   *proxy_password;
 } AtlasTarget;
 
 extern AtlasTarget *atlas_target_from_settings(bool digest_only);
@@ -148,6 +155,10 @@ extern AtlasTarget *atlas_target_new(const char *base_url, const char *ca_file,
 									 const char *api_version, int timeout_ms,
 									 int connect_timeout_ms);
 extern void atlas_target_seal(AtlasTarget *t);
+extern void atlas_target_proxy(AtlasTarget *t, const char *proxy, const char *user,
+							   char *password, const char *where);
+struct HttpRequest;
+extern void atlas_target_proxy_request(const AtlasTarget *t, struct HttpRequest *req);
 extern void atlas_target_wipe(AtlasTarget *target);
 
 /* servers.c: which server a call uses, and its target */

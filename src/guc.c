@@ -27,6 +27,7 @@
 
 char	   *atlas_base_url = NULL;
 char	   *atlas_ca_file = NULL;
+char	   *atlas_proxy = NULL;
 char	   *atlas_public_key = NULL;
 char	   *atlas_private_key = NULL;
 char	   *atlas_private_key_file = NULL;
@@ -101,6 +102,21 @@ check_base_url(char **newval, void **extra pg_attribute_unused(),
 	{
 		GUC_check_errdetail("%s", why);
 		GUC_check_errhint("Use https://cloud.mongodb.com, or an http:// URL on a loopback host for tests.");
+		return false;
+	}
+	return true;
+}
+
+/* Check atlas_users.proxy: empty, or an http:// or https:// proxy URL. */
+static bool
+check_proxy(char **newval, void **extra pg_attribute_unused(),
+			GucSource source pg_attribute_unused())
+{
+	char	   *why = NULL;
+
+	if (*newval != NULL && !http_proxy_url_ok(*newval, "atlas_users.proxy", &why))
+	{
+		GUC_check_errdetail("%s", why);
 		return false;
 	}
 	return true;
@@ -221,6 +237,14 @@ atlas_define_settings(void)
 							   "",
 							   PGC_SUSET, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("atlas_users.proxy",
+							   "HTTP proxy (http:// or https:// URL) that calls to Atlas go through, in a CONNECT tunnel.",
+							   "Empty: no proxy, whatever the server's environment says.",
+							   &atlas_proxy,
+							   "",
+							   PGC_SUSET, 0,
+							   check_proxy, NULL, NULL);
 
 	DefineCustomStringVariable("atlas_users.public_key",
 							   "Public key of the Atlas programmatic API key (digest authentication).",

@@ -40,6 +40,9 @@ typedef struct HttpRequest
 	const char *password;		/* digest or basic */
 	const char *bearer;			/* bearer token */
 	const char *ca_file;		/* PEM CA file; NULL or "" for the system store */
+	const char *proxy;			/* proxy URL; NULL or "" for none (never the environment) */
+	const char *proxy_user;		/* proxy credentials, or NULL */
+	const char *proxy_password;
 	int			timeout_ms;
 	int			connect_timeout_ms;
 	uint32		handle_key;		/* requests of other keys never share a handle */

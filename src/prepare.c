@@ -163,6 +163,7 @@ atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	}
 	req->large_response = call->keep_body;	/* a list page may be large */
 	req->ca_file = target->ca_file;
+	atlas_target_proxy_request(target, req);
 	req->timeout_ms = target->timeout_ms;
 	req->connect_timeout_ms = target->connect_timeout_ms;
 	req->handle_key = target->credentials_key;

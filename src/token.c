@@ -354,6 +354,7 @@ atlas_token_request(const AtlasTarget *target, HttpRequest *req)
 	req->username = target->username;
 	req->password = target->secret;
 	req->ca_file = target->ca_file;
+	atlas_target_proxy_request(target, req);
 	req->timeout_ms = target->timeout_ms;
 	req->connect_timeout_ms = target->connect_timeout_ms;
 	req->handle_key = target->credentials_key;
