@@ -20,4 +20,34 @@ BEGIN
 END
 $$;
 
+-- ----------------------------------------------------------------------
+-- Issue 22: request statistics (atlas_stat_requests, atlas_stat_reset)
+-- ----------------------------------------------------------------------
+CREATE FUNCTION @extschema@.atlas_stat_requests_rows()
+RETURNS TABLE(server text, host text, endpoint text, http_status integer,
+	calls bigint, total_time_ms double precision, max_time_ms double precision,
+	retries bigint, rate_limit_waits bigint, rate_limit_wait_ms double precision,
+	bytes_received bigint, last_call timestamptz, stats_reset timestamptz)
+AS 'MODULE_PATHNAME', 'atlas_stat_requests_rows'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+CREATE VIEW @extschema@.atlas_stat_requests AS
+SELECT * FROM @extschema@.atlas_stat_requests_rows();
+
+CREATE FUNCTION @extschema@.atlas_stat_reset()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'atlas_stat_reset'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION @extschema@.atlas_stat_requests_rows() IS
+	'The request counters behind the atlas_stat_requests view';
+COMMENT ON VIEW @extschema@.atlas_stat_requests IS
+	'Atlas requests by server, host, endpoint and HTTP status (0: no answer): calls, time, retries, rate-limit waits, bytes';
+COMMENT ON FUNCTION @extschema@.atlas_stat_reset() IS
+	'Zero the counters of atlas_stat_requests; returns the time of the reset (its stats_reset column)';
+
+REVOKE ALL ON @extschema@.atlas_stat_requests FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_stat_requests_rows() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.atlas_stat_reset() FROM PUBLIC;
+
 DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

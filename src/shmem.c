@@ -3,7 +3,8 @@
  * shmem.c
  *	  Shared state between backends and the background worker: the audit
  *	  hand-off ring and the worker's identity; and the requests for the
- *	  shared token cache (token.c) and rate-limit buckets (pacing.c).
+ *	  shared token cache (token.c), rate-limit buckets (pacing.c) and
+ *	  request statistics (stats.c).
  *
  * Only with shared_preload_libraries = 'atlas_users'.  A backend that
  * finishes a call copies its AuditRecord into a bounded ring under an
@@ -22,6 +23,7 @@
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "stats.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -69,7 +71,8 @@ atlas_shmem_request(void)
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AtlasShared)));
 	RequestAddinShmemSpace(atlas_token_shmem_size());
 	RequestAddinShmemSpace(atlas_pace_shmem_size());
-	RequestNamedLWLockTranche("atlas_users", 3);
+	RequestAddinShmemSpace(atlas_stat_shmem_size());
+	RequestNamedLWLockTranche("atlas_users", 4);
 }
 
 /* Create or attach to the shared state. */
@@ -91,6 +94,7 @@ atlas_shmem_startup(void)
 	}
 	atlas_token_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[1].lock);
 	atlas_pace_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[2].lock);
+	atlas_stat_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[3].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
