@@ -211,6 +211,8 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 			continue;			/* its bucket just said wait */
 		if (st->not_before > now)
 		{
+			if (call->answer.http_status == 429)
+				run->wait_kind = ATLAS_WAIT_RATE_LIMIT;
 			wait_at_most(wait_ms, Max(1, (long) ((st->not_before - now) / 1000)));
 			continue;
 		}
