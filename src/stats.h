@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * stats.h
- *	  Request statistics (stats.c) and wait events (wait_events.c): what
- *	  the executor and the transport report of the requests they run.
+ *	  What monitoring reads: request statistics (stats.c), wait events
+ *	  (wait_events.c) and the token state for atlas_health() (health.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "storage/lwlock.h"
 
 /* one finished request, as stats.c counts it: never a secret or a user id */
@@ -40,5 +41,10 @@ typedef enum AtlasWaitKind
 } AtlasWaitKind;
 
 extern uint32 atlas_wait_event(AtlasWaitKind kind);
+
+/* token.c, read only: a target's token state, for health.c */
+struct AtlasTarget;
+extern void atlas_token_state(const struct AtlasTarget *target, TimestampTz *valid_until,
+							  TimestampTz *failed_at);
 
 #endif							/* ATLAS_STATS_H */
