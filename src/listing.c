@@ -11,6 +11,15 @@
  * listing holds one page at a time.  Some lists (invitations) are one
  * JSON array with no pages.
  *
+ * A listing run on its own (atlas_list_all) reads pages side by side when
+ * the first page states the total (totalCount; Atlas's includeCount is
+ * true by default): pages 2 to the last are asked up to
+ * atlas_users.max_concurrency at once, through the same executor (so
+ * within the shared rate-limit pacing), and each page's rows are built as
+ * it arrives, so it holds at most that many pages.  If the last page still
+ * links a next one (the total was wrong), the listing goes on one page
+ * after another; with no total it does so from the start.
+ *
  * Every listing is bounded, against a server that always says "next" or
  * answers slowly: at most atlas_users.max_pages pages and
  * atlas_users.listing_timeout of time (the worker's username lookups use
@@ -25,6 +34,8 @@
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
+
+#include <math.h>
 
 #include "utils/timestamp.h"
 
@@ -228,13 +239,130 @@ atlas_listing_page_done(AtlasListing *listing, AtlasCall *page)
 	return page_call(listing, listing->pages + 1);
 }
 
+/* The page number a page's call asks for. */
+static int
+page_number(AtlasCall *call)
+{
+	const char *p = call->query;
+	const char *last = NULL;
+
+	while (p != NULL && (p = strstr(p, "pageNum=")) != NULL)
+		last = p++;
+	return last ? atoi(last + strlen("pageNum=")) : 0;
+}
+
+/*
+ * After the first page, with the next one linked: read the rest side by
+ * side if the first page states a total of more than one page; true if so.
+ */
+static bool
+side_start(AtlasListing *l)
+{
+	AtlasListingHolder *h = l->holder;
+	const cJSON *total = cJSON_IsObject(h->json)
+		? cJSON_GetObjectItemCaseSensitive(h->json, "totalCount") : NULL;
+	double		pages;
+
+	if (!cJSON_IsNumber(total) || total->valuedouble < 0 || atlas_page_size <= 0)
+		return false;
+	pages = ceil(total->valuedouble / atlas_page_size);
+	if (pages < 2)
+		return false;
+	h->side_last = (int) Min(pages, (double) l->max_pages);
+	h->side_next = 2;
+	h->side_pending = 0;
+	h->side_more = false;
+	walk_held(l);
+	return true;
+}
+
+/* Has a listing side by side run past its time? Ends it if so. */
+static bool
+side_too_slow(AtlasListing *l, AtlasCall *page, TimestampTz now)
+{
+	if (!TimestampDifferenceExceeds(l->started, now, l->timeout_ms))
+		return false;
+	(void) listing_ends(l, page, ATLAS_LISTING_TOO_SLOW,
+						psprintf("reading the list took longer than %d ms", l->timeout_ms));
+	return true;
+}
+
+/* All pages side by side are in: go on one by one, or end. */
+static void
+side_over(AtlasRun *run, AtlasListing *l, AtlasCall *page)
+{
+	AtlasListingHolder *h = l->holder;
+
+	if (l->end == ATLAS_LISTING_OK && h->side_more)
+	{
+		h->side_last = 0;
+		if (l->pages >= l->max_pages)
+			(void) listing_ends(l, page, ATLAS_LISTING_TOO_MANY_PAGES,
+								psprintf("the list has more than %d pages (atlas_users.max_pages)",
+										 l->max_pages));
+		else if (!side_too_slow(l, page, GetCurrentTimestamp()))
+		{
+			atlas_run_add(run, page_call(l, l->pages + 1));
+			return;
+		}
+	}
+	h->over = true;
+}
+
+/* A page read side by side: build its rows now, and free it. */
+static void
+side_page_done(AtlasRun *run, AtlasListing *l, AtlasCall *page)
+{
+	AtlasListingHolder *h = l->holder;
+	cJSON	   *json;
+	bool		next = false;
+
+	h->side_pending--;
+	if (l->end != ATLAS_LISTING_OK)
+		;						/* the listing failed: the page is dropped */
+	else if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
+		(void) listing_ends(l, page, ATLAS_LISTING_FAILED, NULL);
+	else
+	{
+		l->pages++;
+		json = cJSON_ParseWithLength(page->body, page->body_len);
+		pfree(page->body);
+		page->body = NULL;
+		page->body_len = 0;
+		if (!walk_json(l, json, NULL, &next))
+		{
+			cJSON_Delete(json);
+			(void) listing_ends(l, page, ATLAS_LISTING_NOT_A_LIST, "a list without \"results\"");
+		}
+		else
+		{
+			walk_and_free(l, json);
+			if (next && page_number(page) == h->side_last)
+				h->side_more = true;
+			if (h->side_next <= h->side_last || h->side_pending > 0)
+				(void) side_too_slow(l, page, GetCurrentTimestamp());
+			listing_progress(l, GetCurrentTimestamp());
+		}
+	}
+	if (h->side_pending == 0 && (h->side_next > h->side_last || l->end != ATLAS_LISTING_OK))
+		side_over(run, l, page);
+}
+
 /* Run hook: a page finished; ask for the next. */
 static void
 page_finished(AtlasRun *run, AtlasCall *call, void *arg)
 {
 	AtlasListing *l = (AtlasListing *) arg;
-	AtlasCall  *next = atlas_listing_page_done(l, call);
+	AtlasCall  *next;
 
+	if (l->holder->side_last > 0)
+	{
+		side_page_done(run, l, call);
+		return;
+	}
+	next = atlas_listing_page_done(l, call);
+	if (next != NULL && l->pages == 1 && !l->unpaged && side_start(l))
+		return;
 	if (next != NULL)
 		atlas_run_add(run, next);
 	else
@@ -247,11 +375,21 @@ page_finished(AtlasRun *run, AtlasCall *call, void *arg)
  * before the next request starts).
  */
 static bool
-page_feed(AtlasRun *run pg_attribute_unused(), void *arg,
-		  int free_slots pg_attribute_unused(), long *wait_ms)
+page_feed(AtlasRun *run, void *arg, int free_slots, long *wait_ms)
 {
 	AtlasListing *l = (AtlasListing *) arg;
+	AtlasListingHolder *h = l->holder;
 
+	if (h->side_last > 0)
+	{
+		/* side by side: ask pages while there are free slots */
+		while (free_slots-- > 0 && h->side_next <= h->side_last && l->end == ATLAS_LISTING_OK)
+		{
+			atlas_run_add(run, page_call(l, h->side_next++));
+			h->side_pending++;
+		}
+		return !h->over;
+	}
 	if (l->holder->json != NULL && l->holder->fresh)
 	{
 		l->holder->fresh = false;
@@ -347,7 +485,8 @@ atlas_list_all(AtlasListing *listing)
 	h->cb.arg = h;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &h->cb);
 	listing->holder = h;
-	spec.concurrency = 1;
+	/* one page at a time, unless the pages go side by side */
+	spec.concurrency = atlas_max_concurrency;
 	spec.finished = page_finished;
 	spec.feed = page_feed;
 	spec.arg = listing;
