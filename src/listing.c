@@ -11,14 +11,11 @@
  * listing holds one page at a time.  Some lists (invitations) are one
  * JSON array with no pages.
  *
- * A listing run on its own (atlas_list_all) reads pages side by side when
- * the first page states the total (totalCount; Atlas's includeCount is
- * true by default): pages 2 to the last are asked up to
- * atlas_users.max_concurrency at once, through the same executor (so
- * within the shared rate-limit pacing), and each page's rows are built as
- * it arrives, so it holds at most that many pages.  If the last page still
- * links a next one (the total was wrong), the listing goes on one page
- * after another; with no total it does so from the start.
+ * A listing run on its own (atlas_list_all) whose first page states the
+ * total (totalCount) asks pages 2 to the last side by side, up to
+ * atlas_users.max_concurrency at once within the executor's pacing, and
+ * builds each page's rows as it arrives.  A last page that still links a
+ * next one, or no total, goes on one page after another.
  *
  * Every listing is bounded, against a server that always says "next" or
  * answers slowly: at most atlas_users.max_pages pages and
@@ -248,13 +245,10 @@ page_number(AtlasCall *call)
 
 	while (p != NULL && (p = strstr(p, "pageNum=")) != NULL)
 		last = p++;
-	return last ? atoi(last + strlen("pageNum=")) : 0;
+	return last ? (int) strtol(last + strlen("pageNum="), NULL, 10) : 0;
 }
 
-/*
- * After the first page, with the next one linked: read the rest side by
- * side if the first page states a total of more than one page; true if so.
- */
+/* After a first page linking a next one: go side by side if it states a total. */
 static bool
 side_start(AtlasListing *l)
 {
@@ -263,7 +257,7 @@ side_start(AtlasListing *l)
 		? cJSON_GetObjectItemCaseSensitive(h->json, "totalCount") : NULL;
 	double		pages;
 
-	if (!cJSON_IsNumber(total) || total->valuedouble < 0 || atlas_page_size <= 0)
+	if (total == NULL || !cJSON_IsNumber(total) || total->valuedouble < 0 || atlas_page_size <= 0)
 		return false;
 	pages = ceil(total->valuedouble / atlas_page_size);
 	if (pages < 2)
@@ -309,41 +303,45 @@ side_over(AtlasRun *run, AtlasListing *l, AtlasCall *page)
 	h->over = true;
 }
 
-/* A page read side by side: build its rows now, and free it. */
+/* Build the rows of a page read side by side, and free it. */
+static void
+side_walk(AtlasListing *l, AtlasCall *page)
+{
+	cJSON	   *json;
+	bool		next = false;
+
+	if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
+	{
+		(void) listing_ends(l, page, ATLAS_LISTING_FAILED, NULL);
+		return;
+	}
+	l->pages++;
+	json = cJSON_ParseWithLength(page->body, page->body_len);
+	pfree(page->body);
+	page->body = NULL;
+	page->body_len = 0;
+	if (!walk_json(l, json, NULL, &next))
+	{
+		cJSON_Delete(json);
+		(void) listing_ends(l, page, ATLAS_LISTING_NOT_A_LIST, "a list without \"results\"");
+		return;
+	}
+	walk_and_free(l, json);
+	l->holder->side_more |= (next && page_number(page) == l->holder->side_last);
+	if (l->holder->side_next <= l->holder->side_last || l->holder->side_pending > 0)
+		(void) side_too_slow(l, page, GetCurrentTimestamp());
+	listing_progress(l, GetCurrentTimestamp());
+}
+
+/* Run hook's part for a page read side by side (a failed listing drops it). */
 static void
 side_page_done(AtlasRun *run, AtlasListing *l, AtlasCall *page)
 {
 	AtlasListingHolder *h = l->holder;
-	cJSON	   *json;
-	bool		next = false;
 
 	h->side_pending--;
-	if (l->end != ATLAS_LISTING_OK)
-		;						/* the listing failed: the page is dropped */
-	else if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
-		(void) listing_ends(l, page, ATLAS_LISTING_FAILED, NULL);
-	else
-	{
-		l->pages++;
-		json = cJSON_ParseWithLength(page->body, page->body_len);
-		pfree(page->body);
-		page->body = NULL;
-		page->body_len = 0;
-		if (!walk_json(l, json, NULL, &next))
-		{
-			cJSON_Delete(json);
-			(void) listing_ends(l, page, ATLAS_LISTING_NOT_A_LIST, "a list without \"results\"");
-		}
-		else
-		{
-			walk_and_free(l, json);
-			if (next && page_number(page) == h->side_last)
-				h->side_more = true;
-			if (h->side_next <= h->side_last || h->side_pending > 0)
-				(void) side_too_slow(l, page, GetCurrentTimestamp());
-			listing_progress(l, GetCurrentTimestamp());
-		}
-	}
+	if (l->end == ATLAS_LISTING_OK)
+		side_walk(l, page);
 	if (h->side_pending == 0 && (h->side_next > h->side_last || l->end != ATLAS_LISTING_OK))
 		side_over(run, l, page);
 }
