@@ -29,7 +29,7 @@ RETURNS TABLE(server text, host text, endpoint text, http_status integer,
 	retries bigint, rate_limit_waits bigint, rate_limit_wait_ms double precision,
 	bytes_received bigint, last_call timestamptz, stats_reset timestamptz)
 AS 'MODULE_PATHNAME', 'atlas_stat_requests_rows'
-LANGUAGE C VOLATILE PARALLEL SAFE;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW @extschema@.atlas_stat_requests AS
 SELECT * FROM @extschema@.atlas_stat_requests_rows();
@@ -61,37 +61,17 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION @extschema@.atlas_token_states() IS
 	'Per server: its token state (valid, none, digest, unavailable), until when its token is valid and when its last token request failed; never the token';
 
--- Runs as the extension's owner, so that a monitoring role needs EXECUTE
--- only: it shows counts and times, never a user id or a credential.
+-- Counts the queue's rows as the queue's owner, so that a monitoring role
+-- needs EXECUTE only: it shows counts and times, never a user id or a
+-- credential.
 CREATE FUNCTION @extschema@.atlas_health()
 RETURNS TABLE(queued bigint, running bigint, held bigint, awaiting_approval bigint,
 	failed_24h bigint, oldest_queued_age interval,
 	worker_running boolean, worker_last_activity timestamptz,
 	last_success timestamptz, last_failure timestamptz,
 	tokens jsonb, last_429 timestamptz)
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT q.queued, q.running, q.held, q.awaiting_approval, q.failed_24h, q.oldest_queued_age,
-	   w.pid IS NOT NULL, w.last_activity, q.last_success, q.last_failure,
-	   (SELECT coalesce(jsonb_agg(jsonb_build_object('server', t.server, 'state', t.state,
-													 'valid_until', t.valid_until,
-													 'failed_at', t.failed_at)), '[]')
-		FROM @extschema@.atlas_token_states() t),
-	   (SELECT max(s.last_call) FROM @extschema@.atlas_stat_requests_rows() s
-		WHERE s.http_status = 429)
-FROM (SELECT count(*) FILTER (WHERE r.status = 'queued') AS queued,
-			 count(*) FILTER (WHERE r.status = 'running') AS running,
-			 count(*) FILTER (WHERE r.status = 'held') AS held,
-			 count(*) FILTER (WHERE r.status = 'awaiting_approval') AS awaiting_approval,
-			 count(*) FILTER (WHERE r.status = 'failed'
-							  AND r.finished_at > now() - interval '24 hours') AS failed_24h,
-			 now() - min(r.enqueued_at) FILTER (WHERE r.status = 'queued') AS oldest_queued_age,
-			 max(r.finished_at) FILTER (WHERE r.status = 'done') AS last_success,
-			 max(r.finished_at) FILTER (WHERE r.status = 'failed') AS last_failure
-	  FROM @extschema@.atlas_removal_queue r) q,
-	 @extschema@.atlas_worker_status() w
-$$;
+AS 'MODULE_PATHNAME', 'atlas_health'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION @extschema@.atlas_health() IS
 	'One row for monitoring: queue rows by status, failures in the last 24 h, the worker, token states per server, the last 429';

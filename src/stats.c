@@ -171,6 +171,24 @@ atlas_stat_count(const AtlasStatSample *s)
 		LWLockRelease(t->lock);
 }
 
+/* When a request last got an answer of this status (0: never since the reset). */
+TimestampTz
+atlas_stat_last_call(int http_status)
+{
+	StatTable  *t = stat_table();
+	TimestampTz last = 0;
+	int			i;
+
+	if (t->lock)
+		LWLockAcquire(t->lock, LW_SHARED);
+	for (i = 0; i < STAT_ENTRIES; i++)
+		if (t->entries[i].used && t->entries[i].http_status == http_status)
+			last = Max(last, t->entries[i].last_call);
+	if (t->lock)
+		LWLockRelease(t->lock);
+	return last;
+}
+
 /* Put one entry as a row of the view. */
 static void
 put_entry(ReturnSetInfo *rsinfo, const StatEntry *e, TimestampTz reset, bool overflow)

@@ -31,6 +31,7 @@ typedef struct AtlasStatSample
 extern Size atlas_stat_shmem_size(void);
 extern void atlas_stat_shmem_init(LWLock *lock);
 extern void atlas_stat_count(const AtlasStatSample *s);
+extern TimestampTz atlas_stat_last_call(int http_status);
 
 /* what a process waits for, as a wait event */
 typedef enum AtlasWaitKind
