@@ -2,7 +2,8 @@
 # emulator's own counters.
 #
 # - After atlas_stat_reset(): 3 removals answered 204 and 2 answered 404
-#   are rows of their own; a listing's reads and a 503 retry are counted.
+#   are rows of their own; a listing's reads, a 503 retry, a 429 and the
+#   rate-limit wait it causes are counted.
 # - Preloaded, the counts are the cluster's: every session sees the
 #   others', and the worker's queued removals add to them.
 # - No row names a user id or a credential; the view needs its grant.
@@ -41,7 +42,7 @@ sub row
 ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas_queue_status'),
 	'the worker runs');
 
-my $ids = emu_users(count => 6, orgId => $org, groupIds => [$group], prefix => 'stat');
+my $ids = emu_users(count => 8, orgId => $org, groupIds => [$group], prefix => 'stat');
 my @absent = ('b0ffffffffffffffffff0001', 'b0ffffffffffffffffff0002');
 
 my $reset = sql('SELECT atlas_stat_reset()');
@@ -68,12 +69,22 @@ sql("SELECT atlas_remove_project_user('$group', '$ids->[3]')");
 is(row('remove_project_user', 503), '1|0', 'the 503 is a row of its own');
 is(row('remove_project_user', 204), '4|1', 'the retry that succeeded is counted as a retry');
 
+# a 429 holds its bucket back: the next removal waits for the pacing, counted
+emu_fault({ kind => 'status', status => 429, retry_after => 1, count => 1,
+	match => "DELETE /groups/$group/users/" });
+sql("SET atlas_users.max_concurrency = 1; SELECT count(*) FROM atlas_remove_project_users('$group', "
+	  . id_array([ @$ids[ 6, 7 ] ]) . ")");
+is(row('remove_project_user', 429), '1|0', 'the 429 is a row of its own');
+ok(sql("SELECT sum(rate_limit_waits) >= 1 AND sum(rate_limit_wait_ms) >= 500 FROM atlas_stat_requests"
+	  . " WHERE endpoint = 'remove_project_user' AND http_status = 204"),
+	'the removal held back by the rate limit counts its wait and the time');
+
 # the worker's removals add to the same counters
 sql("SELECT atlas_enqueue_remove_project_user('$group', '$ids->[4]')");
 ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM atlas_removal_queue WHERE status = 'done'"),
 	'the worker removed the queued user');
-is(row('remove_project_user', 204), '5|1', "the worker's removal is counted in the cluster's view");
+is(row('remove_project_user', 204), '7|2', "the worker's removal is counted in the cluster's view");
 
 # names only: no user id, no credential
 my $all = sql('SELECT string_agg(concat_ws(\' \', server, host, endpoint), \' \') FROM atlas_stat_requests');
