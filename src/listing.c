@@ -248,24 +248,22 @@ page_number(AtlasCall *call)
 	return last ? (int) strtol(last + strlen("pageNum="), NULL, 10) : 0;
 }
 
-/* After a first page linking a next one: go side by side if it states a total. */
+/* After a first page linking a next one: side by side if it states a total. */
 static bool
 side_start(AtlasListing *l)
 {
 	AtlasListingHolder *h = l->holder;
-	const cJSON *total = cJSON_IsObject(h->json)
-		? cJSON_GetObjectItemCaseSensitive(h->json, "totalCount") : NULL;
+	const cJSON *total = cJSON_GetObjectItemCaseSensitive(h->json, "totalCount");
+	int			per = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(h->json, "results"));
 	double		pages;
 
-	if (total == NULL || !cJSON_IsNumber(total) || total->valuedouble < 0 || atlas_page_size <= 0)
+	if (total == NULL || !cJSON_IsNumber(total) || total->valuedouble < 0 || per <= 0)
 		return false;
-	pages = ceil(total->valuedouble / atlas_page_size);
+	pages = ceil(total->valuedouble / per);	/* pages of the server's size */
 	if (pages < 2)
 		return false;
 	h->side_last = (int) Min(pages, (double) l->max_pages);
-	h->side_next = 2;
-	h->side_pending = 0;
-	h->side_more = false;
+	h->side_next = 2;			/* the holder's other fields are zero */
 	walk_held(l);
 	return true;
 }
