@@ -19,8 +19,8 @@ SELECT coalesce(max(id), 0) AS audit_start FROM atlas_removal_audit \gset
 SELECT (pg_stat_file(:'logfile')).size AS log_start \gset
 
 CREATE ROLE regress_atlas_auditor;
-GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean),
-	atlas_remove_org_user(text, text, boolean) TO regress_atlas_auditor;
+GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text),
+	atlas_remove_org_user(text, text, boolean, text, text) TO regress_atlas_auditor;
 -- offboarding wrapped in a SECURITY DEFINER function owned by a superuser
 CREATE FUNCTION regress_offboard(g text, u text) RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = public
@@ -142,6 +142,27 @@ SELECT count(*) AS log_lines_with_a_credential
 FROM log_line
 WHERE line ~* '6d9f0a3e-2b1c-4e8a-9f7d-3c5b1a2e4f60|mdb_sa_sk_4f8e2a9c7b1d6e3f0a5c8b2d9e7f1a4c6b3d0e8f|mdb_sa_id_65f0e0000000000000000002|atlasemu|bearer'
    OR line ~ 'eyJ';
+
+--
+-- purging for retention keeps atlas_users.audit_min_retention (issue 17):
+-- a negative interval, or one shorter than the minimum, is refused and
+-- deletes nothing; only a superuser may lower the minimum
+--
+CREATE TEMP TABLE audit_before AS SELECT count(*) AS n FROM atlas_removal_audit;
+SHOW atlas_users.audit_min_retention;
+SELECT atlas_purge_audit('-100 years');
+SELECT atlas_purge_audit('1 hour');
+SELECT atlas_purge_audit('1 mon -40 days');
+SELECT (SELECT count(*) FROM atlas_removal_audit) = n AS nothing_deleted FROM audit_before;
+SELECT atlas_purge_audit('7 days') AS purged_older_than_the_minimum;
+SET ROLE regress_atlas_auditor;
+SET atlas_users.audit_min_retention = 0;
+RESET ROLE;
+SET atlas_users.audit_min_retention = 0;
+SELECT atlas_purge_audit('1 hour') AS purged_without_a_minimum;
+SELECT atlas_purge_audit('-1 s');
+RESET atlas_users.audit_min_retention;
+SELECT (SELECT count(*) FROM atlas_removal_audit) = n AS nothing_deleted FROM audit_before;
 
 DROP FUNCTION regress_offboard(text, text);
 DROP OWNED BY regress_atlas_auditor;

@@ -91,6 +91,9 @@ SELECT * FROM listing_err($$SELECT * FROM atlas_org_users(NULL)$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a000000000000000001')$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'GONE'])$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', NULL])$$);
+-- each status once: a repeated one is refused before any request (issue 17)
+SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'PENDING', 'active'])$$);
+SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', array_fill('ACTIVE'::text, ARRAY[100000]))$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', '{}')$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_team_users('65f0a0000000000000000001', 'team')$$);
 SELECT * FROM listing_err($$SELECT * FROM atlas_project_invitations('')$$);
@@ -107,7 +110,7 @@ SELECT :n AS requests_after_bad_input;
 --
 -- complete offboarding plans (dry runs)
 --
--- a PENDING user: the org removal, and the invitation it may leave behind
+-- a PENDING user (an open org invitation): the org removal deletes the invitation
 SELECT kind, id, action, outcome FROM atlas_offboard_user('65f0a0000000000000000001', 'invited@example.com', dry_run => true);
 -- an Organization Owner who is also the only Project Owner of a project:
 -- that project's row and the org row are blocked, with the reason
@@ -145,6 +148,16 @@ SELECT :n AS removal_requests_of_refused_runs;
 -- no owner kept: with force, the owners are still never removed
 SELECT username, outcome FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], force => true)
 WHERE outcome <> 'planned' ORDER BY username;
+-- the removal budget shared by every path (atlas_users.guard_*), here one
+-- person an hour: the same run is refused with 55000 before any removal
+-- request; raised, the run goes ahead
+SET atlas_users.guard_max_removals = 1;
+\set x `test/emuctl reset-counters`
+SELECT state, message, hint FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', 'john@example.com', 'alice@example.com', 'bob@example.com', 'dave@example.com', 'invited@example.com', 'owner@example.com', 'legacy.invite@example.com'], dry_run => false, max_removals => 2)$$);
+\set n `test/emuctl get removal_requests`
+SELECT :n AS removal_requests_past_the_budget;
+SET atlas_users.guard_max_removals = 1000;
+SET atlas_users.guard_max_share = 100;
 -- a real run within the guard: carol and erin go, and are audited
 SELECT kind, username, action, outcome, http_status
 FROM atlas_reconcile_org('65f0a0000000000000000001',

@@ -92,8 +92,8 @@ SELECT :n AS requests_total;
 -- settings and credentials
 --
 \c - postgres
-GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean),
-	atlas_remove_team_user(text, text, text, boolean) TO regress_atlas_member;
+GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text),
+	atlas_remove_team_user(text, text, text, boolean, text, text) TO regress_atlas_member;
 \c - regress_atlas_member
 SELECT atlas_remove_project_user('65f0b0000000000000000001', '65f0d0000000000000000005');
 SELECT atlas_remove_project_user('65f0b0000000000000000001', '65f0d0000000000000000005', true);

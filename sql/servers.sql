@@ -97,7 +97,7 @@ DROP SERVER acme2;
 -- A role with USAGE on acme only: it removes in Acme, and is refused for
 -- Globex with 42501 before any request.
 CREATE ROLE regress_atlas_acme LOGIN;
-GRANT EXECUTE ON FUNCTION atlas_remove_org_user(text, text, boolean) TO regress_atlas_acme;
+GRANT EXECUTE ON FUNCTION atlas_remove_org_user(text, text, boolean, text, text) TO regress_atlas_acme;
 GRANT USAGE ON FOREIGN SERVER acme TO regress_atlas_acme;
 SET ROLE regress_atlas_acme;
 SELECT atlas_remove_org_user('65f0a0000000000000000001', '65f0d0000000000000000007', true);

@@ -2,7 +2,8 @@
  *
  * answer.c
  *	  What an answer says, for the executor: the failure in an error
- *	  body, a transport failure, an already absent user, a deprecation.
+ *	  body, a transport failure, an already absent user (a deprecation is
+ *	  calendar.c's).
  *
  * Atlas answers failures with an ApiError body:
  *	  {"error": 404, "errorCode": "USER_NOT_FOUND", "detail": "...",
@@ -31,9 +32,6 @@
 #define ATLAS_MAX_DETAIL 2000
 /* the longest excerpt of a non-JSON body */
 #define ATLAS_MAX_EXCERPT 200
-
-/* endpoints whose deprecation we already warned of in this session */
-static bool *deprecation_warned = NULL;
 
 /* A fixed header value, cleaned. */
 static char *
@@ -192,7 +190,7 @@ basic_credentials(const AtlasTarget *t)
 	int			len = pg_b64_enc_len(strlen(plain));
 	char	   *b64 = palloc0(len + 1);
 
-	if (pg_b64_encode(plain, strlen(plain), b64, len) < 0)
+	if (atlas_b64_encode(plain, strlen(plain), b64, len) < 0)
 		b64[0] = '\0';
 	explicit_bzero(plain, strlen(plain));
 	pfree(plain);
@@ -228,41 +226,6 @@ atlas_answer_scrub(AtlasAnswer *a, const AtlasTarget *t, const char *token)
 	a->error_code = scrub_text(a->error_code, t, basic, token);
 	explicit_bzero(basic, strlen(basic));
 	pfree(basic);
-}
-
-/* Warn, once per session and endpoint, of a Deprecation or Sunset header. */
-void
-atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req)
-{
-	int			i = atlas_endpoint_index(call->state->endpoint);
-
-	if (req->deprecation[0] == '\0' && req->sunset[0] == '\0')
-		return;
-	if (deprecation_warned == NULL)
-		deprecation_warned = MemoryContextAllocZero(TopMemoryContext,
-													sizeof(bool) * atlas_endpoint_count());
-	if (deprecation_warned[i])
-		return;
-	deprecation_warned[i] = true;
-
-	/*
-	 * An endpoint that does not follow atlas_users.api_version has no newer
-	 * version we could use (the invitation endpoints): the user can do
-	 * nothing about it, so it goes to the server log only.
-	 */
-	ereport(call->state->endpoint->pinnable ? WARNING : LOG,
-			(errcode(ERRCODE_WARNING_DEPRECATED_FEATURE),
-			 errmsg("Atlas endpoint %s %s is deprecated%s%s",
-					call->state->endpoint->method, call->state->endpoint->route,
-					req->sunset[0] ? " and will be removed on " : "",
-					req->sunset[0] ? clean_header(req->sunset, 60) : ""),
-			 req->deprecation[0]
-			 ? errdetail("Atlas sent Deprecation: %s, at resource version %s.",
-						 clean_header(req->deprecation, 60), call->api_version)
-			 : 0,
-			 call->state->endpoint->pinnable
-			 ? errhint("Reset atlas_users.api_version to use the current version of this endpoint.")
-			 : errhint("Atlas offers no newer version of this endpoint; a later atlas_users will use its successor.")));
 }
 
 /* Keep a successful answer's body on the call (it is the run's memory). */

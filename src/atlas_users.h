@@ -15,6 +15,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
@@ -52,6 +54,7 @@ typedef enum AtlasAuthMethod
 
 extern char *atlas_base_url;
 extern char *atlas_ca_file;
+extern char *atlas_proxy;
 extern char *atlas_public_key;
 extern char *atlas_private_key;
 extern char *atlas_private_key_file;
@@ -65,6 +68,7 @@ extern int	atlas_connect_timeout_ms;
 extern int	atlas_max_concurrency;
 extern int	atlas_max_retries;
 extern int	atlas_rate_limit_max_wait_s;
+extern int	atlas_rate_limit_sets_ttl_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
 extern int	atlas_max_pages;
@@ -72,10 +76,16 @@ extern int	atlas_listing_timeout_ms;
 extern int	atlas_worker_lookup_timeout_ms;
 extern int	atlas_retry_base_ms;
 extern int	atlas_queue_retention_s;
+extern int	atlas_audit_min_retention_min;
 extern char *atlas_database;
 extern char *atlas_server;
 extern char *atlas_trusted_server_owners;
 extern int	atlas_server_timeout_max_ms;
+extern int	atlas_guard_max_removals;
+extern int	atlas_guard_window_s;
+extern int	atlas_guard_max_share;
+extern bool atlas_require_approval;
+extern int	atlas_offboarding_target_s;
 
 extern void atlas_define_settings(void);
 extern bool atlas_api_version_ok(const char *v, char **why);
@@ -92,6 +102,13 @@ extern char *atlas_username_arg(FunctionCallInfo fcinfo, int argno, const char *
 extern bool atlas_is_username(const char *s);
 extern bool atlas_bool_arg(FunctionCallInfo fcinfo, int argno, const char *param);
 
+/* the longest reason and ticket (bytes) kept in the queue and the audit */
+#define ATLAS_REASON_MAX 255
+#define ATLAS_TICKET_MAX 127
+extern char *atlas_evidence_text(const char *value, const char *param, int maxlen);
+extern void atlas_evidence_args(FunctionCallInfo fcinfo, int argno, char **reason,
+								char **ticket);
+
 /* ----------------------------------------------------------------
  * http.c, http_url.c: the transport's start and its URL helpers
  * ----------------------------------------------------------------
@@ -100,7 +117,9 @@ extern void http_init(void);
 extern void http_forget_handles(void);
 extern char *http_escape(const char *s);
 extern bool http_base_url_ok(const char *url, const char *what, char **why);
+extern bool http_proxy_url_ok(const char *url, const char *what, char **why);
 extern char *http_url_host(const char *url);
+extern time_t http_date(const char *value);
 extern bool http_url_same_origin(const char *url, const char *base);
 
 /* ----------------------------------------------------------------
@@ -126,6 +145,9 @@ typedef struct AtlasTarget
 	Oid			server_oid;
 	Oid			role;			/* whose user mapping */
 	char	   *org_id;			/* the organization the server is for, or NULL */
+	char	   *proxy;			/* proxy URL, "" for none (issue 21) */
+	char	   *proxy_user;		/* proxy credentials, or NULL */
+	char	   *proxy_password;
 } AtlasTarget;
 
 extern AtlasTarget *atlas_target_from_settings(bool digest_only);
@@ -133,6 +155,10 @@ extern AtlasTarget *atlas_target_new(const char *base_url, const char *ca_file,
 									 const char *api_version, int timeout_ms,
 									 int connect_timeout_ms);
 extern void atlas_target_seal(AtlasTarget *t);
+extern void atlas_target_proxy(AtlasTarget *t, const char *proxy, const char *user,
+							   char *password, const char *where);
+struct HttpRequest;
+extern void atlas_target_proxy_request(const AtlasTarget *t, struct HttpRequest *req);
 extern void atlas_target_wipe(AtlasTarget *target);
 
 /* servers.c: which server a call uses, and its target */
@@ -169,7 +195,10 @@ typedef enum AtlasOperation
 	ATLAS_OP_LIST_GROUP_INVITES,
 	ATLAS_OP_GET_FEDERATION,
 	ATLAS_OP_DELETE_ORG_INVITE,
-	ATLAS_OP_DELETE_GROUP_INVITE
+	ATLAS_OP_DELETE_GROUP_INVITE,
+	ATLAS_OP_GET_CONNECTED_ORG,
+	ATLAS_OP_LIST_ROLE_MAPPINGS,
+	ATLAS_OP_LIST_RATE_LIMITS
 } AtlasOperation;
 
 /* an id an operation takes, in the order of its SQL arguments */
@@ -238,6 +267,11 @@ typedef struct AtlasCall
 	int64		queue_id;		/* audit: the queue row this call runs, or 0 */
 	Oid			role;			/* whose credentials; InvalidOid: the current user */
 	const char *requested_by;	/* audit: who asked, when not this session's user */
+	const char *approved_by;	/* audit: who approved or released it, or NULL */
+	const char *reason;			/* audit: why, or NULL */
+	const char *ticket;			/* audit: the change ticket, or NULL */
+	bool		forced;			/* audit: sent past the removal budget by force */
+	bool		guard_counted;	/* the removal budget counted it already */
 	void	   *owner;			/* the caller's own data */
 
 	/* set when the call is added to a run */
@@ -246,6 +280,8 @@ typedef struct AtlasCall
 	const char *api_version;	/* date, or "v1.0" */
 	const char *auth_method;	/* "digest" or "service_account" */
 	const char *server;			/* the foreign server used, or NULL: the settings */
+	Oid			server_oid;		/* and its OID */
+	const char *host;			/* the host the call goes to, for messages */
 
 	/* the result, set by the executor */
 	AtlasOutcome outcome;
@@ -309,7 +345,22 @@ extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
 extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
+
+/* calendar.c */
+extern bool atlas_call_retired(AtlasCall *call);
+extern char *atlas_call_retired_message(AtlasCall *call);
+extern const char *atlas_call_successor(AtlasCall *call);
 extern const char *atlas_outcome_name(AtlasOutcome outcome);
+
+/* ----------------------------------------------------------------
+ * untrusted.c: answers that may come from a hostile server
+ * ----------------------------------------------------------------
+ */
+extern char *atlas_valid_text(const char *s, size_t len);
+extern bool atlas_is_valid_utf8(const char *s, size_t len);
+extern struct HTAB *atlas_strset_create(const char *name, long size);
+extern bool atlas_strset_in(struct HTAB *set, const char *s, bool add);
+extern void atlas_json_first_keys(cJSON *json);
 
 /* ----------------------------------------------------------------
  * owner.c: the extension's own SQL, run as its tables' owner
@@ -346,6 +397,11 @@ typedef struct AuditRecord
 	int			attempts;
 	char		server[NAMEDATALEN];	/* "": the settings */
 	int64		queue_id;		/* 0: none */
+	Oid			server_oid;		/* InvalidOid: the settings */
+	char		approved_by[NAMEDATALEN];	/* "": none */
+	char		reason[256];
+	char		ticket[128];
+	bool		forced;
 } AuditRecord;
 
 extern void atlas_require_writable(const char *what);
@@ -484,6 +540,8 @@ extern void atlas_shmem_worker_info(AtlasWorkerInfo *info);
 
 /* token.c, pacing.c: the token cache and the rate-limit buckets */
 struct LWLock;
+extern Size atlas_guard_shmem_size(void);
+extern void atlas_guard_shmem_init(struct LWLock *lock);
 extern Size atlas_token_shmem_size(void);
 extern void atlas_token_shmem_init(struct LWLock *lock);
 extern uint64 atlas_token_grants(void);
@@ -491,11 +549,39 @@ extern Size atlas_pace_shmem_size(void);
 extern void atlas_pace_shmem_init(struct LWLock *lock);
 
 /* ----------------------------------------------------------------
+ * guard.c: the removal budget
+ * ----------------------------------------------------------------
+ */
+extern bool atlas_guard_admit(const char *org_id, const char *group_id,
+							  const char *person, bool limited);
+extern void atlas_guard_count_call(AtlasCall *call);
+extern void atlas_guard_recall(void);
+extern bool atlas_guard_reserve(const char *org_id, const char *group_id, char **people,
+								int n, bool force, const char *what);
+extern bool atlas_guard_should_warn(const char *org_id, const char *group_id);
+extern void atlas_guard_burst_over(const char *org_id);
+extern void atlas_guard_note_size(const char *org_id, int64 size);
+extern int	atlas_guard_budget(const char *org_id, const char *group_id, int *used);
+
+/* ----------------------------------------------------------------
  * queue_sql.c, trigger.c, queue_run.c: the removal queue
  * ----------------------------------------------------------------
  */
-extern int64 atlas_enqueue(AtlasOperation op, char **ids, const char *username);
+extern int64 atlas_enqueue(AtlasOperation op, char **ids, const char *username,
+						   const char *reason, const char *ticket);
 extern Datum atlas_enqueued_here(void);
+extern void atlas_queue_wake_at_commit(void);
+
+/* queue_guard.c: rows the removal budget holds, and approvals */
+typedef struct AtlasHeldRow
+{
+	int64		id;
+	char	   *org_id;
+	char	   *group_id;
+} AtlasHeldRow;
+
+extern bool atlas_queue_admit(AtlasCall *r, int64 id, List **held);
+extern void atlas_queue_hold(List *held);
 extern int	atlas_queue_drain(bool worker, int max_items);
 extern uint64 atlas_queue_recover(void);
 extern uint64 atlas_queue_purge(void);

@@ -34,7 +34,7 @@
 #include "utils/timestamp.h"
 
 #define AUDIT_FIXED_ARGS 16
-#define AUDIT_NARGS 19
+#define AUDIT_NARGS 24
 
 static SPIPlanPtr audit_plan = NULL;
 static Oid	audit_plan_nsp = InvalidOid;
@@ -106,6 +106,11 @@ atlas_audit_record_from_call(AtlasCall *call, AuditRecord *rec)
 	rec->attempts = call->attempts;
 	set_field(rec->server, sizeof(rec->server), call->server);
 	rec->queue_id = call->queue_id;
+	rec->server_oid = call->server_oid;
+	set_field(rec->approved_by, sizeof(rec->approved_by), call->approved_by);
+	set_field(rec->reason, sizeof(rec->reason), call->reason);
+	set_field(rec->ticket, sizeof(rec->ticket), call->ticket);
+	rec->forced = call->forced;
 }
 
 /* Does the audit table have a column (older versions lack some)? */
@@ -123,10 +128,12 @@ has_column(Oid nsp, const char *column)
 static void
 prepare_insert(Oid nsp)
 {
-	static const char *const optional[] = {"username", "server", "queue_id"};
+	static const char *const optional[] = {"username", "server", "queue_id", "server_oid",
+	"approved_by", "reason", "ticket", "forced"};
 	Oid			types[AUDIT_NARGS] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-	TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID, TEXTOID, INT8OID};
+	TEXTOID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID, TEXTOID, INT8OID, OIDOID, TEXTOID, TEXTOID,
+	TEXTOID, BOOLOID};
 	StringInfoData cols;
 	StringInfoData params;
 	int			nargs = AUDIT_FIXED_ARGS;
@@ -192,6 +199,12 @@ audit_insert_spi(Oid nsp, void *arg)
 	values[17] = atlas_text_or_null(rec->server, nulls, 17);
 	values[18] = Int64GetDatum(rec->queue_id);
 	nulls[18] = (rec->queue_id == 0) ? 'n' : ' ';
+	values[19] = ObjectIdGetDatum(rec->server_oid);
+	nulls[19] = OidIsValid(rec->server_oid) ? ' ' : 'n';
+	values[20] = atlas_text_or_null(rec->approved_by, nulls, 20);
+	values[21] = atlas_text_or_null(rec->reason, nulls, 21);
+	values[22] = atlas_text_or_null(rec->ticket, nulls, 22);
+	values[23] = BoolGetDatum(rec->forced);
 
 	if (audit_plan == NULL || audit_plan_nsp != nsp)
 		prepare_insert(nsp);

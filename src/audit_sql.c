@@ -2,15 +2,19 @@
  *
  * audit_sql.c
  *	  The audit table's SQL functions: waiting for the durable audit,
- *	  keeping the table append-only, and purging it for retention.
+ *	  keeping the table append-only, and purging it for retention (never
+ *	  rows younger than atlas_users.audit_min_retention).
  *
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(atlas_audit_flush);
 
@@ -80,6 +84,39 @@ purge_spi(Oid nsp, void *arg)
 	a->deleted = SPI_processed;
 }
 
+/*
+ * Refuse a purge that would delete rows younger than
+ * atlas_users.audit_min_retention (a negative interval among them), or
+ * 22023.
+ */
+static void
+check_retention(Datum older_than)
+{
+	Interval   *zero = palloc0(sizeof(Interval));
+	Interval   *min = palloc0(sizeof(Interval));
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz cutoff;
+
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, older_than, IntervalPGetDatum(zero))) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than must not be negative"),
+				 errdetail("A negative interval would delete every audit row; nothing was deleted.")));
+	min->day = atlas_audit_min_retention_min / (HOURS_PER_DAY * MINS_PER_HOUR);
+	min->time = (int64) (atlas_audit_min_retention_min % (HOURS_PER_DAY * MINS_PER_HOUR)) * USECS_PER_MINUTE;
+	cutoff = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+													 TimestampTzGetDatum(now), older_than));
+	if (cutoff > DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+														 TimestampTzGetDatum(now),
+														 IntervalPGetDatum(min))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than is shorter than atlas_users.audit_min_retention"),
+				 errdetail("Audit rows younger than %s are always kept; nothing was deleted.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(min)))),
+				 errhint("Purge older rows, or have a superuser lower atlas_users.audit_min_retention.")));
+}
+
 /* atlas_purge_audit(older_than): delete audit rows older than that; returns how many */
 Datum
 atlas_purge_audit(PG_FUNCTION_ARGS)
@@ -91,6 +128,7 @@ atlas_purge_audit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must not be null")));
 	a.older_than = PG_GETARG_DATUM(0);
+	check_retention(a.older_than);
 	a.deleted = 0;
 	purge_in_progress = true;
 	PG_TRY();

@@ -9,7 +9,9 @@
  * transport, with a NOTICE of progress every 10 seconds.  A per-user API
  * error becomes a result row, never an error: the functions raise only
  * for invalid input or configuration (and for a query cancel, which ends
- * them within a second).  Every removal is audited.
+ * them within a second).  Every removal is audited.  Past the removal
+ * budget (guard.c) they fail with 55000 before the first request, unless
+ * force, which the audit rows record.
  *
  *-------------------------------------------------------------------------
  */
@@ -94,13 +96,19 @@ bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *label)
 	int			n;
 	char	  **user_ids = user_ids_arg(fcinfo, argno, &n);
 	bool		missing_ok = atlas_bool_arg(fcinfo, argno + 1, "missing_ok");
+	bool		force = PG_NARGS() > argno + 2 && atlas_bool_arg(fcinfo, argno + 2, "force");
+	char	   *reason;
+	char	   *ticket;
 	AtlasRunSpec spec = atlas_session_spec(label);
 	AtlasCall **calls;
 	int			i;
 
+	atlas_evidence_args(fcinfo, argno + 3, &reason, &ticket);
 	InitMaterializedSRF(fcinfo, 0);
 	if (n == 0)
 		return (Datum) 0;
+	atlas_require_writable("remove Atlas users");
+	force = atlas_guard_reserve(ids[ATLAS_ID_ORG], ids[ATLAS_ID_GROUP], user_ids, n, force, label);
 
 	calls = palloc(sizeof(AtlasCall *) * n);
 	for (i = 0; i < n; i++)
@@ -109,6 +117,10 @@ bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *label)
 		ids[ATLAS_ID_USER] = user_ids[i];
 		atlas_call_set_ids(calls[i], ids);
 		calls[i]->missing_ok = missing_ok;
+		calls[i]->forced = force;	/* past the budget, by force */
+		calls[i]->reason = reason;
+		calls[i]->ticket = ticket;
+		calls[i]->guard_counted = true;
 	}
 	atlas_execute(calls, n, &spec);
 	for (i = 0; i < n; i++)
@@ -117,9 +129,9 @@ bulk_remove(FunctionCallInfo fcinfo, AtlasOperation op, const char *label)
 }
 
 /*
- * atlas_remove_project_users(group_id, user_ids, missing_ok),
- * atlas_remove_org_users(org_id, user_ids, missing_ok),
- * atlas_remove_team_users(org_id, team_id, user_ids, missing_ok)
+ * atlas_remove_project_users(group_id, user_ids, missing_ok, force, reason, ticket),
+ * atlas_remove_org_users(org_id, user_ids, missing_ok, force, reason, ticket),
+ * atlas_remove_team_users(org_id, team_id, user_ids, missing_ok, force, reason, ticket)
  */
 ATLAS_SQL_FUNCTION(atlas_remove_project_users, bulk_remove, ATLAS_OP_REMOVE_PROJECT_USER,
 				   "atlas_remove_project_users")

@@ -15,6 +15,7 @@
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
+#include "http.h"
 
 #include "common/cryptohash.h"
 #include "common/hashfn.h"
@@ -190,7 +191,47 @@ atlas_target_new(const char *base_url, const char *ca_file, const char *api_vers
 	t->api_version = (api_version && api_version[0]) ? pstrdup(api_version) : NULL;
 	t->timeout_ms = timeout_ms;
 	t->connect_timeout_ms = connect_timeout_ms;
+	t->proxy = pstrdup(atlas_proxy ? atlas_proxy : "");
 	return t;
+}
+
+/*
+ * A server's proxy (NULL: the atlas_users.proxy setting's; "": none) and
+ * the user mapping's proxy credentials, which must come together and
+ * count only with a proxy.  Raises 55000 for a user without a password.
+ */
+void
+atlas_target_proxy(AtlasTarget *t, const char *proxy, const char *user, char *password,
+				   const char *where)
+{
+	if (proxy != NULL)
+		t->proxy = pstrdup(proxy);
+	if (t->proxy[0] == '\0' || (user == NULL && password == NULL))
+	{
+		/* no proxy to give them to: a password read is wiped at once */
+		if (password != NULL)
+		{
+			explicit_bzero(password, strlen(password));
+			pfree(password);
+		}
+		return;
+	}
+	if (user == NULL || password == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("incomplete proxy credentials in %s", where),
+				 errhint("Give it both proxy_user and proxy_password_file (or proxy_password).")));
+	t->proxy_user = pstrdup(user);
+	t->proxy_password = password;
+}
+
+/* Put a target's proxy in a request: it and its credentials, or none. */
+void
+atlas_target_proxy_request(const AtlasTarget *t, HttpRequest *req)
+{
+	req->proxy = t->proxy;
+	req->proxy_user = t->proxy_user;
+	req->proxy_password = t->proxy_password;
 }
 
 /* Compute a target's identities once its credentials are in. */
@@ -220,5 +261,11 @@ atlas_target_wipe(AtlasTarget *target)
 		explicit_bzero(target->secret, strlen(target->secret));
 		pfree(target->secret);
 		target->secret = NULL;
+	}
+	if (target != NULL && target->proxy_password != NULL)
+	{
+		explicit_bzero(target->proxy_password, strlen(target->proxy_password));
+		pfree(target->proxy_password);
+		target->proxy_password = NULL;
 	}
 }

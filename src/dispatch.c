@@ -24,6 +24,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+/* how often a call waits for the answer that says whether its endpoint retired */
+#define CALENDAR_WAIT_MS 20
+
 /* Finish a call with its target's token failure. */
 static void
 fail_with_token(AtlasRun *run, AtlasCall *call)
@@ -65,6 +68,24 @@ requeue(AtlasRun *run, AtlasCall *call, int64 delay_ms)
 	atlas_run_push(run, &run->pending, &run->npending, &run->pending_cap, call);
 }
 
+/*
+ * Does an answer ask a longer wait (Retry-After) than a statement waits,
+ * atlas_users.rate_limit_max_wait?  Then it says so in the answer, which
+ * fails at once.  (The queue never waits in a run: it retries the row
+ * later, after the Retry-After.)
+ */
+static bool
+wait_too_long(AtlasAnswer *a)
+{
+	if (a->retry_after < 0 || a->retry_after <= atlas_rate_limit_max_wait_s)
+		return false;
+	a->rate_wait = true;
+	a->detail = psprintf("Atlas answered %ld and asks to wait %d s (Retry-After), longer than atlas_users.rate_limit_max_wait (%d s); the request was not sent again.%s%s",
+						 a->http_status, a->retry_after, atlas_rate_limit_max_wait_s,
+						 a->detail ? " Atlas said: " : "", a->detail ? a->detail : "");
+	return true;
+}
+
 /* Retry the call if the policy and the run's retries allow; true if so. */
 static bool
 maybe_retry(AtlasRun *run, AtlasCall *call)
@@ -72,7 +93,8 @@ maybe_retry(AtlasRun *run, AtlasCall *call)
 	int64		delay_ms;
 
 	if (call->attempts > run->spec.max_retries ||
-		!atlas_retry_due(&call->answer, call->attempts, false, &delay_ms))
+		!atlas_retry_due(&call->answer, call->attempts, false, &delay_ms) ||
+		wait_too_long(&call->answer))
 		return false;
 	requeue(run, call, delay_ms);
 	return true;
@@ -216,6 +238,18 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 			wait_at_most(wait_ms, Max(1, (long) ((st->not_before - now) / 1000)));
 			continue;
 		}
+		switch (atlas_calendar_gate(run, call))
+		{
+			case ATLAS_CALENDAR_RETIRED:
+				atlas_run_take(run->pending, &run->npending, i--);
+				atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
+				continue;
+			case ATLAS_CALENDAR_WAIT:
+				wait_at_most(wait_ms, CALENDAR_WAIT_MS);
+				continue;
+			case ATLAS_CALENDAR_GO:
+				break;
+		}
 		if (!token_ready(st->ts, &token_req, wait_ms))
 		{
 			if (token_req != NULL)
@@ -295,7 +329,7 @@ token_done(AtlasRun *run, TargetState *ts, HttpRequest *req)
 
 	/* the token endpoint is rate-limited too: wait as it says */
 	retry = (problem == NULL && !a->transport_failed && ts->token_attempts <= run->spec.max_retries &&
-			 atlas_retry_due(a, ts->token_attempts, false, &delay_ms));
+			 atlas_retry_due(a, ts->token_attempts, false, &delay_ms) && !wait_too_long(a));
 	/* nobody asks again before Retry-After: the limit is the cluster's */
 	delay_ms = Max(delay_ms, a->retry_after * 1000L);
 	token_failure_of(a, &failure);
@@ -338,7 +372,7 @@ sort_answer(AtlasRun *run, AtlasCall *call, HttpRequest *req)
 			atlas_run_finish(run, call, ATLAS_OUTCOME_FAILED);
 		return;
 	}
-	atlas_answer_warn_deprecated(call, req);
+	atlas_calendar_answer(call, req);
 	if (req->status >= 200 && req->status < 300)
 	{
 		/* what earlier attempts said no longer holds */

@@ -10,12 +10,15 @@
  * never a default), whether it removes, and which ids it takes, in the
  * order of its SQL arguments (the order of the path's placeholders, then
  * the user id of a POST body), and which rate limit it shares: its
- * endpoint set and the id that scopes it (pacing.c; how Atlas groups its
- * endpoints into sets is not documented, so this grouping is ours, and a
+ * endpoint set and the id that scopes it (pacing.c): the fallback where
+ * Atlas's listRateLimits does not say (rate_sets.c), after what real
+ * answers show (GET /orgs/{orgId} shares the org invitations' bucket); a
  * limit shared more widely than it says still only costs a 429 and a
  * wait).  Removals follow a pinned
  * atlas_users.api_version; reads always use the version whose answer
- * shape the parsers know.
+ * shape the parsers know.  The last two columns are Atlas's calendar
+ * (calendar.c): the sunset the spec announces (of the endpoint, or, for a
+ * pinnable one, of its versions before 2025-02-19) and what replaces it.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,68 +27,94 @@
 #include "executor.h"
 #include "lib/stringinfo.h"
 
+/* what replaces the invitation endpoints after their sunset */
+#define ORG_INVITES_SUCCESSOR \
+	"Open organization invitations are the PENDING users of GET /api/atlas/v2/orgs/{orgId}/users (atlas_org_users(org_id, ARRAY['PENDING'])); removing such a user (atlas_remove_org_user) deletes the invitation."
+#define PROJECT_INVITES_SUCCESSOR \
+	"Invite people to the organization with project roles instead: they are PENDING users of GET /api/atlas/v2/orgs/{orgId}/users. Invitations made through this endpoint expire 30 days after they were sent."
+
 static const AtlasEndpoint endpoints[] = {
 	{ATLAS_OP_REMOVE_PROJECT_USER, "remove_project_user", "project", "DELETE",
 		"/api/atlas/v2/groups/{groupId}/users/{userId}", "2025-02-19", true, false,
-	"project_users", ATLAS_ID_GROUP},
+	"project_users", ATLAS_ID_GROUP, "2027-07-01",
+	NULL},
 	{ATLAS_OP_REMOVE_ORG_USER, "remove_org_user", "org", "DELETE",
 		"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", true, false,
-	"org_users", ATLAS_ID_ORG},
+	"org_users", ATLAS_ID_ORG, "2027-07-01",
+	NULL},
 	{ATLAS_OP_REMOVE_TEAM_USER, "remove_team_user", "team", "POST",
 		"/api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser", "2025-02-19", true, false,
-	"teams", ATLAS_ID_ORG},
+	"teams", ATLAS_ID_ORG, "2027-07-01",
+	NULL},
 	{ATLAS_OP_REMOVE_TEAM_USER, "remove_team_user", "team", "DELETE",
 		"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users/{userId}", "2023-01-01", true, true,
-	"teams", ATLAS_ID_ORG},
+	"teams", ATLAS_ID_ORG, "2027-07-01",
+	"POST /api/atlas/v2/orgs/{orgId}/teams/{teamId}:removeUser at 2025-02-19: reset atlas_users.api_version"},
 	{ATLAS_OP_REMOVE_PROJECT_USER_V1, "remove_project_user_v1", NULL, "DELETE",
 		"/api/atlas/v1.0/groups/{groupId}/users/{userId}", NULL, false, false,
-	"v1", ATLAS_ID_GROUP},
+	"v1", ATLAS_ID_GROUP, NULL, NULL},
 	{ATLAS_OP_LIST_ORG_USERS, "list_org_users", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/users", "2025-02-19", false, false,
-	"org_users", ATLAS_ID_ORG},
+	"org_users", ATLAS_ID_ORG, NULL, NULL},
 	{ATLAS_OP_GET_ORG_USER, "get_org_user", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/users/{userId}", "2025-02-19", false, false,
-	"org_users", ATLAS_ID_ORG},
+	"org_users", ATLAS_ID_ORG, NULL, NULL},
 	{ATLAS_OP_LIST_GROUP_USERS, "list_project_users", NULL, "GET",
 		"/api/atlas/v2/groups/{groupId}/users", "2025-02-19", false, false,
-	"project_users", ATLAS_ID_GROUP},
+	"project_users", ATLAS_ID_GROUP, NULL, NULL},
 	{ATLAS_OP_GET_ORG, "get_org", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}", "2023-01-01", false, false,
-	"orgs", ATLAS_ID_ORG},
+	"orgs", ATLAS_ID_ORG, NULL, NULL},
 	{ATLAS_OP_GET_GROUP, "get_project", NULL, "GET",
 		"/api/atlas/v2/groups/{groupId}", "2023-01-01", false, false,
-	"projects", ATLAS_ID_GROUP},
+	"projects", ATLAS_ID_GROUP, NULL, NULL},
 	{ATLAS_OP_LIST_TEAMS, "list_teams", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/teams", "2023-01-01", false, false,
-	"teams", ATLAS_ID_ORG},
+	"teams", ATLAS_ID_ORG, NULL, NULL},
 	{ATLAS_OP_LIST_ORGS, "list_orgs", NULL, "GET",
 		"/api/atlas/v2/orgs", "2023-01-01", false, false,
-	"orgs", ATLAS_ID_USER},
+	"orgs", ATLAS_ID_USER, NULL, NULL},
 	{ATLAS_OP_LIST_ORG_GROUPS, "list_org_projects", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/groups", "2023-01-01", false, false,
-	"orgs", ATLAS_ID_ORG},
+	"orgs", ATLAS_ID_ORG, NULL, NULL},
 	{ATLAS_OP_LIST_TEAM_USERS, "list_team_users", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/teams/{teamId}/users", "2025-02-19", false, false,
-	"teams", ATLAS_ID_ORG},
+	"teams", ATLAS_ID_ORG, NULL, NULL},
 	{ATLAS_OP_LIST_GROUP_TEAMS, "list_project_teams", NULL, "GET",
 		"/api/atlas/v2/groups/{groupId}/teams", "2023-01-01", false, false,
-	"projects", ATLAS_ID_GROUP},
+	"projects", ATLAS_ID_GROUP, NULL, NULL},
 	{ATLAS_OP_LIST_ORG_INVITES, "list_org_invitations", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/invites", "2023-01-01", false, false,
-	"invites", ATLAS_ID_ORG},
+	"orgs", ATLAS_ID_ORG, "2027-07-01",
+	ORG_INVITES_SUCCESSOR},
 	{ATLAS_OP_LIST_GROUP_INVITES, "list_project_invitations", NULL, "GET",
 		"/api/atlas/v2/groups/{groupId}/invites", "2023-01-01", false, false,
-	"invites", ATLAS_ID_GROUP},
+	"invites", ATLAS_ID_GROUP, "2027-07-01",
+	PROJECT_INVITES_SUCCESSOR},
 	{ATLAS_OP_GET_FEDERATION, "get_federation_settings", NULL, "GET",
 		"/api/atlas/v2/orgs/{orgId}/federationSettings", "2023-01-01", false, false,
-	"orgs", ATLAS_ID_ORG},
+	"orgs", ATLAS_ID_ORG, NULL, NULL},
+	/* a federation's id travels as the call's group_id */
+	{ATLAS_OP_GET_CONNECTED_ORG, "get_connected_org_config", NULL, "GET",
+		"/api/atlas/v2/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}",
+		"2023-01-01", false, false,
+	"orgs", ATLAS_ID_ORG, NULL, NULL},
+	{ATLAS_OP_LIST_ROLE_MAPPINGS, "list_role_mappings", NULL, "GET",
+		"/api/atlas/v2/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}/roleMappings",
+		"2023-01-01", false, false,
+	"orgs", ATLAS_ID_ORG, NULL, NULL},
+	{ATLAS_OP_LIST_RATE_LIMITS, "list_rate_limits", NULL, "GET",
+		"/api/atlas/v2/rateLimits", "2025-03-12", false, false,
+	"rate_limits", ATLAS_ID_USER, NULL, NULL},
 	/* an invitation's id travels as the call's user_id (and in the audit) */
 	{ATLAS_OP_DELETE_ORG_INVITE, "delete_org_invitation", NULL, "DELETE",
 		"/api/atlas/v2/orgs/{orgId}/invites/{invitationId}", "2023-01-01", false, false,
-	"invites", ATLAS_ID_ORG},
+	"orgs", ATLAS_ID_ORG, "2027-07-01",
+	ORG_INVITES_SUCCESSOR},
 	{ATLAS_OP_DELETE_GROUP_INVITE, "delete_project_invitation", NULL, "DELETE",
 		"/api/atlas/v2/groups/{groupId}/invites/{invitationId}", "2023-01-01", false, false,
-	"invites", ATLAS_ID_GROUP},
+	"invites", ATLAS_ID_GROUP, "2027-07-01",
+	PROJECT_INVITES_SUCCESSOR},
 };
 
 #define N_ENDPOINTS lengthof(endpoints)
@@ -102,6 +131,7 @@ static const struct
 	{"{teamId}", ATLAS_ID_TEAM, "team_id"},
 	{"{userId}", ATLAS_ID_USER, "user_id"},
 	{"{invitationId}", ATLAS_ID_USER, "invitation_id"},	/* after the kinds */
+	{"{federationSettingsId}", ATLAS_ID_GROUP, "federation_settings_id"},
 };
 
 /* The first endpoint of an operation. */
@@ -288,6 +318,14 @@ int
 atlas_endpoint_index(const AtlasEndpoint *ep)
 {
 	return (int) (ep - endpoints);
+}
+
+/* The endpoint at an index of the table. */
+const AtlasEndpoint *
+atlas_endpoint_at(int i)
+{
+	Assert(i >= 0 && i < (int) N_ENDPOINTS);
+	return &endpoints[i];
 }
 
 /* How many endpoints the table has. */

@@ -174,8 +174,9 @@ status_hint(AtlasCall *call)
 				return "Check the ids: the organization, project or team must exist and be visible to these credentials.";
 			return "Check the ids: GET /api/atlas/v2/orgs/{orgId}/users?username=<e-mail> lists a user's id, and missing_ok => true accepts a user who is already gone.";
 		case 406:
-		case 410:
 			return "Reset atlas_users.api_version to use the current resource version.";
+		case 410:
+			return atlas_call_successor(call);
 		case 400:
 		case 409:
 			/* the codes of these refusals are undocumented: a hint for any */
@@ -195,10 +196,12 @@ status_hint(AtlasCall *call)
 	}
 }
 
-/* The host a call went to, for messages. */
+/* The host a call went to, for messages: the one it was sent to. */
 static const char *
 call_host(AtlasCall *call)
 {
+	if (call->host != NULL)
+		return call->host;
 	if (call->target != NULL)
 		return call->target->host;
 	return http_url_host(atlas_base_url);
@@ -270,6 +273,14 @@ atlas_raise_call_error(AtlasCall *call)
 				 errmsg("%s", atlas_call_message(call)),
 				 errdetail_internal("%s", a->detail),
 				 errhint("Retry later, or raise atlas_users.rate_limit_max_wait."),
+				 call_context(call)));
+
+	if (atlas_call_retired(call))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg_internal("%s", atlas_call_retired_message(call)),
+				 detail ? errdetail_internal("%s", detail) : 0,
+				 errhint("%s", atlas_call_successor(call)),
 				 call_context(call)));
 
 	ereport(ERROR,

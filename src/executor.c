@@ -34,6 +34,9 @@
 /* how often a long run says how far it got */
 #define PROGRESS_INTERVAL_MS 10000
 
+/* runs of this process inside http_run() now */
+static int	executing = 0;
+
 /* A new call of an operation, with no ids yet. */
 AtlasCall *
 atlas_call_new(AtlasOperation op)
@@ -123,7 +126,12 @@ atlas_run_add(AtlasRun *run, AtlasCall *call)
 
 	if (run->spec.audit == ATLAS_AUDIT_SESSION && atlas_operation_removes(call->op))
 		atlas_require_writable("remove Atlas users");
+	/* every removal sent counts toward the removal budget (guard.c) */
+	atlas_guard_count_call(call);
 	target = atlas_call_target(run, call);
+	/* Atlas's rate-limit sets, read before a run only (never within one) */
+	if (executing == 0 && call->op != ATLAS_OP_LIST_RATE_LIMITS)
+		atlas_rate_sets_refresh(target);
 	old = MemoryContextSwitchTo(new_call_state(run, call));
 	call->outcome = ATLAS_OUTCOME_NONE;
 	call->answer.retry_after = -1;
@@ -343,12 +351,14 @@ atlas_run_execute(AtlasRun *run)
 	driver.arg = run;
 	driver.concurrency = Max(1, Min(run->spec.concurrency, ATLAS_MAX_CONCURRENCY));
 
+	executing++;
 	PG_TRY();
 	{
 		http_run(&driver);
 	}
 	PG_CATCH();
 	{
+		executing--;
 		MemoryContextSwitchTo(old);
 		audit_after_error(run);
 		atlas_pace_release_all();
@@ -357,6 +367,7 @@ atlas_run_execute(AtlasRun *run)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	executing--;
 	atlas_run_wipe_secrets(run);
 	MemoryContextSwitchTo(old);
 }

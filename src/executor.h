@@ -5,7 +5,7 @@
  *	  state of a call in a run, the sorting of answers and the token cache.
  *
  * Included by the executor's files (executor.c, prepare.c, dispatch.c),
- * answer.c, endpoints.c and token.c only.  The
+ * answer.c, calendar.c, endpoints.c and token.c only.  The
  * rest of the extension sees AtlasCall and the run functions of
  * atlas_users.h, never a request.
  *
@@ -34,14 +34,31 @@ typedef struct AtlasEndpoint
 	bool		legacy;			/* used only with a pinned old version */
 	const char *rate_set;		/* the endpoint set whose rate limit it shares */
 	AtlasIdKind rate_scope;		/* the id that scopes the limit (ATLAS_ID_USER: none) */
+	const char *sunset;			/* YYYY-MM-DD the spec announces, or NULL (calendar.c) */
+	const char *successor;		/* what replaces it after the sunset, or NULL */
 } AtlasEndpoint;
 
 extern bool atlas_operation_lookup(const char *name, bool trigger_alias, AtlasOperation *op);
 extern const AtlasEndpoint *atlas_endpoint_for(AtlasOperation op, const char *pinned);
 extern int	atlas_endpoint_index(const AtlasEndpoint *ep);
 extern int	atlas_endpoint_count(void);
+extern const AtlasEndpoint *atlas_endpoint_at(int i);
 extern char *atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call);
 extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
+
+/* ----------------------------------------------------------------
+ * calendar.c: deprecations and sunsets
+ * ----------------------------------------------------------------
+ */
+typedef enum AtlasCalendarGate
+{
+	ATLAS_CALENDAR_GO,			/* the call may go */
+	ATLAS_CALENDAR_WAIT,		/* a probe of its retired-or-not endpoint is out */
+	ATLAS_CALENDAR_RETIRED		/* retired in this statement: finished unsent */
+} AtlasCalendarGate;
+
+extern AtlasCalendarGate atlas_calendar_gate(AtlasRun *run, AtlasCall *call);
+extern void atlas_calendar_answer(AtlasCall *call, HttpRequest *req);
 
 /* ----------------------------------------------------------------
  * pacing.c: Atlas's rate limits
@@ -53,6 +70,7 @@ extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
 typedef struct AtlasPaceKey
 {
 	uint32		key;
+	uint32		host;			/* the hash of the host alone */
 	char		name[ATLAS_PACE_NAME];	/* for messages */
 } AtlasPaceKey;
 
@@ -74,6 +92,12 @@ extern TimestampTz atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswe
 extern void atlas_pace_abandon(const AtlasPaceKey *k);
 extern void atlas_pace_release_all(void);
 extern bool atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms);
+extern void atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms);
+
+/* rate_sets.c: the sets Atlas publishes (listRateLimits) */
+extern void atlas_rate_sets_refresh(AtlasTarget *target);
+extern bool atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *ep,
+							   AtlasCall *call, AtlasPaceKey *k);
 
 /* ----------------------------------------------------------------
  * executor.c and dispatch.c: a run, and a call's state in it
@@ -159,7 +183,6 @@ extern bool atlas_answer_error(AtlasAnswer *answer, HttpRequest *req, const char
 extern void atlas_answer_transport(AtlasAnswer *answer, HttpRequest *req);
 extern bool atlas_answer_user_absent(AtlasCall *call);
 extern void atlas_answer_scrub(AtlasAnswer *answer, const AtlasTarget *target, const char *token);
-extern void atlas_answer_warn_deprecated(AtlasCall *call, HttpRequest *req);
 extern void atlas_answer_keep_body(AtlasCall *call, HttpRequest *req);
 
 /* ----------------------------------------------------------------

@@ -6,9 +6,11 @@
  *	  user mapping's options.
  *
  * A server says where Atlas is and how to reach it (base_url, ca_file,
- * api_version, org_id, auth_method, timeout_ms, connect_timeout_ms); a
- * user mapping holds a role's credentials (public_key with private_key or
- * private_key_file, client_id with client_secret or client_secret_file).
+ * api_version, org_id, auth_method, timeout_ms, connect_timeout_ms,
+ * proxy); a user mapping holds a role's credentials (public_key with
+ * private_key or private_key_file, client_id with client_secret or
+ * client_secret_file, and proxy_user with proxy_password or
+ * proxy_password_file for a proxy that wants them).
  * Their options are hidden by the catalog's own rules (pg_user_mappings
  * shows a mapping's options only to its role, the server's owner and
  * superusers), and change with ALTER, without a restart or a reload.  As
@@ -48,12 +50,16 @@ static const FdwOption fdw_options[] = {
 	{"auth_method", ForeignServerRelationId, false},
 	{"timeout_ms", ForeignServerRelationId, false},
 	{"connect_timeout_ms", ForeignServerRelationId, false},
+	{"proxy", ForeignServerRelationId, false},
 	{"public_key", UserMappingRelationId, false},
 	{"private_key", UserMappingRelationId, false},
 	{"private_key_file", UserMappingRelationId, true},
 	{"client_id", UserMappingRelationId, false},
 	{"client_secret", UserMappingRelationId, false},
 	{"client_secret_file", UserMappingRelationId, true},
+	{"proxy_user", UserMappingRelationId, false},
+	{"proxy_password", UserMappingRelationId, false},
+	{"proxy_password_file", UserMappingRelationId, true},
 };
 
 /* The option of a name in a catalog, or NULL. */
@@ -146,6 +152,8 @@ check_value(const char *name, const char *value)
 
 	if (strcmp(name, "base_url") == 0 && !http_base_url_ok(value, "base_url", &why))
 		bad_value(name, value, why);
+	else if (strcmp(name, "proxy") == 0 && !http_proxy_url_ok(value, "proxy", &why))
+		bad_value(name, strchr(value, '@') ? "(not shown: it holds credentials)" : value, why);
 	else if (strcmp(name, "api_version") == 0 && !atlas_api_version_ok(value, &why))
 		bad_value(name, value, why);
 	else if (strcmp(name, "org_id") == 0 && !atlas_is_id(value))
@@ -155,8 +163,8 @@ check_value(const char *name, const char *value)
 		bad_value(name, value, "It must be auto, digest or service_account.");
 	else if (strcmp(name, "timeout_ms") == 0 || strcmp(name, "connect_timeout_ms") == 0)
 		check_timeout(name, value);
-	else if ((strcmp(name, "private_key") == 0 || strcmp(name, "client_secret") == 0) &&
-			 value[0] == '\0')
+	else if ((strcmp(name, "private_key") == 0 || strcmp(name, "client_secret") == 0 ||
+			  strcmp(name, "proxy_password") == 0) && value[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
 				 errmsg("option \"%s\" must not be empty", name)));
@@ -219,6 +227,7 @@ atlas_users_fdw_validator(PG_FUNCTION_ARGS)
 	}
 	check_not_both(options, "private_key", "private_key_file");
 	check_not_both(options, "client_secret", "client_secret_file");
+	check_not_both(options, "proxy_password", "proxy_password_file");
 	PG_RETURN_VOID();
 }
 

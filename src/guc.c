@@ -27,6 +27,7 @@
 
 char	   *atlas_base_url = NULL;
 char	   *atlas_ca_file = NULL;
+char	   *atlas_proxy = NULL;
 char	   *atlas_public_key = NULL;
 char	   *atlas_private_key = NULL;
 char	   *atlas_private_key_file = NULL;
@@ -40,6 +41,7 @@ int			atlas_connect_timeout_ms = 10000;
 int			atlas_max_concurrency = 8;
 int			atlas_max_retries = 2;
 int			atlas_rate_limit_max_wait_s = 120;
+int			atlas_rate_limit_sets_ttl_s = 3600;
 int			atlas_max_attempts = 5;
 int			atlas_page_size = 500;
 int			atlas_max_pages = 1000;
@@ -47,10 +49,16 @@ int			atlas_listing_timeout_ms = 10 * 60 * 1000;
 int			atlas_worker_lookup_timeout_ms = 60 * 1000;
 int			atlas_retry_base_ms = 1000;
 int			atlas_queue_retention_s = 7 * 24 * 3600;
+int			atlas_audit_min_retention_min = 7 * 24 * 60;
 char	   *atlas_database = NULL;
 char	   *atlas_server = NULL;
 char	   *atlas_trusted_server_owners = NULL;
 int			atlas_server_timeout_max_ms = 60000;
+int			atlas_guard_max_removals = 20;
+int			atlas_guard_window_s = 3600;
+int			atlas_guard_max_share = 50;
+bool		atlas_require_approval = false;
+int			atlas_offboarding_target_s = 24 * 3600;
 
 static const struct config_enum_entry auth_method_options[] = {
 	{"auto", ATLAS_AUTH_AUTO, false},
@@ -94,6 +102,21 @@ check_base_url(char **newval, void **extra pg_attribute_unused(),
 	{
 		GUC_check_errdetail("%s", why);
 		GUC_check_errhint("Use https://cloud.mongodb.com, or an http:// URL on a loopback host for tests.");
+		return false;
+	}
+	return true;
+}
+
+/* Check atlas_users.proxy: empty, or an http:// or https:// proxy URL. */
+static bool
+check_proxy(char **newval, void **extra pg_attribute_unused(),
+			GucSource source pg_attribute_unused())
+{
+	char	   *why = NULL;
+
+	if (*newval != NULL && !http_proxy_url_ok(*newval, "atlas_users.proxy", &why))
+	{
+		GUC_check_errdetail("%s", why);
 		return false;
 	}
 	return true;
@@ -215,6 +238,14 @@ atlas_define_settings(void)
 							   PGC_SUSET, 0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("atlas_users.proxy",
+							   "HTTP proxy (http:// or https:// URL) that calls to Atlas go through, in a CONNECT tunnel.",
+							   "Empty: no proxy, whatever the server's environment says.",
+							   &atlas_proxy,
+							   "",
+							   PGC_SUSET, 0,
+							   check_proxy, NULL, NULL);
+
 	DefineCustomStringVariable("atlas_users.public_key",
 							   "Public key of the Atlas programmatic API key (digest authentication).",
 							   NULL,
@@ -322,6 +353,14 @@ atlas_define_settings(void)
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("atlas_users.rate_limit_sets_ttl",
+							"How long what Atlas's listRateLimits said of a host is used before it is read again; 0: never read it.",
+							NULL,
+							&atlas_rate_limit_sets_ttl_s,
+							3600, 0, 7 * 86400,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("atlas_users.page_size",
 							"Items per page when reading Atlas lists (itemsPerPage).",
 							NULL,
@@ -354,6 +393,14 @@ atlas_define_settings(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("atlas_users.audit_min_retention",
+							"The youngest audit rows atlas_purge_audit() may delete; younger ones are always kept.",
+							"A purge with a shorter older_than is refused. 0 sets no minimum.",
+							&atlas_audit_min_retention_min,
+							7 * 24 * 60, 0, 100 * 365 * 24 * 60,
+							PGC_SUSET, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("atlas_users.max_attempts",
 							"How many times the queue tries a removal before marking it failed.",
 							"Only 429, 5xx and transport failures are retried.",
@@ -376,6 +423,46 @@ atlas_define_settings(void)
 							&atlas_queue_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.guard_max_removals",
+							"Removal budget: people an organization may lose in guard_window without a person's approval.",
+							"Queued rows past it are held; bulk calls past it fail unless force.",
+							&atlas_guard_max_removals,
+							20, 0, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.guard_window",
+							"The sliding window of the removal budget.",
+							NULL,
+							&atlas_guard_window_s,
+							3600, 1, 7 * 24 * 3600,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.guard_max_share",
+							"Removal budget as a percentage of an organization whose size a listing showed.",
+							"The smaller of this share and guard_max_removals applies; 100 turns the share off.",
+							&atlas_guard_max_share,
+							50, 1, 100,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("atlas_users.require_approval",
+							 "Queued removals wait for atlas_approve_removal() by another role.",
+							 NULL,
+							 &atlas_require_approval,
+							 false,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.offboarding_target",
+							"Target time from a removal's request to its completion; atlas_offboarding_report flags longer ones.",
+							NULL,
+							&atlas_offboarding_target_s,
+							24 * 3600, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("atlas_users.database",

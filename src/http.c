@@ -12,8 +12,9 @@
  * connection cache keeps the TCP and TLS connection open, and each easy
  * handle keeps libcurl's digest nonce, so a session pays one 401 challenge
  * and one connection, not one per request.  A handle serves requests of
- * one handle key (credentials) and CA file only, so digest state never
- * carries over to other credentials.
+ * one handle key (credentials), CA file and proxy only, so digest state
+ * never carries over to other credentials.  A handle uses the proxy its
+ * requests name, or none: never one from the server's environment.
  *
  * http_run() runs the requests a driver hands it, up to the driver's
  * concurrency at once.  libcurl allocates with malloc, so everything of
@@ -61,13 +62,49 @@ ensure_multi(void)
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) (HTTP_MAX_CONCURRENCY + 4));
 }
 
-/* The key of the handle a request needs: its own key and its CA file. */
+/* A string's hash, NULL as "". */
+static uint32
+hash_text(const char *s)
+{
+	return s ? hash_bytes((const unsigned char *) s, strlen(s)) : 0;
+}
+
+/* The key of the handle a request needs: its own key, CA file and proxy. */
 static uint32
 request_handle_key(const HttpRequest *req)
 {
-	const char *ca = req->ca_file ? req->ca_file : "";
+	uint32		key = hash_combine(req->handle_key, hash_text(req->ca_file));
 
-	return hash_combine(req->handle_key, hash_bytes((const unsigned char *) ca, strlen(ca)));
+	key = hash_combine(key, hash_text(req->proxy));
+	key = hash_combine(key, hash_text(req->proxy_user));
+	return hash_combine(key, hash_text(req->proxy_password));
+}
+
+/*
+ * The proxy of a handle: the request's, through a CONNECT tunnel (TLS to
+ * Atlas is still verified end to end), or none.  libcurl would otherwise
+ * follow http_proxy, https_proxy, all_proxy and no_proxy from the
+ * server's environment: an empty CURLOPT_PROXY turns that off, and an
+ * empty CURLOPT_NOPROXY sends every host through a configured proxy.
+ */
+static void
+set_proxy(CURL *h, const HttpRequest *req)
+{
+	bool		with = (req->proxy != NULL && req->proxy[0] != '\0');
+
+	curl_easy_setopt(h, CURLOPT_PROXY, with ? req->proxy : "");
+	if (!with)
+		return;
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "");
+	curl_easy_setopt(h, CURLOPT_HTTPPROXYTUNNEL, 1L);
+	if (req->ca_file && req->ca_file[0])
+		curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, req->ca_file);
+	if (req->proxy_user != NULL)
+	{
+		curl_easy_setopt(h, CURLOPT_PROXYAUTH, (long) CURLAUTH_ANY);
+		curl_easy_setopt(h, CURLOPT_PROXYUSERNAME, req->proxy_user);
+		curl_easy_setopt(h, CURLOPT_PROXYPASSWORD, req->proxy_password ? req->proxy_password : "");
+	}
 }
 
 /*
@@ -103,6 +140,7 @@ slot_easy(int slot, const HttpRequest *req)
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 		if (req->ca_file && req->ca_file[0])
 			curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
+		set_proxy(h, req);
 		curl_easy_setopt(h, CURLOPT_USERAGENT, ATLAS_USER_AGENT);
 		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_cb);
@@ -305,10 +343,12 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	HttpRequest *req = slot_req[slot];
 	CURL	   *h = slot_handle[slot];
 	long		code = 0;
+	long		proxy_code = 0;
 	double		total = 0;
 	MemoryContext old;
 
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &proxy_code);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &total);
 
 	req->status = code;
@@ -318,7 +358,8 @@ finish_request(int slot, CURLcode result, MemoryContext cxt)
 	req->answered = code >= 100 &&
 		(result == CURLE_OK || req->response_truncated ||
 		 (code >= 200 && code < 300 && strcmp(req->method, "GET") != 0));
-	req->not_sent = !req->answered && failed_before_sending(result);
+	/* a proxy that refused the tunnel passed nothing on */
+	req->not_sent = !req->answered && (failed_before_sending(result) || proxy_code >= 300);
 	req->elapsed_ms = total * 1000.0;
 	if (result != CURLE_OK)
 		strlcpy(req->error, slot_error[slot][0] ? slot_error[slot] : curl_easy_strerror(result),
@@ -398,7 +439,7 @@ void
 http_run(HttpDriver *driver)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	int			concurrency = Max(1, Min(driver->concurrency, HTTP_MAX_CONCURRENCY));
+	volatile int concurrency = Max(1, Min(driver->concurrency, HTTP_MAX_CONCURRENCY));
 
 	ensure_multi();
 

@@ -40,6 +40,9 @@ typedef struct HttpRequest
 	const char *password;		/* digest or basic */
 	const char *bearer;			/* bearer token */
 	const char *ca_file;		/* PEM CA file; NULL or "" for the system store */
+	const char *proxy;			/* proxy URL; NULL or "" for none (never the environment) */
+	const char *proxy_user;		/* proxy credentials, or NULL */
+	const char *proxy_password;
 	int			timeout_ms;
 	int			connect_timeout_ms;
 	uint32		handle_key;		/* requests of other keys never share a handle */
@@ -56,6 +59,7 @@ typedef struct HttpRequest
 	char		content_type_in[128];
 	char		deprecation[64];	/* Deprecation header, if any */
 	char		sunset[64];		/* Sunset header, if any */
+	char		date[64];		/* Date header (the server's clock), if any */
 	char		error_code_header[64];	/* X-Error-Code header, if any */
 	int			retry_after;	/* Retry-After seconds, -1 when absent */
 	long		ratelimit_limit;	/* RateLimit-Limit, -1 when absent */

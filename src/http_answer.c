@@ -26,6 +26,7 @@ http_forget_answer(HttpRequest *req)
 	req->content_type_in[0] = '\0';
 	req->deprecation[0] = '\0';
 	req->sunset[0] = '\0';
+	req->date[0] = '\0';
 	req->error_code_header[0] = '\0';
 	req->retry_after = -1;
 	req->ratelimit_limit = -1;
@@ -136,6 +137,8 @@ http_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 		copy_header_value(req->deprecation, sizeof(req->deprecation), value, vlen);
 	else if (HEADER_IS("Sunset"))
 		copy_header_value(req->sunset, sizeof(req->sunset), value, vlen);
+	else if (HEADER_IS("Date"))
+		copy_header_value(req->date, sizeof(req->date), value, vlen);
 	else if (HEADER_IS("X-Error-Code"))
 		copy_header_value(req->error_code_header, sizeof(req->error_code_header), value, vlen);
 	else if (HEADER_IS("Retry-After"))

@@ -139,6 +139,32 @@ http_base_url_ok(const char *url, const char *what, char **why)
 	return false;
 }
 
+/*
+ * Is url acceptable as a proxy: "" (none), or an http:// or https:// URL
+ * of a host, with no credentials (they go in proxy_user and
+ * proxy_password_file), path, query or fragment?  On failure *why says
+ * why, palloc'd, naming the URL as what.
+ */
+bool
+http_proxy_url_ok(const char *url, const char *what, char **why)
+{
+	UrlParts	p;
+
+	if (url[0] == '\0')
+		return true;
+	p = url_parts(url);
+	if (!p.valid || (strcmp(p.scheme, "http") != 0 && strcmp(p.scheme, "https") != 0) ||
+		(pg_strncasecmp(url, "http://", 7) != 0 && pg_strncasecmp(url, "https://", 8) != 0))
+		*why = psprintf("%s must be an http:// or https:// URL of the proxy, such as http://proxy.example:3128.", what);
+	else if (p.has_user)
+		*why = psprintf("%s must not hold credentials: give them as the user mapping options proxy_user and proxy_password_file.", what);
+	else if (p.has_query_or_fragment || (p.path != NULL && strcmp(p.path, "/") != 0))
+		*why = psprintf("%s must not have a path, a query or a fragment.", what);
+	else
+		return true;
+	return false;
+}
+
 /* host[:port] of a URL, for messages (never credentials); palloc'd. */
 char *
 http_url_host(const char *url)
@@ -148,6 +174,13 @@ http_url_host(const char *url)
 	if (!p.valid)
 		return pstrdup("the configured base URL");
 	return p.port ? psprintf("%s:%s", p.host, p.port) : pstrdup(p.host);
+}
+
+/* The time an HTTP date header (Date, Sunset) names; -1 when it names none. */
+time_t
+http_date(const char *value)
+{
+	return curl_getdate(value, NULL);
 }
 
 /* The port of a URL, its scheme's default when none is written. */

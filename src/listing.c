@@ -17,6 +17,11 @@
  * builds each page's rows as it arrives.  A last page that still links a
  * next one, or no total, goes on one page after another.
  *
+ * A page may hold no more entries than the itemsPerPage it asked for:
+ * they are counted in its text before it is parsed, and a page of more
+ * ends the listing as an answer that is not Atlas's.  Duplicate keys are
+ * read one way (untrusted.c) before the page's entries are handed on.
+ *
  * Every listing is bounded, against a server that always says "next" or
  * answers slowly: at most atlas_users.max_pages pages and
  * atlas_users.listing_timeout of time (the worker's username lookups use
@@ -160,6 +165,35 @@ free_held(void *arg)
 	h->json = NULL;
 }
 
+/* Free a page's body (parsed, or refused). */
+static void
+forget_body(AtlasCall *page)
+{
+	pfree(page->body);
+	page->body = NULL;
+	page->body_len = 0;
+}
+
+/* Parse a page's body, its duplicate keys read one way; frees the body. */
+static cJSON *
+parse_page(AtlasCall *page)
+{
+	cJSON	   *volatile json = cJSON_ParseWithLength(page->body, page->body_len);
+
+	forget_body(page);
+	PG_TRY();
+	{
+		atlas_json_first_keys(json);
+	}
+	PG_CATCH();
+	{
+		cJSON_Delete(json);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return json;
+}
+
 /* End a listing that went wrong; returns NULL (no next page). */
 static AtlasCall *
 listing_ends(AtlasListing *l, AtlasCall *page, AtlasListingEnd end, const char *problem)
@@ -200,10 +234,15 @@ atlas_listing_page_done(AtlasListing *listing, AtlasCall *page)
 	if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
 		return listing_ends(listing, page, ATLAS_LISTING_FAILED, NULL);
 	listing->pages++;
-	json = cJSON_ParseWithLength(page->body, page->body_len);
-	pfree(page->body);
-	page->body = NULL;
-	page->body_len = 0;
+	if (!listing->unpaged &&
+		atlas_json_count_results(page->body, page->body_len, atlas_page_size) > atlas_page_size)
+	{
+		forget_body(page);
+		return listing_ends(listing, page, ATLAS_LISTING_NOT_A_LIST,
+							psprintf("a page of more than %d entries, the itemsPerPage asked for",
+									 atlas_page_size));
+	}
+	json = parse_page(page);
 	if (!walk_json(listing, json, NULL, &next))
 	{
 		cJSON_Delete(json);

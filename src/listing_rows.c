@@ -11,6 +11,10 @@
  * result is a tuplestore (spilling to disk past work_mem), so a listing of
  * any length holds one page in memory.
  *
+ * A field that is not what its column holds (a malformed createdAt, a
+ * number where text belongs) is NULL in its row, never a failed listing;
+ * text is made valid in the database encoding first (untrusted.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "listings.h"
@@ -19,7 +23,9 @@
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 /* The member at a dotted path, or NULL. */
 static const cJSON *
@@ -35,6 +41,13 @@ member_at(const cJSON *obj, const char *path)
 		path = dot + 1;
 	}
 	return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, path) : NULL;
+}
+
+/* A text Datum of untrusted text: valid in the database encoding (untrusted.c). */
+static Datum
+valid_text_datum(const char *s)
+{
+	return CStringGetTextDatum(atlas_valid_text(s, strlen(s)));
 }
 
 /* A text[] of an array's strings (or of each object's sub); NULL if none. */
@@ -53,28 +66,114 @@ atlas_rows_text_array(const cJSON *arr, const char *sub, Datum *result)
 		const cJSON *s = sub ? member_at(v, sub) : v;
 
 		if (cJSON_IsString(s))
-			elems[n++] = CStringGetTextDatum(s->valuestring);
+			elems[n++] = valid_text_datum(s->valuestring);
 	}
 	*result = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 	return true;
 }
 
+/* The number written by n digits, or -1 when one is not a digit. */
+static int
+digits(const char *s, int n)
+{
+	int			v = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* A fraction of a second (".123"), as fsec_t; *p moves past it; -1 if none. */
+static int
+fraction(const char **p)
+{
+	int			usec = 0;
+	int			n = 0;
+
+	if (**p != '.')
+		return 0;
+	for ((*p)++; **p >= '0' && **p <= '9'; (*p)++, n++)
+		if (n < 6)
+			usec = usec * 10 + (**p - '0');
+	if (n == 0)
+		return -1;
+	for (; n < 6; n++)
+		usec *= 10;
+	return usec;
+}
+
 /*
- * A timestamptz from Atlas's ISO 8601 text; false for what does not look
- * like one (a server that is not Atlas must not make the listing fail).
+ * The zone of an ISO 8601 time: Z, +HH:MM, +HHMM or +HH (seconds west of
+ * UTC, as PostgreSQL counts), or the session's time zone when there is
+ * none; false for anything else.
+ */
+static bool
+zone(const char *p, struct pg_tm *tm, int *tz)
+{
+	int			h;
+	int			m = 0;
+
+	if (*p == '\0')
+		*tz = DetermineTimeZoneOffset(tm, session_timezone);
+	else if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
+		*tz = 0;
+	else if (*p == '+' || *p == '-')
+	{
+		h = digits(p + 1, 2);
+		if (p[3] == ':' && strlen(p) == 6)
+			m = digits(p + 4, 2);
+		else if (strlen(p) == 5)
+			m = digits(p + 3, 2);
+		else if (strlen(p) != 3)
+			return false;
+		if (h < 0 || h > MAX_TZDISP_HOUR || m < 0 || m > 59)
+			return false;
+		*tz = (h * SECS_PER_HOUR + m * SECS_PER_MINUTE) * (*p == '+' ? -1 : 1);
+	}
+	else
+		return false;
+	return true;
+}
+
+/*
+ * A timestamptz from Atlas's ISO 8601 text (2024-05-01T12:00:00Z, with a
+ * fraction or an offset); false, never an error, for what is not one: a
+ * server that is not Atlas makes the field NULL, not the listing fail.
  */
 static bool
 timestamp_value(const char *s, Datum *result)
 {
-	int			i;
+	struct pg_tm tm;
+	int			fsec;
+	int			tz;
+	const char *p = s + 19;
+	TimestampTz ts;
 
-	if (strlen(s) < 19 || s[4] != '-' || s[7] != '-' || s[10] != 'T')
+	if (strlen(s) < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+		s[13] != ':' || s[16] != ':')
 		return false;
-	for (i = 0; s[i]; i++)
-		if (!strchr("0123456789-:.TZ+", s[i]))
-			return false;
-	*result = DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-								  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = digits(s, 4);
+	tm.tm_mon = digits(s + 5, 2);
+	tm.tm_mday = digits(s + 8, 2);
+	tm.tm_hour = digits(s + 11, 2);
+	tm.tm_min = digits(s + 14, 2);
+	tm.tm_sec = digits(s + 17, 2);
+	if (tm.tm_year < 1 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+		tm.tm_mday > day_tab[isleap(tm.tm_year)][tm.tm_mon - 1] ||
+		tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 ||
+		tm.tm_sec < 0 || tm.tm_sec > 59)
+		return false;
+	fsec = fraction(&p);
+	if (fsec < 0 || !zone(p, &tm, &tz) || tm2timestamp(&tm, fsec, &tz, &ts) != 0 ||
+		!IS_VALID_TIMESTAMP(ts))
+		return false;
+	*result = TimestampTzGetDatum(ts);
 	return true;
 }
 
@@ -91,7 +190,7 @@ column_value(Sink *sink, const Column *col, const cJSON *entry, Datum *value)
 		case COL_TEXT:
 			if (!cJSON_IsString(m))
 				return false;
-			*value = CStringGetTextDatum(m->valuestring);
+			*value = valid_text_datum(m->valuestring);
 			return true;
 		case COL_TEXT_ARRAY:
 			return atlas_rows_text_array(m, col->sub, value);
@@ -115,7 +214,8 @@ column_value(Sink *sink, const Column *col, const cJSON *entry, Datum *value)
 					return false;
 				PG_TRY();
 				{
-					*value = DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
+					*value = DirectFunctionCall1(jsonb_in,
+												 CStringGetDatum(atlas_valid_text(s, strlen(s))));
 				}
 				PG_FINALLY();
 				{

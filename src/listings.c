@@ -109,13 +109,14 @@ atlas_orgs(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* The statuses argument as query text: ACTIVE and PENDING when NULL. */
+/* The statuses argument as query text (known, each once): ACTIVE and PENDING when NULL. */
 static char *
 statuses_query(FunctionCallInfo fcinfo, int argno)
 {
 	static const char *const known[] = {"ACTIVE", "PENDING", "INVITATION_EXPIRED",
 	"INVITATION_REJECTED"};
 	StringInfoData buf;
+	bool		seen[lengthof(known)] = {false};
 	Datum	   *elems;
 	bool	   *enulls;
 	int			n,
@@ -144,6 +145,13 @@ statuses_query(FunctionCallInfo fcinfo, int argno)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid statuses element: %s", s ? s : "NULL"),
 					 errhint("Use ACTIVE, PENDING, INVITATION_EXPIRED or INVITATION_REJECTED.")));
+		if (seen[k])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("statuses lists %s more than once", known[k]),
+					 errdetail("Element %d repeats it; nothing was sent to Atlas.", i + 1),
+					 errhint("Name each status once.")));
+		seen[k] = true;
 		appendStringInfo(&buf, "orgMembershipStatuses=%s&", known[k]);
 	}
 	return buf.data;

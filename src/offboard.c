@@ -12,10 +12,14 @@
  *	  'projects'  removes every project membership, keeps the org; access
  *				  through teams and org roles stays, and its rows say why;
  *	  'teams'     removes every team membership.
- * 'org' and 'projects' also delete the person's pending invitations, once
- * the removals are done and only those still listed then (an org removal
- * may take an invitation with it).  A federated organization gets a row
- * saying the person must also go at the identity provider.
+ * A person whose invitation to the organization is open is a PENDING
+ * user: the org removal deletes the invitation.  'org' and 'projects' also
+ * delete the person's legacy project invitations, once the removals are
+ * done and only those still listed then (an org removal may take one with
+ * it); when Atlas has retired that endpoint, a 'project_invitations' row
+ * says what could not be seen.  An organization with an ACTIVE identity
+ * provider gets a row saying the person must also go there, naming the
+ * IdP groups whose role mappings grant roles here.
  *
  * What Atlas refuses (the last Organization Owner, the last Project Owner
  * of a project, the last member of a team) shows as 'blocked' in a dry
@@ -57,6 +61,7 @@ typedef struct OffPlan
 	List	   *rows;
 	OffRow	   *org_row;
 	bool		expanded;		/* the org removal comes after each membership's */
+	bool		forced;			/* past the removal budget, by force */
 } OffPlan;
 
 /* The scope argument: 'org', 'projects' or 'teams'. */
@@ -104,7 +109,7 @@ add_call(OffPlan *p, OffRow *r, AtlasOperation op, const char *group_id,
 	c->team_id = (char *) team_id;
 	c->user_id = (char *) user_id;
 	c->username = p->f->username;
-	c->missing_ok = (op != ATLAS_OP_DELETE_ORG_INVITE && op != ATLAS_OP_DELETE_GROUP_INVITE);
+	c->missing_ok = (op != ATLAS_OP_DELETE_GROUP_INVITE);
 	r->call = c;
 	r->action = atlas_operation_name(op);
 	r->with_org = false;
@@ -192,28 +197,24 @@ plan_implied(OffPlan *p)
 	}
 }
 
-/* The rows of pending invitations, and of a federated identity provider. */
+/*
+ * The rows of pending invitations (an open org invitation that scope
+ * 'projects' leaves, legacy project invitations, those that could not be
+ * read), and of an identity provider.
+ */
 static void
 plan_invitations(OffPlan *p)
 {
 	OffFacts   *f = p->f;
-	bool		org = (strcmp(f->scope, "org") == 0);
 	ListCell   *lc;
 	OffRow	   *r;
 
-	foreach(lc, strcmp(f->scope, "teams") != 0 ? f->org_invites : NIL)
+	if (f->u != NULL && f->u->status && strcmp(f->u->status, "PENDING") == 0 &&
+		strcmp(f->scope, "projects") == 0)
 	{
-		OffInvite  *inv = (OffInvite *) lfirst(lc);
-
-		r = add_row(p, "org_invitation", inv->id, "stays");
-		r->invite = inv;
-		if (org)
-			add_call(p, r, ATLAS_OP_DELETE_ORG_INVITE, NULL, NULL, inv->id);
-		else
-		{
-			r->outcome = "stays";
-			r->note = "Scope 'projects' leaves the invitation to the organization.";
-		}
+		r = add_row(p, "org_invitation", f->u->id, "stays");
+		r->outcome = "stays";
+		r->note = "Scope 'projects' leaves the invitation to the organization (the PENDING user).";
 	}
 	foreach(lc, strcmp(f->scope, "teams") != 0 ? f->project_invites : NIL)
 	{
@@ -223,6 +224,12 @@ plan_invitations(OffPlan *p)
 		r->invite = inv;
 		add_call(p, r, ATLAS_OP_DELETE_GROUP_INVITE, inv->group_id, NULL, inv->id);
 		r->note = psprintf("An invitation to project %s.", inv->group_id);
+	}
+	if (f->invites_unseen != NULL && strcmp(f->scope, "teams") != 0)
+	{
+		r = add_row(p, "project_invitations", f->org_id, "list_project_invitations");
+		r->outcome = "unknown";
+		r->note = f->invites_unseen;
 	}
 	if (f->federation != OFF_NOT_FEDERATED)
 	{
@@ -237,7 +244,6 @@ typedef enum OffStep
 {
 	OFF_MEMBERSHIPS,			/* projects and teams */
 	OFF_ORG,					/* the organization membership */
-	OFF_ORG_INVITES,
 	OFF_PROJECT_INVITES
 } OffStep;
 
@@ -253,10 +259,8 @@ in_step(OffPlan *p, OffRow *r, OffStep step)
 			return r->invite == NULL && r != p->org_row;
 		case OFF_ORG:
 			return r == p->org_row;
-		case OFF_ORG_INVITES:
-			return r->invite != NULL && r->invite->group_id == NULL;
 		case OFF_PROJECT_INVITES:
-			return r->invite != NULL && r->invite->group_id != NULL;
+			return r->invite != NULL;
 	}
 	return false;
 }
@@ -292,7 +296,12 @@ run_step(OffPlan *p, OffStep step)
 		OffRow	   *r = (OffRow *) lfirst(lc);
 
 		if (in_step(p, r, step))
+		{
+			r->call->reason = p->f->reason;
+			r->call->ticket = p->f->ticket;
+			r->call->forced = p->forced;
 			calls[n++] = r->call;
+		}
 	}
 	if (n > 0)
 		atlas_execute(calls, n, &spec);
@@ -300,26 +309,20 @@ run_step(OffPlan *p, OffStep step)
 
 /*
  * Carry out a plan: the memberships (each first, when the org removal
- * would be refused), the org removal, the invitation to the organization,
- * then the project invitations.  Before each kind of invitation, when
- * something was removed before it that may have taken it along, the
- * invitations are listed again and only those still there are deleted
- * (Atlas does not document what takes what with it).
+ * would be refused), the org removal, then the project invitations.
+ * When an org removal came before them, which may have taken them along,
+ * the invitations are listed again and only those still there are
+ * deleted (Atlas does not document what takes what with it).
  */
 static void
 run_plan(OffPlan *p)
 {
-	List	   *org_invites;
 	List	   *project_invites;
 
 	run_step(p, OFF_MEMBERSHIPS);
 	run_step(p, OFF_ORG);
-	org_invites = step_invites(p, OFF_ORG_INVITES);
-	if (org_invites != NIL && p->org_row != NULL)
-		(void) atlas_offboard_relist_invites(p->f, org_invites);
-	run_step(p, OFF_ORG_INVITES);
 	project_invites = step_invites(p, OFF_PROJECT_INVITES);
-	if (project_invites != NIL && (p->org_row != NULL || org_invites != NIL))
+	if (project_invites != NIL && p->org_row != NULL)
 		(void) atlas_offboard_relist_invites(p->f, project_invites);
 	run_step(p, OFF_PROJECT_INVITES);
 }
@@ -392,9 +395,22 @@ offboard_org(ReturnSetInfo *rsinfo, OffFacts *f, const char *who, bool dry_run)
 		plan_memberships(&p, dry_run);
 		plan_implied(&p);
 	}
-	plan_invitations(&p);
-	if (f->u == NULL && f->org_invites == NIL && f->project_invites == NIL)
+	if (f->u == NULL && f->project_invites == NIL)
+	{
+		if (f->invites_unseen != NULL)
+			ereport(NOTICE,
+					(errmsg("organization %s: no member %s, and legacy project invitations could not be read",
+							f->org_id, who),
+					 errdetail_internal("%s", f->invites_unseen)));
 		return false;
+	}
+	plan_invitations(&p);
+	if (!dry_run && f->u != NULL)
+	{
+		/* the person counts once in the removal budget, before any request */
+		p.forced = atlas_guard_reserve(f->org_id, NULL, &f->u->id, 1, f->force,
+									   "atlas_offboard_user");
+	}
 	if (!dry_run)
 		run_plan(&p);
 	foreach(lc, p.rows)
@@ -402,7 +418,7 @@ offboard_org(ReturnSetInfo *rsinfo, OffFacts *f, const char *who, bool dry_run)
 	return true;
 }
 
-/* atlas_offboard_user(org_id, username_or_id, scope, dry_run) */
+/* atlas_offboard_user(org_id, username_or_id, scope, dry_run, force, reason, ticket) */
 Datum
 atlas_offboard_user(PG_FUNCTION_ARGS)
 {
@@ -410,6 +426,9 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 	char	   *org_id = PG_ARGISNULL(0) ? NULL : atlas_id_arg(fcinfo, 0, "org_id");
 	char	   *scope = scope_arg(fcinfo, 2);
 	bool		dry_run = PG_GETARG_BOOL(3);
+	bool		force = PG_NARGS() > 4 && atlas_bool_arg(fcinfo, 4, "force");
+	char	   *reason;
+	char	   *ticket;
 	char	   *who;
 	List	   *orgs;
 	ListCell   *lc;
@@ -422,6 +441,7 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 	who = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (!atlas_is_id(who))
 		who = atlas_username_arg(fcinfo, 1, "username_or_id");
+	atlas_evidence_args(fcinfo, 5, &reason, &ticket);
 	if (!dry_run)
 		atlas_require_writable("offboard Atlas users");
 	InitMaterializedSRF(fcinfo, 0);
@@ -439,6 +459,9 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 		OffFacts   *f = (OffFacts *) lfirst(lc);
 
 		f->scope = scope;
+		f->force = force;
+		f->reason = reason;
+		f->ticket = ticket;
 		found += offboard_org(rsinfo, f, who, dry_run) ? 1 : 0;
 	}
 	if (found == 0 && org_id != NULL)

@@ -11,7 +11,7 @@
 
 #include "atlas_users.h"
 
-/* a pending invitation: to the organization (group_id NULL) or a project */
+/* a pending invitation to a project (made through the deprecated endpoint) */
 typedef struct OffInvite
 {
 	char	   *id;
@@ -40,11 +40,14 @@ typedef struct OffFacts
 	char	   *org_id;
 	AtlasTarget *target;		/* NULL: chosen by organization */
 	const char *scope;			/* 'org', 'projects' or 'teams' */
+	bool		force;			/* past the removal budget */
+	const char *reason;			/* evidence for the audit, or NULL */
+	const char *ticket;
 	/* learned */
 	AtlasOrgUser *u;			/* NULL: not a member (maybe invited) */
 	char	   *username;		/* NULL when only an id is known */
-	List	   *org_invites;	/* of OffInvite */
 	List	   *project_invites;	/* of OffInvite */
+	char	   *invites_unseen; /* why project invitations could not be read */
 	List	   *team_routes;	/* of OffTeamRoute */
 	bool		last_org_owner;
 	List	   *last_owner_projects;	/* group ids */
@@ -52,6 +55,23 @@ typedef struct OffFacts
 	OffFederation federation;
 	char	   *federation_detail;
 } OffFacts;
+
+/* an organization's federation (federation.c) */
+typedef struct AtlasFederation
+{
+	bool		known;			/* Atlas said; else problem says why not */
+	bool		active;			/* an ACTIVE identity provider */
+	char	   *settings_id;	/* the federation settings' id */
+	char	   *idp_id;
+	char	   *problem;
+	AtlasCall  *call;			/* the read */
+} AtlasFederation;
+
+extern void atlas_federation_read(const char *org_id, AtlasTarget *target,
+								  AtlasFederation *fed);
+extern List *atlas_federation_groups(const char *org_id, AtlasTarget *target,
+									 const AtlasFederation *fed, char **problem,
+									 char **post_auth);
 
 extern void atlas_offboard_gather(OffFacts *f, const char *who);
 extern bool atlas_offboard_relist_invites(OffFacts *f, List *invites);

@@ -6,15 +6,20 @@
  *
  * Beyond the person's memberships (lookup.c), offboarding reads what the
  * v2 user endpoints do not show:
- *	  - pending invitations, to the organization and to each project (the
- *		invitation endpoints; deleting one does not delete the other);
+ *	  - legacy project invitations (made through the deprecated project
+ *		invitation endpoint, which alone shows them, until its sunset).  An
+ *		open invitation to the organization is a PENDING user of the org
+ *		users listing (lookup.c finds it), so no deprecated read is needed
+ *		for it.  When Atlas has retired the project invitation endpoint,
+ *		the plan goes on and says what it could not see (calendar.c);
  *	  - the projects the person reaches through their teams;
  *	  - what Atlas refuses: the last Organization Owner, the last Project
  *		Owner of a project, the last member of a team (counted from the
  *		listings, so the plan never depends on the error code Atlas would
  *		answer, which is undocumented);
- *	  - whether the organization signs people in through a federated
- *		identity provider.
+ *	  - whether the organization signs people in through an ACTIVE
+ *		identity provider, and which IdP groups map roles here
+ *		(federation.c).
  * Reads that do not depend on each other run side by side (listing.c's
  * atlas_list_many); a failed read raises before anything is removed.
  * With org_id NULL, atlas_offboard_orgs() says which organizations to
@@ -68,16 +73,19 @@ new_listing(OffFacts *f, AtlasOperation op, const char *group_id, const char *te
 	l->group_id = (char *) group_id;
 	l->team_id = (char *) team_id;
 	l->query = (char *) query;
-	l->unpaged = (op == ATLAS_OP_LIST_ORG_INVITES || op == ATLAS_OP_LIST_GROUP_INVITES);
+	l->unpaged = (op == ATLAS_OP_LIST_GROUP_INVITES);
 	l->item = fn;
 	l->arg = c;
 	l->label = "atlas_offboard_user";
 	return l;
 }
 
-/* Run listings side by side; raise for the first that failed. */
+/*
+ * Run listings side by side; raise for the first that failed, except a
+ * project invitation listing whose endpoint Atlas retired: that is noted.
+ */
 static void
-read_all(List *listings)
+read_all(OffFacts *f, List *listings)
 {
 	AtlasListing **arr = palloc(sizeof(AtlasListing *) * Max(list_length(listings), 1));
 	ListCell   *lc;
@@ -90,12 +98,21 @@ read_all(List *listings)
 	{
 		AtlasListing *l = (AtlasListing *) lfirst(lc);
 
-		if (l->end != ATLAS_LISTING_OK)
-			atlas_raise_listing_error(l);
+		if (l->end == ATLAS_LISTING_OK)
+			continue;
+		if (l->op == ATLAS_OP_LIST_GROUP_INVITES && l->end == ATLAS_LISTING_FAILED &&
+			atlas_call_retired(l->failed))
+		{
+			if (f->invites_unseen == NULL)
+				f->invites_unseen = psprintf("Legacy project invitations could not be read: %s. Invitations made through that endpoint are invisible to every other listing; they expire 30 days after they were sent.",
+											 atlas_call_retired_message(l->failed));
+			continue;
+		}
+		atlas_raise_listing_error(l);
 	}
 }
 
-/* Item: an invitation of the person (the filter by username is checked). */
+/* Item: a project invitation of the person (the username filter is checked). */
 static void
 invite_item(const cJSON *item, void *arg)
 {
@@ -109,11 +126,8 @@ invite_item(const cJSON *item, void *arg)
 		return;
 	inv = palloc0(sizeof(OffInvite));
 	inv->id = pstrdup(id);
-	inv->group_id = c->group_id ? pstrdup(c->group_id) : NULL;
-	if (c->group_id)
-		c->f->project_invites = lappend(c->f->project_invites, inv);
-	else
-		c->f->org_invites = lappend(c->f->org_invites, inv);
+	inv->group_id = pstrdup(c->group_id);
+	c->f->project_invites = lappend(c->f->project_invites, inv);
 }
 
 /* Item: an id (of a project of the organization). */
@@ -235,36 +249,42 @@ blockers(OffFacts *f, List *listings)
 	}
 }
 
-/* Does the organization sign people in through an identity provider? */
+/*
+ * Does the organization sign people in through an ACTIVE identity
+ * provider, and which of its groups map roles here?
+ */
 static void
 read_federation(OffFacts *f)
 {
-	AtlasCall  *call = atlas_call_new(ATLAS_OP_GET_FEDERATION);
-	AtlasRunSpec spec = atlas_session_spec(NULL);
-	cJSON	   *json;
-	const char *idp;
+	AtlasFederation fed;
+	List	   *groups;
+	char	   *problem;
+	char	   *post_auth;
+	StringInfoData names;
+	ListCell   *lc;
 
-	call->target = f->target;
-	call->org_id = f->org_id;
-	call->keep_body = true;
-	spec.concurrency = 1;
-	atlas_execute(&call, 1, &spec);
-	if (call->outcome != ATLAS_OUTCOME_SUCCEEDED)
+	atlas_federation_read(f->org_id, f->target, &fed);
+	if (!fed.known || !fed.active)
 	{
-		/* Atlas answers 404 for an organization without one */
-		f->federation = (call->answer.http_status == 404) ? OFF_NOT_FEDERATED
-			: OFF_FEDERATION_UNKNOWN;
-		if (f->federation == OFF_FEDERATION_UNKNOWN)
-			f->federation_detail = psprintf("Atlas would not say whether organization %s signs people in through a federated identity provider: %s",
-											f->org_id, atlas_call_message(call));
+		f->federation = fed.known ? OFF_NOT_FEDERATED : OFF_FEDERATION_UNKNOWN;
+		if (!fed.known)
+			f->federation_detail = psprintf("Atlas would not say whether organization %s signs people in through an identity provider: %s",
+											f->org_id, fed.problem);
 		return;
 	}
-	json = cJSON_ParseWithLength(call->body, call->body_len);
-	idp = atlas_json_string(json, "identityProviderId");
 	f->federation = OFF_FEDERATED;
-	f->federation_detail = psprintf("Organization %s signs people in through a federated identity provider%s%s: remove the person there too, or their access returns at their next SSO login.",
-									f->org_id, idp ? " " : "", idp ? idp : "");
-	cJSON_Delete(json);
+	groups = atlas_federation_groups(f->org_id, f->target, &fed, &problem, &post_auth);
+	initStringInfo(&names);
+	foreach(lc, groups)
+		appendStringInfo(&names, "%s\"%s\"", names.len ? ", " : "", (char *) lfirst(lc));
+	f->federation_detail = psprintf("Organization %s signs people in through federated identity provider %s, which grants roles here at every SSO login%s%s%s%s%s: remove the person there too, or their access returns at their next SSO login.",
+									f->org_id, fed.idp_id,
+									problem ? " (its role mappings could not be read: " :
+									groups ? " to members of the IdP groups " : "",
+									problem ? problem : names.data,
+									problem ? ")" : "",
+									post_auth ? ", and to everyone it signs in: " : "",
+									post_auth ? post_auth : "");
 }
 
 /* Order team routes by project, then team (the listings end in any order). */
@@ -278,13 +298,13 @@ route_cmp(const ListCell *a, const ListCell *b)
 	return c != 0 ? c : strcmp(x->team_id, y->team_id);
 }
 
-/* Order invitations by project (the organization's first), then id. */
+/* Order invitations by project, then id. */
 static int
 invite_cmp(const ListCell *a, const ListCell *b)
 {
 	OffInvite  *x = (OffInvite *) lfirst(a);
 	OffInvite  *y = (OffInvite *) lfirst(b);
-	int			c = strcmp(x->group_id ? x->group_id : "", y->group_id ? y->group_id : "");
+	int			c = strcmp(x->group_id, y->group_id);
 
 	return c != 0 ? c : strcmp(x->id, y->id);
 }
@@ -309,16 +329,13 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 	f->username = f->u ? f->u->username : (atlas_is_id(who) ? NULL : pstrdup(who));
 	if (f->username != NULL && projects)
 	{
-		q = psprintf("username=%s&", http_escape(f->username));
-		first = lappend(first, new_listing(f, ATLAS_OP_LIST_ORG_INVITES, NULL, NULL, q,
-										   invite_item));
 		first = lappend(first, new_listing(f, ATLAS_OP_LIST_ORG_GROUPS, NULL, NULL, NULL,
 										   id_item));
 		((Collect *) llast_node(AtlasListing, first)->arg)->ids = &project_ids;
 	}
 	if (f->u != NULL)
 		owners = blocker_listings(f);
-	read_all(list_concat(first, owners));
+	read_all(f, list_concat(first, owners));
 	blockers(f, owners);
 	foreach(lc, project_ids)
 	{
@@ -331,43 +348,40 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 			second = lappend(second, new_listing(f, ATLAS_OP_LIST_GROUP_TEAMS, g, NULL, NULL,
 												 team_role_item));
 	}
-	read_all(second);
+	read_all(f, second);
 	list_sort(f->team_routes, route_cmp);
 	list_sort(f->project_invites, invite_cmp);
-	if (f->u != NULL || f->org_invites != NIL || f->project_invites != NIL)
+	if (f->u != NULL || f->project_invites != NIL)
 		read_federation(f);
 }
 
 /*
- * After the removals: which of the invitations are still listed.  Sets
- * each one's gone; false when a listing failed (then none is marked).
+ * After the removals: which of the project invitations are still listed.
+ * Sets each one's gone; false when a listing failed (then none is marked).
  */
 bool
 atlas_offboard_relist_invites(OffFacts *f, List *invites)
 {
 	List	   *listings = NIL;
-	List	   *saved_org = f->org_invites;
-	List	   *saved_projects = f->project_invites;
+	List	   *saved = f->project_invites;
+	List	   *groups = NIL;
 	AtlasListing **arr;
 	ListCell   *lc;
 	int			n;
 	bool		ok = true;
-	bool		org_listed = false;
 	char	   *q = psprintf("username=%s&", http_escape(f->username));
 
 	foreach(lc, invites)
 	{
 		OffInvite  *inv = (OffInvite *) lfirst(lc);
 
-		if (inv->group_id != NULL)
-			listings = lappend(listings, new_listing(f, ATLAS_OP_LIST_GROUP_INVITES,
-													 inv->group_id, NULL, q, invite_item));
-		else if (!org_listed)
-			listings = lappend(listings, new_listing(f, ATLAS_OP_LIST_ORG_INVITES, NULL, NULL,
-													 q, invite_item));
-		org_listed |= (inv->group_id == NULL);
+		if (atlas_offboard_listed(groups, inv->group_id))
+			continue;
+		groups = lappend(groups, inv->group_id);
+		listings = lappend(listings, new_listing(f, ATLAS_OP_LIST_GROUP_INVITES,
+												 inv->group_id, NULL, q, invite_item));
 	}
-	f->org_invites = f->project_invites = NIL;
+	f->project_invites = NIL;
 	arr = palloc(sizeof(AtlasListing *) * Max(list_length(listings), 1));
 	n = 0;
 	foreach(lc, listings)
@@ -381,12 +395,11 @@ atlas_offboard_relist_invites(OffFacts *f, List *invites)
 		ListCell   *lc2;
 
 		inv->gone = true;
-		foreach(lc2, inv->group_id ? f->project_invites : f->org_invites)
+		foreach(lc2, f->project_invites)
 			if (strcmp(((OffInvite *) lfirst(lc2))->id, inv->id) == 0)
 			inv->gone = false;
 	}
-	f->org_invites = saved_org;
-	f->project_invites = saved_projects;
+	f->project_invites = saved;
 	return ok;
 }
 

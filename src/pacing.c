@@ -21,7 +21,11 @@
  * most one 429.  A 429 empties the model and blocks the bucket for at
  * least Retry-After, twice as long for each further 429 in a row (the
  * 429s of requests already on their way count once), plus up to 10%
- * jitter.  Answers to requests sent together arrive in any order, so the
+ * jitter.  The buckets are kept per host: when every slot is used, the
+ * least recently used bucket of the host with the most buckets gives way,
+ * so that one host (a hostile server, many project ids) cannot evict
+ * what was learned of another.  Answers to requests sent together arrive
+ * in any order, so the
  * model takes the least RateLimit-Remaining seen since the last refill,
  * not the last one read.  Refills are assumed to come all at once, every
  * period from the time Retry-After names: a bucket that refills
@@ -36,6 +40,7 @@
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "executor.h"
+#include "pacing.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -44,39 +49,6 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
-
-/* buckets modelled at once; the least recently used one is reused */
-#define PACE_BUCKETS 64
-/* how long a request in flight may go unanswered before it is forgotten */
-#define IN_FLIGHT_STALE_MS (3600 * 1000)
-/* how often a probe may go while another request is in flight */
-#define PROBE_WAIT_MS 50
-
-typedef struct PaceBucket
-{
-	bool		used;
-	uint32		key;
-	char		name[ATLAS_PACE_NAME];
-	TimestampTz last_used;
-	int			capacity;		/* 0: unknown */
-	int			refill;			/* tokens per period; 0: unknown */
-	int			period_ms;
-	double		tokens;			/* what the model says Atlas has left */
-	bool		tokens_known;
-	TimestampTz next_refill;	/* 0: unknown */
-	int			in_flight;
-	TimestampTz blocked_until;
-	int			consecutive_429;
-	uint64		answers_429;
-	bool		probing;		/* a probe is on its way, alone */
-	int			min_remaining;	/* least RateLimit-Remaining since the last refill; -1: none */
-} PaceBucket;
-
-typedef struct PaceState
-{
-	LWLock	   *lock;			/* NULL when backend-local */
-	PaceBucket	buckets[PACE_BUCKETS];
-} PaceState;
 
 static PaceState *pace = NULL;
 
@@ -107,8 +79,8 @@ atlas_pace_shmem_init(LWLock *lock)
 }
 
 /* The buckets: the shared ones, or backend-local ones made on first use. */
-static PaceState *
-pace_state(void)
+PaceState *
+atlas_pace_state(void)
 {
 	if (pace == NULL)
 		pace = MemoryContextAllocZero(TopMemoryContext, sizeof(PaceState));
@@ -116,16 +88,16 @@ pace_state(void)
 }
 
 /* Lock the buckets, if they are shared. */
-static void
-lock_pace(PaceState *p)
+void
+atlas_pace_lock(PaceState *p)
 {
 	if (p->lock)
 		LWLockAcquire(p->lock, LW_EXCLUSIVE);
 }
 
 /* Unlock the buckets, if they are shared. */
-static void
-unlock_pace(PaceState *p)
+void
+atlas_pace_unlock(PaceState *p)
 {
 	if (p->lock)
 		LWLockRelease(p->lock);
@@ -140,14 +112,51 @@ atlas_pace_key(AtlasPaceKey *k, const char *host, const char *set, const char *s
 	h = hash_combine(h, hash_bytes((const unsigned char *) set, strlen(set)));
 	h = hash_combine(h, hash_bytes((const unsigned char *) scope, strlen(scope)));
 	k->key = h;
+	k->host = hash_bytes((const unsigned char *) host, strlen(host));
 	snprintf(k->name, sizeof(k->name), "%s%s%s at %s", set, scope[0] ? " " : "", scope, host);
 }
 
-/* The bucket of a key, made (or the oldest one reused) when missing. */
+/*
+ * The slot a new bucket takes when every one is used: the least recently
+ * used bucket of the host that has the most (the new bucket's host counts
+ * one more), so that no host evicts another's while it has fewer.
+ */
+static PaceBucket *
+victim(PaceState *p, const AtlasPaceKey *k)
+{
+	PaceBucket *lru = NULL;
+	uint32		most = k->host;
+	int			most_n = 0;
+	int			i,
+				j;
+
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		int			n = (p->buckets[i].host == k->host) ? 1 : 0;
+
+		for (j = 0; j < PACE_BUCKETS; j++)
+			n += (p->buckets[j].host == p->buckets[i].host) ? 1 : 0;
+		if (n > most_n)
+		{
+			most_n = n;
+			most = p->buckets[i].host;
+		}
+	}
+	for (i = 0; i < PACE_BUCKETS; i++)
+	{
+		PaceBucket *b = &p->buckets[i];
+
+		if (b->host == most && (lru == NULL || b->last_used < lru->last_used))
+			lru = b;
+	}
+	return lru ? lru : &p->buckets[0];
+}
+
+/* The bucket of a key, made (or one reused, see victim()) when missing. */
 static PaceBucket *
 find_bucket(PaceState *p, const AtlasPaceKey *k, TimestampTz now)
 {
-	PaceBucket *lru = &p->buckets[0];
+	PaceBucket *lru = NULL;
 	int			i;
 
 	for (i = 0; i < PACE_BUCKETS; i++)
@@ -162,12 +171,15 @@ find_bucket(PaceState *p, const AtlasPaceKey *k, TimestampTz now)
 			b->last_used = now;
 			return b;
 		}
-		if (!b->used || (lru->used && b->last_used < lru->last_used))
+		if (!b->used && lru == NULL)
 			lru = b;
 	}
+	if (lru == NULL)
+		lru = victim(p, k);
 	memset(lru, 0, sizeof(PaceBucket));
 	lru->used = true;
 	lru->key = k->key;
+	lru->host = k->host;
 	strlcpy(lru->name, k->name, sizeof(lru->name));
 	lru->last_used = now;
 	lru->min_remaining = -1;
@@ -213,14 +225,14 @@ atlas_pace_release_all(void)
 
 	if (p == NULL)
 		return;
-	lock_pace(p);
+	atlas_pace_lock(p);
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		if (local_in_flight[i] > 0 && p->buckets[i].key == local_key[i])
 			p->buckets[i].in_flight = Max(0, p->buckets[i].in_flight - local_in_flight[i]);
 		local_in_flight[i] = 0;
 	}
-	unlock_pace(p);
+	atlas_pace_unlock(p);
 }
 
 /* At exit, give back this process's requests in flight. */
@@ -245,7 +257,7 @@ ms_until(TimestampTz now, TimestampTz t)
 bool
 atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
 {
-	PaceState  *p = pace_state();
+	PaceState  *p = atlas_pace_state();
 	TimestampTz now = GetCurrentTimestamp();
 	PaceBucket *b;
 	bool		go = false;
@@ -255,7 +267,7 @@ atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
 		before_shmem_exit(release_at_exit, (Datum) 0);
 		exit_callback_registered = true;
 	}
-	lock_pace(p);
+	atlas_pace_lock(p);
 	b = find_bucket(p, k, now);
 	apply_refills(b, now);
 	if (b->blocked_until > now)
@@ -274,7 +286,7 @@ atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
 			b->tokens -= 1.0;
 		count_in_flight(p, b);
 	}
-	unlock_pace(p);
+	atlas_pace_unlock(p);
 	return go;
 }
 
@@ -301,6 +313,7 @@ learn_429(PaceBucket *b, const AtlasPaceAnswer *a, TimestampTz now)
 	{
 		b->refill = a->refill;
 		b->period_ms = a->period_ms;
+		b->source = PACE_FROM_429;
 	}
 	/* Retry-After, else a period, else a second; twice as long per 429 in a row */
 	wait_ms = a->retry_after >= 0 ? (int64) a->retry_after * 1000
@@ -330,12 +343,12 @@ learn_429(PaceBucket *b, const AtlasPaceAnswer *a, TimestampTz now)
 TimestampTz
 atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 {
-	PaceState  *p = pace_state();
+	PaceState  *p = atlas_pace_state();
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz blocked;
 	PaceBucket *b;
 
-	lock_pace(p);
+	atlas_pace_lock(p);
 	b = find_bucket(p, k, now);
 	end_in_flight(p, b);
 	if (a->status == 429)
@@ -343,8 +356,17 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	else
 	{
 		b->consecutive_429 = 0;
-		if (a->limit > 0)
+		/* listed figures: the first refill comes a period after the first answer */
+		if (b->next_refill == 0 && b->source == PACE_FROM_LISTED && b->refill > 0)
+			b->next_refill = TimestampTzPlusMilliseconds(now, b->period_ms);
+		if (a->limit > 0 && a->limit != b->capacity)
+		{
 			b->capacity = (int) Min(a->limit, INT_MAX);
+			if (b->source == PACE_FROM_NONE || b->source == PACE_FROM_LISTED)
+				b->source = PACE_FROM_HEADERS;
+		}
+		else if (a->limit > 0 && b->source == PACE_FROM_NONE)
+			b->source = PACE_FROM_HEADERS;
 		if (a->remaining >= 0)
 		{
 			/*
@@ -366,7 +388,7 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	}
 	b->probing = false;
 	blocked = b->blocked_until > now ? b->blocked_until : 0;
-	unlock_pace(p);
+	atlas_pace_unlock(p);
 	return blocked;
 }
 
@@ -374,25 +396,51 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 void
 atlas_pace_abandon(const AtlasPaceKey *k)
 {
-	PaceState  *p = pace_state();
+	PaceState  *p = atlas_pace_state();
 	PaceBucket *b;
 
-	lock_pace(p);
+	atlas_pace_lock(p);
 	b = find_bucket(p, k, GetCurrentTimestamp());
 	end_in_flight(p, b);
 	b->probing = false;
-	unlock_pace(p);
+	atlas_pace_unlock(p);
+}
+
+/*
+ * Start a bucket's model from what Atlas lists of its set (listRateLimits),
+ * when nothing is known of it yet: full, refilled a period after its first
+ * answer (Atlas makes a bucket full at its first request).
+ */
+void
+atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms)
+{
+	PaceState  *p = atlas_pace_state();
+	PaceBucket *b;
+
+	atlas_pace_lock(p);
+	b = find_bucket(p, k, GetCurrentTimestamp());
+	if (b->source == PACE_FROM_NONE && b->capacity == 0 && !b->tokens_known)
+	{
+		b->capacity = capacity;
+		b->refill = refill;
+		b->period_ms = period_ms;
+		b->tokens = capacity;
+		b->tokens_known = true;
+		b->next_refill = 0;
+		b->source = PACE_FROM_LISTED;
+	}
+	atlas_pace_unlock(p);
 }
 
 /* What the model knows of a bucket, for messages. */
 bool
 atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms)
 {
-	PaceState  *p = pace_state();
+	PaceState  *p = atlas_pace_state();
 	bool		known = false;
 	int			i;
 
-	lock_pace(p);
+	atlas_pace_lock(p);
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		PaceBucket *b = &p->buckets[i];
@@ -405,89 +453,6 @@ atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *peri
 			known = true;
 		}
 	}
-	unlock_pace(p);
+	atlas_pace_unlock(p);
 	return known;
-}
-
-PG_FUNCTION_INFO_V1(atlas_rate_limits);
-PG_FUNCTION_INFO_V1(atlas_reset_rate_limits);
-
-/*
- * atlas_rate_limits(): what the model knows of each bucket: capacity,
- * refill, the tokens it thinks Atlas has left, requests in flight, until
- * when it holds requests back, and the 429s it saw
- */
-Datum
-atlas_rate_limits(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PaceState  *p = pace_state();
-	PaceBucket	copy[PACE_BUCKETS];
-	int			i;
-
-	InitMaterializedSRF(fcinfo, 0);
-	lock_pace(p);
-	memcpy(copy, p->buckets, sizeof(copy));
-	unlock_pace(p);
-	for (i = 0; i < PACE_BUCKETS; i++)
-	{
-		PaceBucket *b = &copy[i];
-		Datum		values[9];
-		bool		nulls[9] = {false, false, false, false, false, false, false, false, false};
-
-		if (!b->used)
-			continue;
-		values[0] = CStringGetTextDatum(b->name);
-		values[1] = Int32GetDatum(b->capacity);
-		nulls[1] = (b->capacity <= 0);
-		values[2] = Int32GetDatum(b->refill);
-		nulls[2] = (b->refill <= 0);
-		values[3] = Float8GetDatum(b->period_ms / 1000.0);
-		nulls[3] = (b->period_ms <= 0);
-		values[4] = Float8GetDatum(b->tokens);
-		nulls[4] = !b->tokens_known;
-		values[5] = Int32GetDatum(b->in_flight);
-		values[6] = TimestampTzGetDatum(b->blocked_until);
-		nulls[6] = (b->blocked_until <= GetCurrentTimestamp());
-		values[7] = Int64GetDatum((int64) b->answers_429);
-		values[8] = TimestampTzGetDatum(b->last_used);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
-}
-
-/*
- * atlas_reset_rate_limits(): forget what was learned of every bucket (a
- * 429 that was not Atlas's, say); returns how many buckets were known
- */
-Datum
-atlas_reset_rate_limits(PG_FUNCTION_ARGS)
-{
-	PaceState  *p = pace_state();
-	int			n = 0;
-	int			i;
-
-	lock_pace(p);
-	for (i = 0; i < PACE_BUCKETS; i++)
-	{
-		PaceBucket *b = &p->buckets[i];
-		int			in_flight = b->in_flight;
-		uint32		key = b->key;
-		bool		used = b->used;
-		char		name[ATLAS_PACE_NAME];
-
-		if (!used)
-			continue;
-		n++;
-		/* requests in flight are still counted when they answer */
-		strlcpy(name, b->name, sizeof(name));
-		memset(b, 0, sizeof(PaceBucket));
-		b->used = (in_flight > 0);
-		b->key = key;
-		b->in_flight = in_flight;
-		strlcpy(b->name, name, sizeof(b->name));
-		b->min_remaining = -1;
-	}
-	unlock_pace(p);
-	PG_RETURN_INT32(n);
 }

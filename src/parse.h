@@ -91,4 +91,7 @@ extern bool atlas_is_id(const char *s);
 extern const char *atlas_json_string(const cJSON *obj, const char *name);
 extern bool atlas_json_has_string(const cJSON *arr, const char *s);
 
+/* parse_count.c */
+extern long atlas_json_count_results(const char *s, size_t len, long max);
+
 #endif							/* ATLAS_PARSE_H */

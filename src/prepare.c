@@ -140,12 +140,15 @@ atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	st->endpoint = ep;
 	st->ts = target_state(run, target);
 	scope = (ep->rate_scope == ATLAS_ID_USER) ? NULL : atlas_call_id(call, ep->rate_scope);
-	atlas_pace_key(&st->pace, target->host, ep->rate_set, scope ? scope : "");
+	if (!atlas_rate_set_key(target, ep, call, &st->pace))
+		atlas_pace_key(&st->pace, target->host, ep->rate_set, scope ? scope : "");
 	call->method = ep->method;
 	call->path = atlas_endpoint_path(ep, call);
 	call->api_version = version ? version : "v1.0";
 	call->auth_method = (target->method == ATLAS_AUTH_DIGEST) ? "digest" : "service_account";
 	call->server = target->server;
+	call->server_oid = target->server ? target->server_oid : InvalidOid;
+	call->host = target->host;
 	if (ep->pinnable && atlas_operation_removes(call->op))
 		warn_old_version(target);
 
@@ -160,6 +163,7 @@ atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target)
 	}
 	req->large_response = call->keep_body;	/* a list page may be large */
 	req->ca_file = target->ca_file;
+	atlas_target_proxy_request(target, req);
 	req->timeout_ms = target->timeout_ms;
 	req->connect_timeout_ms = target->connect_timeout_ms;
 	req->handle_key = target->credentials_key;

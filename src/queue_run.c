@@ -14,12 +14,16 @@
  * policy, never before Retry-After.  A user already absent counts as
  * done (removal is idempotent, and an earlier attempt may have removed
  * them).  Every attempt writes an audit row.
+ * Nothing is sent for a claimed row that the removal budget does not
+ * admit: it is held instead (queue_guard.c).
  *
- * Each row runs with the credentials it was enqueued for: those of the
- * server it names and the user mapping of the role that enqueued it, or
- * the settings'.  When they cannot be used (the server or role is gone,
- * the role lost USAGE or its mapping, a key file is unreadable), the row
- * is queued again, as a transient failure, until max_attempts.
+ * Each row runs as its enqueuer: its lookup and its removal use the
+ * credentials queue_claim.c resolves for it (its server, by OID, and its
+ * enqueuing role's user mapping), never the worker's own.  A row that
+ * cannot run fails with a detail that says why; an error while a row's
+ * call is added or its lookup's page is read fails that row only (in a
+ * subtransaction), so one row never stops the worker nor holds others
+ * back.
  *
  * The worker claims rows in a transaction of their own that commits
  * 'running' before it calls Atlas, so that a crash leaves visible
@@ -32,18 +36,14 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "queue.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
-#include "commands/user.h"
-#include "foreign/foreign.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/resowner.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -54,201 +54,80 @@ PG_FUNCTION_INFO_V1(atlas_process_queue);
 /* rows the worker claims at once, at most */
 #define WORKER_CLAIM_MAX 32
 
-/* one claimed queue row */
-typedef struct QueueRow
-{
-	int64		id;
-	int			attempts;		/* this one included */
-	MemoryContext cxt;			/* the row's memory */
-	AtlasCall  *removal;
-	AtlasListing listing;		/* the username lookup, for rows by username */
-	AtlasOrgUser *found;
-	char	   *server;			/* the server it was enqueued for, or NULL */
-	char	   *enqueued_as;	/* the role whose user mapping it uses */
-	char	   *unusable;		/* why its credentials cannot be used, or NULL */
-	TimestampTz requeued_for;	/* recorded as queued again, due then */
-} QueueRow;
-
-typedef struct Drain
-{
-	bool		worker;
-	int			max_items;		/* atlas_process_queue(): rows to claim */
-	int			claimed;
-	int			active;			/* claimed and not yet recorded */
-	bool		claim_again;	/* the last claim was full: more may be due */
-	TimestampTz next_due;		/* the worker: when a row it requeued is due */
-	MemoryContext cxt;
-	List	   *finished_rows;	/* the worker: memory of recorded rows, to free */
-	List	   *claimed_rows;	/* claim_spi: the rows it claimed */
-	int			nclaim;			/* claim_spi: how many to claim */
-	AtlasRun   *run;
-} Drain;
-
-/* Start a claimed row: its lookup, or its removal. */
-static void
-start_row(Drain *d, QueueRow *row)
-{
-	AtlasCall  *r = row->removal;
-	AtlasOperation lookup_op;
-	MemoryContext old = MemoryContextSwitchTo(row->cxt);
-
-	if (row->unusable != NULL)
-	{
-		r->answer.config_failed = true;
-		r->answer.detail = row->unusable;
-		atlas_run_finish_unsent(d->run, r, ATLAS_OUTCOME_FAILED);
-	}
-	else if (r->user_id != NULL)
-		atlas_run_add(d->run, r);
-	else
-	{
-		/* a team member is found among the org's users, with their teams */
-		lookup_op = (r->op == ATLAS_OP_REMOVE_PROJECT_USER)
-			? ATLAS_OP_LIST_GROUP_USERS : ATLAS_OP_LIST_ORG_USERS;
-		atlas_username_listing(&row->listing, lookup_op, r->org_id, r->group_id,
-							   r->username, &row->found);
-		row->listing.owner = row;
-		/* one slow lookup must not hold its row, or the worker, for long */
-		row->listing.timeout_ms = atlas_worker_lookup_timeout_ms;
-		atlas_run_add(d->run, atlas_listing_first(&row->listing));
-	}
-	MemoryContextSwitchTo(old);
-}
-
-/* A claimed row's removal call, in the row's memory. */
-static QueueRow *
-row_from_tuple(Drain *d, HeapTuple tup, TupleDesc desc)
-{
-	MemoryContext cxt = AllocSetContextCreate(d->cxt, "atlas_users queue row",
-											  ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	QueueRow   *row = palloc0(sizeof(QueueRow));
-	AtlasCall  *call;
-	bool		isnull;
-
-	row->cxt = cxt;
-	row->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	row->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-	call = atlas_call_new(atlas_operation_from_name(SPI_getvalue(tup, desc, 2), false));
-	call->org_id = SPI_getvalue(tup, desc, 3);
-	call->group_id = SPI_getvalue(tup, desc, 4);
-	call->team_id = SPI_getvalue(tup, desc, 5);
-	call->user_id = SPI_getvalue(tup, desc, 6);
-	if (call->user_id == NULL)
-		call->username = SPI_getvalue(tup, desc, 8);
-	row->server = SPI_getvalue(tup, desc, 9);
-	row->enqueued_as = SPI_getvalue(tup, desc, 10);
-	call->requested_by = SPI_getvalue(tup, desc, 11);
-
-	/*
-	 * A queued removal wants the user gone: if Atlas says the user or
-	 * membership is already absent, the row is done (an earlier attempt,
-	 * maybe one whose transaction rolled back, may have removed it).  The
-	 * 404 and its errorCode stay on the row and in the audit.
-	 */
-	call->missing_ok = true;
-	call->queue_id = row->id;
-	call->owner = row;
-	row->removal = call;
-	MemoryContextSwitchTo(old);
-	return row;
-}
-
-/* Does the queue table have a column (older versions lack some)? */
-static bool
-queue_has_column(Oid nsp, const char *column)
-{
-	return get_attnum(get_relname_relid("atlas_removal_queue", nsp), column) != InvalidAttrNumber;
-}
-
-/* Claim up to d->nclaim due rows; runs as the queue table's owner. */
-static void
-claim_spi(Oid nsp, void *arg)
-{
-	Drain	   *d = (Drain *) arg;
-	char	   *q = atlas_ext_rel(nsp, "atlas_removal_queue");
-	bool		v14 = queue_has_column(nsp, "server");
-	Oid			types[2] = {INT4OID, INT8ARRAYOID};
-	Datum		values[2];
-	uint64		r;
-
-	values[0] = Int32GetDatum(d->nclaim);
-	values[1] = atlas_enqueued_here();
-	if (SPI_execute_with_args(psprintf("UPDATE %s q SET status = 'running', attempts = q.attempts + 1,"
-									   " claimed_by = pg_backend_pid(), claimed_at = clock_timestamp()"
-									   " WHERE q.id IN (SELECT id FROM %s"
-									   "  WHERE status = 'queued' AND next_attempt_at <= clock_timestamp()"
-									   "  AND id <> ALL ($2)"
-									   "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-									   " RETURNING q.id, q.operation, q.org_id, q.group_id, q.team_id,"
-									   " q.user_id, q.attempts, q.username, %s, q.enqueued_by", q, q,
-									   v14 ? "q.server, q.enqueued_as" : "NULL::text, NULL::text"),
-							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim queued removals");
-	for (r = 0; r < SPI_processed; r++)
-	{
-		QueueRow   *row = row_from_tuple(d, SPI_tuptable->vals[r], SPI_tuptable->tupdesc);
-		/* the list outlives SPI's memory */
-		MemoryContext old = MemoryContextSwitchTo(d->cxt);
-
-		d->claimed_rows = lappend(d->claimed_rows, row);
-		MemoryContextSwitchTo(old);
-	}
-}
+typedef void (*RowStep) (Drain *d, QueueRow *row, void *arg);
 
 /*
- * The target a row runs with: its server's and its enqueuer's mapping, or
- * the settings'.  In a subtransaction, so that credentials that cannot be
- * used become the row's failure (row->unusable) instead of an error.
+ * Run one step of a row (adding its calls to the run, reading its
+ * lookup's page) in a subtransaction: an error fails that row, with the
+ * error in its detail, and never the drain.
  */
 static void
-row_target(QueueRow *row)
+row_step(Drain *d, QueueRow *row, RowStep step, void *arg)
 {
-	AtlasCall  *r = row->removal;
+	MemoryContext old = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(row->cxt);
 	PG_TRY();
 	{
-		Oid			role = row->enqueued_as ? get_role_oid(row->enqueued_as, false) : InvalidOid;
-
-		r->role = role;
-		r->target = row->server
-			? atlas_target_of_server(get_foreign_server_oid(row->server, false), role, false)
-			: atlas_target_from_settings(false);
+		step(d, row, arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(row->cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		row->unusable = psprintf("The credentials it was queued with cannot be used: %s%s%s",
-								 edata->message, edata->hint ? " " : "",
-								 edata->hint ? edata->hint : "");
-		r->target = NULL;
-		r->role = InvalidOid;
-		FreeErrorData(edata);
+		/* a cancel or a statement timeout ends the drain, not the row */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
 	}
 	PG_END_TRY();
-	MemoryContextSwitchTo(row->cxt);
+	MemoryContextSwitchTo(old);
 	CurrentResourceOwner = owner;
+	if (edata == NULL || row->removal->outcome != ATLAS_OUTCOME_NONE)
+		return;
+	row->removal->answer.detail = MemoryContextStrdup(row->cxt, edata->message);
+	atlas_run_finish_unsent(d->run, row->removal, ATLAS_OUTCOME_FAILED);
 }
 
-/* Claim rows and start them, in the current transaction. */
+/* Row step: start a claimed row, its lookup or its removal. */
+static void
+start_row(Drain *d, QueueRow *row, void *arg pg_attribute_unused())
+{
+	AtlasCall  *r = row->removal;
+	AtlasOperation lookup_op;
+
+	if (r->user_id != NULL)
+	{
+		atlas_run_add(d->run, r);
+		return;
+	}
+	/* a team member is found among the org's users, with their teams */
+	lookup_op = (r->op == ATLAS_OP_REMOVE_PROJECT_USER)
+		? ATLAS_OP_LIST_GROUP_USERS : ATLAS_OP_LIST_ORG_USERS;
+	atlas_username_listing(&row->listing, lookup_op, r->org_id, r->group_id,
+						   r->username, &row->found);
+	row->listing.owner = row;
+	/* the lookup runs with the row's own credentials, as its removal */
+	row->listing.target = r->target;
+	/* one slow lookup must not hold its row, or the worker, for long */
+	row->listing.timeout_ms = atlas_worker_lookup_timeout_ms;
+	atlas_run_add(d->run, atlas_listing_first(&row->listing));
+}
+
+/* Claim rows and start them (or hold them), in the current transaction. */
 static void
 claim(Drain *d, int n)
 {
 	ListCell   *lc;
 	int			claimed;
+	List	   *held = NIL;
 
-	d->nclaim = n;
-	d->claimed_rows = NIL;
-	atlas_as_table_owner("atlas_removal_queue", claim_spi, d);
+	atlas_queue_claim(d, n);
 	claimed = list_length(d->claimed_rows);
 	d->claimed += claimed;
 	d->active += claimed;
@@ -256,14 +135,35 @@ claim(Drain *d, int n)
 	foreach(lc, d->claimed_rows)
 	{
 		QueueRow   *row = (QueueRow *) lfirst(lc);
+		AtlasCall  *r = row->removal;
 		MemoryContext old = CurrentMemoryContext;
 
-		row_target(row);
+		if (!atlas_queue_admit(row->removal, row->id, &held))
+		{
+			/* held by the removal budget: nothing is sent for it */
+			(void) atlas_queue_row_done(d, row);
+			MemoryContextDelete(row->cxt);
+			d->claimed--;
+			d->active--;
+			continue;
+		}
+		atlas_queue_row_target(d, row);
+		MemoryContextSwitchTo(row->cxt);
+		if (row->unusable == NULL)
+			row_step(d, row, start_row, NULL);
+		else
+		{
+			/* a grant or a mapping may be mended: retried, unless it is gone */
+			r->answer.config_failed = !row->unusable_for_good;
+			r->answer.detail = row->unusable;
+			atlas_run_finish_unsent(d->run, r, ATLAS_OUTCOME_FAILED);
+		}
 		MemoryContextSwitchTo(old);
-		start_row(d, row);
 	}
 	list_free(d->claimed_rows);
 	d->claimed_rows = NIL;
+	if (held != NIL)
+		atlas_queue_hold(held);
 }
 
 /* The worker: claim in a transaction of its own, committing 'running'. */
@@ -403,29 +303,37 @@ lookup_finished(Drain *d, QueueRow *row)
 	atlas_run_finish_unsent(d->run, r, ATLAS_OUTCOME_ALREADY_ABSENT);
 }
 
+/* Row step: a page of a row's lookup arrived; read it, then go on. */
+static void
+lookup_page(Drain *d, QueueRow *row, void *arg)
+{
+	AtlasCall  *next = atlas_listing_page_done(&row->listing, (AtlasCall *) arg);
+
+	if (next != NULL)
+		atlas_run_add(d->run, next);
+	else
+		lookup_finished(d, row);
+}
+
 /* Run hook: a call of a row finished (a lookup page, or its removal). */
 static void
-drain_finished(AtlasRun *run, AtlasCall *call, void *arg)
+drain_finished(AtlasRun *run pg_attribute_unused(), AtlasCall *call, void *arg)
 {
 	Drain	   *d = (Drain *) arg;
 	QueueRow   *row = (QueueRow *) call->owner;
 	MemoryContext old = MemoryContextSwitchTo(row->cxt);
 
 	if (call != row->removal)
-	{
-		AtlasCall  *next = atlas_listing_page_done(&row->listing, call);
-
-		if (next != NULL)
-			atlas_run_add(run, next);
-		else
-			lookup_finished(d, row);
-	}
+		row_step(d, row, lookup_page, call);
 	else
 	{
 		atlas_as_table_owner("atlas_removal_queue", record_spi, row);
 		if (row->requeued_for != 0 && (d->next_due == 0 || row->requeued_for < d->next_due))
 			d->next_due = row->requeued_for;
 		d->active--;
+		/* its server's share has room again: rows held back may be claimed */
+		if (atlas_queue_row_done(d, row))
+			d->claim_again = true;
 		if (d->worker)
 		{
 			MemoryContextSwitchTo(d->cxt);
@@ -459,8 +367,17 @@ atlas_queue_drain(bool worker, int max_items)
 	spec.finished = drain_finished;
 	spec.feed = drain_feed;
 	spec.arg = &d;
+	d.concurrency = spec.concurrency;
 	d.run = atlas_run_create(&spec);
-	atlas_run_execute(d.run);
+	PG_TRY();
+	{
+		atlas_run_execute(d.run);
+	}
+	PG_FINALLY();
+	{
+		atlas_queue_wipe_targets(&d);
+	}
+	PG_END_TRY();
 	MemoryContextDelete(d.cxt);
 	return d.claimed;
 }
@@ -473,8 +390,12 @@ atlas_process_queue(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_items must be a positive integer")));
-	/* fail on the server's state and the configuration before touching any row */
+	/*
+	 * Fail on the server's state and a refused setting before touching any
+	 * row; each row then runs with its own credentials (a server's, or the
+	 * settings'), so an install with credentials only in servers drains too.
+	 */
 	atlas_require_writable("run queued Atlas user removals");
-	atlas_target_wipe(atlas_target_from_settings(false));
+	atlas_settings_check();
 	PG_RETURN_INT32(atlas_queue_drain(false, PG_GETARG_INT32(0)));
 }

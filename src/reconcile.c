@@ -5,9 +5,11 @@
  *	  guard on how many it may remove.
  *
  * atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals,
- * force) lists the organization's users (ACTIVE and PENDING) and its
- * pending invitations, and plans to remove everyone whose username is not
- * in keep_usernames (compared case-insensitively).  It never removes:
+ * force) lists the organization's users (ACTIVE and PENDING: an open
+ * invitation to the organization is a PENDING user, whose removal deletes
+ * it, so no deprecated invitation read is needed), and plans to remove
+ * everyone whose username is not in keep_usernames (compared
+ * case-insensitively).  It never removes:
  *	  - the identity the credentials belong to (a user whose username or
  *		id is the key's public key or the service account's client id);
  *	  - the last Organization Owner: when no ACTIVE Organization Owner
@@ -17,12 +19,13 @@
  * organization, is refused with an error before anything is removed,
  * unless force; a dry run returns the plan with a WARNING instead.  An
  * empty or NULL keep list is refused unless force, so an HR query that
- * returns nothing can never empty an organization.
+ * returns nothing can never empty an organization.  Then the removal
+ * budget shared with every other path (guard.c) must admit the people,
+ * or force (audited as forced); the listing tells it the organization's
+ * size.
  *
  * A real run removes the users (through the executor: paced, retried,
- * audited), then lists the invitations again and deletes those still
- * there (a user's removal may take their invitation with it).  One row
- * per person or invitation not kept comes back.
+ * audited).  One row per person not kept comes back.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,20 +42,18 @@
 
 PG_FUNCTION_INFO_V1(atlas_reconcile_org);
 
-#define NAME_KEY_LEN 256
-
-/* someone not kept: a user or an invitation */
+/* someone not kept */
 typedef struct Person
 {
-	const char *kind;			/* "user" or "invitation" */
+	const char *kind;			/* "user" */
 	char	   *id;
-	char	   *username;
+	char	   *username;		/* valid text, for rows and the audit */
+	char	   *name;			/* as listed: who the person is */
 	char	   *status;
 	bool		owner;			/* an ACTIVE Organization Owner */
 	const char *outcome;		/* 'blocked' or 'skipped', or NULL: to remove */
 	const char *detail;
 	AtlasCall  *call;
-	bool		gone;			/* an invitation no longer listed */
 } Person;
 
 typedef struct Reconcile
@@ -65,35 +66,38 @@ typedef struct Reconcile
 	int			kept_owners;	/* ACTIVE Organization Owners kept */
 	int			to_remove;		/* people (distinct usernames) planned */
 	HTAB	   *removing;		/* their lowercased usernames */
-	HTAB	   *listed;			/* invitations listed again, by id */
+	bool		forced;			/* past the removal budget, by force */
+	char	   *reason;			/* evidence for the audit, or NULL */
+	char	   *ticket;
 } Reconcile;
 
-/* A set of lowercased strings. */
+/* A set of lowercased strings, compared over their full length. */
 static HTAB *
 name_set(const char *name)
 {
-	HASHCTL		ctl;
-
-	ctl.keysize = NAME_KEY_LEN;
-	ctl.entrysize = NAME_KEY_LEN;
-	ctl.hcxt = CurrentMemoryContext;
-	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	return atlas_strset_create(name, 1024);
 }
 
-/* Is the lowercased s in a set (adding it, if add)? */
+/*
+ * Is the lowercased s in a set (adding it, if add)?  Names are compared
+ * in full.  A name that is not valid UTF-8 (only a hostile server sends
+ * one) is its own bytes, marked so that no valid name can equal it: it is
+ * never kept, and two such names are never counted as one person.
+ */
 static bool
 name_in(HTAB *set, const char *s, bool add)
 {
-	char		key[NAME_KEY_LEN];
-	char	   *lower;
+	char	   *key;
 	bool		found;
 
 	if (s == NULL)
 		return false;
-	lower = str_tolower(s, strlen(s), DEFAULT_COLLATION_OID);
-	strlcpy(key, lower, sizeof(key));
-	pfree(lower);
-	(void) hash_search(set, key, add ? HASH_ENTER : HASH_FIND, &found);
+	if (atlas_is_valid_utf8(s, strlen(s)))
+		key = str_tolower(s, strlen(s), DEFAULT_COLLATION_OID);
+	else
+		key = psprintf("\x01%s", s);
+	found = atlas_strset_in(set, key, add);
+	pfree(key);
 	return found;
 }
 
@@ -148,8 +152,9 @@ add_person(Reconcile *rc, const char *kind, const char *id, const char *username
 
 	p->kind = kind;
 	p->id = pstrdup(id);
-	p->username = pstrdup(username);
-	p->status = status ? pstrdup(status) : NULL;
+	p->username = atlas_valid_text(username, strlen(username));
+	p->name = pstrdup(username);
+	p->status = status ? atlas_valid_text(status, strlen(status)) : NULL;
 	rc->out = lappend(rc->out, p);
 	return p;
 }
@@ -180,50 +185,20 @@ user_item(const cJSON *item, void *arg)
 	p->owner = owner;
 }
 
-/* Item: a pending invitation to the organization. */
+/* List the organization's users. */
 static void
-invite_item(const cJSON *item, void *arg)
-{
-	Reconcile  *rc = (Reconcile *) arg;
-	const char *id = atlas_json_string(item, "id");
-	const char *name = atlas_json_string(item, "username");
-
-	if (id == NULL || !atlas_is_id(id) || name == NULL)
-		return;
-	if (rc->listed != NULL)
-	{
-		(void) name_in(rc->listed, id, true);
-		return;
-	}
-	(void) name_in(rc->people, name, true);
-	if (!name_in(rc->keep, name, false))
-		(void) add_person(rc, "invitation", id, name, NULL);
-}
-
-/* List the organization's users, or its invitations. */
-static void
-list_org(Reconcile *rc, AtlasOperation op, AtlasItemFn fn, bool raise)
+list_org(Reconcile *rc)
 {
 	AtlasListing l;
 
 	memset(&l, 0, sizeof(l));
-	l.op = op;
+	l.op = ATLAS_OP_LIST_ORG_USERS;
 	l.target = rc->target;
 	l.org_id = rc->org_id;
-	l.unpaged = (op == ATLAS_OP_LIST_ORG_INVITES);
-	l.item = fn;
+	l.item = user_item;
 	l.arg = rc;
 	l.label = "atlas_reconcile_org";
-	if (raise)
-		atlas_list_all(&l);
-	else
-	{
-		AtlasListing *arr[1] = {&l};
-
-		atlas_list_many(arr, 1);
-		if (l.end != ATLAS_LISTING_OK)
-			rc->listed = NULL;
-	}
+	atlas_list_all(&l);
 }
 
 /*
@@ -253,7 +228,7 @@ protect(Reconcile *rc)
 			p->outcome = "blocked";
 			p->detail = "No ACTIVE Organization Owner is in keep_usernames, and Atlas keeps one: no owner is removed. Keep at least one owner.";
 		}
-		else if (!name_in(rc->removing, p->username, true))
+		else if (!name_in(rc->removing, p->name, true))
 			rc->to_remove++;
 	}
 }
@@ -275,48 +250,57 @@ guard(Reconcile *rc, int max_removals)
 	return NULL;
 }
 
-/* Run the plan: the users, then the invitations still listed. */
+/*
+ * Reserve the people to remove in the removal budget (guard.c), before
+ * the first removal: 55000 past it unless force.
+ */
+static void
+reserve_budget(Reconcile *rc, bool force)
+{
+	char	  **ids = palloc(sizeof(char *) * Max(list_length(rc->out), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, rc->out)
+	{
+		Person	   *p = (Person *) lfirst(lc);
+
+		if (p->outcome == NULL && strcmp(p->kind, "user") == 0)
+			ids[n++] = p->id;
+	}
+	if (n > 0)
+		rc->forced = atlas_guard_reserve(rc->org_id, NULL, ids, n, force, "atlas_reconcile_org");
+}
+
+/* Run the plan: remove the users. */
 static void
 run_plan(Reconcile *rc)
 {
 	int			n = list_length(rc->out);
 	AtlasCall **calls = palloc(sizeof(AtlasCall *) * Max(n, 1));
 	AtlasRunSpec spec = atlas_session_spec("atlas_reconcile_org");
-	int			pass;
+	ListCell   *lc;
+	int			ncalls = 0;
 
-	for (pass = 0; pass < 2; pass++)
+	foreach(lc, rc->out)
 	{
-		ListCell   *lc;
-		int			ncalls = 0;
+		Person	   *p = (Person *) lfirst(lc);
 
-		if (pass == 1)
-		{
-			rc->listed = name_set("atlas_users invitations listed");
-			list_org(rc, ATLAS_OP_LIST_ORG_INVITES, invite_item, false);
-		}
-		foreach(lc, rc->out)
-		{
-			Person	   *p = (Person *) lfirst(lc);
-			bool		invite = (strcmp(p->kind, "invitation") == 0);
-
-			if (p->outcome != NULL || invite != (pass == 1))
-				continue;
-			if (invite && rc->listed != NULL && !name_in(rc->listed, p->id, false))
-			{
-				p->gone = true;
-				continue;
-			}
-			p->call = atlas_call_new(invite ? ATLAS_OP_DELETE_ORG_INVITE : ATLAS_OP_REMOVE_ORG_USER);
-			p->call->target = rc->target;
-			p->call->org_id = rc->org_id;
-			p->call->user_id = p->id;
-			p->call->username = p->username;
-			p->call->missing_ok = !invite;
-			calls[ncalls++] = p->call;
-		}
-		if (ncalls > 0)
-			atlas_execute(calls, ncalls, &spec);
+		if (p->outcome != NULL)
+			continue;
+		p->call = atlas_call_new(ATLAS_OP_REMOVE_ORG_USER);
+		p->call->target = rc->target;
+		p->call->org_id = rc->org_id;
+		p->call->user_id = p->id;
+		p->call->username = p->username;
+		p->call->missing_ok = true;
+		p->call->forced = rc->forced;
+		p->call->reason = rc->reason;
+		p->call->ticket = rc->ticket;
+		calls[ncalls++] = p->call;
 	}
+	if (ncalls > 0)
+		atlas_execute(calls, ncalls, &spec);
 }
 
 /* Put a person's row. */
@@ -334,11 +318,6 @@ put_person(ReturnSetInfo *rsinfo, Person *p, bool dry_run)
 
 	if (outcome == NULL && dry_run)
 		outcome = "planned";
-	else if (outcome == NULL && p->gone)
-	{
-		outcome = "removed";
-		detail = "Atlas removed the invitation with the user.";
-	}
 	else if (outcome == NULL && p->call)
 	{
 		outcome = atlas_outcome_name(p->call->outcome);
@@ -351,8 +330,7 @@ put_person(ReturnSetInfo *rsinfo, Person *p, bool dry_run)
 	values[1] = atlas_text_or_null(p->id, nulls, 1);
 	values[2] = atlas_text_or_null(p->username, nulls, 2);
 	values[3] = atlas_text_or_null(p->status, nulls, 3);
-	values[4] = atlas_text_or_null(strcmp(p->kind, "user") == 0 ? "remove_org_user"
-								   : "delete_org_invitation", nulls, 4);
+	values[4] = atlas_text_or_null("remove_org_user", nulls, 4);
 	values[5] = atlas_text_or_null(outcome, nulls, 5);
 	values[6] = Int32GetDatum((int32) status);
 	nulls[6] = status == 0 ? 'n' : ' ';
@@ -363,7 +341,10 @@ put_person(ReturnSetInfo *rsinfo, Person *p, bool dry_run)
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
 }
 
-/* atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals, force) */
+/*
+ * atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals, force,
+ * reason, ticket)
+ */
 Datum
 atlas_reconcile_org(PG_FUNCTION_ARGS)
 {
@@ -380,6 +361,7 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 	dry_run = DatumGetBool(required_arg(fcinfo, 2, "dry_run"));
 	max_removals = DatumGetInt32(required_arg(fcinfo, 3, "max_removals"));
 	force = DatumGetBool(required_arg(fcinfo, 4, "force"));
+	atlas_evidence_args(fcinfo, 5, &rc.reason, &rc.ticket);
 	if (max_removals < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -389,8 +371,8 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 		atlas_require_writable("reconcile an Atlas organization");
 	InitMaterializedSRF(fcinfo, 0);
 	rc.people = name_set("atlas_users people");
-	list_org(&rc, ATLAS_OP_LIST_ORG_USERS, user_item, true);
-	list_org(&rc, ATLAS_OP_LIST_ORG_INVITES, invite_item, true);
+	list_org(&rc);
+	atlas_guard_note_size(rc.org_id, hash_get_num_entries(rc.people));
 	protect(&rc);
 	refused = force ? NULL : guard(&rc, max_removals);
 	if (refused && !dry_run)
@@ -407,7 +389,10 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 				 errdetail("%s", refused),
 				 errhint("Check keep_usernames. If the removals are meant, raise max_removals or pass force => true.")));
 	if (!dry_run)
+	{
+		reserve_budget(&rc, force);
 		run_plan(&rc);
+	}
 	foreach(lc, rc.out)
 		put_person(rsinfo, (Person *) lfirst(lc), dry_run);
 	return (Datum) 0;

@@ -265,7 +265,7 @@ role_mapping(ForeignServer *srv, Oid role)
 static void
 check_usage(ForeignServer *srv, Oid role)
 {
-	if (pg_foreign_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
+	if (atlas_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for foreign server %s", srv->servername),
@@ -315,6 +315,10 @@ mapping_credentials(AtlasTarget *t, ForeignServer *srv, UserMapping *um, bool di
 				 errmsg("no usable Atlas credentials in %s", where),
 				 errhint(digest ? "Give it public_key and private_key_file (or private_key)."
 						 : "Give it client_id and client_secret_file (or client_secret).")));
+	atlas_target_proxy(t, atlas_fdw_option(srv->options, "proxy"),
+					   atlas_fdw_option(um->options, "proxy_user"),
+					   mapping_secret(um->options, "proxy_password", "proxy_password_file", where),
+					   where);
 }
 
 /* The target of a server for a role: its options and the role's user mapping. */
@@ -381,7 +385,7 @@ atlas_usable_servers(Oid role)
 		ForeignServer *srv = (ForeignServer *) lfirst(lc);
 
 		if (!server_trusted(srv) ||
-			pg_foreign_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
+			atlas_server_aclcheck(srv->serverid, role, ACL_USAGE) != ACLCHECK_OK)
 			continue;
 		if (!SearchSysCacheExists2(USERMAPPINGUSERSERVER, ObjectIdGetDatum(role),
 								   ObjectIdGetDatum(srv->serverid)) &&

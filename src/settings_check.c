@@ -153,7 +153,7 @@ void
 atlas_refusal_until_xact_end(AtlasRefusal *r)
 {
 	if (MyProc != NULL)
-		r->lxid = MyProc->lxid;
+		r->lxid = ATLAS_MY_LXID;
 }
 
 /* Compare the values of roles and databases at the first check. */
@@ -173,7 +173,7 @@ refusal_holds(const AtlasRefusal *r)
 
 	if (r->unknown)
 		return true;
-	if (r->lxid != InvalidLocalTransactionId && MyProc != NULL && MyProc->lxid == r->lxid)
+	if (r->lxid != InvalidLocalTransactionId && MyProc != NULL && ATLAS_MY_LXID == r->lxid)
 		return true;
 	rec = atlas_setting_record(r->name);
 	if (rec == NULL)

@@ -103,8 +103,8 @@ copy_placeholder(struct config_string *conf)
 void
 atlas_settings_before_define(void)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
+	int			n;
+	struct config_generic **vars = atlas_guc_variables(&n);
 	int			i;
 	MemoryContext old;
 
@@ -118,6 +118,7 @@ atlas_settings_before_define(void)
 			placeholders = lappend(placeholders,
 								   copy_placeholder((struct config_string *) vars[i]));
 	MemoryContextSwitchTo(old);
+	atlas_guc_variables_free(vars);
 }
 
 /* Is a value given as text the one in effect (current or reset)? */

@@ -18,14 +18,16 @@
 struct config_generic *
 atlas_setting_record(const char *name)
 {
-	struct config_generic **vars = get_guc_variables();
-	int			n = GetNumConfigOptions();
+	int			n;
+	struct config_generic **vars = atlas_guc_variables(&n);
+	struct config_generic *found = NULL;
 	int			i;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && found == NULL; i++)
 		if (pg_strcasecmp(vars[i]->name, name) == 0)
-			return vars[i];
-	return NULL;
+			found = vars[i];
+	atlas_guc_variables_free(vars);
+	return found;
 }
 
 /* A value of a setting as text, as SHOW prints it without units; palloc'd. */

@@ -260,6 +260,12 @@ atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
 		*failure = slot->failure;
 		state = ATLAS_TOKEN_FAILED;
 	}
+	else if (slot->retry_not_before > now && slot->failed_at != 0)
+	{
+		/* the last fetch failed for good and asked everyone to wait */
+		*failure = slot->failure;
+		state = ATLAS_TOKEN_FAILED;
+	}
 	else if (slot->retry_not_before > now)
 		*wait_ms = Max(1, (long) ((slot->retry_not_before - now) / 1000));
 	else
@@ -302,7 +308,8 @@ credentials_refused(const AtlasTokenFailure *failure)
  * The fetch this process made failed.  Nobody fetches again before
  * retry_not_before (the token endpoint's Retry-After, while this process
  * retries); a final failure is also handed to the processes that waited,
- * and to every call of this identity during its back-off.
+ * and to every call of this identity during its back-off or before that
+ * retry_not_before, so that no call waits out a long Retry-After.
  */
 void
 atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *failure,
@@ -315,7 +322,9 @@ atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *fai
 	slot = find_slot(c, target);
 	if (slot->fetcher == MyProcPid)
 		slot->fetcher = 0;
-	if (final)
+	if (!final)
+		slot->failed_at = 0;	/* its fetcher retries: wait for that */
+	else
 	{
 		int			shift = Min(slot->failures, 16);
 
@@ -346,6 +355,7 @@ atlas_token_request(const AtlasTarget *target, HttpRequest *req)
 	req->username = target->username;
 	req->password = target->secret;
 	req->ca_file = target->ca_file;
+	atlas_target_proxy_request(target, req);
 	req->timeout_ms = target->timeout_ms;
 	req->connect_timeout_ms = target->connect_timeout_ms;
 	req->handle_key = target->credentials_key;

@@ -7,7 +7,8 @@
  * ('project', 'org' or 'team'), then one 'param=column' per id, reading
  * the id from the row's column, or 'param:=value' giving it literally;
  * params are org_id, group_id, team_id, user_id and username (an e-mail
- * address, resolved when the removal runs).  The ids an operation needs
+ * address, resolved when the removal runs), and reason and ticket, the
+ * evidence kept with the queue row and its audit rows.  The ids an operation needs
  * come from the endpoint table.  A row with neither a user id nor a
  * username is skipped (that person has no Atlas account); a malformed id
  * or e-mail, or a missing id the operation needs, fails the statement
@@ -24,9 +25,11 @@
 
 PG_FUNCTION_INFO_V1(atlas_offboard_trigger);
 
-/* the id parameters of the trigger's arguments, with username last */
-#define N_PARAMS (ATLAS_MAX_IDS + 1)
+/* the id parameters of the trigger's arguments, then username, reason, ticket */
+#define N_PARAMS (ATLAS_MAX_IDS + 3)
 #define USERNAME_PARAM ATLAS_MAX_IDS
+#define REASON_PARAM (ATLAS_MAX_IDS + 1)
+#define TICKET_PARAM (ATLAS_MAX_IDS + 2)
 
 /* The index of a parameter name: an AtlasIdKind, USERNAME_PARAM, or -1. */
 static int
@@ -37,6 +40,10 @@ param_index(const char *name)
 	for (k = 0; k < ATLAS_MAX_IDS; k++)
 		if (strcmp(name, atlas_id_param_name((AtlasIdKind) k)) == 0)
 			return k;
+	if (strcmp(name, "reason") == 0)
+		return REASON_PARAM;
+	if (strcmp(name, "ticket") == 0)
+		return TICKET_PARAM;
 	return strcmp(name, "username") == 0 ? USERNAME_PARAM : -1;
 }
 
@@ -84,7 +91,7 @@ argument_value(TriggerData *td, const char *argtext, char *rhs, bool literal)
 static void
 check_value(int k, const char *value, const char *argtext)
 {
-	if (value == NULL)
+	if (value == NULL || k == REASON_PARAM || k == TICKET_PARAM)
 		return;
 	if (k == USERNAME_PARAM && !atlas_is_username(value))
 		ereport(ERROR,
@@ -118,7 +125,7 @@ read_arguments(TriggerData *td, char **values)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid atlas_offboard_trigger argument \"%s\"", tg->tgargs[i]),
-					 errhint("Write 'param=column' or 'param:=value', with param one of org_id, group_id, team_id, user_id, username.")));
+					 errhint("Write 'param=column' or 'param:=value', with param one of org_id, group_id, team_id, user_id, username, reason, ticket.")));
 		literal = (eq[-1] == ':');
 		if (literal)
 			eq[-1] = '\0';
@@ -128,9 +135,12 @@ read_arguments(TriggerData *td, char **values)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown atlas_offboard_trigger parameter \"%s\"", arg),
-					 errhint("Use org_id, group_id, team_id, user_id or username.")));
+					 errhint("Use org_id, group_id, team_id, user_id, username, reason or ticket.")));
 		values[k] = argument_value(td, tg->tgargs[i], eq + 1, literal);
 		check_value(k, values[k], tg->tgargs[i]);
+		if (k == REASON_PARAM || k == TICKET_PARAM)
+			values[k] = atlas_evidence_text(values[k], tg->tgargs[i],
+											k == REASON_PARAM ? ATLAS_REASON_MAX : ATLAS_TICKET_MAX);
 	}
 }
 
@@ -170,6 +180,7 @@ atlas_offboard_trigger(PG_FUNCTION_ARGS)
 					 errhint("Add a '%s=column' or '%s:=value' trigger argument, or make the column non-null.",
 							 name, name)));
 	}
-	(void) atlas_enqueue(op, ids, ids[ATLAS_ID_USER] ? NULL : values[USERNAME_PARAM]);
+	(void) atlas_enqueue(op, ids, ids[ATLAS_ID_USER] ? NULL : values[USERNAME_PARAM],
+						 values[REASON_PARAM], values[TICKET_PARAM]);
 	return PointerGetDatum(NULL);
 }

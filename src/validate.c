@@ -143,3 +143,45 @@ atlas_bool_arg(FunctionCallInfo fcinfo, int argno, const char *param)
 				 errmsg("%s must not be null", param)));
 	return PG_GETARG_BOOL(argno);
 }
+
+/*
+ * Check a reason or ticket: NULL or "" is none; longer than maxlen bytes,
+ * or holding control characters, is 22023.
+ */
+char *
+atlas_evidence_text(const char *value, const char *param, int maxlen)
+{
+	const char *p;
+
+	if (value == NULL || value[0] == '\0')
+		return NULL;
+	if ((int) strlen(value) > maxlen)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is longer than %d bytes", param, maxlen),
+				 errdetail("Nothing was sent or queued.")));
+	for (p = value; *p; p++)
+		if ((unsigned char) *p < 0x20 && *p != '\t')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not hold control characters", param),
+					 errdetail("Nothing was sent or queued.")));
+	return pstrdup(value);
+}
+
+/*
+ * Read the optional reason and ticket arguments at argno and argno + 1
+ * (absent in an install not yet updated to 1.5) into *reason and *ticket.
+ */
+void
+atlas_evidence_args(FunctionCallInfo fcinfo, int argno, char **reason, char **ticket)
+{
+	*reason = NULL;
+	*ticket = NULL;
+	if (PG_NARGS() > argno && !PG_ARGISNULL(argno))
+		*reason = atlas_evidence_text(text_to_cstring(PG_GETARG_TEXT_PP(argno)), "reason",
+									  ATLAS_REASON_MAX);
+	if (PG_NARGS() > argno + 1 && !PG_ARGISNULL(argno + 1))
+		*ticket = atlas_evidence_text(text_to_cstring(PG_GETARG_TEXT_PP(argno + 1)), "ticket",
+									  ATLAS_TICKET_MAX);
+}

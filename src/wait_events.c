@@ -5,21 +5,18 @@
  *	  answer (AtlasRequest), for the rate-limit pacing (AtlasRateLimit),
  *	  or for another process fetching the token (AtlasToken).
  *
- * The one place whose code depends on the PostgreSQL major version: from
- * 17 on, WaitEventExtensionNew() gives each name its own event, shown as
- * wait_event in pg_stat_activity (with wait_event_type 'Extension'); it
- * needs shared memory, so each process asks for the events lazily, on
- * its first wait.  Before 17 every wait is PG_WAIT_EXTENSION (shown as
- * 'Extension').
+ * From 17 on, each name is an event of its own (WaitEventExtensionNew(),
+ * behind compat.h's ATLAS_WAIT_EVENT_NEW), shown as wait_event in
+ * pg_stat_activity with wait_event_type 'Extension'; it needs shared
+ * memory, so each process asks for its events lazily, on its first wait.
+ * Before 17 every wait is PG_WAIT_EXTENSION (shown as 'Extension').
  *
  *-------------------------------------------------------------------------
  */
-#include "postgres.h"
+#include "atlas_users.h"
 
 #include "stats.h"
 #include "utils/wait_event.h"
-
-#if PG_VERSION_NUM >= 170000
 
 static const char *const wait_names[] = {
 	[ATLAS_WAIT_REQUEST] = "AtlasRequest",
@@ -30,24 +27,13 @@ static const char *const wait_names[] = {
 /* this process's events, 0 until first asked for */
 static uint32 wait_ids[lengthof(wait_names)];
 
-/* The wait event of a kind of wait: its own, named. */
+/* The wait event of a kind of wait (named from 17 on). */
 uint32
 atlas_wait_event(AtlasWaitKind kind)
 {
 	if ((int) kind < 0 || (int) kind >= (int) lengthof(wait_names))
 		return PG_WAIT_EXTENSION;
 	if (wait_ids[kind] == 0)
-		wait_ids[kind] = WaitEventExtensionNew(wait_names[kind]);
+		wait_ids[kind] = ATLAS_WAIT_EVENT_NEW(wait_names[kind]);
 	return wait_ids[kind];
 }
-
-#else
-
-/* The wait event of a kind of wait: PG_WAIT_EXTENSION for every kind. */
-uint32
-atlas_wait_event(AtlasWaitKind kind pg_attribute_unused())
-{
-	return PG_WAIT_EXTENSION;
-}
-
-#endif

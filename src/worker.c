@@ -278,7 +278,11 @@ queue_housekeeping(WorkerState *ws)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!ws->recovered)
+	{
 		requeued = atlas_queue_recover();
+		/* the removal budget remembers the window's removals (guard.c) */
+		atlas_guard_recall();
+	}
 	next_due = atlas_queue_next_due();
 	if (TimestampDifferenceExceeds(ws->last_purge, GetCurrentTimestamp(), PURGE_INTERVAL_MS))
 	{

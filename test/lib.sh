@@ -11,12 +11,15 @@
 # and ATLAS_EMU_HTTPS_PORT move the run elsewhere; ATLAS_PG_PREFIX=DIR makes
 # a private copy of Debian's PostgreSQL 15 under DIR and builds, installs and
 # tests there, so that two checkouts can run their suites side by side
-# without installing over each other's atlas_users.so.
+# without installing over each other's atlas_users.so.  ATLAS_PG_MAJOR
+# (default 15) names the Debian PostgreSQL major to use (test/matrix runs
+# test/quick with 17 and 18 in chroots).
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SYS_PGBIN=/usr/lib/postgresql/15/bin
+PG_MAJOR=${ATLAS_PG_MAJOR:-15}
+SYS_PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_PREFIX=${ATLAS_PG_PREFIX:-}
 PGBIN=${PG_PREFIX:+$PG_PREFIX$SYS_PGBIN}
 PGBIN=${PGBIN:-$SYS_PGBIN}
@@ -50,8 +53,9 @@ install_packages() {
 	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
 		postgresql-15 postgresql-server-dev-15 postgresql-15-cron \
 		libcurl4-openssl-dev libcjson-dev libipc-run-perl \
-		make gcc libc6-dev python3 curl openssl ca-certificates \
-		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 >/dev/null
+		make gcc libc6-dev build-essential python3 curl openssl ca-certificates \
+		clang-14 libclang-rt-14-dev cppcheck clang-tidy-14 \
+		debhelper dpkg-dev postgresql-server-dev-all debootstrap >/dev/null
 }
 
 # With ATLAS_PG_PREFIX: a fresh private copy of PostgreSQL 15 under it.
@@ -59,11 +63,11 @@ install_packages() {
 # so the copy installs and loads extensions from under the prefix.
 make_private_pg() {
 	[ -n "$PG_PREFIX" ] || return 0
-	log "copying PostgreSQL 15 to $PG_PREFIX"
+	log "copying PostgreSQL $PG_MAJOR to $PG_PREFIX"
 	rm -rf "$PG_PREFIX"
 	mkdir -p "$PG_PREFIX/usr/lib/postgresql" "$PG_PREFIX/usr/share/postgresql" "$PG_PREFIX/usr"
-	cp -a /usr/lib/postgresql/15 "$PG_PREFIX/usr/lib/postgresql/"
-	cp -a /usr/share/postgresql/15 "$PG_PREFIX/usr/share/postgresql/"
+	cp -a "/usr/lib/postgresql/$PG_MAJOR" "$PG_PREFIX/usr/lib/postgresql/"
+	cp -a "/usr/share/postgresql/$PG_MAJOR" "$PG_PREFIX/usr/share/postgresql/"
 	ln -s /usr/include "$PG_PREFIX/usr/include"
 }
 
@@ -147,7 +151,7 @@ start_emulator() {
 
 # initdb and start a throwaway cluster as the postgres OS user.
 start_cluster() {
-	log "starting a throwaway PostgreSQL 15 cluster on port $PGPORT"
+	log "starting a throwaway PostgreSQL $PG_MAJOR cluster on port $PGPORT"
 	runuser -u postgres -- initdb -D "$RUN_DIR/data" -U postgres --auth=trust \
 		--no-sync -E UTF8 --locale=C.UTF-8 >"$RUN_DIR/initdb.log"
 	cat >>"$RUN_DIR/data/postgresql.conf" <<EOF
@@ -165,6 +169,8 @@ atlas_users.client_id = '$(cat "$ATLAS_SECRETS/client_id")'
 atlas_users.client_secret_file = '$ATLAS_SECRETS/client_secret'
 atlas_users.auth_method = 'digest'
 atlas_users.timeout_ms = 5000
+# the counted figures of the suite leave out the listRateLimits read (t/092 tests it)
+atlas_users.rate_limit_sets_ttl = 0
 ${ATLAS_EXTRA_CONF:-}
 EOF
 	runuser -u postgres -- pg_ctl -D "$RUN_DIR/data" -l "$RUN_DIR/postgres.log" -w start >/dev/null
@@ -207,7 +213,7 @@ run_regress() {
 	make -C "$ROOT" -s installcheck >"$out" 2>&1 || true
 	cat "$out" >&2
 	p=$(grep -cE '^(ok|test) .*\.\.\. ok|^ok [0-9]+ ' "$out" || true)
-	f=$(grep -cE 'FAILED|failed \(ignored\)' "$out" || true)
+	f=$(grep -cE 'FAILED|failed \(ignored\)|^not ok [0-9]+ ' "$out" || true)
 	if [ -f "$ROOT/regression.diffs" ]; then head -c 20000 "$ROOT/regression.diffs" >&2; fi
 	[ "$p" -gt 0 ] || f=$((f + 1))
 	echo "$p $f"
@@ -225,7 +231,9 @@ run_tap() {
 	cp -r "$ROOT/test" "$tapdir/src"
 	chown -R postgres:postgres "$tapdir"
 	# shellcheck disable=SC2086
+	# TESTDIR places tmp_check on 15; 17 reads TESTDATADIR and TESTLOGDIR
 	(cd "$tapdir/src" && runuser -u postgres -- env PATH="$PATH" TESTDIR="$tapdir" \
+		TESTDATADIR="$tapdir/tmp_check" TESTLOGDIR="$tapdir/tmp_check/log" \
 		PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress \
 		ATLAS_EMULATOR_URL="$ATLAS_EMULATOR_URL" ATLAS_EMULATOR_HTTPS_URL="$ATLAS_EMULATOR_HTTPS_URL" \
 		ATLAS_TEST_CA="$ATLAS_TEST_CA" ATLAS_SECRETS="$ATLAS_SECRETS" ATLAS_TEST_ROOT="$tapdir/src" \

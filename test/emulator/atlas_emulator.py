@@ -89,6 +89,9 @@ Served API (on both listeners)
     GET    /api/atlas/v2/orgs/{orgId}                           2023-01-01   orgs
     GET    /api/atlas/v2/orgs/{orgId}/groups                    2023-01-01   orgs
     GET    /api/atlas/v2/orgs/{orgId}/federationSettings        2023-01-01   orgs
+    GET    /api/atlas/v2/federationSettings/{id}/connectedOrgConfigs/{orgId}  2023-01-01  orgs
+    GET    /api/atlas/v2/federationSettings/{id}/connectedOrgConfigs/{orgId}/roleMappings
+                                                                2023-01-01   orgs
     GET    /api/atlas/v2/orgs/{orgId}/users                     2023-01-01*, 2025-02-19  org_users
     GET    /api/atlas/v2/orgs/{orgId}/users/{userId}            2025-02-19   org_users
     DELETE /api/atlas/v2/orgs/{orgId}/users/{userId}            2023-01-01*, 2025-02-19  org_users
@@ -109,7 +112,7 @@ Served API (on both listeners)
     GET    /api/atlas/v2/groups/{groupId}/invites               2023-01-01*  invites
     GET    /api/atlas/v2/groups/{groupId}/invites/{invitationId}  2023-01-01*  invites
     DELETE /api/atlas/v2/groups/{groupId}/invites/{invitationId}  2023-01-01*  invites
-    (* deprecated, sunset 2027-07-01)
+    (* deprecated, sunset 2027-07-01: 410 VERSION_GONE from then on)
   legacy v1.0 (digest only; a Bearer header gets 401), set v1:
     DELETE /api/atlas/v1.0/groups/{GROUP-ID}/users/{USER-ID}    -> 204
     GET    /api/atlas/v1.0/groups/{GROUP-ID}/users              (2023 shape)
@@ -134,8 +137,11 @@ Behaviour choices (where the spec is silent)
     the spec's error responses do).  Deprecated versions add
     "Deprecation: Wed, 19 Feb 2025 00:00:00 GMT" and
     "Sunset: Thu, 1 Jul 2027 00:00:00 GMT" (the day is not zero-padded).  The
-    invitation resources have only their deprecated 2023-01-01 version; that
-    they carry the same Deprecation date is a GUESS.  400, 404 and 409 answers
+    invitation resources have only their deprecated 2023-01-01 version: the
+    org invitations carry Deprecation: Wed, 19 Feb 2025, the project
+    invitations Deprecation: Wed, 4 Oct 2023 (both as real answers).  Every
+    deprecated version answers 410 VERSION_GONE once "today" is on or after
+    its sunset.  400, 404 and 409 answers
     carry X-Error-Code: <errorCode>.
   * Order of checks: auth (401) -> the credential's organizations (401) ->
     token bucket (429) -> fault rules -> route (404/405) -> version (406/410)
@@ -156,7 +162,6 @@ Behaviour choices (where the spec is silent)
       user in org, not in project   404 USER_NOT_FOUND (names user and project)
       user not in the team          404 RESOURCE_NOT_FOUND (user id in detail and parameters)
       invitation missing            404 INVITATION_NOT_FOUND (GUESS: the code is undocumented)
-      org not federated             404 RESOURCE_NOT_FOUND on federationSettings (GUESS)
       last user of a team           400 CANNOT_REMOVE_LAST_USER_FROM_TEAM (its HTTP status is
                                         undocumented; 400 is a GUESS: the spec lists no 409
                                         for either team removal)
@@ -205,20 +210,37 @@ Behaviour choices (where the spec is silent)
   * ACTIVE users in 2025-02-19 answers carry "mobileNumber": null when they
     have none (as real answers do).
   * Invitations (deprecated 2023-01-01 resources; answers are JSON arrays, not
-    paginated; optional ?username= filter): an org's invitations are its
-    PENDING users, each with its own invitation id (OrganizationInvitation);
-    a project's invitations are its PENDING legacyProjectInvite users
-    (GroupInvitation), whom the v2 user endpoints cannot see.  Invitation ids
-    are md5("org-invite/<orgId>/<userId>") or md5("group-invite/<groupId>/
-    <userId>"), first 24 hex digits.  GUESSES: a legacy project invitee has an
-    org invitation too; INVITATION_EXPIRED/REJECTED users have no open
-    invitation.  DELETE of a project invitation takes the person out of that
+    paginated; optional ?username= filter; entries without "links", as real
+    answers): an org's invitations are its PENDING users
+    (OrganizationInvitation), each with the invitation id = its user id - 1
+    (as in every real recording); a project's invitations are its PENDING
+    legacyProjectInvite users (GroupInvitation), whom the v2 user endpoints
+    cannot see.  Project invitation ids are md5("group-invite/<groupId>/
+    <userId>"), first 24 hex digits.  GUESSES: a legacy project invitee has no
+    org invitation (it is no PENDING user of the org); INVITATION_EXPIRED/
+    REJECTED users have no open invitation.  DELETE of a project invitation takes the person out of that
     project only (the org invitation stays); DELETE of an org invitation
     takes the person out of the org (with the team rule of org removals).
     Invitation deletions are not counted in removal_requests.
-  * Federation: GET /orgs/{orgId}/federationSettings answers the spec's
-    OrgFederationSettings for an org seeded "federated": true (fields from
-    federationSettings override the defaults), else 404 (see Errors).
+  * Federation: GET /orgs/{orgId}/federationSettings answers 200 with the
+    spec's OrgFederationSettings for every org, as real Atlas does: an org
+    seeded "federated": true has identityProviderStatus ACTIVE (fields from
+    federationSettings override the defaults), any other
+    {"federatedDomains":[],"hasRoleMappings":false,"id":...,
+     "identityProviderId":null,"identityProviderStatus":"INACTIVE"}.
+    For an ACTIVE org, GET /federationSettings/{id}/connectedOrgConfigs/{orgId}
+    (ConnectedOrgConfig) and .../roleMappings (paginated
+    AuthFederationRoleMapping: externalGroupName, id, roleAssignments) answer
+    from the org's seed "roleMappings": [{"externalGroupName": "...",
+    "roleAssignments": [{"orgId"|"groupId": ..., "role": ...}]}]; any other
+    federation id or org answers 404 RESOURCE_NOT_FOUND (a GUESS).
+    postAuthRoleGrants ["ORG_MEMBER"] and the role mapping ids are GUESSES.
+    POST /__emulator/federation {"orgId", "federated", "roleMappings",
+    "federationSettings"} changes an org's federation at run time.
+  * Date: the Date header of every answer follows --today (config "today"):
+    the configured day at the real time of day, so that a client reading
+    Atlas's clock from it sees the emulated calendar (real Atlas's Date is its
+    real clock).
   * GET /orgs/{orgId}/groups: the org's projects (paginated; ?name= is a
     case-insensitive prefix filter, as the spec says).
   * envelope=true: single-resource answers (errors too, 204 too) become
@@ -272,16 +294,28 @@ Rate limits (token buckets; config rate_limits)
     org_users      orgId     (path api/atlas/v2/orgs/{orgId}/users)
     project_users  groupId   (api/atlas/v2/groups/{groupId}/users)
     teams          orgId     (api/atlas/v2/orgs/{orgId}/teams)
-    orgs           orgId, or the client IP for GET /orgs   (api/atlas/v2/orgs)
+    orgs           orgId: /orgs/{orgId}, its groups, federation settings and
+                   connected org configs, and the org's invitations (real answers:
+                   GET /orgs/{orgId} counts down the same bucket as the
+                   invitations)   (api/atlas/v2/orgs)
+    org_list       the client IP, GET /orgs   (api/atlas/v2/orgs)
     projects       groupId, or the client IP for GET /groups  (api/atlas/v2/groups)
-    invites        orgId / groupId  (api/atlas/v2/orgs/{orgId}/invites,
-                                      api/atlas/v2/groups/{groupId}/invites)
+    invites        groupId  (api/atlas/v2/groups/{groupId}/invites)
     v1             GROUP-ID, or the client IP for byName  (api/atlas/v1.0)
-  GET /api/atlas/v2 and the OAuth routes are not metered.  The path is the
+  GET /api/atlas/v2, GET /api/atlas/v2/rateLimits and the OAuth routes are not
+  metered (for rateLimits a GUESS).
+  * GET /api/atlas/v2/rateLimits (listRateLimits, 2025-03-12) lists every set
+    per scope kind as the spec's PaginatedRateLimitEndpointSets: endpointSetId
+    "<set>_<scope>" (organization, group, ip), endpoints [{method, path}] (the
+    route templates), scope ORGANIZATION / GROUP / IP, capacity, refillRate and
+    refillDurationSeconds {"value": ...} as configured.  Its query filters are
+    ignored (a choice).  Config "listed": false makes it answer 404
+    RESOURCE_NOT_FOUND (an Atlas without the endpoint: a GUESS).  The path is the
   set's, as the 429 body names it (the example of real answers:
   "api/atlas/v2/orgs"); that ids are not filled in is a GUESS.
-  * Defaults: capacity 500 (org_users), 1200 (project_users, teams), 100
-    (others) - capacities seen in real answers where there are some; the
+  * Defaults: capacity 500 (org_users, orgs), 300 (org_list), 1200
+    (project_users, teams, projects, invites), 100 (v1) - the capacities of
+    real answers (v1 and the project-scoped invitations' are GUESSES); the
     refill (undocumented: a GUESS) is the whole capacity every 60 s.
   * Refill is DISCRETE (a GUESS): a bucket is created full at its first
     request; every refill_seconds after that, refill_rate tokens come back, up
@@ -290,7 +324,9 @@ Rate limits (token buckets; config rate_limits)
     token and a 401 for another organization cost none (a choice).  Every
     other answer of a metered route (2xx or error, a 429 too) carries
     Ratelimit-Limit: <capacity> and Ratelimit-Remaining: <tokens left after
-    this request> (spelled as real answers do) unless "headers" is false.
+    this request> (spelled as real answers do) unless "headers" is false;
+    401s and the unknown-group 404 (GROUP_NOT_FOUND) carry none, as real
+    answers.
   * An empty bucket answers 429, Retry-After: ceil(seconds to the next
     refill) (>= 1; only on these 429s; left out when retry_after_header is
     false) and
@@ -302,7 +338,7 @@ Rate limits (token buckets; config rate_limits)
   * Config (partial updates merge; a set whose limits change, or every set
     when "enabled" changes, starts again with full buckets):
       "rate_limits": {"enabled": true, "headers": true,
-                      "retry_after_header": true,
+                      "retry_after_header": true, "listed": true,
                       "sets": {"<set>": {"capacity": C, "refill_rate": R,
                                          "refill_seconds": P}}}
     C >= 1, R >= 0 (integers), P > 0 (may be fractional).
@@ -442,6 +478,7 @@ Control interface (no auth, /__emulator/..., both listeners, not counted)
 
 import argparse
 import base64
+import calendar
 import collections
 import copy
 import datetime
@@ -521,7 +558,13 @@ def utc_today():
 _date_cache = [0, ""]
 
 
-def http_now():
+def http_now(today=None):
+    """The Date header: the real clock, or the time of day on the configured day."""
+    if today is not None:
+        d = datetime.date.fromisoformat(today)
+        secs = int(time.time()) % 86400
+        return email.utils.formatdate(
+            calendar.timegm(d.timetuple()) + secs, usegmt=True)
     now = int(time.time())
     if now != _date_cache[0]:
         _date_cache[1] = email.utils.formatdate(now, usegmt=True)
@@ -594,8 +637,10 @@ class Version:
 
 
 OLD = Version(V2023, SUNSET, V2025)   # deprecated 2023 version, sunset 2027-07-01
+OLD_GROUP_INVITES = Version(V2023, SUNSET, "2023-10-04")  # real Deprecation: Wed, 4 Oct 2023
 CUR = Version(V2025)
 ONLY23 = Version(V2023)
+V_RATE_LIMITS = Version("2025-03-12")
 
 
 class Route:
@@ -625,23 +670,29 @@ P1 = "/api/atlas/v1.0"
 RL_ORG_USERS = ("org_users", "orgId", "api/atlas/v2/orgs/{orgId}/users")
 RL_PROJECT_USERS = ("project_users", "groupId", "api/atlas/v2/groups/{groupId}/users")
 RL_TEAMS = ("teams", "orgId", "api/atlas/v2/orgs/{orgId}/teams")
-RL_ORGS_IP = ("orgs", None, "api/atlas/v2/orgs")
+RL_ORGS_IP = ("org_list", None, "api/atlas/v2/orgs")
 RL_ORGS = ("orgs", "orgId", "api/atlas/v2/orgs")
 RL_PROJECTS_IP = ("projects", None, "api/atlas/v2/groups")
 RL_PROJECTS = ("projects", "groupId", "api/atlas/v2/groups")
-RL_ORG_INVITES = ("invites", "orgId", "api/atlas/v2/orgs/{orgId}/invites")
+RL_ORG_INVITES = ("orgs", "orgId", "api/atlas/v2/orgs")   # real: GET /orgs/{orgId}'s bucket
 RL_GROUP_INVITES = ("invites", "groupId", "api/atlas/v2/groups/{groupId}/invites")
 RL_V1 = ("v1", "GROUP_ID", "api/atlas/v1.0")
 RL_V1_IP = ("v1", None, "api/atlas/v1.0")
-RATE_LIMIT_SETS = ("org_users", "project_users", "teams", "orgs", "projects", "invites", "v1")
+RATE_LIMIT_SETS = ("org_users", "project_users", "teams", "orgs", "org_list", "projects",
+                   "invites", "v1")
 
 ROUTES = [
     Route("GET", P2, "v2", "getSystemStatus", [ONLY23]),
+    Route("GET", P2 + "/rateLimits", "v2", "listRateLimits", [V_RATE_LIMITS]),
     Route("GET", P2 + "/orgs", "v2", "listOrgs", [ONLY23], rl=RL_ORGS_IP),
     Route("GET", P2 + "/orgs/{orgId}", "v2", "getOrg", [ONLY23], rl=RL_ORGS),
     Route("GET", P2 + "/orgs/{orgId}/groups", "v2", "getOrgGroups", [ONLY23], rl=RL_ORGS),
     Route("GET", P2 + "/orgs/{orgId}/federationSettings", "v2", "getOrgFederationSettings",
           [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}",
+          "v2", "getConnectedOrgConfig", [ONLY23], rl=RL_ORGS),
+    Route("GET", P2 + "/federationSettings/{federationSettingsId}/connectedOrgConfigs/{orgId}"
+          "/roleMappings", "v2", "listRoleMappings", [ONLY23], rl=RL_ORGS),
     Route("GET", P2 + "/orgs/{orgId}/users", "v2", "listOrgUsers", [OLD, CUR], rl=RL_ORG_USERS),
     Route("GET", P2 + "/orgs/{orgId}/users/{userId}", "v2", "getOrgUser", [CUR],
           rl=RL_ORG_USERS),
@@ -670,12 +721,12 @@ ROUTES = [
           rl=RL_PROJECT_USERS),
     Route("DELETE", P2 + "/groups/{groupId}/users/{userId}", "v2", "removeGroupUser",
           [OLD, CUR], removal=True, rl=RL_PROJECT_USERS),
-    Route("GET", P2 + "/groups/{groupId}/invites", "v2", "listGroupInvites", [OLD],
+    Route("GET", P2 + "/groups/{groupId}/invites", "v2", "listGroupInvites", [OLD_GROUP_INVITES],
           rl=RL_GROUP_INVITES),
-    Route("GET", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "getGroupInvite", [OLD],
+    Route("GET", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "getGroupInvite", [OLD_GROUP_INVITES],
           rl=RL_GROUP_INVITES),
     Route("DELETE", P2 + "/groups/{groupId}/invites/{invitationId}", "v2", "deleteGroupInvite",
-          [OLD], rl=RL_GROUP_INVITES),
+          [OLD_GROUP_INVITES], rl=RL_GROUP_INVITES),
     Route("DELETE", P1 + "/groups/{GROUP-ID}/users/{USER-ID}", "v1", "v1RemoveGroupUser",
           removal=True, rl=RL_V1),
     Route("GET", P1 + "/groups/{GROUP-ID}/users", "v1", "v1ListGroupUsers", rl=RL_V1),
@@ -798,9 +849,12 @@ class State:
             fed = o.get("federationSettings")
             if fed is not None and not isinstance(fed, dict):
                 raise SeedError("org %s: federationSettings must be an object" % oid)
+            rm = o.get("roleMappings", [])
+            if not isinstance(rm, list):
+                raise SeedError("org %s: roleMappings must be a list" % oid)
             self.orgs[oid] = {"id": oid, "name": str(o.get("name", "org-" + oid[-4:])),
                               "federated": bool(o.get("federated", False) or fed),
-                              "federationSettings": fed}
+                              "federationSettings": fed, "roleMappings": rm}
             self.org_members[oid] = {}
             self.org_projects[oid] = []
             self.org_teams[oid] = []
@@ -1147,12 +1201,13 @@ class State:
     # -- invitations
 
     def org_invitations(self, oid):
-        """[(invitationId, user)]: the open (PENDING) invitations to the org, the users
-        invited through the deprecated project-invitation endpoint included."""
+        """[(invitationId, user)]: the open (PENDING) invitations to the org: its PENDING
+        users (user id = invitation id + 1), not the users invited through the deprecated
+        project-invitation endpoint."""
         out = []
         for uid in self.org_members[oid]:
             u = self.users[uid]
-            if u["status"] == "PENDING":
+            if u["status"] == "PENDING" and not u["legacyProjectInvite"]:
                 out.append((invitation_id("org", oid, uid), u))
         return out
 
@@ -1221,7 +1276,7 @@ class State:
             raise SeedError("credentials must be a list of public keys and client ids")
         if oid not in self.orgs:
             self.orgs[oid] = {"id": oid, "name": "%s-org-%d" % (prefix, run), "federated": False,
-                              "federationSettings": None}
+                              "federationSettings": None, "roleMappings": []}
             self.org_members[oid] = {}
             self.org_projects[oid] = []
             self.org_teams[oid] = []
@@ -1273,7 +1328,10 @@ class State:
 
 
 def invitation_id(kind, container, uid):
-    """Deterministic invitation ids: an org and a project invitation of one person differ."""
+    """Deterministic invitation ids: an org invitation's id is its PENDING user's id - 1 (as
+    in every real recording); a project invitation's is a hash."""
+    if kind == "org":
+        return "%024x" % ((int(uid, 16) - 1) % (1 << 96))
     return hashlib.md5(("%s-invite/%s/%s" % (kind, container, uid)).encode()).hexdigest()[:24]
 
 
@@ -1443,10 +1501,12 @@ def paginate(items, q, base, path, view=None):
 
 
 def default_rate_limits():
-    """Capacities seen in real answers (org users 500, project and team users 1200), 100
-    elsewhere; the refill (the whole capacity every 60 s) is a GUESS."""
-    caps = {"org_users": 500, "project_users": 1200, "teams": 1200}
-    return {"enabled": True, "headers": True, "retry_after_header": True,
+    """Capacities seen in real answers: 500 on org-scoped sets, 300 on GET /orgs, 1200 on
+    project and team sets; 100 for v1.0 (a GUESS); the refill (the whole capacity every
+    60 s) is a GUESS."""
+    caps = {"org_users": 500, "orgs": 500, "org_list": 300, "project_users": 1200,
+            "teams": 1200, "projects": 1200, "invites": 1200}
+    return {"enabled": True, "headers": True, "retry_after_header": True, "listed": True,
             "sets": {n: {"capacity": caps.get(n, 100), "refill_rate": caps.get(n, 100),
                          "refill_seconds": 60} for n in RATE_LIMIT_SETS}}
 
@@ -1477,7 +1537,7 @@ def merge_rate_limits(cur, new):
         raise ValueError("rate_limits must be an object")
     out = copy.deepcopy(cur)
     for k, v in new.items():
-        if k in ("enabled", "headers", "retry_after_header"):
+        if k in ("enabled", "headers", "retry_after_header", "listed"):
             out[k] = _bool(v, "rate_limits." + k)
         elif k == "sets":
             if not isinstance(v, dict):
@@ -2074,7 +2134,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _head_bytes(self, status, headers, length):
         parts = ["HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, REASONS.get(status, "Unknown"),
-                                                       http_now())]
+                                                       http_now(self.emu.cfg["today"]))]
         for k, v in headers:
             parts.append("%s: %s\r\n" % (k, v))
         if length is not None:
@@ -2229,7 +2289,10 @@ class Handler(BaseHTTPRequestHandler):
                 emu.stop.wait(delay / 1000.0)
             def produce():
                 resp = self._safe(real)
-                resp.headers.extend(self.rl_headers)
+                # real answers: the unknown-group 404 carries no rate-limit headers
+                if not any(k == "X-Error-Code" and v == "GROUP_NOT_FOUND"
+                           for k, v in resp.headers):
+                    resp.headers.extend(self.rl_headers)
                 return resp
 
             if fault is None:
@@ -2586,18 +2649,85 @@ class Handler(BaseHTTPRequestHandler):
     def op_getOrgFederationSettings(self, p, q, body, v):
         oid = check_id(p["orgId"], "orgId")
         with self.emu.lock:
-            o = self.emu.state.org(oid)
-            if not o["federated"]:
-                # the answer for an org without federation is undocumented: a GUESS
-                raise ApiErr(404, "RESOURCE_NOT_FOUND",
-                             "Cannot find resource federation settings for organization %s." %
-                             oid, [oid])
-            h = hashlib.md5(("federation/" + oid).encode()).hexdigest()
-            d = {"federatedDomains": ["example.com"], "hasRoleMappings": True,
-                 "id": h[:24], "identityProviderId": h[4:24],
-                 "identityProviderStatus": "ACTIVE"}
-            d.update(o["federationSettings"] or {})
-            return 200, d
+            return 200, self._federation(self.emu.state.org(oid))
+
+    @staticmethod
+    def _federation(o):
+        """OrgFederationSettings: 200 for every org, INACTIVE without an identity provider
+        (the real answer)."""
+        h = hashlib.md5(("federation/" + o["id"]).encode()).hexdigest()
+        if not o["federated"]:
+            return {"federatedDomains": [], "hasRoleMappings": False, "id": h[:24],
+                    "identityProviderId": None, "identityProviderStatus": "INACTIVE"}
+        d = {"federatedDomains": ["example.com"], "hasRoleMappings": bool(o["roleMappings"]),
+             "id": h[:24], "identityProviderId": h[4:24], "identityProviderStatus": "ACTIVE"}
+        d.update(o["federationSettings"] or {})
+        return d
+
+    def _connected_org(self, p):
+        """The org of a connectedOrgConfigs path, when it is connected to that federation."""
+        fid = check_id(p["federationSettingsId"], "federationSettingsId")
+        oid = check_id(p["orgId"], "orgId")
+        o = self.emu.state.org(oid)
+        fed = self._federation(o)
+        if fed["identityProviderStatus"] != "ACTIVE" or fed["id"] != fid:
+            # the answer for an org not connected is undocumented: a GUESS
+            raise ApiErr(404, "RESOURCE_NOT_FOUND",
+                         "Cannot find resource connected org config %s in federation %s." %
+                         (oid, fid), [oid, fid])
+        return o, fed
+
+    def _role_mappings(self, o):
+        out = []
+        for i, m in enumerate(o["roleMappings"]):
+            rid = hashlib.md5(("role-mapping/%s/%d" % (o["id"], i)).encode()).hexdigest()
+            out.append({"externalGroupName": m.get("externalGroupName"), "id": rid[:24],
+                        "roleAssignments": list(m.get("roleAssignments", []))})
+        return out
+
+    def op_getConnectedOrgConfig(self, p, q, body, v):
+        with self.emu.lock:
+            o, fed = self._connected_org(p)
+            return 200, {"dataAccessIdentityProviderIds": [],
+                         "domainAllowList": list(fed["federatedDomains"]),
+                         "domainRestrictionEnabled": bool(o.get("domainRestriction", False)),
+                         "identityProviderId": fed["identityProviderId"], "orgId": o["id"],
+                         "postAuthRoleGrants": ["ORG_MEMBER"],
+                         "roleMappings": self._role_mappings(o), "userConflicts": None}
+
+    def op_listRoleMappings(self, p, q, body, v):
+        with self.emu.lock:
+            o, fed = self._connected_org(p)
+            items = self._role_mappings(o)
+        return 200, self._paginate(items, q, self._base(),
+                                   "%s/federationSettings/%s/connectedOrgConfigs/%s/roleMappings"
+                                   % (P2, fed["id"], o["id"]))
+
+    def op_listRateLimits(self, p, q, body, v):
+        """listRateLimits: every emulated endpoint set, per scope, with the configured
+        capacity and refill (PaginatedRateLimitEndpointSets)."""
+        rl = self.emu.cfg["rate_limits"]
+        if not rl["listed"]:
+            # an Atlas without the endpoint: what it answers is a GUESS
+            raise ApiErr(404, "RESOURCE_NOT_FOUND", "Cannot find resource %s." % self.path,
+                         [self.path])
+        scopes = {"orgId": "ORGANIZATION", "groupId": "GROUP", "GROUP_ID": "GROUP", None: "IP"}
+        sets = {}
+        for r in ROUTES:
+            if r.rl_set is None:
+                continue
+            key = (r.rl_set, scopes[r.rl_scope])
+            sets.setdefault(key, []).append({"method": r.method, "path": r.template})
+        items = []
+        for (name, scope), eps in sorted(sets.items()):
+            lim = rl["sets"][name]
+            items.append({"capacity": {"value": lim["capacity"]},
+                          "endpointSetId": "%s_%s" % (name, scope.lower()),
+                          "endpointSetName": "%s (%s)" % (name, scope.lower()),
+                          "endpoints": eps, "refillDurationSeconds":
+                          {"value": num(lim["refill_seconds"])},
+                          "refillRate": {"value": lim["refill_rate"]}, "scope": scope})
+        return 200, self._paginate(items, q, self._base(), P2 + "/rateLimits")
 
     def op_listGroupTeams(self, p, q, body, v):
         gid = check_id(p["groupId"], "groupId")
@@ -2771,8 +2901,6 @@ class Handler(BaseHTTPRequestHandler):
         return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
                 "groupRoleAssignments": gra, "id": inv_id,
                 "inviterUsername": u["inviterUsername"],
-                "links": [{"href": "%s%s/orgs/%s/invites/%s" % (base, P2, oid, inv_id),
-                           "rel": "self"}],
                 "orgId": oid, "orgName": o["name"], "roles": list(u["orgs"].get(oid, [])),
                 "teamIds": st.user_team_ids(u, oid), "username": u["username"]}
 
@@ -2780,8 +2908,6 @@ class Handler(BaseHTTPRequestHandler):
         return {"createdAt": u["invitationCreatedAt"], "expiresAt": u["invitationExpiresAt"],
                 "groupId": gid, "groupName": st.projects[gid]["name"], "id": inv_id,
                 "inviterUsername": u["inviterUsername"],
-                "links": [{"href": "%s%s/groups/%s/invites/%s" % (base, P2, gid, inv_id),
-                           "rel": "self"}],
                 "roles": list(u["projects"].get(gid, [])), "username": u["username"]}
 
     @staticmethod
@@ -3165,6 +3291,18 @@ class Handler(BaseHTTPRequestHandler):
                         return ok(copy.deepcopy(emu.cfg))
                 if method == "POST":
                     return ok(emu.set_config(doc()))
+            if name == "federation" and method == "POST":
+                d = doc()
+                with emu.lock:
+                    o = emu.state.org(d["orgId"])
+                    o["federated"] = bool(d.get("federated", o["federated"]))
+                    if "roleMappings" in d:
+                        if not isinstance(d["roleMappings"], list):
+                            raise ValueError("roleMappings must be a list")
+                        o["roleMappings"] = d["roleMappings"]
+                    if "federationSettings" in d:
+                        o["federationSettings"] = d["federationSettings"]
+                    return ok({"ok": True})
             if name == "faults":
                 if method == "GET":
                     with emu.lock:

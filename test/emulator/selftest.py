@@ -687,6 +687,12 @@ def t_versions(port):
     eq("application/json after sunset -> 410", r.status, 410)
     r = c.req("GET", P2 + "/orgs/%s/users" % ORG, accept=V25)
     eq("2025 still fine after 2027-07-01", r.status, 200)
+    eq("Date follows today", r.h("Date")[:16], "Thu, 01 Jul 2027")
+    for path in ("/orgs/%s/invites" % ORG, "/groups/%s/invites" % PROD,
+                 "/orgs/%s/invites/%s" % (ORG, "0" * 24)):
+        r = c.req("GET", P2 + path, accept=V25)
+        eq("invitations after the sunset -> 410 VERSION_GONE " + path,
+           (r.status, r.json().get("errorCode")), (410, "VERSION_GONE"))
     ctl(port, "POST", "config", {"today": "2027-06-30"})
     r = c.req("GET", P2 + "/groups/%s" % PROD, accept=V23)
     eq("day before sunset still served", r.status, 200)
@@ -1306,8 +1312,8 @@ def t_rate_limits(ports):
     eq("defaults: enabled, headers, Retry-After",
        (cfg["enabled"], cfg["headers"], cfg["retry_after_header"]), (True, True, True))
     eq("default capacities", {k: v["capacity"] for k, v in cfg["sets"].items()},
-       {"org_users": 500, "project_users": 1200, "teams": 1200, "orgs": 100, "projects": 100,
-        "invites": 100, "v1": 100})
+       {"org_users": 500, "project_users": 1200, "teams": 1200, "orgs": 500, "org_list": 300,
+        "projects": 1200, "invites": 1200, "v1": 100})
     check("default refill: the whole capacity every 60 s",
           all(v["refill_rate"] == v["capacity"] and v["refill_seconds"] == 60
               for v in cfg["sets"].values()), cfg["sets"])
@@ -1421,7 +1427,15 @@ def t_rate_limits(ports):
     fresh.req("GET", "/api/atlas/v1.0/users/byName/jane%40example.com", accept="application/json")
     scopes = {(b["set"], b["scope"]) for b in ctl(port, "GET", "rate_limits")["buckets"]}
     check("GET /groups and GET /orgs: IP scope", {("projects", "ip:127.0.0.1"),
-                                                  ("orgs", "ip:127.0.0.1")} <= scopes, scopes)
+                                                  ("org_list", "ip:127.0.0.1")} <= scopes, scopes)
+    r1 = fresh.req("GET", P2 + "/orgs/%s" % ORG)
+    r2 = fresh.req("GET", P2 + "/orgs/%s/invites" % ORG)
+    eq("GET /orgs/{orgId} and the org's invitations share a bucket",
+       int(r1.h("Ratelimit-Remaining")) - int(r2.h("Ratelimit-Remaining")), 1)
+    r = fresh.req("GET", P2 + "/groups/%s/users" % ("e" * 24), accept=V25)
+    eq("unknown group: 404 without rate-limit headers", (r.status, r.h("Ratelimit-Limit"),
+                                                         r.h("Ratelimit-Remaining")),
+       (404, None, None))
     check("v1.0: GROUP-ID or IP scope", {("v1", DEV), ("v1", "ip:127.0.0.1")} <= scopes, scopes)
     r = fresh.req("GET", P2)
     check("GET /api/atlas/v2 is not metered", r.h("Ratelimit-Limit") is None)
@@ -1443,7 +1457,27 @@ def t_rate_limits(ports):
     rl = ctl(port, "GET", "rate_limits")
     eq("reset restores the defaults and forgets the buckets",
        (rl["enabled"], rl["sets"]["project_users"]["capacity"], rl["sets"]["projects"]["capacity"],
-        rl["buckets"]), (True, 1200, 100, []))
+        rl["buckets"]), (True, 1200, 1200, []))
+    # listRateLimits
+    ctl(port, "POST", "config", {"rate_limits": {"sets": {"project_users": {
+        "capacity": 20, "refill_rate": 20, "refill_seconds": 1}}}})
+    r = fresh.req("GET", P2 + "/rateLimits", accept="application/vnd.atlas.2025-03-12+json")
+    sets = {x["endpointSetId"]: x for x in r.json()["results"]}
+    pu = sets.get("project_users_group", {})
+    eq("listRateLimits: the configured set", (r.status, pu.get("scope"), pu.get("capacity"),
+                                               pu.get("refillRate"),
+                                               pu.get("refillDurationSeconds")),
+       (200, "GROUP", {"value": 20}, {"value": 20}, {"value": 1}))
+    check("listRateLimits: its endpoints", {"method": "DELETE",
+                                            "path": P2 + "/groups/{groupId}/users/{userId}"}
+          in pu.get("endpoints", []), pu)
+    check("listRateLimits: orgs and GET /orgs", {"orgs_organization", "org_list_ip"} <= set(sets),
+          sets)
+    check("listRateLimits: not metered", r.h("Ratelimit-Limit") is None)
+    ctl(port, "POST", "config", {"rate_limits": {"listed": False}})
+    eq("listRateLimits: listed false -> 404", fresh.req(
+        "GET", P2 + "/rateLimits", accept="application/vnd.atlas.2025-03-12+json").status, 404)
+    ctl(port, "POST", "reset")
     fresh.close()
 
 
@@ -1789,16 +1823,17 @@ def t_listings(port):
     # invitations
     r = c.req("GET", P2 + "/orgs/%s/invites" % ORG, accept=V25)
     inv = r.json()
-    eq("org invitations: the PENDING users", sorted(i["username"] for i in inv),
-       ["invited@example.com", "legacy.invite@example.com"])
+    eq("org invitations: the PENDING users, not the legacy project invitee",
+       sorted(i["username"] for i in inv), ["invited@example.com"])
     eq("org invitations: deprecated 2023-01-01",
        (r.h("Content-Type"), r.h("Deprecation"), r.h("Sunset")), (CT23, DEPRECATION, SUNSET))
     check("org invitations: a JSON array", isinstance(inv, list))
     oi = [i for i in inv if i["username"] == "invited@example.com"][0]
     eq("OrganizationInvitation", (sorted(oi), oi["orgName"], oi["roles"], oi["inviterUsername"]),
        (sorted(["createdAt", "expiresAt", "groupRoleAssignments", "id", "inviterUsername",
-                "links", "orgId", "orgName", "roles", "teamIds", "username"]),
+                "orgId", "orgName", "roles", "teamIds", "username"]),
         "Acme Corp", ["ORG_MEMBER"], "alice@example.com"))
+    eq("org invitation id = its PENDING user's id - 1", int(INVITED, 16) - int(oi["id"], 16), 1)
     eq("OrganizationInvitation project roles", oi["groupRoleAssignments"],
        [{"groupId": DEV, "groupRoles": ["GROUP_READ_ONLY"]}])
     eq("org invitations: username filter", [i["id"] for i in c.req(
@@ -1811,15 +1846,17 @@ def t_listings(port):
                                                         for i in gi],
        [("legacy.invite@example.com", ["GROUP_READ_ONLY"], "acme-dev")])
     eq("project invitation shape", sorted(gi[0]), sorted([
-        "createdAt", "expiresAt", "groupId", "groupName", "id", "inviterUsername", "links",
+        "createdAt", "expiresAt", "groupId", "groupName", "id", "inviterUsername",
         "roles", "username"]))
+    eq("project invitations: Deprecation: Wed, 4 Oct 2023",
+       (r.h("Deprecation"), r.h("Sunset")), ("Wed, 4 Oct 2023 00:00:00 GMT", SUNSET))
     check("project and org invitation ids differ", gi[0]["id"] not in [i["id"] for i in inv])
     eq("no invitations in acme-prod", c.req("GET", P2 + "/groups/%s/invites" % PROD).json(), [])
     r = c.req("DELETE", P2 + "/groups/%s/invites/%s" % (DEV, gi[0]["id"]))
     eq("delete a project invitation", (r.status, r.h("Content-Type")), (204, CT23))
     eq("project invitation gone", c.req("GET", P2 + "/groups/%s/invites" % DEV).json(), [])
     check("deleting a project invitation leaves the org invitation",
-          "legacy.invite@example.com" in [i["username"] for i in c.req(
+          "invited@example.com" in [i["username"] for i in c.req(
               "GET", P2 + "/orgs/%s/invites" % ORG).json()])
     r = c.req("GET", P2 + "/groups/%s/invites/%s" % (DEV, gi[0]["id"]))
     eq("deleted invitation -> 404", (r.status, err_of(r).get("errorCode"), r.h("X-Error-Code")),
@@ -1832,8 +1869,13 @@ def t_listings(port):
     eq("no PENDING user left in the org users", r.json()["results"], [])
     # federation
     r = c.req("GET", P2 + "/orgs/%s/federationSettings" % ORG)
-    eq("no federation -> 404 (guess)", (r.status, err_of(r).get("errorCode")),
-       (404, "RESOURCE_NOT_FOUND"))
+    f = r.json()
+    eq("no identity provider: 200 INACTIVE (the real answer)",
+       (r.status, f["identityProviderStatus"], f["identityProviderId"], f["federatedDomains"],
+        f["hasRoleMappings"]), (200, "INACTIVE", None, [], False))
+    r = c.req("GET", P2 + "/federationSettings/%s/connectedOrgConfigs/%s/roleMappings" %
+              (f["id"], ORG))
+    eq("INACTIVE: no connected org config", r.status, 404)
     g = Client(port, auth=("digest", GPUB, GPRIV))
     r = g.req("GET", P2 + "/orgs/%s/federationSettings" % GLOBEX)
     f = r.json()
@@ -1842,6 +1884,23 @@ def t_listings(port):
         "identityProviderStatus"])))
     check("identityProviderId: 20 hex digits", re.fullmatch(r"[a-f0-9]{20}",
                                                              f["identityProviderId"]), f)
+    eq("federated org: ACTIVE", f["identityProviderStatus"], "ACTIVE")
+    ctl(port, "POST", "federation", {"orgId": GLOBEX, "roleMappings": [
+        {"externalGroupName": "idp-admins", "roleAssignments": [{"orgId": GLOBEX,
+                                                                 "role": "ORG_OWNER"}]},
+        {"externalGroupName": "idp-devs", "roleAssignments": [{"groupId": GLOBEX,
+                                                               "role": "GROUP_READ_ONLY"}]}]})
+    base = P2 + "/federationSettings/%s/connectedOrgConfigs/%s" % (f["id"], GLOBEX)
+    r = g.req("GET", base + "/roleMappings")
+    eq("role mappings: both groups", (r.status, [m["externalGroupName"] for m in
+                                                 r.json()["results"]]),
+       (200, ["idp-admins", "idp-devs"]))
+    r = g.req("GET", base)
+    eq("connected org config", (r.status, r.json()["orgId"],
+                                len(r.json()["roleMappings"])), (200, GLOBEX, 2))
+    eq("another federation id -> 404", g.req("GET", P2 + "/federationSettings/%s/"
+                                             "connectedOrgConfigs/%s" % ("0" * 24, GLOBEX)).status,
+       404)
     g.close()
     # scale
     ctl(port, "POST", "reset")

@@ -1,7 +1,9 @@
 /*
  * fuzz_pagination.c: libFuzzer target for the pagination of list pages:
  * atlas_parse_list_page() must say "next" only for a non-empty page of a
- * real list with a link of rel "next".
+ * real list with a link of rel "next"; and atlas_json_count_results(),
+ * which counts a page's entries in its text before it is parsed, must
+ * never count fewer than the parse finds, and must stop just past max.
  */
 #include <stdint.h>
 #include <string.h>
@@ -26,7 +28,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (next && (!list || items == 0))
 		__builtin_trap();
+	long		all = atlas_json_count_results((const char *) data, size, 1L << 40);
+	long		upto3 = atlas_json_count_results((const char *) data, size, 3);
+
 	if (!list && items != 0)
+		__builtin_trap();
+	if (list && all < items)
+		__builtin_trap();
+	if (upto3 != (all < 4 ? all : 4))
 		__builtin_trap();
 	return 0;
 }

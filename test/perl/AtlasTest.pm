@@ -186,7 +186,9 @@ sub psql_as
 	return ($rc, $out, $err);
 }
 
-# The settings that point a node at the emulator, and $opt{extra_conf}.
+# The settings that point a node at the emulator, and $opt{extra_conf};
+# the removal budget is off unless $opt{guard}.
+# listRateLimits is read only with $opt{rate_limit_sets_ttl} (seconds).
 sub atlas_conf
 {
 	my (%opt) = @_;
@@ -200,7 +202,11 @@ atlas_users.client_id = '" . _slurp("$secrets/client_id") . "'
 atlas_users.client_secret_file = '$secrets/client_secret'
 atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
+atlas_users.rate_limit_sets_ttl = " . ($opt{rate_limit_sets_ttl} // 0) . "
 ";
+	# the removal budget (guard.c) would hold the bursts of the tests of
+	# other things: off unless a test asks for it with guard => 1
+	$conf .= "atlas_users.guard_max_removals = 1000000\n" unless $opt{guard};
 	$conf .= $opt{extra_conf} if $opt{extra_conf};
 	return $conf;
 }

@@ -215,17 +215,22 @@ emu_reset();
 	emu('DELETE', 'faults');
 
 	# a PENDING user (an open invitation) is offboarded the same way; Atlas
-	# takes the invitation with the org membership
+	# takes the invitation with the org membership, and no deprecated
+	# invitation endpoint of the organization is read
 	my $inv = sql("SELECT id FROM atlas_org_invitations('$org') WHERE username = 'invited\@example.com'");
+	emu_reset_counters();
 	is( offboard('invited@example.com', 'org', 'false'),
 		join("\n",
 			"org|$org|remove_org_user|removed|204|",
 			"project|$projects[2]|dropped_with_org|removed||",
 			"team|$teams[1]|dropped_with_org|removed||",
-			"project_via_team|$projects[2]|dropped_with_org|removed||",
-			"org_invitation|$inv|delete_org_invitation|removed||"),
+			"project_via_team|$projects[2]|dropped_with_org|removed||"),
 		'pending: the invitation is removed with its memberships');
+	is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}/invites'), 0,
+		'pending: the deprecated org invitation listing is not read');
 	is_deeply(emu_user($invited)->{orgs}, {}, 'pending: gone from the org');
+	is(sql("SELECT count(*) FROM atlas_org_invitations('$org') WHERE id = '$inv'"), 0,
+		'pending: the invitation went with the PENDING user');
 }
 
 # ------------------------------------------------------------------

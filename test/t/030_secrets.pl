@@ -191,8 +191,8 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE settings_reader LOGIN;
 	GRANT pg_read_all_settings TO settings_reader;
 	CREATE ROLE offboarding_role NOLOGIN;
-	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean),
-	                          atlas_enqueue_remove_project_user(text, text)
+	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text),
+	                          atlas_enqueue_remove_project_user(text, text, text, text)
 	      TO offboarding_role;
 	GRANT SELECT ON atlas_removal_audit, atlas_removal_queue TO offboarding_role;
 	CREATE ROLE alice LOGIN IN ROLE offboarding_role;

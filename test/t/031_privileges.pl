@@ -68,12 +68,12 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 # the README's least-privilege role, verbatim, and two more roles
 sql(q{
 CREATE ROLE offboarding_role NOLOGIN;
-GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean),
-                          atlas_remove_org_user(text, text, boolean),
-                          atlas_remove_team_user(text, text, text, boolean),
-                          atlas_enqueue_remove_project_user(text, text),
-                          atlas_enqueue_remove_org_user(text, text),
-                          atlas_enqueue_remove_team_user(text, text, text),
+GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text),
+                          atlas_remove_org_user(text, text, boolean, text, text),
+                          atlas_remove_team_user(text, text, text, boolean, text, text),
+                          atlas_enqueue_remove_project_user(text, text, text, text),
+                          atlas_enqueue_remove_org_user(text, text, text, text),
+                          atlas_enqueue_remove_team_user(text, text, text, text, text),
                           atlas_worker_status()      -- used by the atlas_queue_status view
       TO offboarding_role;
 GRANT SELECT ON atlas_removal_audit, atlas_removal_queue, atlas_queue_status TO offboarding_role;
@@ -330,6 +330,7 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	my $total = sql('SELECT count(*) FROM atlas_removal_audit');
 	my ($expect, $deleted, $left, $left_new, $left_old) = split /\|/, sql(
 		"BEGIN;\n"
+		  . "SET LOCAL atlas_users.audit_min_retention = 0;\n"
 		  . "SELECT count(*) FILTER (WHERE at < now() - interval '1.2 seconds') FROM atlas_removal_audit;\n"
 		  . "SELECT atlas_purge_audit(interval '1.2 seconds');\n"
 		  . "SELECT count(*) FROM atlas_removal_audit;\n"
@@ -341,7 +342,8 @@ my @security = qw(base_url ca_file auth_method public_key private_key private_ke
 	is($left, $total - $expect, "purge: $left rows are left");
 	is($left_new, 2, 'purge: the recent rows stay');
 	is($left_old, 0, 'purge: the older rows are gone');
-	is(sql("SELECT atlas_purge_audit('1 hour')"), '0', 'purge of rows older than an hour: 0');
+	is(sql("SET atlas_users.audit_min_retention = 0; SELECT atlas_purge_audit('1 hour')"), '0',
+		'purge of rows older than an hour: 0');
 	($o, $e) = as_role('postgres', 'SELECT atlas_purge_audit(NULL)');
 	is(sqlstate_of($e), '22023', 'atlas_purge_audit(NULL): 22023');
 	is(sql("SELECT has_function_privilege('bob', 'atlas_purge_audit(interval)', 'EXECUTE')"),
@@ -361,11 +363,11 @@ CREATE ROLE mallory LOGIN;
 GRANT offboarding_role TO mallory;
 GRANT EXECUTE ON FUNCTION atlas_process_queue(integer), atlas_purge_audit(interval),
 	atlas_cancel_removal(bigint), atlas_offboard_trigger(),
-	atlas_enqueue_remove_org_user_by_username(text, text),
-	atlas_enqueue_remove_project_user_by_username(text, text),
-	atlas_remove_project_users(text, text[], boolean),
+	atlas_enqueue_remove_org_user_by_username(text, text, text, text),
+	atlas_enqueue_remove_project_user_by_username(text, text, text, text),
+	atlas_remove_project_users(text, text[], boolean, boolean, text, text),
 	atlas_find_user_id(text, text),
-	atlas_offboard_user(text, text, text, boolean)
+	atlas_offboard_user(text, text, text, boolean, boolean, text, text)
 	TO mallory;
 CREATE SCHEMA evil AUTHORIZATION mallory;
 ALTER ROLE mallory SET search_path = evil, pg_catalog, public;
@@ -467,7 +469,7 @@ $node->stop;
 $node = atlas_node('privpre', extra_conf => "shared_preload_libraries = 'atlas_users'\n");
 sql(q{
 CREATE ROLE alice LOGIN;
-GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean) TO alice;
+GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text) TO alice;
 });
 {
 	local $ENV{PGOPTIONS} = '-c atlas_users.base_url=http://127.0.0.1:9/';

@@ -51,7 +51,7 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 $node->safe_psql('postgres', q{
 	CREATE ROLE offb LOGIN;
-	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean) TO offb;
+	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text) TO offb;
 	CREATE DATABASE dbset;
 });
 $node->safe_psql('dbset', 'CREATE EXTENSION atlas_users');
@@ -237,7 +237,7 @@ $node->stop;
 	my $pre = atlas_node('gucpre');
 	$pre->safe_psql('postgres', q{
 		CREATE ROLE offb LOGIN;
-		GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean) TO offb;
+		GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text) TO offb;
 		CREATE DATABASE dbset;
 	});
 	$pre->safe_psql('dbset', 'CREATE EXTENSION atlas_users');

@@ -115,9 +115,9 @@ sql(qq{
 	GRANT USAGE ON FOREIGN SERVER acme TO hr;
 	CREATE USER MAPPING FOR hr SERVER acme
 		OPTIONS (client_id '$key{acme_id}', client_secret_file '$acme_secret_file');
-	GRANT EXECUTE ON FUNCTION atlas_remove_org_user(text, text, boolean),
-		atlas_remove_project_user(text, text, boolean),
-		atlas_enqueue_remove_project_user(text, text) TO hr;
+	GRANT EXECUTE ON FUNCTION atlas_remove_org_user(text, text, boolean, text, text),
+		atlas_remove_project_user(text, text, boolean, text, text),
+		atlas_enqueue_remove_project_user(text, text, text, text) TO hr;
 });
 
 # ------------------------------------------------------------------

@@ -241,7 +241,9 @@ sub ctl_sql { return (session_run($ctl, $_[0]))[0]; }
 	like($row, qr/^false\|403\|access_denied\|/, 'cap reached: a bulk call returns a 403 access_denied row');
 	unlike($row, qr/access list/i, 'cap reached: the bulk row does not blame the access list');
 
-	# other token failures do not blame the access list either
+	# other token failures do not blame the access list either (the refused
+	# credentials are backed off: atlas_forget_tokens() ends the back-off)
+	ctl_sql('SELECT atlas_forget_tokens()');
 	emu_fault({ kind => 'status', status => 401, match => '/api/oauth/token',
 			auth => JSON::PP::true, count => 1 });
 	($rc, $out, $err) = psql_as($node, 'postgres',

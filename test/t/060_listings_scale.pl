@@ -9,8 +9,11 @@
 #     refill period, and its blast-radius guard refuses the same plan with
 #     the default max_removals, before any removal.
 # A hostile server that links a next page forever (endless_pages):
-#   - 1,000 pages of 1 MiB: the listing stops at atlas_users.max_pages with
-#     SQLSTATE 54000, and the backend's peak memory grows by less than 50 MiB;
+#   - pages of 1 MiB (thousands of entries, more than itemsPerPage): refused
+#     at the first page with 08P01, before it is parsed;
+#   - 1,000 pages of 500 entries: the listing stops at atlas_users.max_pages
+#     with SQLSTATE 54000, and the backend's peak memory grows by less than
+#     50 MiB;
 #   - a slow endless listing (one page a second) holds only its own queue
 #     row: a plain removal queued after it finishes within seconds, and the
 #     username row fails at atlas_users.worker_lookup_timeout.
@@ -129,20 +132,32 @@ is(sql("SELECT count(*) FROM atlas_removal_audit WHERE operation = 'remove_org_u
 emu_config(rate_limits => { enabled => JSON::PP::false });
 
 # ------------------------------------------------------------------
-# 3. a hostile server: endless pages of 1 MiB
+# 3. a hostile server: endless pages (of 1 MiB: more entries than asked)
 # ------------------------------------------------------------------
+# a page of 1 MiB holds thousands of entries, more than the itemsPerPage
+# asked: refused at the first page, before it is parsed (issue 17)
 emu_config(endless_pages => { enabled => JSON::PP::true, page_bytes => 1024 * 1024,
+	match => 'GET /api/atlas/v2/orgs/{orgId}/users' });
+emu_reset_counters();
+my (undef, $e) = session_run($s, "SELECT atlas_find_user_id('$org', 'nobody\@example.com')", 600);
+like($e, qr/ERROR:\s+08P01:\s+unexpected answer from Atlas: a page of more than 500 entries/,
+	'endless 1 MiB pages: the first page holds more entries than asked: 08P01');
+is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}/users', 200), 1,
+	'endless 1 MiB pages: 1 page was read');
+
+# pages of itemsPerPage entries, forever: stopped at max_pages
+emu_config(endless_pages => { enabled => JSON::PP::true, page_bytes => 0,
 	match => 'GET /api/atlas/v2/orgs/{orgId}/users' });
 emu_reset_counters();
 $hwm0 = proc_kb($pid, 'VmHWM');
 $t0 = time;
-my (undef, $e) = session_run($s, "SELECT atlas_find_user_id('$org', 'nobody\@example.com')", 600);
+(undef, $e) = session_run($s, "SELECT atlas_find_user_id('$org', 'nobody\@example.com')", 600);
 $dt = time - $t0;
 $hwm1 = proc_kb($pid, 'VmHWM');
 like($e, qr/ERROR:\s+54000:\s+Atlas list has more than 1000 pages/, 'endless: stopped at max_pages with 54000');
 is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}/users', 200), 1000,
 	'endless: 1,000 pages were read');
-note sprintf('endless: 1,000 pages of 1 MiB in %.1f s; backend VmHWM %d -> %d kB', $dt, $hwm0, $hwm1);
+note sprintf('endless: 1,000 pages of 500 entries in %.1f s; backend VmHWM %d -> %d kB', $dt, $hwm0, $hwm1);
 memory_below($hwm1 - $hwm0, 50 * $MiB, 'endless: the backend peak memory grew by less than 50 MiB');
 
 # a time bound too

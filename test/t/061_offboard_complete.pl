@@ -11,10 +11,10 @@
 #   the reason; the real run removes every other membership first, one by
 #   one, then sends the blocked removals and the org removal last, which
 #   fail with Atlas's own answer; nothing is skipped.
-# - A person known only by pending invitations (to the organization and a
-#   project, invisible to the user listings) is found by e-mail; the org
-#   invitation is deleted and audited, and the project invitation is listed
-#   again before it is deleted (here it went with the org invitation).
+# - A person known only by a legacy project invitation (invisible to the
+#   user listings) is found by e-mail; the invitation is deleted and
+#   audited.  An open org invitation is a PENDING user: no deprecated org
+#   invitation read is made.
 use strict;
 use warnings;
 
@@ -160,49 +160,44 @@ is_deeply([ [ sort keys %{ $st->{orgs} } ], [ sort keys %{ $st->{projects} } ], 
 	[ [$acme], [ $acme_projects[1] ], [] ], 'real run: only the org and the blocked project are left');
 
 # ------------------------------------------------------------------
-# 3. a person known only by invitations
+# 3. a person known only by a legacy project invitation
 # ------------------------------------------------------------------
 my $who = 'legacy.invite@example.com';
 is(sql("SELECT count(*) FROM atlas_org_users('$acme') WHERE username = '$who'"), 0,
 	'invitations: the user listing does not show the person');
-my $org_inv = sql("SELECT id FROM atlas_org_invitations('$acme') WHERE username = '$who'");
 my $proj_inv = sql("SELECT id FROM atlas_project_invitations('$acme_projects[2]') WHERE username = '$who'");
-ok($org_inv && $proj_inv, 'invitations: one to the organization and one to acme-dev');
+ok($proj_inv, 'invitations: a legacy invitation to acme-dev');
+is(sql("SELECT count(*) FROM atlas_org_invitations('$acme') WHERE username = '$who'"), 0,
+	'invitations: no org invitation (that would be a PENDING user)');
 $a0 = sql('SELECT coalesce(max(id), 0) FROM atlas_removal_audit');
 emu_reset_counters();
 is( offboard($acme, $who, 'org', 'true'),
-	join("\n",
-		"$acme|org_invitation|$org_inv|delete_org_invitation|planned",
-		"$acme|project_invitation|$proj_inv|delete_project_invitation|planned"),
-	'invitations: the plan deletes both');
-# the emulator's project invitation goes with the org invitation (what Atlas
-# does is undocumented): it is listed again before it is deleted
+	"$acme|project_invitation|$proj_inv|delete_project_invitation|planned",
+	'invitations: the plan deletes the project invitation');
 is( offboard($acme, $who, 'org', 'false'),
-	join("\n",
-		"$acme|org_invitation|$org_inv|delete_org_invitation|removed|204",
-		"$acme|project_invitation|$proj_inv|delete_project_invitation|removed"),
-	'invitations: the org invitation deleted, and the project invitation found gone with it');
-is(emu_route_count(emu_counters(), 'DELETE /api/atlas/v2/groups/{groupId}/invites/{invitationId}'), 0,
-	'invitations: no DELETE of the project invitation that was gone');
-is(sql("SELECT count(*) FROM atlas_org_invitations('$acme') WHERE username = '$who'")
-	  . sql("SELECT count(*) FROM atlas_project_invitations('$acme_projects[2]') WHERE username = '$who'"),
-	'00', 'invitations: none is left');
+	"$acme|project_invitation|$proj_inv|delete_project_invitation|removed|204",
+	'invitations: the project invitation deleted');
+is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}/invites'), 0,
+	'invitations: the deprecated org invitation listing is never read');
+is(sql("SELECT count(*) FROM atlas_project_invitations('$acme_projects[2]') WHERE username = '$who'"),
+	'0', 'invitations: none is left');
 is( sql("SELECT string_agg(operation || '|' || user_id || '|' || username || '|' || outcome, ' ' ORDER BY operation)"
 		  . " FROM atlas_removal_audit WHERE id > $a0"),
-	"delete_org_invitation|$org_inv|$who|removed",
+	"delete_project_invitation|$proj_inv|$who|removed",
 	'invitations: the deletion is audited, the invitation id as user_id');
 
-# a project invitation that stays after the org invitation goes is deleted
+# an open invitation to the organization is a PENDING user (user id =
+# invitation id + 1): scope 'projects' leaves it, and says so
 my $inv2 = emu('POST', 'users', { count => 1, orgId => $acme, groupIds => [ $acme_projects[0] ],
 	status => 'PENDING', prefix => 'invitee' })->{ids}[0];
 my $who2 = emu('GET', "state?user=$inv2")->{username};
 my ($oi2) = sql("SELECT id FROM atlas_org_invitations('$acme') WHERE username = '$who2'");
-ok($oi2, "a second invitee, $who2, has an org invitation");
+is(hex(substr($inv2, -8)) - hex(substr($oi2, -8)), 1, "a second invitee, $who2: invitation id = user id - 1");
 is( offboard($acme, $who2, 'projects', 'false'),
 	join("\n",
 		"$acme|project|$acme_projects[0]|remove_project_user|removed|204",
-		"$acme|org_invitation|$oi2|stays|stays"),
-	"scope 'projects': the project membership goes, the org invitation stays");
+		"$acme|org_invitation|$inv2|stays|stays"),
+	"scope 'projects': the project membership goes, the org invitation (the PENDING user) stays");
 
 $node->stop;
 done_testing();

@@ -54,7 +54,7 @@ sql(qq{
 	CREATE ROLE mallory LOGIN;
 	GRANT USAGE ON FOREIGN DATA WRAPPER atlas_users TO mallory;
 	GRANT USAGE ON FOREIGN SERVER acme TO mallory;
-	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean) TO mallory;
+	GRANT EXECUTE ON FUNCTION atlas_remove_project_user(text, text, boolean, text, text) TO mallory;
 	SET ROLE mallory;
 	CREATE USER MAPPING FOR mallory SERVER acme
 		OPTIONS (client_id '$client_id', client_secret 'not-the-service-account-secret');
