@@ -8,7 +8,7 @@ BENCH_LIST_USERS users (20,000), 200 projects and 300 teams:
     answer: pages read, time, and time / (pages x latency) (target <= 1.15),
     and time / the emulator's own time serving the pages (latency plus its
     own work, from its request log: what is left is ours); the backend's
-    peak memory growth (VmHWM, target < 10 MiB);
+    peak memory growth (VmHWM, target < 20 MiB);
   - atlas_reconcile_org removing BENCH_RECONCILE_N (2,000) of them under a
     rate limit of 100 requests a second (capacity 100, refilled every
     second): time, answers 429 and the most in one refill period (target <= 1),
@@ -61,11 +61,12 @@ def listing(org):
     hwm0, timing, hwm1 = lines
     secs, n = timing.split("|")
     c = emu("GET", "counters")
+    in_flight = c.get("max_concurrent_requests", 0)
     pages = route_count(c, "GET /api/atlas/v2/orgs/{orgId}/users", "200")
     # the emulator's own time per page (the latency and its own work)
     served = sum(r["duration_ms"] for r in emu("GET", "requests?limit=50000")["requests"]
                  if r["status"] == "200" and r["route"].endswith("/users")) / 1000.0
-    return int(n), pages, float(secs), (int(hwm1) - int(hwm0)) / 1024.0, served
+    return int(n), pages, float(secs), (int(hwm1) - int(hwm0)) / 1024.0, served, in_flight
 
 
 def offboard(org, username):
@@ -120,7 +121,8 @@ def main():
     sc = emu("POST", "scale", {"users": USERS, "projects": 200, "teams": 300})
     org = sc["orgId"]
     log("atlas_org_users with %g ms of latency" % LAT_MS)
-    n, pages, secs, grew, served = listing(org)
+    n, pages, secs, grew, served, in_flight = listing(org)
+    concurrency = int(psql("SHOW atlas_users.max_concurrency;\n")[0])
     floor_s = pages * LAT_MS / 1000.0
     log("atlas_offboard_user (dry run) of one person, %g ms of latency" % LAT_MS)
     rows, reqs, off_s = offboard(org, "scale000007@example.com")
@@ -134,11 +136,13 @@ def main():
         "|---|---|---|",
         "| atlas_org_users: rows, pages of 500 | %d rows, %d pages | %d pages |"
         % (n, pages, math.ceil(USERS / 500)),
-        "| atlas_org_users at %g ms latency: time, / (pages x latency) | %.2f s, %.3f | <= 1.15 |"
+        "| atlas_org_users at %g ms latency, pages side by side: time, / (pages x latency) | %.2f s, %.3f | <= 0.35 |"
         % (LAT_MS, secs, secs / floor_s if floor_s else 0),
-        "| atlas_org_users: time / the emulator's own time serving the pages (%.2f s) | %.3f | - |"
+        "| atlas_org_users: most pages in flight at once (the emulator's peak) | %d | <= max_concurrency (%d) |"
+        % (in_flight, concurrency),
+        "| atlas_org_users: time / the emulator's own time serving the pages (%.2f s, summed) | %.3f | - |"
         % (served, secs / served if served else 0),
-        "| atlas_org_users: backend peak memory growth | %.1f MiB | < 10 MiB |" % grew,
+        "| atlas_org_users: backend peak memory growth | %.1f MiB | < 20 MiB |" % grew,
         "| atlas_offboard_user dry run at %g ms: rows, requests, time | %d, %d, %.2f s | - |"
         % (LAT_MS, rows, reqs, off_s),
         "| atlas_reconcile_org: %d removals at 100/s: time | %d removed, %.1f s | - |"

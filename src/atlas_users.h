@@ -431,6 +431,11 @@ typedef struct AtlasListingHolder
 	cJSON	   *json;			/* the parsed page whose rows are not built yet */
 	bool		fresh;			/* held in this very step */
 	bool		over;			/* no next page will come */
+	/* pages side by side (the first page stated the total): 0 when not */
+	int			side_last;		/* the last page asked side by side */
+	int			side_next;		/* the next page to ask */
+	int			side_pending;	/* pages asked and not finished */
+	bool		side_more;		/* the last page still links a next one */
 } AtlasListingHolder;
 
 typedef struct AtlasListing

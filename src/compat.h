@@ -72,12 +72,12 @@
  * 17 an extension names its own (shown in pg_stat_activity.wait_event and
  * pg_wait_events); before, every wait is "Extension".  Call it once per
  * process and keep the result: on 17+ it takes a lock and looks up shared
- * memory.  Needs utils/wait_event.h.
+ * memory.  Needs utils/wait_event.h.  wait_events.c is its one user.
  */
 #if PG_VERSION_NUM >= 170000
-#define atlas_wait_event(name) WaitEventExtensionNew(name)
+#define ATLAS_WAIT_EVENT_NEW(name) WaitEventExtensionNew(name)
 #else
-#define atlas_wait_event(name) ((void) (name), (uint32) PG_WAIT_EXTENSION)
+#define ATLAS_WAIT_EVENT_NEW(name) ((void) (name), (uint32) PG_WAIT_EXTENSION)
 #endif
 
 #endif							/* ATLAS_COMPAT_H */

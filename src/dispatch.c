@@ -177,6 +177,13 @@ pace_ready(AtlasRun *run, AtlasCall *call, long *wait_ms)
 	if (atlas_pace_acquire(&st->pace, &ms))
 	{
 		atlas_run_unpaced(run, &st->pace);
+		if (st->paced_since != 0)
+		{
+			/* for the statistics: this attempt waited for its rate limit */
+			st->pace_waits++;
+			st->pace_wait_ms += (double) (GetCurrentTimestamp() - st->paced_since) / 1000.0;
+			st->paced_since = 0;
+		}
 		return true;
 	}
 	if (ms > (long) atlas_rate_limit_max_wait_s * 1000)
@@ -194,6 +201,9 @@ pace_ready(AtlasRun *run, AtlasCall *call, long *wait_ms)
 		return false;
 	}
 	atlas_run_paced(run, &st->pace, ms);
+	if (st->paced_since == 0)
+		st->paced_since = GetCurrentTimestamp();
+	run->wait_kind = ATLAS_WAIT_RATE_LIMIT;
 	wait_at_most(wait_ms, ms);
 	return false;
 }
@@ -210,6 +220,7 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 	int			k;
 
 	*wait_ms = run->feed_more ? run->feed_wait_ms : -1;
+	run->wait_kind = ATLAS_WAIT_REQUEST;
 	for (i = 0; i < run->npending; i++)
 	{
 		AtlasCall  *call = run->pending[i];
@@ -222,6 +233,8 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 			continue;			/* its bucket just said wait */
 		if (st->not_before > now)
 		{
+			if (call->answer.http_status == 429)
+				run->wait_kind = ATLAS_WAIT_RATE_LIMIT;
 			wait_at_most(wait_ms, Max(1, (long) ((st->not_before - now) / 1000)));
 			continue;
 		}
@@ -246,6 +259,8 @@ atlas_dispatch_next(void *arg, long *wait_ms)
 				atlas_run_take(run->pending, &run->npending, i--);
 				fail_with_token(run, call);
 			}
+			else if (st->ts->waiting_since != 0)
+				run->wait_kind = ATLAS_WAIT_TOKEN;
 			continue;
 		}
 		if (!pace_ready(run, call, wait_ms))
@@ -412,6 +427,33 @@ tell_pacing(AtlasCall *call, HttpRequest *req)
 	(void) atlas_pace_answer(&st->pace, &pa);
 }
 
+/*
+ * Count a finished request in the statistics: its target's server and
+ * host, its endpoint and its answer; names only, never a secret or an id.
+ */
+static void
+count_request(const AtlasTarget *target, const char *endpoint, HttpRequest *req,
+			  bool retry, AtlasCallState *st)
+{
+	AtlasStatSample s;
+
+	s.server = target->server;
+	s.host = target->host ? target->host : "";
+	s.endpoint = endpoint;
+	s.http_status = req->answered ? req->status : 0;
+	s.elapsed_ms = req->elapsed_ms;
+	s.retry = retry;
+	s.rate_limit_waits = st ? st->pace_waits : 0;
+	s.rate_limit_wait_ms = st ? st->pace_wait_ms : 0;
+	s.bytes = (int64) req->response_len;
+	atlas_stat_count(&s);
+	if (st)
+	{
+		st->pace_waits = 0;
+		st->pace_wait_ms = 0;
+	}
+}
+
 /* Driver callback: a request finished. */
 void
 atlas_dispatch_done(void *arg, HttpRequest *req)
@@ -427,6 +469,7 @@ atlas_dispatch_done(void *arg, HttpRequest *req)
 
 		if (req == &ts->token_req)
 		{
+			count_request(ts->target, "token", req, ts->token_attempts > 1, NULL);
 			token_done(run, ts, req);
 			MemoryContextSwitchTo(old);
 			return;
@@ -440,6 +483,8 @@ atlas_dispatch_done(void *arg, HttpRequest *req)
 			continue;
 		atlas_run_take(run->flight, &run->nflight, i);
 		call->state->in_flight = false;
+		count_request(call->state->ts->target, call->state->endpoint->name, req,
+					  call->attempts > 0, call->state);
 		MemoryContextSwitchTo(call->state->cxt);
 		sort_answer(run, call, req);
 		tell_pacing(call, req);

@@ -322,6 +322,18 @@ audit_after_error(AtlasRun *run)
 }
 
 /*
+ * Driver callback: what the run waits for while the transport sleeps: an
+ * answer when requests are in flight, else the rate limit or a token.
+ */
+static uint32
+executor_wait_event(void *arg, int in_flight)
+{
+	AtlasRun   *run = (AtlasRun *) arg;
+
+	return atlas_wait_event(in_flight > 0 ? ATLAS_WAIT_REQUEST : run->wait_kind);
+}
+
+/*
  * Run every call added, and every call the hooks add, to the end.  Raises
  * only for configuration errors (before any request), interrupts and the
  * hooks' own errors; on an error, what was sent is audited first.
@@ -335,6 +347,7 @@ atlas_run_execute(AtlasRun *run)
 	driver.step = executor_step;
 	driver.next = atlas_dispatch_next;
 	driver.done = atlas_dispatch_done;
+	driver.wait_event = executor_wait_event;
 	driver.arg = run;
 	driver.concurrency = Max(1, Min(run->spec.concurrency, ATLAS_MAX_CONCURRENCY));
 

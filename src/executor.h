@@ -16,6 +16,7 @@
 
 #include "atlas_users.h"
 #include "http.h"
+#include "stats.h"
 
 /* ----------------------------------------------------------------
  * endpoints.c
@@ -136,6 +137,7 @@ struct AtlasRun
 	TimestampTz last_progress;
 	TimestampTz paced_until;	/* the latest a call waits for a rate limit */
 	char		paced_name[ATLAS_PACE_NAME];	/* of that bucket */
+	AtlasWaitKind wait_kind;	/* what the run waits for with nothing in flight */
 };
 
 
@@ -163,6 +165,9 @@ struct AtlasCallState
 	bool		reauthed;		/* renewed a rejected token once already */
 	AtlasPaceKey pace;			/* the rate-limit bucket its endpoint shares */
 	bool		paced;			/* counted in flight by pacing.c */
+	TimestampTz paced_since;	/* waiting for its rate limit since, or 0 */
+	int			pace_waits;		/* waits for pacing before this attempt */
+	double		pace_wait_ms;	/* and their time */
 	bool		maybe_acted;	/* an earlier attempt may have reached Atlas */
 	bool		names_user;		/* the last error names the call's user id */
 	bool		in_flight;

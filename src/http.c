@@ -4,6 +4,8 @@
  *	  The HTTP transport: libcurl's multi interface driven by a wait loop
  *	  that checks for interrupts.
  *
+ * While it sleeps in curl_multi_poll it reports the driver's wait event.
+ *
  * With http_url.c, the only file that includes libcurl.  One multi handle and up
  * to HTTP_MAX_CONCURRENCY easy handles live for the whole backend.
  * Keeping them is what makes steady state cheap: the multi handle's
@@ -35,6 +37,7 @@
 #include "http.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 /* the longest we sleep in curl_multi_poll before checking for interrupts */
 #define HTTP_POLL_MS 50
@@ -463,10 +466,16 @@ http_run(HttpDriver *driver)
 			if (finished == 0)
 			{
 				long		timeout = HTTP_POLL_MS;
+				CURLMcode	mc;
 
 				if (wait_ms >= 0)
 					timeout = Min(Max(wait_ms, 1), HTTP_POLL_MS);
-				check_multi(curl_multi_poll(multi, NULL, 0, (int) timeout, NULL));
+				pgstat_report_wait_start(driver->wait_event
+										 ? driver->wait_event(driver->arg, in_flight)
+										 : PG_WAIT_EXTENSION);
+				mc = curl_multi_poll(multi, NULL, 0, (int) timeout, NULL);
+				pgstat_report_wait_end();
+				check_multi(mc);
 			}
 			CHECK_FOR_INTERRUPTS();
 		}

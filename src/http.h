@@ -81,13 +81,16 @@ typedef struct HttpRequest
  * returns false when the driver has nothing left to do; next() returns a
  * request to start now, or NULL with *wait_ms set to how long to wait
  * before asking again (-1: only when a transfer finishes); done() is
- * called once for each finished request, outside any libcurl callback.
+ * called once for each finished request, outside any libcurl callback;
+ * wait_event() (NULL: PG_WAIT_EXTENSION) names what http_run() waits for
+ * while it sleeps, as a wait event.
  */
 typedef struct HttpDriver
 {
 	bool		(*step) (void *arg, int in_flight);
 	HttpRequest *(*next) (void *arg, long *wait_ms);
 	void		(*done) (void *arg, HttpRequest *req);
+	uint32		(*wait_event) (void *arg, int in_flight);
 	void	   *arg;
 	int			concurrency;
 } HttpDriver;

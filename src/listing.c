@@ -11,6 +11,12 @@
  * listing holds one page at a time.  Some lists (invitations) are one
  * JSON array with no pages.
  *
+ * A listing run on its own (atlas_list_all) whose first page states the
+ * total (totalCount) asks pages 2 to the last side by side, up to
+ * atlas_users.max_concurrency at once within the executor's pacing, and
+ * builds each page's rows as it arrives.  A last page that still links a
+ * next one, or no total, goes on one page after another.
+ *
  * A page may hold no more entries than the itemsPerPage it asked for:
  * they are counted in its text before it is parsed, and a page of more
  * ends the listing as an answer that is not Atlas's.  Duplicate keys are
@@ -30,6 +36,8 @@
  *-------------------------------------------------------------------------
  */
 #include "atlas_users.h"
+
+#include <math.h>
 
 #include "utils/timestamp.h"
 
@@ -267,13 +275,129 @@ atlas_listing_page_done(AtlasListing *listing, AtlasCall *page)
 	return page_call(listing, listing->pages + 1);
 }
 
+/* The page number a page's call asks for. */
+static int
+page_number(AtlasCall *call)
+{
+	const char *p = call->query;
+	const char *last = NULL;
+
+	while (p != NULL && (p = strstr(p, "pageNum=")) != NULL)
+		last = p++;
+	return last ? (int) strtol(last + strlen("pageNum="), NULL, 10) : 0;
+}
+
+/* After a first page linking a next one: side by side if it states a total. */
+static bool
+side_start(AtlasListing *l)
+{
+	AtlasListingHolder *h = l->holder;
+	const cJSON *total = cJSON_GetObjectItemCaseSensitive(h->json, "totalCount");
+	int			per = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(h->json, "results"));
+	double		pages;
+
+	if (total == NULL || !cJSON_IsNumber(total) || total->valuedouble < 0 || per <= 0)
+		return false;
+	pages = ceil(total->valuedouble / per);	/* pages of the server's size */
+	if (pages < 2)
+		return false;
+	h->side_last = (int) Min(pages, (double) l->max_pages);
+	h->side_next = 2;			/* the holder's other fields are zero */
+	walk_held(l);
+	return true;
+}
+
+/* Has a listing side by side run past its time? Ends it if so. */
+static bool
+side_too_slow(AtlasListing *l, AtlasCall *page, TimestampTz now)
+{
+	if (!TimestampDifferenceExceeds(l->started, now, l->timeout_ms))
+		return false;
+	(void) listing_ends(l, page, ATLAS_LISTING_TOO_SLOW,
+						psprintf("reading the list took longer than %d ms", l->timeout_ms));
+	return true;
+}
+
+/* All pages side by side are in: go on one by one, or end. */
+static void
+side_over(AtlasRun *run, AtlasListing *l, AtlasCall *page)
+{
+	AtlasListingHolder *h = l->holder;
+
+	if (l->end == ATLAS_LISTING_OK && h->side_more)
+	{
+		h->side_last = 0;
+		if (l->pages >= l->max_pages)
+			(void) listing_ends(l, page, ATLAS_LISTING_TOO_MANY_PAGES,
+								psprintf("the list has more than %d pages (atlas_users.max_pages)",
+										 l->max_pages));
+		else if (!side_too_slow(l, page, GetCurrentTimestamp()))
+		{
+			atlas_run_add(run, page_call(l, l->pages + 1));
+			return;
+		}
+	}
+	h->over = true;
+}
+
+/* Build the rows of a page read side by side, and free it. */
+static void
+side_walk(AtlasListing *l, AtlasCall *page)
+{
+	cJSON	   *json;
+	bool		next = false;
+
+	if (page->outcome != ATLAS_OUTCOME_SUCCEEDED)
+	{
+		(void) listing_ends(l, page, ATLAS_LISTING_FAILED, NULL);
+		return;
+	}
+	l->pages++;
+	json = cJSON_ParseWithLength(page->body, page->body_len);
+	pfree(page->body);
+	page->body = NULL;
+	page->body_len = 0;
+	if (!walk_json(l, json, NULL, &next))
+	{
+		cJSON_Delete(json);
+		(void) listing_ends(l, page, ATLAS_LISTING_NOT_A_LIST, "a list without \"results\"");
+		return;
+	}
+	walk_and_free(l, json);
+	l->holder->side_more |= (next && page_number(page) == l->holder->side_last);
+	if (l->holder->side_next <= l->holder->side_last || l->holder->side_pending > 0)
+		(void) side_too_slow(l, page, GetCurrentTimestamp());
+	listing_progress(l, GetCurrentTimestamp());
+}
+
+/* Run hook's part for a page read side by side (a failed listing drops it). */
+static void
+side_page_done(AtlasRun *run, AtlasListing *l, AtlasCall *page)
+{
+	AtlasListingHolder *h = l->holder;
+
+	h->side_pending--;
+	if (l->end == ATLAS_LISTING_OK)
+		side_walk(l, page);
+	if (h->side_pending == 0 && (h->side_next > h->side_last || l->end != ATLAS_LISTING_OK))
+		side_over(run, l, page);
+}
+
 /* Run hook: a page finished; ask for the next. */
 static void
 page_finished(AtlasRun *run, AtlasCall *call, void *arg)
 {
 	AtlasListing *l = (AtlasListing *) arg;
-	AtlasCall  *next = atlas_listing_page_done(l, call);
+	AtlasCall  *next;
 
+	if (l->holder->side_last > 0)
+	{
+		side_page_done(run, l, call);
+		return;
+	}
+	next = atlas_listing_page_done(l, call);
+	if (next != NULL && l->pages == 1 && !l->unpaged && side_start(l))
+		return;
 	if (next != NULL)
 		atlas_run_add(run, next);
 	else
@@ -286,11 +410,21 @@ page_finished(AtlasRun *run, AtlasCall *call, void *arg)
  * before the next request starts).
  */
 static bool
-page_feed(AtlasRun *run pg_attribute_unused(), void *arg,
-		  int free_slots pg_attribute_unused(), long *wait_ms)
+page_feed(AtlasRun *run, void *arg, int free_slots, long *wait_ms)
 {
 	AtlasListing *l = (AtlasListing *) arg;
+	AtlasListingHolder *h = l->holder;
 
+	if (h->side_last > 0)
+	{
+		/* side by side: ask pages while there are free slots */
+		while (free_slots-- > 0 && h->side_next <= h->side_last && l->end == ATLAS_LISTING_OK)
+		{
+			atlas_run_add(run, page_call(l, h->side_next++));
+			h->side_pending++;
+		}
+		return !h->over;
+	}
 	if (l->holder->json != NULL && l->holder->fresh)
 	{
 		l->holder->fresh = false;
@@ -386,7 +520,8 @@ atlas_list_all(AtlasListing *listing)
 	h->cb.arg = h;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &h->cb);
 	listing->holder = h;
-	spec.concurrency = 1;
+	/* one page at a time, unless the pages go side by side */
+	spec.concurrency = atlas_max_concurrency;
 	spec.finished = page_finished;
 	spec.feed = page_feed;
 	spec.arg = listing;

@@ -4,7 +4,7 @@
  *	  Shared state between backends and the background worker: the audit
  *	  hand-off ring and the worker's identity; and the requests for the
  *	  shared token cache (token.c), rate-limit buckets (pacing.c) and
- *	  removal budget (guard.c).
+ *	  removal budget (guard.c) and the request statistics (stats.c).
  *
  * Only with shared_preload_libraries = 'atlas_users'.  A backend that
  * finishes a call copies its AuditRecord into a bounded ring under an
@@ -23,6 +23,7 @@
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "stats.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -71,7 +72,8 @@ atlas_shmem_request(void)
 	RequestAddinShmemSpace(atlas_token_shmem_size());
 	RequestAddinShmemSpace(atlas_pace_shmem_size());
 	RequestAddinShmemSpace(atlas_guard_shmem_size());
-	RequestNamedLWLockTranche("atlas_users", 4);
+	RequestAddinShmemSpace(atlas_stat_shmem_size());
+	RequestNamedLWLockTranche("atlas_users", 5);
 }
 
 /* Create or attach to the shared state. */
@@ -94,6 +96,7 @@ atlas_shmem_startup(void)
 	atlas_token_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[1].lock);
 	atlas_pace_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[2].lock);
 	atlas_guard_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[3].lock);
+	atlas_stat_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[4].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -37,6 +37,7 @@
 #include "executor.h"
 #include "miscadmin.h"
 #include "parse.h"
+#include "stats.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -448,4 +449,32 @@ atlas_forget_tokens(PG_FUNCTION_ARGS)
 	}
 	unlock_cache(c);
 	PG_RETURN_INT32(n);
+}
+
+/*
+ * Read only, for atlas_health(): until when the cached token of a
+ * target's identity is valid (0: none), and its last failure's time (0:
+ * none).  Never the token itself.
+ */
+void
+atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until, TimestampTz *failed_at)
+{
+	TokenCache *c = token_cache();
+	int			i;
+
+	*valid_until = 0;
+	*failed_at = 0;
+	lock_cache(c);
+	for (i = 0; i < TOKEN_SLOTS; i++)
+	{
+		TokenSlot  *slot = &c->slots[i];
+
+		if (slot->used && memcmp(slot->identity, target->identity, sizeof(slot->identity)) == 0)
+		{
+			*valid_until = slot->valid_until;
+			*failed_at = slot->failed_at;
+			break;
+		}
+	}
+	unlock_cache(c);
 }

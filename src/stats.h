@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.h
+ *	  What monitoring reads: request statistics (stats.c), wait events
+ *	  (wait_events.c) and the token state for atlas_health() (health.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ATLAS_STATS_H
+#define ATLAS_STATS_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/lwlock.h"
+
+/* one finished request, as stats.c counts it: never a secret or a user id */
+typedef struct AtlasStatSample
+{
+	const char *server;			/* the foreign server, or NULL: the settings */
+	const char *host;			/* host[:port] of the base URL */
+	const char *endpoint;		/* the operation's name, or "token" */
+	long		http_status;	/* 0: no answer (a transport failure) */
+	double		elapsed_ms;
+	bool		retry;			/* a second or later attempt */
+	int			rate_limit_waits;	/* times the request waited for pacing */
+	double		rate_limit_wait_ms; /* and for how long */
+	int64		bytes;			/* of the answer's body */
+} AtlasStatSample;
+
+extern Size atlas_stat_shmem_size(void);
+extern void atlas_stat_shmem_init(LWLock *lock);
+extern void atlas_stat_count(const AtlasStatSample *s);
+extern TimestampTz atlas_stat_last_call(int http_status);
+
+/* what a process waits for, as a wait event */
+typedef enum AtlasWaitKind
+{
+	ATLAS_WAIT_REQUEST,			/* an answer from Atlas */
+	ATLAS_WAIT_RATE_LIMIT,		/* the rate-limit pacing */
+	ATLAS_WAIT_TOKEN			/* another process fetching the token */
+} AtlasWaitKind;
+
+extern uint32 atlas_wait_event(AtlasWaitKind kind);
+
+/* token.c, read only: a target's token state, for health.c */
+struct AtlasTarget;
+extern void atlas_token_state(const struct AtlasTarget *target, TimestampTz *valid_until,
+							  TimestampTz *failed_at);
+
+#endif							/* ATLAS_STATS_H */
