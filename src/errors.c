@@ -6,7 +6,9 @@
  * A failed call raises an ERROR whose message carries the HTTP status and
  * Atlas's errorCode, whose detail carries Atlas's detail, with a hint that
  * fits the call (a removal, a read, or the token request) and a context
- * naming the request.  Atlas's text is built outside the ereport, so it
+ * naming the request.  A listing that ended early (too many pages, too
+ * slow, not a list) raises here too, before its failed page's error.
+ * Atlas's text is built outside the ereport, so it
  * goes through errmsg_internal/errdetail_internal, as postgres_fdw does
  * with remote messages; it was cleaned (control characters, invalid
  * UTF-8) and capped when the answer was read.  Nothing here ever sees a
@@ -290,4 +292,43 @@ atlas_raise_call_error(AtlasCall *call)
 			 hint ? errhint("%s", hint) : 0,
 			 call_context(call)));
 	pg_unreachable();
+}
+
+/* Raise for a listing that failed. */
+void
+atlas_raise_listing_error(AtlasListing *l)
+{
+	AtlasCall  *page = l->failed;
+
+	switch (l->end)
+	{
+		case ATLAS_LISTING_OK:
+		case ATLAS_LISTING_FAILED:
+			break;
+		case ATLAS_LISTING_TOO_MANY_PAGES:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("Atlas list has more than %d pages", l->max_pages),
+					 errdetail("%d pages and " INT64_FORMAT " entries were read, and Atlas still links a next page.",
+							   l->pages, l->items),
+					 errhint("Raise atlas_users.max_pages if the list is really that long; a server that never stops linking pages is not Atlas: check the base URL."),
+					 errcontext("Atlas API request %s %s", page->method, page->path)));
+			break;
+		case ATLAS_LISTING_TOO_SLOW:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("reading an Atlas list took longer than %d ms", l->timeout_ms),
+					 errdetail("%d pages and " INT64_FORMAT " entries were read, and Atlas still links a next page.",
+							   l->pages, l->items),
+					 errhint("Raise atlas_users.listing_timeout, or find out why Atlas answers so slowly."),
+					 errcontext("Atlas API request %s %s", page->method, page->path)));
+			break;
+		case ATLAS_LISTING_NOT_A_LIST:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unexpected answer from Atlas: %s", l->problem),
+					 errcontext("Atlas API request %s %s", page->method, page->path)));
+			break;
+	}
+	atlas_raise_call_error(page);
 }

@@ -192,24 +192,6 @@ free_slot(const HttpRequest *req, int concurrency)
 	return any;
 }
 
-/* Clear a request's results before it (re)starts. */
-void
-http_prepare(HttpRequest *req)
-{
-	req->status = 0;
-	req->answered = false;
-	req->not_sent = false;
-	req->error[0] = '\0';
-	req->response = "";
-	req->response_len = 0;
-	req->elapsed_ms = 0;
-	req->slot = -1;
-	req->priv = NULL;
-	req->rbuf = NULL;
-	req->rbuf_cap = 0;
-	http_forget_answer(req);
-}
-
 /* Append a header line, raising on allocation failure. */
 static void
 add_header(HttpRequest *req, const char *name, const char *value)

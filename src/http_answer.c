@@ -2,7 +2,8 @@
  *
  * http_answer.c
  *	  Reading an answer as it arrives: the body, up to the cap, and the few
- *	  response headers that the executor acts on.
+ *	  response headers that the executor acts on; and clearing a request's
+ *	  answer before it (re)starts.
  *
  * These are the transport's write and header callbacks (http.c hands
  * them to libcurl).  They run inside libcurl, so they never palloc or
@@ -155,4 +156,22 @@ http_header_cb(char *data, size_t size, size_t nmemb, void *arg)
 		req->ratelimit_remaining = header_number(value, vlen);
 #undef HEADER_IS
 	return n;
+}
+
+/* Clear a request's results before it (re)starts. */
+void
+http_prepare(HttpRequest *req)
+{
+	req->status = 0;
+	req->answered = false;
+	req->not_sent = false;
+	req->error[0] = '\0';
+	req->response = "";
+	req->response_len = 0;
+	req->elapsed_ms = 0;
+	req->slot = -1;
+	req->priv = NULL;
+	req->rbuf = NULL;
+	req->rbuf_cap = 0;
+	http_forget_answer(req);
 }

@@ -435,45 +435,6 @@ page_feed(AtlasRun *run, void *arg, int free_slots, long *wait_ms)
 	return !l->holder->over;
 }
 
-/* Raise for a listing that failed. */
-void
-atlas_raise_listing_error(AtlasListing *l)
-{
-	AtlasCall  *page = l->failed;
-
-	switch (l->end)
-	{
-		case ATLAS_LISTING_OK:
-		case ATLAS_LISTING_FAILED:
-			break;
-		case ATLAS_LISTING_TOO_MANY_PAGES:
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("Atlas list has more than %d pages", l->max_pages),
-					 errdetail("%d pages and " INT64_FORMAT " entries were read, and Atlas still links a next page.",
-							   l->pages, l->items),
-					 errhint("Raise atlas_users.max_pages if the list is really that long; a server that never stops linking pages is not Atlas: check the base URL."),
-					 errcontext("Atlas API request %s %s", page->method, page->path)));
-			break;
-		case ATLAS_LISTING_TOO_SLOW:
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("reading an Atlas list took longer than %d ms", l->timeout_ms),
-					 errdetail("%d pages and " INT64_FORMAT " entries were read, and Atlas still links a next page.",
-							   l->pages, l->items),
-					 errhint("Raise atlas_users.listing_timeout, or find out why Atlas answers so slowly."),
-					 errcontext("Atlas API request %s %s", page->method, page->path)));
-			break;
-		case ATLAS_LISTING_NOT_A_LIST:
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("unexpected answer from Atlas: %s", l->problem),
-					 errcontext("Atlas API request %s %s", page->method, page->path)));
-			break;
-	}
-	atlas_raise_call_error(page);
-}
-
 /* Run hook of atlas_list_many(): a page of the listing its call names. */
 static void
 many_page_finished(AtlasRun *run, AtlasCall *call, void *arg pg_attribute_unused())
