@@ -8,7 +8,9 @@
  * there is to know (offboard_facts.c), then, per scope:
  *	  'org'       removes the organization membership; Atlas drops the
  *				  project and team memberships, team access and org-role
- *				  access with it (action 'dropped_with_org');
+ *				  access with it (action 'dropped_with_org'; a real run
+ *				  leaves out the rows of access through teams, which it
+ *				  does not read);
  *	  'projects'  removes every project membership, keeps the org; access
  *				  through teams and org roles stays, and its rows say why;
  *	  'teams'     removes every team membership.
@@ -462,6 +464,7 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 		f->force = force;
 		f->reason = reason;
 		f->ticket = ticket;
+		f->dry_run = dry_run;
 		found += offboard_org(rsinfo, f, who, dry_run) ? 1 : 0;
 	}
 	if (found == 0 && org_id != NULL)

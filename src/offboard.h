@@ -43,6 +43,7 @@ typedef struct OffFacts
 	bool		force;			/* past the removal budget */
 	const char *reason;			/* evidence for the audit, or NULL */
 	const char *ticket;
+	bool		dry_run;		/* a plan only: nothing is removed */
 	/* learned */
 	AtlasOrgUser *u;			/* NULL: not a member (maybe invited) */
 	char	   *username;		/* NULL when only an id is known */
