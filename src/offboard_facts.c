@@ -103,8 +103,8 @@ read_all(OffFacts *f, List *listings)
 	{
 		AtlasListing *l = (AtlasListing *) lfirst(lc);
 
-		if (l->end == ATLAS_LISTING_OK)
-			continue;
+		if (l->end == ATLAS_LISTING_OK || l->op == ATLAS_OP_LIST_TEAMS)
+			continue;			/* the teams' names only: they stay NULL */
 		if (l->op == ATLAS_OP_LIST_GROUP_INVITES && l->end == ATLAS_LISTING_FAILED &&
 			atlas_call_retired(l->failed))
 		{
@@ -143,7 +143,10 @@ id_item(const cJSON *item, void *arg)
 	const char *id = atlas_json_string(item, "id");
 
 	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
+	{
 		*c->ids = lappend(*c->ids, pstrdup(id));
+		atlas_offboard_note_name(c->f, item);
+	}
 }
 
 /* Item: an ACTIVE holder of c->role other than the person (owners). */
@@ -330,6 +333,7 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 {
 	bool		projects = (strcmp(f->scope, "teams") != 0);
 	bool		routes;
+	AtlasListing *names;
 	List	   *first = NIL;
 	List	   *second = NIL;
 	List	   *project_ids = NIL;
@@ -350,6 +354,8 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 	}
 	if (f->u != NULL)
 		owners = blocker_listings(f);
+	if ((names = atlas_offboard_team_names(f)) != NULL)
+		first = lappend(first, names);
 	read_all(f, list_concat(first, owners));
 	blockers(f, owners);
 	foreach(lc, project_ids)
@@ -367,7 +373,10 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 	list_sort(f->team_routes, route_cmp);
 	list_sort(f->project_invites, invite_cmp);
 	if (f->u != NULL || f->project_invites != NIL)
+	{
+		atlas_offboard_org_name(f);
 		read_federation(f);
+	}
 }
 
 /*
@@ -426,7 +435,10 @@ org_item(const cJSON *item, void *arg)
 	const char *id = atlas_json_string(item, "id");
 
 	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
+	{
 		*c->ids = lappend(*c->ids, pstrdup(id));
+		atlas_offboard_note_name(c->f, item);
+	}
 }
 
 /*

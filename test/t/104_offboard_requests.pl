@@ -5,12 +5,14 @@
 # /__emulator/scale); the person is GROUP_READ_ONLY in one project and a
 # member of one team, which has a role in that project:
 #   - a dry run of scope 'org' reads each project's teams and invitations
-#     once, and nothing twice: 44 answered requests;
+#     once, and nothing twice: 46 answered requests (the organization's
+#     name and its teams' names one each);
 #   - a real run of scope 'org' reads no project's teams (its rows of access
 #     through teams would only say dropped_with_org), nothing twice, and
-#     sends one removal: 25 answered requests;
+#     sends one removal: 27 answered requests;
 #   - scope 'projects' still reads each project's teams (its rows say the
 #     access through a team stays).
+# Each organization, project and team row shows its name.
 # bench/offboard_requests.py prints the same figures for 200 projects.
 use strict;
 use warnings;
@@ -40,7 +42,7 @@ sub offboard
 {
 	my ($who, $scope, $dry) = @_;
 	emu_reset_counters();
-	my $rows = sql("SELECT string_agg(kind || '|' || action, ',' ORDER BY kind, id)"
+	my $rows = sql("SELECT string_agg(concat_ws('|', kind, action, name), ',' ORDER BY kind, id)"
 		  . " FROM atlas_offboard_user('$org', '$who', '$scope', $dry)");
 	my (%by_route, %by_path);
 	for my $r (@{ emu_requests() })
@@ -56,22 +58,28 @@ sub offboard
 sub total { my $n = 0; $n += $_ for values %{ $_[0] }; return $n; }
 
 my ($rows, $by, $twice) = offboard('offreq000007@example.com', 'org', 'true');
+is($by->{'GET /api/atlas/v2/orgs/{orgId}'}, 1, "dry run: the organization's name read once");
+is($by->{'GET /api/atlas/v2/orgs/{orgId}/teams'}, 1, "dry run: the teams' names read once");
+is($by->{'GET /api/atlas/v2/orgs/{orgId}/groups'}, 1, "dry run: the projects (and their names) read once");
 is( $rows,
-	'org|remove_org_user,project|dropped_with_org,project_via_team|dropped_with_org,team|dropped_with_org',
-	'dry run: the org, project, team and access through the team');
+	"org|remove_org_user|offreq-org-$sc->{run},project|dropped_with_org|offreq-project-7,"
+	  . 'project_via_team|dropped_with_org|offreq-project-7,team|dropped_with_org|offreq-team-7',
+	'dry run: the org, project, team and access through the team, each with its name');
 is($by->{$teams_route}, 20, "dry run: each of the 20 projects' teams read once");
 is($by->{$invites_route}, 20, "dry run: each of the 20 projects' invitations read once");
 is($twice, '', 'dry run: nothing read twice');
-is(total($by), 44, 'dry run: 44 answered requests');
+is(total($by), 46, 'dry run: 46 answered requests');
 
 ($rows, $by, $twice) = offboard('offreq000007@example.com', 'org', 'false');
-is( $rows, 'org|remove_org_user,project|dropped_with_org,team|dropped_with_org',
-	'real run: the org removed, its project and team with it');
+is( $rows,
+	"org|remove_org_user|offreq-org-$sc->{run},project|dropped_with_org|offreq-project-7,"
+	  . 'team|dropped_with_org|offreq-team-7',
+	'real run: the org removed, its project and team with it, each with its name');
 is($by->{$teams_route} // 0, 0, "real run of scope 'org': no project's teams read");
 is($by->{$invites_route}, 20, "real run: each of the 20 projects' invitations read once");
 is($by->{'DELETE /api/atlas/v2/orgs/{orgId}/users/{userId}'}, 1, 'real run: one removal');
 is($twice, '', 'real run: nothing read twice');
-is(total($by), 25, 'real run: 25 answered requests');
+is(total($by), 27, 'real run: 27 answered requests');
 
 ($rows, $by, $twice) = offboard('offreq000008@example.com', 'projects', 'true');
 like($rows, qr/project_via_team\|stays/, "scope 'projects': the access through the team stays");
