@@ -13,8 +13,9 @@ rows of access through teams would only say dropped_with_org).
 Prints a table and appends it to BENCH_OUT (bench/results-latest.txt).
 Measured on the same organization (requests, of which 8 digest 401s):
 before issue 22, a dry run 412 and a real run 413, each with 200 teams
-listings; after, a dry run 412 (it shows the access through teams) and a real
-run 213, with no teams listing.
+listings; after, a dry run 414 (it shows the access through teams) and a real
+run 215, with no teams listing (each with 2 reads for the names the plan
+shows: the organization's, and its teams' listing).
 """
 import os
 import sys
