@@ -444,8 +444,8 @@ org_item(const cJSON *item, void *arg)
 /*
  * Every organization to offboard from when none is named, with the
  * credentials to use there: a server's own organization, or every one its
- * credentials list (GET /orgs); an organization seen twice is visited
- * once, with the first server.
+ * credentials list (GET /orgs, whose names the plans show); an
+ * organization seen twice is visited once, with the first server.
  */
 List *
 atlas_offboard_orgs(void)
@@ -459,15 +459,16 @@ atlas_offboard_orgs(void)
 		AtlasTarget *t = (AtlasTarget *) lfirst(lc);
 		List	   *ids = NIL;
 		ListCell   *lc2;
+		OffFacts	probe;		/* keeps the names GET /orgs gives */
 
+		memset(&probe, 0, sizeof(probe));
+		probe.with_names = true;
 		if (t->org_id != NULL)
 			ids = list_make1(t->org_id);
 		else
 		{
-			OffFacts	probe;
 			AtlasListing *l;
 
-			memset(&probe, 0, sizeof(probe));
 			probe.target = t;
 			l = new_listing(&probe, ATLAS_OP_LIST_ORGS, NULL, NULL, NULL, org_item);
 			((Collect *) l->arg)->ids = &ids;
@@ -483,6 +484,7 @@ atlas_offboard_orgs(void)
 			f = palloc0(sizeof(OffFacts));
 			f->org_id = (char *) lfirst(lc2);
 			f->target = t;
+			f->org_name = (char *) atlas_offboard_name(&probe, f->org_id);
 			result = lappend(result, f);
 		}
 	}

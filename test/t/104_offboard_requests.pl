@@ -12,7 +12,8 @@
 #     sends one removal: 27 answered requests;
 #   - scope 'projects' still reads each project's teams (its rows say the
 #     access through a team stays).
-# Each organization, project and team row shows its name.
+# Each organization, project and team row shows its name (with org_id NULL,
+# the organization's comes with GET /orgs).
 # bench/offboard_requests.py prints the same figures for 200 projects.
 use strict;
 use warnings;
@@ -85,5 +86,13 @@ is(total($by), 27, 'real run: 27 answered requests');
 like($rows, qr/project_via_team\|stays/, "scope 'projects': the access through the team stays");
 is($by->{$teams_route}, 20, "scope 'projects': each project's teams read once");
 is($twice, '', "scope 'projects': nothing read twice");
+
+# every organization (org_id NULL): GET /orgs gives the names, none is read again
+emu_reset_counters();
+is( sql("SELECT name FROM atlas_offboard_user(NULL, 'offreq000009\@example.com', dry_run => true)"
+		  . " WHERE kind = 'org'"),
+	"offreq-org-$sc->{run}", 'org_id NULL: the org row has the name GET /orgs gave');
+is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}'), 0,
+	'org_id NULL: no organization read again for its name');
 
 done_testing();
