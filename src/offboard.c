@@ -30,9 +30,11 @@
  * refused is preceded by the removal of each project and team membership
  * on its own.  One failing item never stops the others, and every removal
  * is audited (by the executor).  org_id NULL visits every organization
- * the usable servers (or the settings) see.  Without dry_run, a hot
- * standby or a read-only transaction refuses the call with 25006 before
- * the lookups: nothing at all is sent.
+ * the usable servers (or the settings) see.  Each row shows the name of
+ * the organization, project or team its id is (offboard_names.c), when
+ * the installed version's result has a name column (1.5; not 1.4).
+ * Without dry_run, a hot standby or a read-only transaction refuses the
+ * call with 25006 before the lookups: nothing at all is sent.
  *
  *-------------------------------------------------------------------------
  */
