@@ -372,4 +372,28 @@ COMMENT ON FUNCTION @extschema@.atlas_health() IS
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_token_states() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION @extschema@.atlas_health() FROM PUBLIC;
 
+-- ----------------------------------------------------------------------
+-- Issue 22: names in offboarding plans.  atlas_offboard_user shows each
+-- organization's, project's and team's name beside its id.
+-- ----------------------------------------------------------------------
+DO $$
+DECLARE
+	acl aclitem[] := (SELECT proacl FROM pg_catalog.pg_proc
+					  WHERE oid = '@extschema@.atlas_offboard_user(text, text, text, boolean, boolean, text, text)'::regprocedure);
+BEGIN
+	DROP FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean, boolean, text, text);
+	CREATE FUNCTION @extschema@.atlas_offboard_user(org_id text, username_or_id text,
+			scope text DEFAULT 'org', dry_run boolean DEFAULT false,
+			force boolean DEFAULT false, reason text DEFAULT NULL, ticket text DEFAULT NULL)
+	RETURNS TABLE (organization text, kind text, id text, name text, action text, outcome text,
+				   http_status integer, error_code text, detail text)
+	AS 'MODULE_PATHNAME', 'atlas_offboard_user'
+	LANGUAGE C VOLATILE PARALLEL UNSAFE;
+	PERFORM @extschema@.atlas_users_regrant('FUNCTION',
+		'@extschema@.atlas_offboard_user(text, text, text, boolean, boolean, text, text)', acl);
+END
+$$;
+COMMENT ON FUNCTION @extschema@.atlas_offboard_user(text, text, text, boolean, boolean, text, text) IS
+	'Remove a person everywhere the scope says (every organization with org_id NULL), invitations included, or show the plan with dry_run; refused past the removal budget unless force';
+
 DROP FUNCTION @extschema@.atlas_users_regrant(text, text, aclitem[]);

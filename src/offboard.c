@@ -8,7 +8,9 @@
  * there is to know (offboard_facts.c), then, per scope:
  *	  'org'       removes the organization membership; Atlas drops the
  *				  project and team memberships, team access and org-role
- *				  access with it (action 'dropped_with_org');
+ *				  access with it (action 'dropped_with_org'; a real run
+ *				  leaves out the rows of access through teams, which it
+ *				  does not read);
  *	  'projects'  removes every project membership, keeps the org; access
  *				  through teams and org roles stays, and its rows say why;
  *	  'teams'     removes every team membership.
@@ -28,9 +30,11 @@
  * refused is preceded by the removal of each project and team membership
  * on its own.  One failing item never stops the others, and every removal
  * is audited (by the executor).  org_id NULL visits every organization
- * the usable servers (or the settings) see.  Without dry_run, a hot
- * standby or a read-only transaction refuses the call with 25006 before
- * the lookups: nothing at all is sent.
+ * the usable servers (or the settings) see.  Each row shows the name of
+ * the organization, project or team its id is (offboard_names.c), when
+ * the installed version's result has a name column (1.5; not 1.4).
+ * Without dry_run, a hot standby or a read-only transaction refuses the
+ * call with 25006 before the lookups: nothing at all is sent.
  *
  *-------------------------------------------------------------------------
  */
@@ -327,27 +331,33 @@ run_plan(OffPlan *p)
 	run_step(p, OFF_PROJECT_INVITES);
 }
 
-/* Put one result row. */
+/*
+ * Put one result row: organization, kind, id, name (1.5: a result of 9
+ * columns), action, outcome, http_status, error_code, detail.
+ */
 static void
-put_row(ReturnSetInfo *rsinfo, const char *org_id, OffRow *r, const char *outcome,
+put_row(ReturnSetInfo *rsinfo, OffFacts *f, OffRow *r, const char *outcome,
 		long http_status, const char *error_code, const char *detail)
 {
-	Datum		values[8];
-	char		nulls[8];
-	bool		isnull[8];
+	Datum		values[9];
+	char		nulls[9];
+	bool		isnull[9];
+	int			k = f->with_names ? 1 : 0;	/* where the columns after id are */
 	int			i;
 
 	memset(nulls, ' ', sizeof(nulls));
-	values[0] = atlas_text_or_null(org_id, nulls, 0);
+	values[0] = atlas_text_or_null(f->org_id, nulls, 0);
 	values[1] = atlas_text_or_null(r->kind, nulls, 1);
 	values[2] = atlas_text_or_null(r->id, nulls, 2);
-	values[3] = atlas_text_or_null(r->action, nulls, 3);
-	values[4] = atlas_text_or_null(outcome, nulls, 4);
-	values[5] = Int32GetDatum((int32) http_status);
-	nulls[5] = (http_status == 0) ? 'n' : ' ';
-	values[6] = atlas_text_or_null(error_code, nulls, 6);
-	values[7] = atlas_text_or_null(detail, nulls, 7);
-	for (i = 0; i < 8; i++)
+	if (f->with_names)
+		values[3] = atlas_text_or_null(atlas_offboard_name(f, r->id), nulls, 3);
+	values[3 + k] = atlas_text_or_null(r->action, nulls, 3 + k);
+	values[4 + k] = atlas_text_or_null(outcome, nulls, 4 + k);
+	values[5 + k] = Int32GetDatum((int32) http_status);
+	nulls[5 + k] = (http_status == 0) ? 'n' : ' ';
+	values[6 + k] = atlas_text_or_null(error_code, nulls, 6 + k);
+	values[7 + k] = atlas_text_or_null(detail, nulls, 7 + k);
+	for (i = 0; i < 8 + k; i++)
 		isnull[i] = (nulls[i] == 'n');
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, isnull);
 }
@@ -362,21 +372,21 @@ put_result(ReturnSetInfo *rsinfo, OffPlan *p, OffRow *r, bool dry_run)
 		org->outcome != ATLAS_OUTCOME_NONE;
 
 	if (r->outcome != NULL)
-		put_row(rsinfo, p->f->org_id, r, r->outcome, 0, NULL, r->note);
+		put_row(rsinfo, p->f, r, r->outcome, 0, NULL, r->note);
 	else if (dry_run)
-		put_row(rsinfo, p->f->org_id, r, r->blocked ? "blocked" : "planned", 0, NULL,
+		put_row(rsinfo, p->f, r, r->blocked ? "blocked" : "planned", 0, NULL,
 				r->blocked ? r->blocked : r->note);
 	else if (r->invite && r->invite->gone)
-		put_row(rsinfo, p->f->org_id, r, "removed", 0, NULL,
+		put_row(rsinfo, p->f, r, "removed", 0, NULL,
 				"Atlas removed the invitation with what was removed before it.");
 	else if (c != NULL)
-		put_row(rsinfo, p->f->org_id, r, atlas_outcome_name(c->outcome), c->answer.http_status,
+		put_row(rsinfo, p->f, r, atlas_outcome_name(c->outcome), c->answer.http_status,
 				c->answer.error_code, atlas_call_detail(c));
 	else if (org_gone)
-		put_row(rsinfo, p->f->org_id, r, "removed", 0, NULL,
+		put_row(rsinfo, p->f, r, "removed", 0, NULL,
 				r->note ? r->note : "Atlas removed this with the organization membership.");
 	else
-		put_row(rsinfo, p->f->org_id, r, "not_removed", 0, NULL,
+		put_row(rsinfo, p->f, r, "not_removed", 0, NULL,
 				"The organization membership was not removed, so this remains.");
 }
 
@@ -462,6 +472,8 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 		f->force = force;
 		f->reason = reason;
 		f->ticket = ticket;
+		f->dry_run = dry_run;
+		f->with_names = (rsinfo->setDesc->natts > 8);	/* 1.4: no name */
 		found += offboard_org(rsinfo, f, who, dry_run) ? 1 : 0;
 	}
 	if (found == 0 && org_id != NULL)

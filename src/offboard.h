@@ -43,6 +43,8 @@ typedef struct OffFacts
 	bool		force;			/* past the removal budget */
 	const char *reason;			/* evidence for the audit, or NULL */
 	const char *ticket;
+	bool		dry_run;		/* a plan only: nothing is removed */
+	bool		with_names;		/* the result has a name column (1.5) */
 	/* learned */
 	AtlasOrgUser *u;			/* NULL: not a member (maybe invited) */
 	char	   *username;		/* NULL when only an id is known */
@@ -54,6 +56,8 @@ typedef struct OffFacts
 	List	   *last_member_teams;	/* team ids */
 	OffFederation federation;
 	char	   *federation_detail;
+	char	   *org_name;		/* NULL: not read, or Atlas would not say */
+	List	   *names;			/* of projects and teams (offboard_names.c) */
 } OffFacts;
 
 /* an organization's federation (federation.c) */
@@ -72,6 +76,11 @@ extern void atlas_federation_read(const char *org_id, AtlasTarget *target,
 extern List *atlas_federation_groups(const char *org_id, AtlasTarget *target,
 									 const AtlasFederation *fed, char **problem,
 									 char **post_auth);
+
+extern void atlas_offboard_note_name(OffFacts *f, const cJSON *item);
+extern const char *atlas_offboard_name(OffFacts *f, const char *id);
+extern AtlasListing *atlas_offboard_team_names(OffFacts *f);
+extern void atlas_offboard_org_name(OffFacts *f);
 
 extern void atlas_offboard_gather(OffFacts *f, const char *who);
 extern bool atlas_offboard_relist_invites(OffFacts *f, List *invites);

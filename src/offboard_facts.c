@@ -12,7 +12,10 @@
  *		users listing (lookup.c finds it), so no deprecated read is needed
  *		for it.  When Atlas has retired the project invitation endpoint,
  *		the plan goes on and says what it could not see (calendar.c);
- *	  - the projects the person reaches through their teams;
+ *	  - the projects the person reaches through their teams (one teams
+ *		listing per project), only where the plan shows them: not in a
+ *		real run of scope 'org', whose rows would only say the access
+ *		went with the organization membership;
  *	  - what Atlas refuses: the last Organization Owner, the last Project
  *		Owner of a project, the last member of a team (counted from the
  *		listings, so the plan never depends on the error code Atlas would
@@ -22,6 +25,8 @@
  *		(federation.c).
  * Reads that do not depend on each other run side by side (listing.c's
  * atlas_list_many); a failed read raises before anything is removed.
+ * Nothing is read twice in one statement but the invitations, listed
+ * again after the removals (offboard.c).
  * With org_id NULL, atlas_offboard_orgs() says which organizations to
  * visit: each usable server's organization, or every organization its
  * credentials list.
@@ -98,8 +103,8 @@ read_all(OffFacts *f, List *listings)
 	{
 		AtlasListing *l = (AtlasListing *) lfirst(lc);
 
-		if (l->end == ATLAS_LISTING_OK)
-			continue;
+		if (l->end == ATLAS_LISTING_OK || l->op == ATLAS_OP_LIST_TEAMS)
+			continue;			/* the teams' names only: they stay NULL */
 		if (l->op == ATLAS_OP_LIST_GROUP_INVITES && l->end == ATLAS_LISTING_FAILED &&
 			atlas_call_retired(l->failed))
 		{
@@ -137,8 +142,11 @@ id_item(const cJSON *item, void *arg)
 	Collect    *c = (Collect *) arg;
 	const char *id = atlas_json_string(item, "id");
 
-	if (id != NULL && atlas_is_id(id))
+	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
+	{
 		*c->ids = lappend(*c->ids, pstrdup(id));
+		atlas_offboard_note_name(c->f, item);
+	}
 }
 
 /* Item: an ACTIVE holder of c->role other than the person (owners). */
@@ -202,6 +210,7 @@ blocker_listings(OffFacts *f)
 	bool		active = (u->status && strcmp(u->status, "ACTIVE") == 0);
 	bool		org = (strcmp(f->scope, "org") == 0);
 	List	   *result = NIL;
+	List	   *teams = NIL;
 	ListCell   *lc;
 	AtlasListing *l;
 
@@ -222,8 +231,13 @@ blocker_listings(OffFacts *f)
 		result = lappend(result, l);
 	}
 	foreach(lc, (org || strcmp(f->scope, "teams") == 0) ? u->team_ids : NIL)
+	{
+		if (atlas_offboard_listed(teams, (char *) lfirst(lc)))
+			continue;			/* a team listed twice is read once */
+		teams = lappend(teams, lfirst(lc));
 		result = lappend(result, new_listing(f, ATLAS_OP_LIST_TEAM_USERS, NULL,
 											 (char *) lfirst(lc), NULL, member_item));
+	}
 	return result;
 }
 
@@ -318,6 +332,8 @@ void
 atlas_offboard_gather(OffFacts *f, const char *who)
 {
 	bool		projects = (strcmp(f->scope, "teams") != 0);
+	bool		routes;
+	AtlasListing *names;
 	List	   *first = NIL;
 	List	   *second = NIL;
 	List	   *project_ids = NIL;
@@ -327,6 +343,9 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 
 	f->u = atlas_fetch_org_user(f->org_id, who, f->target);
 	f->username = f->u ? f->u->username : (atlas_is_id(who) ? NULL : pstrdup(who));
+	/* a real 'org' run's rows of access through teams only say dropped_with_org */
+	routes = f->u != NULL && f->u->team_ids != NIL &&
+		(f->dry_run || strcmp(f->scope, "org") != 0);
 	if (f->username != NULL && projects)
 	{
 		first = lappend(first, new_listing(f, ATLAS_OP_LIST_ORG_GROUPS, NULL, NULL, NULL,
@@ -335,6 +354,8 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 	}
 	if (f->u != NULL)
 		owners = blocker_listings(f);
+	if ((names = atlas_offboard_team_names(f)) != NULL)
+		first = lappend(first, names);
 	read_all(f, list_concat(first, owners));
 	blockers(f, owners);
 	foreach(lc, project_ids)
@@ -344,7 +365,7 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 		q = psprintf("username=%s&", http_escape(f->username));
 		second = lappend(second, new_listing(f, ATLAS_OP_LIST_GROUP_INVITES, g, NULL, q,
 											 invite_item));
-		if (f->u != NULL && f->u->team_ids != NIL)
+		if (routes)
 			second = lappend(second, new_listing(f, ATLAS_OP_LIST_GROUP_TEAMS, g, NULL, NULL,
 												 team_role_item));
 	}
@@ -352,7 +373,10 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 	list_sort(f->team_routes, route_cmp);
 	list_sort(f->project_invites, invite_cmp);
 	if (f->u != NULL || f->project_invites != NIL)
+	{
+		atlas_offboard_org_name(f);
 		read_federation(f);
+	}
 }
 
 /*
@@ -411,14 +435,17 @@ org_item(const cJSON *item, void *arg)
 	const char *id = atlas_json_string(item, "id");
 
 	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
+	{
 		*c->ids = lappend(*c->ids, pstrdup(id));
+		atlas_offboard_note_name(c->f, item);
+	}
 }
 
 /*
  * Every organization to offboard from when none is named, with the
  * credentials to use there: a server's own organization, or every one its
- * credentials list (GET /orgs); an organization seen twice is visited
- * once, with the first server.
+ * credentials list (GET /orgs, whose names the plans show); an
+ * organization seen twice is visited once, with the first server.
  */
 List *
 atlas_offboard_orgs(void)
@@ -432,15 +459,16 @@ atlas_offboard_orgs(void)
 		AtlasTarget *t = (AtlasTarget *) lfirst(lc);
 		List	   *ids = NIL;
 		ListCell   *lc2;
+		OffFacts	probe;		/* keeps the names GET /orgs gives */
 
+		memset(&probe, 0, sizeof(probe));
+		probe.with_names = true;
 		if (t->org_id != NULL)
 			ids = list_make1(t->org_id);
 		else
 		{
-			OffFacts	probe;
 			AtlasListing *l;
 
-			memset(&probe, 0, sizeof(probe));
 			probe.target = t;
 			l = new_listing(&probe, ATLAS_OP_LIST_ORGS, NULL, NULL, NULL, org_item);
 			((Collect *) l->arg)->ids = &ids;
@@ -456,6 +484,7 @@ atlas_offboard_orgs(void)
 			f = palloc0(sizeof(OffFacts));
 			f->org_id = (char *) lfirst(lc2);
 			f->target = t;
+			f->org_name = (char *) atlas_offboard_name(&probe, f->org_id);
 			result = lappend(result, f);
 		}
 	}

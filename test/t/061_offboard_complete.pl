@@ -108,7 +108,6 @@ is( offboard(undef, 'dave@example.com', 'org', 'false'),
 		"$globex|org|$globex|remove_org_user|removed|204",
 		"$globex|project|$globex_project|dropped_with_org|removed",
 		"$globex|team|$globex_team|dropped_with_org|removed",
-		"$globex|project_via_team|$globex_project|dropped_with_org|removed",
 		"$globex|federation|$globex|remove_at_identity_provider|manual"),
 	'org_id NULL: dave removed from both organizations');
 is(removals_by_principal(), 'bearer:mdb_sa_id_65f0e0000000000000000004=1 digest:atlasemu=1',

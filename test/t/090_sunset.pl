@@ -77,7 +77,6 @@ is( offboard('jane@example.com', 'org', 'false'),
 		"org|$org|remove_org_user|removed|204",
 		(map { "project|$_|dropped_with_org|removed" } @projects),
 		(map { "team|$_|dropped_with_org|removed" } @teams),
-		(map { "project_via_team|$_|dropped_with_org|removed" } @projects),
 		"project_invitations|$org|list_project_invitations|unknown"),
 	'2027-07-02, real run: jane removed, the invitations shown as unknown');
 is(invite_reads(), '410=1', 'real run: 1 request to the retired endpoint');
@@ -90,7 +89,6 @@ is( offboard('invited@example.com', 'org', 'false'),
 		"org|$org|remove_org_user|removed|204",
 		"project|$projects[2]|dropped_with_org|removed",
 		"team|$teams[1]|dropped_with_org|removed",
-		"project_via_team|$projects[2]|dropped_with_org|removed",
 		"project_invitations|$org|list_project_invitations|unknown"),
 	'2027-07-02: the invited person (PENDING) is removed, invitation and all');
 is(emu_route_count(emu_counters(), 'GET /api/atlas/v2/orgs/{orgId}/invites'), 0,
