@@ -341,22 +341,22 @@ extern bool atlas_retry_due(const AtlasAnswer *answer, int attempt, bool queued,
  */
 extern int	atlas_status_sqlstate(long status);
 extern void atlas_raise_call_error(AtlasCall *call) pg_attribute_noreturn();
-extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
 extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
+extern const char *atlas_outcome_name(AtlasOutcome outcome);
 
 /* calendar.c */
 extern bool atlas_call_retired(AtlasCall *call);
 extern char *atlas_call_retired_message(AtlasCall *call);
 extern const char *atlas_call_successor(AtlasCall *call);
-extern const char *atlas_outcome_name(AtlasOutcome outcome);
 
 /* ----------------------------------------------------------------
  * untrusted.c: answers that may come from a hostile server
  * ----------------------------------------------------------------
  */
 extern char *atlas_valid_text(const char *s, size_t len);
+extern char *atlas_clean_text(const char *s, size_t len, size_t maxlen);
 extern bool atlas_is_valid_utf8(const char *s, size_t len);
 extern struct HTAB *atlas_strset_create(const char *name, long size);
 extern bool atlas_strset_in(struct HTAB *set, const char *s, bool add);

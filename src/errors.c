@@ -11,7 +11,8 @@
  * Atlas's text is built outside the ereport, so it
  * goes through errmsg_internal/errdetail_internal, as postgres_fdw does
  * with remote messages; it was cleaned (control characters, invalid
- * UTF-8) and capped when the answer was read.  Nothing here ever sees a
+ * UTF-8) and capped when the answer was read (atlas_clean_text(),
+ * untrusted.c).  Nothing here ever sees a
  * secret.
  *
  *-------------------------------------------------------------------------
@@ -20,56 +21,6 @@
 
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
-
-/*
- * Copy at most maxlen bytes of untrusted text, valid in the database
- * encoding: control characters become spaces, and bytes that are not
- * valid UTF-8 (or, in other encodings, any non-ASCII byte) become '?'.
- */
-char *
-atlas_clean_text(const char *s, size_t len, size_t maxlen)
-{
-	StringInfoData buf;
-	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
-	size_t		i = 0;
-
-	initStringInfo(&buf);
-	while (i < len && (size_t) buf.len < maxlen)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (c < 0x80)
-		{
-			appendStringInfoChar(&buf, (c < 0x20 || c == 0x7f) ? ' ' : (char) c);
-			i++;
-		}
-		else if (utf8)
-		{
-			int			l = pg_utf_mblen((const unsigned char *) s + i);
-
-			if (i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
-			{
-				if ((size_t) buf.len + (size_t) l > maxlen)
-					break;
-				appendBinaryStringInfo(&buf, s + i, l);
-				i += l;
-			}
-			else
-			{
-				appendStringInfoChar(&buf, '?');
-				i++;
-			}
-		}
-		else
-		{
-			appendStringInfoChar(&buf, '?');
-			i++;
-		}
-	}
-	if (i < len)
-		appendStringInfoString(&buf, "...");
-	return buf.data;
-}
 
 /* The SQLSTATE for an HTTP status; see the README's error table. */
 int

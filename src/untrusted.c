@@ -2,9 +2,10 @@
  *
  * untrusted.c
  *	  What an answer that may come from a hostile server needs before we
- *	  keep or compare any of it: text made valid in the database encoding,
- *	  sets of strings compared over their full length, and one reading of
- *	  duplicate JSON keys.
+ *	  keep or compare any of it: text made valid in the database encoding
+ *	  (whole, or cleaned and capped for messages), sets of strings
+ *	  compared over their full length, and one reading of duplicate JSON
+ *	  keys.
  *
  * Text: in a UTF-8 (or SQL_ASCII) database each byte that does not begin
  * a valid UTF-8 sequence becomes U+FFFD, the replacement character; in a
@@ -176,4 +177,54 @@ atlas_json_first_keys(cJSON *json)
 	for (c = json->child; c != NULL; c = c->next)
 		if (cJSON_IsObject(c) || cJSON_IsArray(c))
 			atlas_json_first_keys(c);
+}
+
+/*
+ * Copy at most maxlen bytes of untrusted text, valid in the database
+ * encoding: control characters become spaces, and bytes that are not
+ * valid UTF-8 (or, in other encodings, any non-ASCII byte) become '?'.
+ */
+char *
+atlas_clean_text(const char *s, size_t len, size_t maxlen)
+{
+	StringInfoData buf;
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	size_t		i = 0;
+
+	initStringInfo(&buf);
+	while (i < len && (size_t) buf.len < maxlen)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c < 0x80)
+		{
+			appendStringInfoChar(&buf, (c < 0x20 || c == 0x7f) ? ' ' : (char) c);
+			i++;
+		}
+		else if (utf8)
+		{
+			int			l = pg_utf_mblen((const unsigned char *) s + i);
+
+			if (i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
+			{
+				if ((size_t) buf.len + (size_t) l > maxlen)
+					break;
+				appendBinaryStringInfo(&buf, s + i, l);
+				i += l;
+			}
+			else
+			{
+				appendStringInfoChar(&buf, '?');
+				i++;
+			}
+		}
+		else
+		{
+			appendStringInfoChar(&buf, '?');
+			i++;
+		}
+	}
+	if (i < len)
+		appendStringInfoString(&buf, "...");
+	return buf.data;
 }
