@@ -85,8 +85,11 @@ is($p->{org_id}, $org, 'burst: its JSON payload names the organization');
 is($p->{held}, 40, 'burst: and the count of held rows');
 is($p->{budget}, 20, 'burst: and the budget');
 
-# a restart while rows are held: they stay held, nothing is sent
-$node->restart;
+# a restart while rows are held: they stay held, nothing is sent (stop and
+# start, not pg_ctl restart, which would start the binary of postmaster.opts
+# without the sanitizer run's LD_PRELOAD wrapper)
+$node->stop;
+$node->start;
 ok($node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM atlas_queue_status'),
 	'restart: the worker is back');
 sleep 1;
