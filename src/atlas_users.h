@@ -361,6 +361,7 @@ extern bool atlas_is_valid_utf8(const char *s, size_t len);
 extern struct HTAB *atlas_strset_create(const char *name, long size);
 extern bool atlas_strset_in(struct HTAB *set, const char *s, bool add);
 extern void atlas_json_first_keys(cJSON *json);
+extern bool atlas_string_listed(List *l, const char *s);
 
 /* ----------------------------------------------------------------
  * owner.c: the extension's own SQL, run as its tables' owner

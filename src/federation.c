@@ -81,18 +81,6 @@ atlas_federation_read(const char *org_id, AtlasTarget *target, AtlasFederation *
 	cJSON_Delete(json);
 }
 
-/* Is a name in a List of strings? */
-static bool
-name_listed(List *names, const char *name)
-{
-	ListCell   *lc;
-
-	foreach(lc, names)
-		if (strcmp((char *) lfirst(lc), name) == 0)
-		return true;
-	return false;
-}
-
 /* Item: a role mapping; its group is kept if it grants a role here. */
 static void
 mapping_item(const cJSON *item, void *arg)
@@ -113,7 +101,7 @@ mapping_item(const cJSON *item, void *arg)
 		grants |= (org != NULL && strcmp(org, g->org_id) == 0) || group != NULL;
 	}
 	name = atlas_clean_text(name, strlen(name), 256);
-	if (grants && !name_listed(g->names, name))
+	if (grants && !atlas_string_listed(g->names, name))
 		g->names = lappend(g->names, (char *) name);
 }
 

@@ -148,7 +148,7 @@ plan_memberships(OffPlan *p, bool dry_run)
 		r->with_org = org;
 		if (!org || p->expanded)
 			add_call(p, r, ATLAS_OP_REMOVE_PROJECT_USER, g->group_id, NULL, u->id);
-		if (atlas_offboard_listed(f->last_owner_projects, g->group_id))
+		if (atlas_string_listed(f->last_owner_projects, g->group_id))
 			r->blocked = "They are the project's last Project Owner, and Atlas keeps one: make someone else Project Owner first.";
 	}
 	foreach(lc, org || strcmp(f->scope, "teams") == 0 ? u->team_ids : NIL)
@@ -159,7 +159,7 @@ plan_memberships(OffPlan *p, bool dry_run)
 		r->with_org = org;
 		if (!org || p->expanded)
 			add_call(p, r, ATLAS_OP_REMOVE_TEAM_USER, NULL, t, u->id);
-		if (atlas_offboard_listed(f->last_member_teams, t))
+		if (atlas_string_listed(f->last_member_teams, t))
 			r->blocked = "They are the team's last member, and Atlas refuses to empty a team: add someone else or delete the team first.";
 	}
 }
@@ -190,7 +190,7 @@ plan_implied(OffPlan *p)
 	}
 	for (i = 0; i < (int) lengthof(implying); i++)
 	{
-		if (!atlas_offboard_listed(f->u->org_roles, implying[i]))
+		if (!atlas_string_listed(f->u->org_roles, implying[i]))
 			continue;
 		r = add_row(p, "org_role", implying[i], org ? "dropped_with_org" : "stays");
 		r->with_org = org;

@@ -85,6 +85,5 @@ extern void atlas_offboard_org_name(OffFacts *f);
 extern void atlas_offboard_gather(OffFacts *f, const char *who);
 extern bool atlas_offboard_relist_invites(OffFacts *f, List *invites);
 extern List *atlas_offboard_orgs(void);
-extern bool atlas_offboard_listed(List *l, const char *s);
 
 #endif							/* ATLAS_OFFBOARD_H */

@@ -49,18 +49,6 @@ typedef struct Collect
 	List	  **ids;
 } Collect;
 
-/* Is a string in a List of strings? */
-bool
-atlas_offboard_listed(List *l, const char *s)
-{
-	ListCell   *lc;
-
-	foreach(lc, l)
-		if (strcmp((char *) lfirst(lc), s) == 0)
-		return true;
-	return false;
-}
-
 /* A listing of the collecting kind; arg is a new Collect. */
 static AtlasListing *
 new_listing(OffFacts *f, AtlasOperation op, const char *group_id, const char *team_id,
@@ -142,7 +130,7 @@ id_item(const cJSON *item, void *arg)
 	Collect    *c = (Collect *) arg;
 	const char *id = atlas_json_string(item, "id");
 
-	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
+	if (id != NULL && atlas_is_id(id) && !atlas_string_listed(*c->ids, id))
 	{
 		*c->ids = lappend(*c->ids, pstrdup(id));
 		atlas_offboard_note_name(c->f, item);
@@ -189,7 +177,7 @@ team_role_item(const cJSON *item, void *arg)
 	OffTeamRoute *r;
 	StringInfoData buf;
 
-	if (team == NULL || !atlas_offboard_listed(c->f->u->team_ids, team))
+	if (team == NULL || !atlas_string_listed(c->f->u->team_ids, team))
 		return;
 	initStringInfo(&buf);
 	cJSON_ArrayForEach(v, roles)
@@ -214,7 +202,7 @@ blocker_listings(OffFacts *f)
 	ListCell   *lc;
 	AtlasListing *l;
 
-	if (org && active && atlas_offboard_listed(u->org_roles, "ORG_OWNER"))
+	if (org && active && atlas_string_listed(u->org_roles, "ORG_OWNER"))
 	{
 		l = new_listing(f, ATLAS_OP_LIST_ORG_USERS, NULL, NULL, NULL, owner_item);
 		((Collect *) l->arg)->role = "ORG_OWNER";
@@ -224,7 +212,7 @@ blocker_listings(OffFacts *f)
 	{
 		AtlasGroupRoles *g = (AtlasGroupRoles *) lfirst(lc);
 
-		if (!atlas_offboard_listed(g->roles, "GROUP_OWNER"))
+		if (!atlas_string_listed(g->roles, "GROUP_OWNER"))
 			continue;
 		l = new_listing(f, ATLAS_OP_LIST_GROUP_USERS, g->group_id, NULL, NULL, owner_item);
 		((Collect *) l->arg)->role = "GROUP_OWNER";
@@ -232,7 +220,7 @@ blocker_listings(OffFacts *f)
 	}
 	foreach(lc, (org || strcmp(f->scope, "teams") == 0) ? u->team_ids : NIL)
 	{
-		if (atlas_offboard_listed(teams, (char *) lfirst(lc)))
+		if (atlas_string_listed(teams, (char *) lfirst(lc)))
 			continue;			/* a team listed twice is read once */
 		teams = lappend(teams, lfirst(lc));
 		result = lappend(result, new_listing(f, ATLAS_OP_LIST_TEAM_USERS, NULL,
@@ -399,7 +387,7 @@ atlas_offboard_relist_invites(OffFacts *f, List *invites)
 	{
 		OffInvite  *inv = (OffInvite *) lfirst(lc);
 
-		if (atlas_offboard_listed(groups, inv->group_id))
+		if (atlas_string_listed(groups, inv->group_id))
 			continue;
 		groups = lappend(groups, inv->group_id);
 		listings = lappend(listings, new_listing(f, ATLAS_OP_LIST_GROUP_INVITES,
@@ -434,7 +422,7 @@ org_item(const cJSON *item, void *arg)
 	Collect    *c = (Collect *) arg;
 	const char *id = atlas_json_string(item, "id");
 
-	if (id != NULL && atlas_is_id(id) && !atlas_offboard_listed(*c->ids, id))
+	if (id != NULL && atlas_is_id(id) && !atlas_string_listed(*c->ids, id))
 	{
 		*c->ids = lappend(*c->ids, pstrdup(id));
 		atlas_offboard_note_name(c->f, item);
@@ -478,7 +466,7 @@ atlas_offboard_orgs(void)
 		{
 			OffFacts   *f;
 
-			if (atlas_offboard_listed(seen, (char *) lfirst(lc2)))
+			if (atlas_string_listed(seen, (char *) lfirst(lc2)))
 				continue;
 			seen = lappend(seen, lfirst(lc2));
 			f = palloc0(sizeof(OffFacts));

@@ -228,3 +228,15 @@ atlas_clean_text(const char *s, size_t len, size_t maxlen)
 		appendStringInfoString(&buf, "...");
 	return buf.data;
 }
+
+/* Is a string in a List of strings (compared whole)? */
+bool
+atlas_string_listed(List *l, const char *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, l)
+		if (strcmp((char *) lfirst(lc), s) == 0)
+		return true;
+	return false;
+}
