@@ -1,14 +1,8 @@
 EXTENSION = atlas_users
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big = atlas_users
-OBJS = src/atlas_users.o src/guc.o src/settings_load.o src/settings_value.o src/settings_check.o src/keyfile.o src/validate.o \
-	src/http.o src/http_answer.o src/http_url.o \
-	src/endpoints.o src/credentials.o src/servers.o src/fdw.o src/token.o src/executor.o src/prepare.o src/dispatch.o src/answer.o src/calendar.o src/pacing.o src/pacing_sql.o src/rate_sets.o \
-	src/errors.o src/owner.o src/audit.o src/audit_sql.o src/shmem.o \
-	src/remove.o src/bulk.o src/listing.o src/listing_rows.o src/listings.o src/lookup.o src/offboard.o src/offboard_facts.o src/offboard_names.o src/federation.o src/reconcile.o src/guard.o \
-	src/queue_sql.o src/trigger.o src/queue_claim.o src/queue_run.o src/queue_guard.o src/queue_upkeep.o src/worker.o src/parse.o \
-	src/parse_count.o src/untrusted.o \
-	src/stats.o src/wait_events.o src/health.o
+# src/ by concept (docs/architecture.md): one folder a module, one object a file
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/*/*.c)))
 
 DATA = $(wildcard sql/atlas_users--*.sql)
 
@@ -16,7 +10,7 @@ REGRESS = setup validation remove errors auth audit privileges lookup servers li
 REGRESS_OPTS = --dbname=atlas_users_regression
 
 # the User-Agent names the version of the control file, never a hand-kept copy
-PG_CPPFLAGS = -DEXTVERSION=\"$(EXTVERSION)\"
+PG_CPPFLAGS = -I$(srcdir)/src -DEXTVERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Werror=implicit-function-declaration -MMD -MP
 EXTRA_CLEAN = $(OBJS:.o=.d)
 # clang, unlike gcc, reports the fcinfo parameter that PG_FUNCTION_ARGS (a
@@ -32,7 +26,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # each object depends on the headers it really includes (-MMD, above,
-# writes them to src/*.d), and on the control file (EXTVERSION)
+# writes them beside each object), and on the control file (EXTVERSION)
 -include $(OBJS:.o=.d)
 $(OBJS): $(EXTENSION).control
 

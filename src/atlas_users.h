@@ -20,7 +20,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
-#include "parse.h"
+#include "atlas/parse.h"
 
 #ifndef EXTVERSION
 #error "EXTVERSION must be defined (the Makefile passes the control file's default_version)"
