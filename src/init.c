@@ -1,41 +1,79 @@
 /*-------------------------------------------------------------------------
  *
- * atlas_users.c
- *	  Module entry point: library initialisation and the module magic.
+ * init.c
+ *	  The library's entry point: _PG_init calls each module's init, and,
+ *	  when preloaded, asks for and attaches each module's shared memory.
+ *
+ * Nothing else lives here; each module's header says what its init does.
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "audit/audit.h"
+#include "executor/executor.h"
+#include "queue/queue.h"
+#include "settings/settings.h"
+#include "stats/stats.h"
+#include "transport/http.h"
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/*
- * Loaded on demand, not preloaded: a secret set inline in the
- * configuration was readable by any role with SHOW until this moment,
- * as a placeholder setting.  Say so, once per backend.
- */
-static void
-warn_inline_secrets(void)
+/* the modules that keep shared state, each with a lock of its own */
+typedef struct SharedModule
 {
-	const char *which = NULL;
+	Size		(*size) (void);
+	void		(*init) (LWLock *lock);
+} SharedModule;
 
-	if (atlas_private_key && atlas_private_key[0])
-		which = "atlas_users.private_key";
-	else if (atlas_client_secret && atlas_client_secret[0])
-		which = "atlas_users.client_secret";
-	if (which)
-		ereport(WARNING,
-				(errcode(ERRCODE_WARNING),
-				 errmsg("%s is set inline while atlas_users is not in shared_preload_libraries", which),
-				 errdetail("Backends that have not loaded atlas_users show the value to any role that runs SHOW."),
-				 errhint("Use atlas_users.private_key_file or atlas_users.client_secret_file, and preload atlas_users.")));
+static const SharedModule shared_modules[] = {
+	{atlas_handoff_shmem_size, atlas_handoff_shmem_init},
+	{atlas_token_shmem_size, atlas_token_shmem_init},
+	{atlas_pace_shmem_size, atlas_pace_shmem_init},
+	{atlas_guard_shmem_size, atlas_guard_shmem_init},
+	{atlas_stat_shmem_size, atlas_stat_shmem_init},
+};
+
+#define SHARED_MODULES ((int) lengthof(shared_modules))
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Ask for each module's shared memory and lock. */
+static void
+request_shared_memory(void)
+{
+	int			i;
+
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	for (i = 0; i < SHARED_MODULES; i++)
+		RequestAddinShmemSpace(shared_modules[i].size());
+	RequestNamedLWLockTranche("atlas_users", SHARED_MODULES);
 }
 
-/* Initialise the transport and define the settings. */
+/* Create or attach to each module's shared memory. */
+static void
+attach_shared_memory(void)
+{
+	LWLockPadded *locks;
+	int			i;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	locks = GetNamedLWLockTranche("atlas_users");
+	for (i = 0; i < SHARED_MODULES; i++)
+		shared_modules[i].init(&locks[i].lock);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Start the transport, define the settings, and, when preloaded, the rest. */
 void
 _PG_init(void)
 {
@@ -44,9 +82,12 @@ _PG_init(void)
 
 	if (process_shared_preload_libraries_in_progress)
 	{
-		atlas_shmem_init();
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = request_shared_memory;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = attach_shared_memory;
 		atlas_worker_register();
 	}
 	else
-		warn_inline_secrets();
+		atlas_settings_warn_inline_secrets();
 }

@@ -22,9 +22,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "atlas/atlas.h"
 
-#include "executor/executor.h"
 #include "lib/stringinfo.h"
 
 /* what replaces the invitation endpoints after their sunset */
@@ -362,4 +361,32 @@ atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call)
 			appendStringInfoChar(&buf, *p++);
 	}
 	return buf.data;
+}
+
+/* A new call of an operation, with no ids yet. */
+AtlasCall *
+atlas_call_new(AtlasOperation op)
+{
+	AtlasCall  *call = palloc0(sizeof(AtlasCall));
+
+	call->op = op;
+	call->answer.retry_after = -1;
+	return call;
+}
+
+/* The audit name of an outcome: a removal's. */
+const char *
+atlas_outcome_name(AtlasOutcome outcome)
+{
+	switch (outcome)
+	{
+		case ATLAS_OUTCOME_SUCCEEDED:
+			return "removed";
+		case ATLAS_OUTCOME_ALREADY_ABSENT:
+			return "already_absent";
+		case ATLAS_OUTCOME_FAILED:
+		case ATLAS_OUTCOME_NONE:
+			break;
+	}
+	return "failed";
 }

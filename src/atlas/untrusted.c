@@ -20,7 +20,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "atlas/atlas.h"
 
 #include "common/hashfn.h"
 #include "mb/pg_wchar.h"

@@ -7,7 +7,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "audit/audit.h"
+#include "settings/settings.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"

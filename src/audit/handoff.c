@@ -1,10 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * shmem.c
+ * handoff.c
  *	  Shared state between backends and the background worker: the audit
- *	  hand-off ring and the worker's identity; and the requests for the
- *	  shared token cache (token.c), rate-limit buckets (pacing.c) and
- *	  removal budget (guard.c) and the request statistics (stats.c).
+ *	  hand-off ring, the worker's identity, and the worker's draining of
+ *	  the ring into the audit table.
  *
  * Only with shared_preload_libraries = 'atlas_users'.  A backend that
  * finishes a call copies its AuditRecord into a bounded ring under an
@@ -19,17 +18,19 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "audit/audit.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "stats/stats.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 /*
@@ -40,6 +41,8 @@
 #define AUDIT_RING_SIZE 1024
 /* how long a backend waits for room in a full ring */
 #define AUDIT_FULL_WAIT_MS 2000
+/* records the worker inserts in one transaction */
+#define AUDIT_BATCH 256
 
 typedef struct AtlasShared
 {
@@ -59,55 +62,26 @@ typedef struct AtlasShared
 } AtlasShared;
 
 static AtlasShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-/* Ask for our shared memory and lock. */
-static void
-atlas_shmem_request(void)
+/* Size of the shared state, for init.c's shared-memory request. */
+Size
+atlas_handoff_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(AtlasShared)));
-	RequestAddinShmemSpace(atlas_token_shmem_size());
-	RequestAddinShmemSpace(atlas_pace_shmem_size());
-	RequestAddinShmemSpace(atlas_guard_shmem_size());
-	RequestAddinShmemSpace(atlas_stat_shmem_size());
-	RequestNamedLWLockTranche("atlas_users", 5);
+	return MAXALIGN(sizeof(AtlasShared));
 }
 
-/* Create or attach to the shared state. */
-static void
-atlas_shmem_startup(void)
+/* Create or attach to the shared state; from init.c's startup hook. */
+void
+atlas_handoff_shmem_init(LWLock *lock)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("atlas_users", sizeof(AtlasShared), &found);
 	if (!found)
 	{
 		memset(shared, 0, offsetof(AtlasShared, ring));
-		shared->lock = &(GetNamedLWLockTranche("atlas_users"))[0].lock;
+		shared->lock = lock;
 		ConditionVariableInit(&shared->cv);
 	}
-	atlas_token_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[1].lock);
-	atlas_pace_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[2].lock);
-	atlas_guard_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[3].lock);
-	atlas_stat_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[4].lock);
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Install the shared-memory hooks; called from _PG_init when preloaded. */
-void
-atlas_shmem_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = atlas_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = atlas_shmem_startup;
 }
 
 /* Is the durable audit available to this backend's database? */
@@ -347,4 +321,47 @@ atlas_shmem_worker_info(AtlasWorkerInfo *info)
 	info->paced_until = shared->worker_paced_until;
 	strlcpy(info->paced_bucket, shared->worker_paced_bucket, sizeof(info->paced_bucket));
 	LWLockRelease(shared->lock);
+}
+
+/*
+ * Insert handed-over audit records, a batch per transaction.  If they
+ * cannot be inserted (the table is gone, say), log them whole instead:
+ * a record is never dropped silently.  Runs outside any transaction.
+ */
+void
+atlas_audit_drain_handed(void)
+{
+	static AuditRecord *buf = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (buf == NULL)
+		buf = MemoryContextAlloc(TopMemoryContext, sizeof(AuditRecord) * AUDIT_BATCH);
+	for (;;)
+	{
+		int			n = atlas_shmem_peek_audit(buf, AUDIT_BATCH);
+		int			i;
+
+		if (n == 0)
+			break;
+		PG_TRY();
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			for (i = 0; i < n; i++)
+				atlas_audit_insert(&buf[i]);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			for (i = 0; i < n; i++)
+				atlas_audit_log(&buf[i], "audit row could not be inserted");
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		atlas_shmem_audit_done(n);
+	}
 }

@@ -12,7 +12,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "audit/audit.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"

@@ -14,7 +14,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "credentials/credentials.h"
 #include "transport/http.h"
 
 #include "common/cryptohash.h"

@@ -20,7 +20,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "atlas/parse.h"
+#include "credentials/credentials.h"
+#include "transport/http.h"
 
 #include <ctype.h>
 

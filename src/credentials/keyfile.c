@@ -12,7 +12,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "credentials/credentials.h"
 
 #include <ctype.h>
 #include <fcntl.h>

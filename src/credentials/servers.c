@@ -28,7 +28,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "credentials/credentials.h"
+#include "transport/http.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"

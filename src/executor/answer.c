@@ -16,16 +16,14 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
 #include <limits.h>
 #include <string.h>
 #include <math.h>
 
 #include "common/base64.h"
-#include "executor/executor.h"
 #include "lib/stringinfo.h"
-#include "atlas/parse.h"
 #include "utils/memutils.h"
 
 /* the longest detail we keep from an answer */

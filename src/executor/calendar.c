@@ -24,12 +24,11 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
 #include <time.h>
 
 #include "datatype/timestamp.h"
-#include "executor/executor.h"
 #include "utils/datetime.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"

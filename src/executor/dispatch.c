@@ -17,10 +17,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
 #include "common/pg_prng.h"
-#include "executor/executor.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 

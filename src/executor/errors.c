@@ -17,7 +17,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor.h"
+#include "transport/http.h"
 
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -46,23 +47,6 @@ atlas_status_sqlstate(long status)
 		default:
 			return ERRCODE_SYSTEM_ERROR;
 	}
-}
-
-/* The audit name of an outcome: a removal's. */
-const char *
-atlas_outcome_name(AtlasOutcome outcome)
-{
-	switch (outcome)
-	{
-		case ATLAS_OUTCOME_SUCCEEDED:
-			return "removed";
-		case ATLAS_OUTCOME_ALREADY_ABSENT:
-			return "already_absent";
-		case ATLAS_OUTCOME_FAILED:
-		case ATLAS_OUTCOME_NONE:
-			break;
-	}
-	return "failed";
 }
 
 /* A hint for a 401 or 403, fitting the call. */

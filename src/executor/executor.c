@@ -22,10 +22,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
 #include "access/xact.h"
-#include "executor/executor.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -36,17 +35,6 @@
 
 /* runs of this process inside http_run() now */
 static int	executing = 0;
-
-/* A new call of an operation, with no ids yet. */
-AtlasCall *
-atlas_call_new(AtlasOperation op)
-{
-	AtlasCall  *call = palloc0(sizeof(AtlasCall));
-
-	call->op = op;
-	call->answer.retry_after = -1;
-	return call;
-}
 
 /* The run spec of a SQL function: the session's settings, audited here. */
 AtlasRunSpec

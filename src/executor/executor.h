@@ -1,221 +1,142 @@
 /*-------------------------------------------------------------------------
  *
  * executor.h
- *	  What the files of the executor share: the endpoint table's rows, the
- *	  state of a call in a run, the sorting of answers and the token cache.
- *
- * Included by the executor's files (executor.c, prepare.c, dispatch.c),
- * answer.c, calendar.c, endpoints.c and token.c only.  The
- * rest of the extension sees AtlasCall and the run functions of
- * atlas_users.h, never a request.
+ *	  The one way Atlas calls are run: a run of calls (executor.c, with
+ *	  prepare.c, dispatch.c, answer.c, calendar.c, token.c and pacing.c
+ *	  beneath it), failed calls as SQL errors (errors.c), the listing engine
+ *	  that reads every page of a list (listing.c), the removal budget
+ *	  (guard.c) and the shared state the executor keeps.  Its own files
+ *	  share executor_int.h besides.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef ATLAS_EXECUTOR_H
 #define ATLAS_EXECUTOR_H
 
-#include "atlas_users.h"
-#include "transport/http.h"
-#include "stats/stats.h"
+#include "atlas/atlas.h"
+#include "audit/audit.h"
+#include "credentials/credentials.h"
+#include "storage/lwlock.h"
 
-/* ----------------------------------------------------------------
- * endpoints.c
- * ----------------------------------------------------------------
- */
-typedef struct AtlasEndpoint
+/* executor.c: a run of calls */
+typedef struct AtlasRun AtlasRun;
+
+typedef struct AtlasRunSpec
+{
+	int			concurrency;
+	int			max_retries;	/* retries of a retryable failure within the run */
+	const char *progress_label; /* NOTICE progress lines under this name */
+	AtlasAuditMode audit;
+	bool		forget_calls;	/* free a call's memory once it is reported */
+
+	/*
+	 * finished() sees each call once it is done for good, after its audit
+	 * (in the same transaction, with ATLAS_AUDIT_WORKER); it may add calls.
+	 * feed() runs between transfers and may add calls; it returns false
+	 * once it will add no more, with *wait_ms how soon to ask again.
+	 */
+	void		(*finished) (AtlasRun *run, AtlasCall *call, void *arg);
+	bool		(*feed) (AtlasRun *run, void *arg, int free_slots, long *wait_ms);
+	void	   *arg;
+} AtlasRunSpec;
+
+extern AtlasRunSpec atlas_session_spec(const char *progress_label);
+extern AtlasRun *atlas_run_create(const AtlasRunSpec *spec);
+extern void atlas_run_add(AtlasRun *run, AtlasCall *call);
+extern void atlas_run_finish_unsent(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome);
+extern void atlas_run_execute(AtlasRun *run);
+extern void atlas_execute(AtlasCall **calls, int ncalls, const AtlasRunSpec *spec);
+extern bool atlas_retry_due(const AtlasAnswer *answer, int attempt, bool queued, int64 *delay_ms);
+
+/* errors.c: failed calls as SQL errors */
+extern int	atlas_status_sqlstate(long status);
+extern void atlas_raise_call_error(AtlasCall *call) pg_attribute_noreturn();
+extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
+extern char *atlas_call_detail(AtlasCall *call);
+extern char *atlas_call_message(AtlasCall *call);
+
+/* calendar.c: calls to endpoints past their sunset */
+extern bool atlas_call_retired(AtlasCall *call);
+extern char *atlas_call_retired_message(AtlasCall *call);
+extern const char *atlas_call_successor(AtlasCall *call);
+
+/* listing.c: reading every page of an Atlas list */
+typedef enum AtlasListingEnd
+{
+	ATLAS_LISTING_OK,
+	ATLAS_LISTING_FAILED,		/* a page's call failed: failed says how */
+	ATLAS_LISTING_NOT_A_LIST,	/* an answer was not a list */
+	ATLAS_LISTING_TOO_MANY_PAGES,	/* more than max_pages */
+	ATLAS_LISTING_TOO_SLOW		/* longer than timeout_ms */
+} AtlasListingEnd;
+
+/* a page held back by a listing run on its own (listing.c) */
+typedef struct AtlasListingHolder
+{
+	MemoryContextCallback cb;	/* frees json if an error ends the listing */
+	cJSON	   *json;			/* the parsed page whose rows are not built yet */
+	bool		fresh;			/* held in this very step */
+	bool		over;			/* no next page will come */
+	/* pages side by side (the first page stated the total): 0 when not */
+	int			side_last;		/* the last page asked side by side */
+	int			side_next;		/* the next page to ask */
+	int			side_pending;	/* pages asked and not finished */
+	bool		side_more;		/* the last page still links a next one */
+} AtlasListingHolder;
+
+typedef struct AtlasListing
 {
 	AtlasOperation op;
-	const char *name;			/* operation name in the audit and the queue */
-	const char *alias;			/* the trigger's short name; NULL: not a queued removal */
-	const char *method;
-	const char *route;			/* path template */
-	const char *version;		/* resource version; NULL for v1.0 */
-	bool		pinnable;		/* follows atlas_users.api_version */
-	bool		legacy;			/* used only with a pinned old version */
-	const char *rate_set;		/* the endpoint set whose rate limit it shares */
-	AtlasIdKind rate_scope;		/* the id that scopes the limit (ATLAS_ID_USER: none) */
-	const char *sunset;			/* YYYY-MM-DD the spec announces, or NULL (calendar.c) */
-	const char *successor;		/* what replaces it after the sunset, or NULL */
-} AtlasEndpoint;
-
-extern bool atlas_operation_lookup(const char *name, bool trigger_alias, AtlasOperation *op);
-extern const AtlasEndpoint *atlas_endpoint_for(AtlasOperation op, const char *pinned);
-extern int	atlas_endpoint_index(const AtlasEndpoint *ep);
-extern int	atlas_endpoint_count(void);
-extern const AtlasEndpoint *atlas_endpoint_at(int i);
-extern char *atlas_endpoint_path(const AtlasEndpoint *ep, AtlasCall *call);
-extern char *atlas_call_id(AtlasCall *call, AtlasIdKind kind);
-
-/* ----------------------------------------------------------------
- * calendar.c: deprecations and sunsets
- * ----------------------------------------------------------------
- */
-typedef enum AtlasCalendarGate
-{
-	ATLAS_CALENDAR_GO,			/* the call may go */
-	ATLAS_CALENDAR_WAIT,		/* a probe of its retired-or-not endpoint is out */
-	ATLAS_CALENDAR_RETIRED		/* retired in this statement: finished unsent */
-} AtlasCalendarGate;
-
-extern AtlasCalendarGate atlas_calendar_gate(AtlasRun *run, AtlasCall *call);
-extern void atlas_calendar_answer(AtlasCall *call, HttpRequest *req);
-
-/* ----------------------------------------------------------------
- * pacing.c: Atlas's rate limits
- * ----------------------------------------------------------------
- */
-#define ATLAS_PACE_NAME 96
-
-/* a bucket: the endpoint set, its scope and the host */
-typedef struct AtlasPaceKey
-{
-	uint32		key;
-	uint32		host;			/* the hash of the host alone */
-	char		name[ATLAS_PACE_NAME];	/* for messages */
-} AtlasPaceKey;
-
-/* what an answer said of its bucket (-1: not said) */
-typedef struct AtlasPaceAnswer
-{
-	long		status;
-	long		limit;			/* RateLimit-Limit */
-	long		remaining;		/* RateLimit-Remaining */
-	int			retry_after;	/* seconds */
-	int			capacity;		/* a 429's */
-	int			refill;
-	int			period_ms;
-} AtlasPaceAnswer;
-
-extern void atlas_pace_key(AtlasPaceKey *k, const char *host, const char *set, const char *scope);
-extern bool atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms);
-extern TimestampTz atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a);
-extern void atlas_pace_abandon(const AtlasPaceKey *k);
-extern void atlas_pace_release_all(void);
-extern bool atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms);
-extern void atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms);
-
-/* rate_sets.c: the sets Atlas publishes (listRateLimits) */
-extern void atlas_rate_sets_refresh(AtlasTarget *target);
-extern bool atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *ep,
-							   AtlasCall *call, AtlasPaceKey *k);
-
-/* ----------------------------------------------------------------
- * executor.c and dispatch.c: a run, and a call's state in it
- * ----------------------------------------------------------------
- */
-/* a target's state in a run: its token, fetched by this run or not */
-typedef struct TargetState
-{
 	AtlasTarget *target;
-	HttpRequest token_req;
-	bool		fetching;		/* our token request is in flight */
-	int			token_attempts;
-	bool		token_failed;	/* no token to be had: its calls fail */
-	AtlasAnswer token_answer;	/* why */
-	TimestampTz waiting_since;	/* for another process's fetch, or 0 */
-	uint64		generation;		/* of the token in buf; 0: none */
-	char		token[ATLAS_TOKEN_MAX + 1];
-} TargetState;
+	char	   *org_id;
+	char	   *group_id;
+	char	   *team_id;
+	char	   *query;			/* extra query text, "" or "name=value&" */
+	bool		unpaged;		/* the answer is one JSON array, not pages */
+	AtlasItemFn item;			/* called for each result */
+	void	   *arg;
+	void	   *owner;			/* passed on to each page's call */
+	const char *label;			/* progress NOTICEs under this name; NULL: none */
+	int			max_pages;		/* 0: atlas_users.max_pages */
+	int			timeout_ms;		/* 0: atlas_users.listing_timeout */
+	AtlasListingHolder *holder; /* set by atlas_list_all() only */
+	/* progress */
+	int			pages;
+	int64		items;
+	TimestampTz started;
+	TimestampTz last_notice;
+	AtlasListingEnd end;
+	AtlasCall  *failed;			/* the last page read, when the listing failed */
+	const char *problem;		/* why, when it was not the page's call */
+} AtlasListing;
 
-struct AtlasRun
-{
-	AtlasRunSpec spec;
-	MemoryContext cxt;
-	List	   *targets;		/* of TargetState * */
-	List	   *resolved;		/* of ResolvedTarget *: targets by organization and role */
-	AtlasCall **pending;		/* not in flight and not finished */
-	int			npending;
-	int			pending_cap;
-	AtlasCall **flight;			/* in flight (or started and waiting) */
-	int			nflight;
-	int			flight_cap;
-	List	   *done;			/* finished, not yet reported */
-	bool		feed_more;
-	long		feed_wait_ms;
-	int			nadded;
-	int			nreported;
-	TimestampTz last_progress;
-	TimestampTz paced_until;	/* the latest a call waits for a rate limit */
-	char		paced_name[ATLAS_PACE_NAME];	/* of that bucket */
-	AtlasWaitKind wait_kind;	/* what the run waits for with nothing in flight */
-};
+extern AtlasCall *atlas_listing_first(AtlasListing *listing);
+extern AtlasCall *atlas_listing_page_done(AtlasListing *listing, AtlasCall *page);
+extern void atlas_list_all(AtlasListing *listing);
+extern void atlas_list_many(AtlasListing **listings, int n);
+extern void atlas_raise_listing_error(AtlasListing *listing) pg_attribute_noreturn();
 
+/* guard.c: the removal budget */
+extern bool atlas_guard_admit(const char *org_id, const char *group_id,
+							  const char *person, bool limited);
+extern void atlas_guard_count_call(AtlasCall *call);
+extern void atlas_guard_recall(void);
+extern bool atlas_guard_reserve(const char *org_id, const char *group_id, char **people,
+								int n, bool force, const char *what);
+extern bool atlas_guard_should_warn(const char *org_id, const char *group_id);
+extern void atlas_guard_burst_over(const char *org_id);
+extern void atlas_guard_note_size(const char *org_id, int64 size);
+extern int	atlas_guard_budget(const char *org_id, const char *group_id, int *used);
 
-extern void atlas_run_push(AtlasRun *run, AtlasCall ***arr, int *n, int *cap, AtlasCall *call);
-extern void atlas_run_take(AtlasCall **arr, int *n, int i);
-extern void atlas_run_finish(AtlasRun *run, AtlasCall *call, AtlasOutcome outcome);
-extern void atlas_run_paced(AtlasRun *run, const AtlasPaceKey *k, long wait_ms);
-extern void atlas_run_unpaced(AtlasRun *run, const AtlasPaceKey *k);
-extern HttpRequest *atlas_dispatch_next(void *arg, long *wait_ms);
-extern void atlas_dispatch_done(void *arg, HttpRequest *req);
-
-/* prepare.c */
-extern AtlasTarget *atlas_call_target(AtlasRun *run, AtlasCall *call);
-extern void atlas_prepare_call(AtlasRun *run, AtlasCall *call, AtlasTarget *target);
-extern void atlas_run_wipe_secrets(AtlasRun *run);
-
-struct AtlasCallState
-{
-	MemoryContext cxt;			/* the call's memory: its request and answer */
-	HttpRequest req;
-	const AtlasEndpoint *endpoint;
-	TargetState *ts;			/* its target's state in the run */
-	TimestampTz not_before;		/* a retry waits until then */
-	uint64		token_generation;	/* of the bearer token sent */
-	bool		reauthed;		/* renewed a rejected token once already */
-	AtlasPaceKey pace;			/* the rate-limit bucket its endpoint shares */
-	bool		paced;			/* counted in flight by pacing.c */
-	TimestampTz paced_since;	/* waiting for its rate limit since, or 0 */
-	int			pace_waits;		/* waits for pacing before this attempt */
-	double		pace_wait_ms;	/* and their time */
-	bool		maybe_acted;	/* an earlier attempt may have reached Atlas */
-	bool		names_user;		/* the last error names the call's user id */
-	bool		in_flight;
-	bool		finished;		/* done for good */
-	bool		reported;		/* audited and handed to finished() */
-};
-
-/* ----------------------------------------------------------------
- * answer.c: sorting an answer
- * ----------------------------------------------------------------
- */
-extern bool atlas_answer_error(AtlasAnswer *answer, HttpRequest *req, const char *user_id);
-extern void atlas_answer_transport(AtlasAnswer *answer, HttpRequest *req);
-extern bool atlas_answer_user_absent(AtlasCall *call);
-extern void atlas_answer_scrub(AtlasAnswer *answer, const AtlasTarget *target, const char *token);
-extern void atlas_answer_keep_body(AtlasCall *call, HttpRequest *req);
-
-/* ----------------------------------------------------------------
- * token.c: service-account tokens
- * ----------------------------------------------------------------
- */
-typedef enum AtlasTokenState
-{
-	ATLAS_TOKEN_READY,			/* here is a token */
-	ATLAS_TOKEN_FETCH,			/* none: the caller must fetch one */
-	ATLAS_TOKEN_WAIT,			/* none yet: another process is fetching it */
-	ATLAS_TOKEN_FAILED			/* the fetch the caller waited for failed */
-} AtlasTokenState;
-
-/* a failed token request, as it is kept for the processes that waited */
-typedef struct AtlasTokenFailure
-{
-	long		http_status;
-	bool		transport_failed;
-	int			retry_after;
-	char		error_code[64];
-	char		detail[512];
-} AtlasTokenFailure;
-
-extern AtlasTokenState atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
-									   TimestampTz waiting_since, AtlasTokenFailure *failure,
-									   long *wait_ms);
-extern bool atlas_token_accept(const AtlasTarget *target, HttpRequest *req,
-							   const char **problem);
-extern void atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *failure,
-									 bool final, TimestampTz retry_not_before);
-extern void atlas_token_reject(const AtlasTarget *target, uint64 generation);
-extern void atlas_token_request(const AtlasTarget *target, HttpRequest *req);
-extern void atlas_token_release_fetches(void);
+/* the shared state of token.c, pacing.c and guard.c (preloaded only) */
+extern Size atlas_token_shmem_size(void);
+extern void atlas_token_shmem_init(LWLock *lock);
+extern Size atlas_pace_shmem_size(void);
+extern void atlas_pace_shmem_init(LWLock *lock);
+extern Size atlas_guard_shmem_size(void);
+extern void atlas_guard_shmem_init(LWLock *lock);
+extern uint64 atlas_token_grants(void);
+extern void atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until,
+							  TimestampTz *failed_at);
 
 #endif							/* ATLAS_EXECUTOR_H */

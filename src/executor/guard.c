@@ -30,7 +30,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor.h"
 
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"

@@ -35,7 +35,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
 #include <math.h>
 

@@ -33,14 +33,13 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
+#include "executor/pacing.h"
 
 #include <limits.h>
 
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
-#include "executor/executor.h"
-#include "executor/pacing.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"

@@ -8,7 +8,7 @@
 #ifndef ATLAS_PACING_H
 #define ATLAS_PACING_H
 
-#include "executor/executor.h"
+#include "executor/executor_int.h"
 #include "storage/lwlock.h"
 
 /* buckets modelled at once; when all are used, victim() picks one to reuse */

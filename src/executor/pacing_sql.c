@@ -6,11 +6,10 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
-
-#include "executor/executor.h"
-#include "funcapi.h"
+#include "executor/executor_int.h"
 #include "executor/pacing.h"
+
+#include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 

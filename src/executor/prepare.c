@@ -8,11 +8,10 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
 #include <cjson/cJSON.h>
 
-#include "executor/executor.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 

@@ -17,9 +17,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
-#include "executor/executor.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"

@@ -32,12 +32,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor_int.h"
 
-#include "executor/executor.h"
 #include "miscadmin.h"
-#include "atlas/parse.h"
-#include "stats/stats.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"

@@ -15,7 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "functions/functions.h"
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"

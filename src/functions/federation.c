@@ -20,10 +20,11 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "functions/functions.h"
+#include "functions/listings.h"
 #include "functions/offboard.h"
 
 #include "lib/stringinfo.h"
-#include "functions/listings.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(atlas_org_role_mappings);

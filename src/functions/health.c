@@ -15,7 +15,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "executor/executor.h"
+#include "stats/stats.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -23,7 +24,6 @@
 #include "foreign/foreign.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "stats/stats.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"

@@ -17,6 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "executor/executor.h"
 #include "functions/listings.h"
 
 #include "catalog/pg_type.h"

@@ -15,6 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "functions/functions.h"
 #include "functions/listings.h"
 
 #include "catalog/pg_type.h"

@@ -9,7 +9,7 @@
 #ifndef ATLAS_LISTINGS_H
 #define ATLAS_LISTINGS_H
 
-#include "atlas_users.h"
+#include "functions/functions.h"
 
 #include "nodes/execnodes.h"
 #include "utils/hsearch.h"

@@ -14,12 +14,11 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
-
+#include "functions/functions.h"
+#include "transport/http.h"
 
 #include "catalog/pg_type.h"
 #include "funcapi.h"
-#include "atlas/parse.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 

@@ -38,6 +38,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "functions/functions.h"
 #include "functions/offboard.h"
 
 #include "funcapi.h"

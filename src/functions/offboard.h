@@ -9,7 +9,7 @@
 #ifndef ATLAS_OFFBOARD_H
 #define ATLAS_OFFBOARD_H
 
-#include "atlas_users.h"
+#include "functions/functions.h"
 
 /* a pending invitation to a project (made through the deprecated endpoint) */
 typedef struct OffInvite

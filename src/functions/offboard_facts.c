@@ -33,7 +33,9 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "functions/functions.h"
 #include "functions/offboard.h"
+#include "transport/http.h"
 
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"

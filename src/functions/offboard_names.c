@@ -15,9 +15,9 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "executor/executor.h"
 #include "functions/offboard.h"
 
-#include "atlas/parse.h"
 
 /* an id and its name */
 typedef struct OffName

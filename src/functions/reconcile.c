@@ -29,7 +29,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "functions/functions.h"
 
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"

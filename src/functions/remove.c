@@ -11,7 +11,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "functions/functions.h"
 
 /* Remove the user the arguments name; the ids come first, then missing_ok. */
 static Datum

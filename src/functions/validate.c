@@ -10,7 +10,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "functions/functions.h"
 
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"

@@ -1,19 +1,40 @@
 /*-------------------------------------------------------------------------
  *
  * queue.h
- *	  What the files that run queued removals share: a claimed row, and a
- *	  drain of the queue.
- *
- * Included by queue_run.c (the drain: starting rows, recording them)
- * and queue_claim.c (claiming rows and resolving the credentials each
- * row runs with) only.
+ *	  The removal queue: enqueueing (queue_sql.c) and the HR trigger
+ *	  (trigger.c), rows the removal budget holds (queue_guard.c), claiming
+ *	  and draining rows (queue_claim.c, queue_run.c), upkeep
+ *	  (queue_upkeep.c) and the background worker (worker.c).
  *
  *-------------------------------------------------------------------------
  */
 #ifndef ATLAS_QUEUE_H
 #define ATLAS_QUEUE_H
 
-#include "atlas_users.h"
+#include "functions/functions.h"
+
+extern int64 atlas_enqueue(AtlasOperation op, char **ids, const char *username,
+						   const char *reason, const char *ticket);
+extern Datum atlas_enqueued_here(void);
+extern void atlas_queue_wake_at_commit(void);
+
+/* queue_guard.c: rows the removal budget holds, and approvals */
+typedef struct AtlasHeldRow
+{
+	int64		id;
+	char	   *org_id;
+	char	   *group_id;
+} AtlasHeldRow;
+
+extern bool atlas_queue_admit(AtlasCall *r, int64 id, List **held);
+extern void atlas_queue_hold(List *held);
+extern int	atlas_queue_drain(bool worker, int max_items);
+extern uint64 atlas_queue_recover(void);
+extern uint64 atlas_queue_purge(void);
+extern TimestampTz atlas_queue_next_due(void);
+
+/* worker.c */
+extern void atlas_worker_register(void);
 
 /* one claimed queue row */
 typedef struct QueueRow

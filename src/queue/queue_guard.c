@@ -22,7 +22,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "queue/queue.h"
 
 #include <cjson/cJSON.h>
 

@@ -199,7 +199,7 @@ drain_feed(AtlasRun *run pg_attribute_unused(), void *arg, int free_slots, long 
 		MemoryContextDelete((MemoryContext) lfirst(lc));
 	list_free(d->finished_rows);
 	d->finished_rows = NIL;
-	atlas_worker_drain_audit();
+	atlas_audit_drain_handed();
 
 	wake = MyLatch->is_set;
 	if (wake)

@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "queue/queue.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"

@@ -7,7 +7,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "queue/queue.h"
 
 #include "executor/spi.h"
 #include "utils/timestamp.h"

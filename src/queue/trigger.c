@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "queue/queue.h"
 
 #include "commands/trigger.h"
 #include "executor/spi.h"

@@ -21,7 +21,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "queue/queue.h"
 
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -47,8 +47,6 @@ PGDLLEXPORT void atlas_worker_main(Datum arg);
 #define PURGE_INTERVAL_MS 60000
 /* the longest pause before connecting again after starts that failed */
 #define CONNECT_BACKOFF_MAX_MS 60000
-/* audit records inserted per transaction */
-#define AUDIT_BATCH 256
 /* how long the worker lets records gather before it inserts them */
 #define AUDIT_GATHER_MS 10
 
@@ -116,49 +114,6 @@ extension_installed(void)
 	return present;
 }
 
-/*
- * Insert handed-over audit records, a batch per transaction.  If they
- * cannot be inserted (the table is gone, say), log them whole instead:
- * a record is never dropped silently.  Runs outside any transaction.
- */
-void
-atlas_worker_drain_audit(void)
-{
-	static AuditRecord *buf = NULL;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	if (buf == NULL)
-		buf = MemoryContextAlloc(TopMemoryContext, sizeof(AuditRecord) * AUDIT_BATCH);
-	for (;;)
-	{
-		int			n = atlas_shmem_peek_audit(buf, AUDIT_BATCH);
-		int			i;
-
-		if (n == 0)
-			break;
-		PG_TRY();
-		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			for (i = 0; i < n; i++)
-				atlas_audit_insert(&buf[i]);
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		PG_CATCH();
-		{
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			for (i = 0; i < n; i++)
-				atlas_audit_log(&buf[i], "audit row could not be inserted");
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(cxt);
-		atlas_shmem_audit_done(n);
-	}
-}
-
 /* Drain the audit ring, letting a burst of records gather first. */
 static void
 drain_audit_gathered(void)
@@ -172,7 +127,7 @@ drain_audit_gathered(void)
 						 PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
 	}
-	atlas_worker_drain_audit();
+	atlas_audit_drain_handed();
 }
 
 /*

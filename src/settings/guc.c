@@ -13,8 +13,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
-#include "settings/settings.h"
+#include "settings/settings_int.h"
+#include "transport/http.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -477,4 +477,26 @@ atlas_define_settings(void)
 
 	atlas_settings_after_define();
 	MarkGUCPrefixReserved("atlas_users");
+}
+
+/*
+ * Loaded on demand, not preloaded: a secret set inline in the
+ * configuration was readable by any role with SHOW until this moment,
+ * as a placeholder setting.  Say so, once per backend.
+ */
+void
+atlas_settings_warn_inline_secrets(void)
+{
+	const char *which = NULL;
+
+	if (atlas_private_key && atlas_private_key[0])
+		which = "atlas_users.private_key";
+	else if (atlas_client_secret && atlas_client_secret[0])
+		which = "atlas_users.client_secret";
+	if (which)
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("%s is set inline while atlas_users is not in shared_preload_libraries", which),
+				 errdetail("Backends that have not loaded atlas_users show the value to any role that runs SHOW."),
+				 errhint("Use atlas_users.private_key_file or atlas_users.client_secret_file, and preload atlas_users.")));
 }

@@ -1,9 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * settings.h
- *	  Between guc.c, settings_load.c and settings_check.c: reading a
- *	  setting's state from PostgreSQL's GUC tables, and the records of
- *	  atlas_users.* values that PostgreSQL refused.
+ *	  The atlas_users.* settings: their variables (guc.c), defined once at
+ *	  load, and the fail-safe check of what a role or database set.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,33 +11,51 @@
 
 #include "atlas_users.h"
 
-#include "utils/guc_tables.h"
+typedef enum AtlasAuthMethod
+{
+	ATLAS_AUTH_AUTO,
+	ATLAS_AUTH_DIGEST,
+	ATLAS_AUTH_SERVICE_ACCOUNT
+} AtlasAuthMethod;
 
-#define ATLAS_SETTINGS_PREFIX "atlas_users."
+extern char *atlas_base_url;
+extern char *atlas_ca_file;
+extern char *atlas_proxy;
+extern char *atlas_public_key;
+extern char *atlas_private_key;
+extern char *atlas_private_key_file;
+extern char *atlas_client_id;
+extern char *atlas_client_secret;
+extern char *atlas_client_secret_file;
+extern int	atlas_auth_method;
+extern char *atlas_api_version;
+extern int	atlas_timeout_ms;
+extern int	atlas_connect_timeout_ms;
+extern int	atlas_max_concurrency;
+extern int	atlas_max_retries;
+extern int	atlas_rate_limit_max_wait_s;
+extern int	atlas_rate_limit_sets_ttl_s;
+extern int	atlas_max_attempts;
+extern int	atlas_page_size;
+extern int	atlas_max_pages;
+extern int	atlas_listing_timeout_ms;
+extern int	atlas_worker_lookup_timeout_ms;
+extern int	atlas_retry_base_ms;
+extern int	atlas_queue_retention_s;
+extern int	atlas_audit_min_retention_min;
+extern char *atlas_database;
+extern char *atlas_server;
+extern char *atlas_trusted_server_owners;
+extern int	atlas_server_timeout_max_ms;
+extern int	atlas_guard_max_removals;
+extern int	atlas_guard_window_s;
+extern int	atlas_guard_max_share;
+extern bool atlas_require_approval;
+extern int	atlas_offboarding_target_s;
 
-/* when a refusal happened, for its message */
-#define ATLAS_REFUSED_AT_LOAD "when atlas_users loaded in this session"
-#define ATLAS_REFUSED_AT_START "when the server loaded atlas_users at start"
-#define ATLAS_REFUSED_AT_LOGIN "when this session started"
-
-/* settings_load.c: placeholders */
-extern void atlas_settings_before_define(void);
-extern void atlas_settings_after_define(void);
-
-/* settings_value.c: a setting's value as text */
-extern struct config_generic *atlas_setting_record(const char *name);
-extern char *atlas_setting_value_text(struct config_generic *rec, const union config_var_val *val);
-extern char *atlas_setting_text(struct config_generic *rec, bool reset);
-extern bool atlas_setting_canonical(struct config_generic *rec, const char *raw, char **out);
-
-/* settings_check.c: refusals; atlas_settings_check() is in atlas_users.h */
-typedef struct AtlasRefusal AtlasRefusal;
-
-extern AtlasRefusal *atlas_refusal_add(struct config_generic *rec, const char *name,
-									   const char *value, GucSource origin,
-									   const char *kept, const char *when);
-extern void atlas_refusal_fallback(AtlasRefusal *r, char *text, GucSource source);
-extern void atlas_refusal_until_xact_end(AtlasRefusal *r);
-extern void atlas_settings_check_login_later(void);
+extern void atlas_define_settings(void);
+extern bool atlas_api_version_ok(const char *v, char **why);
+extern void atlas_settings_check(void);
+extern void atlas_settings_warn_inline_secrets(void);
 
 #endif							/* ATLAS_SETTINGS_H */

@@ -28,7 +28,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "settings/settings.h"
+#include "settings/settings_int.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"

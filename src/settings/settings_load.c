@@ -27,7 +27,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "settings/settings.h"
+#include "settings/settings_int.h"
 
 #include "miscadmin.h"
 #include "utils/builtins.h"

@@ -10,7 +10,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "settings/settings.h"
+#include "settings/settings_int.h"
 
 #include "utils/builtins.h"
 

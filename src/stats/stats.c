@@ -18,11 +18,10 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
+#include "stats/stats.h"
 
 #include "common/hashfn.h"
 #include "funcapi.h"
-#include "stats/stats.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"

@@ -9,7 +9,7 @@
 #ifndef ATLAS_STATS_H
 #define ATLAS_STATS_H
 
-#include "postgres.h"
+#include "atlas_users.h"
 
 #include "datatype/timestamp.h"
 #include "storage/lwlock.h"
@@ -42,10 +42,5 @@ typedef enum AtlasWaitKind
 } AtlasWaitKind;
 
 extern uint32 atlas_wait_event(AtlasWaitKind kind);
-
-/* token.c, read only: a target's token state, for health.c */
-struct AtlasTarget;
-extern void atlas_token_state(const struct AtlasTarget *target, TimestampTz *valid_until,
-							  TimestampTz *failed_at);
 
 #endif							/* ATLAS_STATS_H */

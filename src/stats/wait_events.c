@@ -13,9 +13,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "atlas_users.h"
-
 #include "stats/stats.h"
+
 #include "utils/wait_event.h"
 
 static const char *const wait_names[] = {

@@ -33,8 +33,8 @@
 #include <curl/curl.h>
 
 #include "atlas_users.h"
-#include "common/hashfn.h"
 #include "transport/http.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"

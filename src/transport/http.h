@@ -16,6 +16,8 @@
 
 #include "postgres.h"
 
+#include <time.h>
+
 /* how a request authenticates */
 typedef enum HttpAuthKind
 {
@@ -111,5 +113,15 @@ extern size_t http_header_cb(char *data, size_t size, size_t nmemb, void *arg);
 /* http.c */
 extern void http_run(HttpDriver *driver);
 extern void http_prepare(HttpRequest *req);
+
+/* http.c, http_url.c: the transport's start, and URL helpers for the settings */
+extern void http_init(void);
+extern void http_forget_handles(void);
+extern char *http_escape(const char *s);
+extern bool http_base_url_ok(const char *url, const char *what, char **why);
+extern bool http_proxy_url_ok(const char *url, const char *what, char **why);
+extern char *http_url_host(const char *url);
+extern time_t http_date(const char *value);
+extern bool http_url_same_origin(const char *url, const char *base);
 
 #endif							/* ATLAS_HTTP_H */

@@ -18,7 +18,7 @@
 
 #include <curl/curl.h>
 
-#include "atlas_users.h"
+#include "transport/http.h"
 
 /* URL-encode a string with libcurl; the result is palloc'd. */
 char *
