@@ -12,31 +12,25 @@
 #include "executor/executor.h"
 #include "queue/queue.h"
 #include "settings/settings.h"
+#include "shared/shared.h"
 #include "stats/stats.h"
 #include "transport/http.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
-#include "storage/lwlock.h"
 #include "storage/shmem.h"
 
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* the modules that keep shared state, each with a lock of its own */
-typedef struct SharedModule
-{
-	Size		(*size) (void);
-	void		(*init) (LWLock *lock);
-} SharedModule;
-
-static const SharedModule shared_modules[] = {
-	{atlas_handoff_shmem_size, atlas_handoff_shmem_init},
-	{atlas_token_shmem_size, atlas_token_shmem_init},
-	{atlas_pace_shmem_size, atlas_pace_shmem_init},
-	{atlas_guard_shmem_size, atlas_guard_shmem_init},
-	{atlas_stat_shmem_size, atlas_stat_shmem_init},
+/* the modules' shared structs, each with a lock of its own */
+static const AtlasSharedSpec *const shared_modules[] = {
+	&atlas_handoff_shared,
+	&atlas_token_shared,
+	&atlas_pace_shared,
+	&atlas_guard_shared,
+	&atlas_stat_shared,
 };
 
 #define SHARED_MODULES ((int) lengthof(shared_modules))
@@ -53,7 +47,7 @@ request_shared_memory(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	for (i = 0; i < SHARED_MODULES; i++)
-		RequestAddinShmemSpace(shared_modules[i].size());
+		RequestAddinShmemSpace(MAXALIGN(shared_modules[i]->size));
 	RequestNamedLWLockTranche("atlas_users", SHARED_MODULES);
 }
 
@@ -69,7 +63,7 @@ attach_shared_memory(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	locks = GetNamedLWLockTranche("atlas_users");
 	for (i = 0; i < SHARED_MODULES; i++)
-		shared_modules[i].init(&locks[i].lock);
+		atlas_shared_attach(shared_modules[i], &locks[i].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -65,8 +65,7 @@ extern void atlas_audit_call(AtlasCall *call, AtlasAuditMode mode);
 extern void atlas_audit_interrupted(AtlasCall *call);
 
 /* handoff.c: records handed to the worker (preloaded only) */
-extern Size atlas_handoff_shmem_size(void);
-extern void atlas_handoff_shmem_init(LWLock *lock);
+extern const struct AtlasSharedSpec atlas_handoff_shared;
 extern bool atlas_shmem_preloaded(void);
 extern bool atlas_shmem_audit_available(void);
 extern void atlas_shmem_wake_worker(void);

@@ -19,6 +19,7 @@
  *-------------------------------------------------------------------------
  */
 #include "audit/audit.h"
+#include "shared/shared.h"
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -62,27 +63,18 @@ typedef struct AtlasShared
 } AtlasShared;
 
 static AtlasShared *shared = NULL;
-/* Size of the shared state, for init.c's shared-memory request. */
-Size
-atlas_handoff_shmem_size(void)
+
+/* A new shared state: its condition variable. */
+static void
+shared_made(void *s)
 {
-	return MAXALIGN(sizeof(AtlasShared));
+	ConditionVariableInit(&((AtlasShared *) s)->cv);
 }
 
-/* Create or attach to the shared state; from init.c's startup hook. */
-void
-atlas_handoff_shmem_init(LWLock *lock)
-{
-	bool		found;
-
-	shared = ShmemInitStruct("atlas_users", sizeof(AtlasShared), &found);
-	if (!found)
-	{
-		memset(shared, 0, offsetof(AtlasShared, ring));
-		shared->lock = lock;
-		ConditionVariableInit(&shared->cv);
-	}
-}
+/* The hand-off's shared memory, for init.c; never made backend-local. */
+const AtlasSharedSpec atlas_handoff_shared = {
+	"atlas_users", sizeof(AtlasShared), (void **) &shared, shared_made
+};
 
 /* Is the durable audit available to this backend's database? */
 bool

@@ -128,13 +128,10 @@ extern void atlas_guard_burst_over(const char *org_id);
 extern void atlas_guard_note_size(const char *org_id, int64 size);
 extern int	atlas_guard_budget(const char *org_id, const char *group_id, int *used);
 
-/* the shared state of token.c, pacing.c and guard.c (preloaded only) */
-extern Size atlas_token_shmem_size(void);
-extern void atlas_token_shmem_init(LWLock *lock);
-extern Size atlas_pace_shmem_size(void);
-extern void atlas_pace_shmem_init(LWLock *lock);
-extern Size atlas_guard_shmem_size(void);
-extern void atlas_guard_shmem_init(LWLock *lock);
+/* the shared state of token.c, pacing.c and guard.c (shared/shared.h) */
+extern const struct AtlasSharedSpec atlas_token_shared;
+extern const struct AtlasSharedSpec atlas_pace_shared;
+extern const struct AtlasSharedSpec atlas_guard_shared;
 extern uint64 atlas_token_grants(void);
 extern void atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until,
 							  TimestampTz *failed_at);

@@ -31,6 +31,7 @@
  *-------------------------------------------------------------------------
  */
 #include "executor/executor.h"
+#include "shared/shared.h"
 
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -70,48 +71,16 @@ typedef struct GuardState
 
 static GuardState *guard = NULL;
 
-/* Shared memory the guard needs. */
-Size
-atlas_guard_shmem_size(void)
-{
-	return MAXALIGN(sizeof(GuardState));
-}
-
-/* Create or attach to the shared guard; under AddinShmemInitLock. */
-void
-atlas_guard_shmem_init(LWLock *lock)
-{
-	bool		found;
-
-	guard = ShmemInitStruct("atlas_users guard", sizeof(GuardState), &found);
-	if (!found)
-	{
-		memset(guard, 0, sizeof(GuardState));
-		guard->lock = lock;
-	}
-}
+/* The removal budget's shared memory, for init.c. */
+const AtlasSharedSpec atlas_guard_shared = {
+	"atlas_users guard", sizeof(GuardState), (void **) &guard, NULL
+};
 
 /* The guard's state, in this backend's memory when not preloaded. */
 static GuardState *
 state(void)
 {
-	if (guard == NULL)
-		guard = MemoryContextAllocZero(TopMemoryContext, sizeof(GuardState));
-	return guard;
-}
-
-static void
-lock_guard(GuardState *g)
-{
-	if (g->lock)
-		LWLockAcquire(g->lock, LW_EXCLUSIVE);
-}
-
-static void
-unlock_guard(GuardState *g)
-{
-	if (g->lock)
-		LWLockRelease(g->lock);
+	return atlas_shared_get(&atlas_guard_shared);
 }
 
 /* A string's 64-bit hash, never 0; case-folded (usernames are e-mails). */
@@ -242,10 +211,10 @@ recall_spi(Oid nsp, void *arg pg_attribute_unused())
 		TimestampTz at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 		bool		counted;
 
-		lock_guard(g);
+		atlas_shared_lock(g, LW_EXCLUSIVE);
 		(void) used_in(g, scope, who, &counted);
 		count_person_at(g, scope, who, counted, at);
-		unlock_guard(g);
+		atlas_shared_unlock(g);
 	}
 }
 
@@ -274,11 +243,11 @@ atlas_guard_admit(const char *org_id, const char *group_id, const char *person, 
 	bool		counted;
 	bool		ok;
 
-	lock_guard(g);
+	atlas_shared_lock(g, LW_EXCLUSIVE);
 	ok = (used_in(g, scope, who, &counted) < budget_of(g, scope)) || counted || !limited;
 	if (ok)
 		count_person(g, scope, who, counted);
-	unlock_guard(g);
+	atlas_shared_unlock(g);
 	return ok;
 }
 
@@ -326,7 +295,7 @@ atlas_guard_reserve(const char *org_id, const char *group_id, char **people, int
 
 	for (i = 0; i < n; i++)
 		who[i] = hash_text("", people[i]);
-	lock_guard(g);
+	atlas_shared_lock(g, LW_EXCLUSIVE);
 	budget = budget_of(g, scope);
 	for (i = 0; i < n; i++)
 	{
@@ -339,7 +308,7 @@ atlas_guard_reserve(const char *org_id, const char *group_id, char **people, int
 	over = (used + fresh > budget);
 	if (over && !force)
 	{
-		unlock_guard(g);
+		atlas_shared_unlock(g);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s would remove %d people from %s %s, past the removal budget",
@@ -350,7 +319,7 @@ atlas_guard_reserve(const char *org_id, const char *group_id, char **people, int
 	}
 	for (i = 0; i < n; i++)
 		count_person(g, scope, who[i], counted[i]);
-	unlock_guard(g);
+	atlas_shared_unlock(g);
 	pfree(who);
 	pfree(counted);
 	return over;
@@ -368,13 +337,13 @@ atlas_guard_should_warn(const char *org_id, const char *group_id)
 	TimestampTz now = GetCurrentTimestamp();
 	bool		warn;
 
-	lock_guard(g);
+	atlas_shared_lock(g, LW_EXCLUSIVE);
 	s = scope_record(g, scope_of(org_id, group_id), true);
 	warn = (s->warned_at == 0 ||
 			s->warned_at < TimestampTzPlusMilliseconds(now, -(int64) atlas_guard_window_s * 1000));
 	if (warn)
 		s->warned_at = now;
-	unlock_guard(g);
+	atlas_shared_unlock(g);
 	return warn;
 }
 
@@ -385,11 +354,11 @@ atlas_guard_burst_over(const char *org_id)
 	GuardState *g = state();
 	GuardScope *s;
 
-	lock_guard(g);
+	atlas_shared_lock(g, LW_EXCLUSIVE);
 	s = scope_record(g, scope_of(org_id, NULL), false);
 	if (s)
 		s->warned_at = 0;
-	unlock_guard(g);
+	atlas_shared_unlock(g);
 }
 
 /* A listing showed an organization's size: the share of it applies. */
@@ -399,10 +368,10 @@ atlas_guard_note_size(const char *org_id, int64 size)
 	GuardState *g = state();
 	GuardScope *s;
 
-	lock_guard(g);
+	atlas_shared_lock(g, LW_EXCLUSIVE);
 	s = scope_record(g, scope_of(org_id, NULL), true);
 	s->size = (int) Min(size, INT_MAX);
-	unlock_guard(g);
+	atlas_shared_unlock(g);
 }
 
 /* The budget of an organization or project now, and how much of it is used. */
@@ -414,9 +383,9 @@ atlas_guard_budget(const char *org_id, const char *group_id, int *used)
 	bool		counted;
 	int			budget;
 
-	lock_guard(g);
+	atlas_shared_lock(g, LW_EXCLUSIVE);
 	budget = budget_of(g, scope);
 	*used = used_in(g, scope, 0, &counted);
-	unlock_guard(g);
+	atlas_shared_unlock(g);
 	return budget;
 }

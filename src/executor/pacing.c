@@ -44,7 +44,6 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -56,50 +55,16 @@ static int	local_in_flight[PACE_BUCKETS];
 static uint32 local_key[PACE_BUCKETS];
 static bool exit_callback_registered = false;
 
-/* Size of the shared buckets, for shmem.c. */
-Size
-atlas_pace_shmem_size(void)
-{
-	return MAXALIGN(sizeof(PaceState));
-}
-
-/* Create or attach to the shared buckets; from shmem.c's startup hook. */
-void
-atlas_pace_shmem_init(LWLock *lock)
-{
-	bool		found;
-
-	pace = ShmemInitStruct("atlas_users pacing", sizeof(PaceState), &found);
-	if (!found)
-	{
-		memset(pace, 0, sizeof(PaceState));
-		pace->lock = lock;
-	}
-}
+/* The rate-limit buckets' shared memory, for init.c. */
+const AtlasSharedSpec atlas_pace_shared = {
+	"atlas_users pacing", sizeof(PaceState), (void **) &pace, NULL
+};
 
 /* The buckets: the shared ones, or backend-local ones made on first use. */
 PaceState *
 atlas_pace_state(void)
 {
-	if (pace == NULL)
-		pace = MemoryContextAllocZero(TopMemoryContext, sizeof(PaceState));
-	return pace;
-}
-
-/* Lock the buckets, if they are shared. */
-void
-atlas_pace_lock(PaceState *p)
-{
-	if (p->lock)
-		LWLockAcquire(p->lock, LW_EXCLUSIVE);
-}
-
-/* Unlock the buckets, if they are shared. */
-void
-atlas_pace_unlock(PaceState *p)
-{
-	if (p->lock)
-		LWLockRelease(p->lock);
+	return atlas_shared_get(&atlas_pace_shared);
 }
 
 /* The key and name of the bucket of a set and scope at a host. */
@@ -224,14 +189,14 @@ atlas_pace_release_all(void)
 
 	if (p == NULL)
 		return;
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		if (local_in_flight[i] > 0 && p->buckets[i].key == local_key[i])
 			p->buckets[i].in_flight = Max(0, p->buckets[i].in_flight - local_in_flight[i]);
 		local_in_flight[i] = 0;
 	}
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 }
 
 /* At exit, give back this process's requests in flight. */
@@ -266,7 +231,7 @@ atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
 		before_shmem_exit(release_at_exit, (Datum) 0);
 		exit_callback_registered = true;
 	}
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	b = find_bucket(p, k, now);
 	apply_refills(b, now);
 	if (b->blocked_until > now)
@@ -285,7 +250,7 @@ atlas_pace_acquire(const AtlasPaceKey *k, long *wait_ms)
 			b->tokens -= 1.0;
 		count_in_flight(p, b);
 	}
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 	return go;
 }
 
@@ -347,7 +312,7 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	TimestampTz blocked;
 	PaceBucket *b;
 
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	b = find_bucket(p, k, now);
 	end_in_flight(p, b);
 	if (a->status == 429)
@@ -387,7 +352,7 @@ atlas_pace_answer(const AtlasPaceKey *k, const AtlasPaceAnswer *a)
 	}
 	b->probing = false;
 	blocked = b->blocked_until > now ? b->blocked_until : 0;
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 	return blocked;
 }
 
@@ -398,11 +363,11 @@ atlas_pace_abandon(const AtlasPaceKey *k)
 	PaceState  *p = atlas_pace_state();
 	PaceBucket *b;
 
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	b = find_bucket(p, k, GetCurrentTimestamp());
 	end_in_flight(p, b);
 	b->probing = false;
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 }
 
 /*
@@ -416,7 +381,7 @@ atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms
 	PaceState  *p = atlas_pace_state();
 	PaceBucket *b;
 
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	b = find_bucket(p, k, GetCurrentTimestamp());
 	if (b->source == PACE_FROM_NONE && b->capacity == 0 && !b->tokens_known)
 	{
@@ -428,7 +393,7 @@ atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms
 		b->next_refill = 0;
 		b->source = PACE_FROM_LISTED;
 	}
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 }
 
 /* What the model knows of a bucket, for messages. */
@@ -439,7 +404,7 @@ atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *peri
 	bool		known = false;
 	int			i;
 
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		PaceBucket *b = &p->buckets[i];
@@ -452,6 +417,6 @@ atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *peri
 			known = true;
 		}
 	}
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 	return known;
 }

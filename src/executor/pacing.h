@@ -9,7 +9,7 @@
 #define ATLAS_PACING_H
 
 #include "executor/executor_int.h"
-#include "storage/lwlock.h"
+#include "shared/shared.h"
 
 /* buckets modelled at once; when all are used, victim() picks one to reuse */
 #define PACE_BUCKETS 64
@@ -53,7 +53,5 @@ typedef struct PaceState
 } PaceState;
 
 extern PaceState *atlas_pace_state(void);
-extern void atlas_pace_lock(PaceState *p);
-extern void atlas_pace_unlock(PaceState *p);
 
 #endif							/* ATLAS_PACING_H */

@@ -48,9 +48,9 @@ atlas_rate_limits(PG_FUNCTION_ARGS)
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	memcpy(copy, p->buckets, sizeof(copy));
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		PaceBucket *b = &copy[i];
@@ -92,7 +92,7 @@ atlas_reset_rate_limits(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			i;
 
-	atlas_pace_lock(p);
+	atlas_shared_lock(p, LW_EXCLUSIVE);
 	for (i = 0; i < PACE_BUCKETS; i++)
 	{
 		PaceBucket *b = &p->buckets[i];
@@ -115,6 +115,6 @@ atlas_reset_rate_limits(PG_FUNCTION_ARGS)
 		strlcpy(b->name, name, sizeof(b->name));
 		b->min_remaining = -1;
 	}
-	atlas_pace_unlock(p);
+	atlas_shared_unlock(p);
 	PG_RETURN_INT32(n);
 }

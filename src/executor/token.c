@@ -33,11 +33,11 @@
  *-------------------------------------------------------------------------
  */
 #include "executor/executor_int.h"
+#include "shared/shared.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -77,50 +77,16 @@ typedef struct TokenCache
 static TokenCache *cache = NULL;
 static bool exit_callback_registered = false;
 
-/* Size of the shared cache, for shmem.c. */
-Size
-atlas_token_shmem_size(void)
-{
-	return MAXALIGN(sizeof(TokenCache));
-}
-
-/* Create or attach to the shared cache; from shmem.c's startup hook. */
-void
-atlas_token_shmem_init(LWLock *lock)
-{
-	bool		found;
-
-	cache = ShmemInitStruct("atlas_users tokens", sizeof(TokenCache), &found);
-	if (!found)
-	{
-		memset(cache, 0, sizeof(TokenCache));
-		cache->lock = lock;
-	}
-}
+/* The token cache's shared memory, for init.c. */
+const AtlasSharedSpec atlas_token_shared = {
+	"atlas_users tokens", sizeof(TokenCache), (void **) &cache, NULL
+};
 
 /* The cache: the shared one, or a backend-local one made on first use. */
 static TokenCache *
 token_cache(void)
 {
-	if (cache == NULL)
-		cache = MemoryContextAllocZero(TopMemoryContext, sizeof(TokenCache));
-	return cache;
-}
-
-/* Lock the cache, if it is shared. */
-static void
-lock_cache(TokenCache *c)
-{
-	if (c->lock)
-		LWLockAcquire(c->lock, LW_EXCLUSIVE);
-}
-
-/* Unlock the cache, if it is shared. */
-static void
-unlock_cache(TokenCache *c)
-{
-	if (c->lock)
-		LWLockRelease(c->lock);
+	return atlas_shared_get(&atlas_token_shared);
 }
 
 /* Wipe a slot's token. */
@@ -190,11 +156,11 @@ atlas_token_release_fetches(void)
 
 	if (c == NULL)
 		return;
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	for (i = 0; i < TOKEN_SLOTS; i++)
 		if (c->slots[i].fetcher == MyProcPid)
 			c->slots[i].fetcher = 0;
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 }
 
 /* At exit, give up the fetches this process held. */
@@ -233,7 +199,7 @@ atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
 	AtlasTokenState state = ATLAS_TOKEN_WAIT;
 	TokenSlot  *slot;
 
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	slot = find_slot(c, target);
 	slot->last_used = now;
 	if (slot->valid_until > now)
@@ -270,7 +236,7 @@ atlas_token_get(const AtlasTarget *target, char *buf, uint64 *generation,
 		claim_fetch(slot, target, now);
 		state = ATLAS_TOKEN_FETCH;
 	}
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 	return state;
 }
 
@@ -281,11 +247,11 @@ atlas_token_reject(const AtlasTarget *target, uint64 generation)
 	TokenCache *c = token_cache();
 	TokenSlot  *slot;
 
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	slot = find_slot(c, target);
 	if (slot->generation == generation)
 		wipe_token(slot);
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 }
 
 /*
@@ -315,7 +281,7 @@ atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *fai
 	TokenCache *c = token_cache();
 	TokenSlot  *slot;
 
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	slot = find_slot(c, target);
 	if (slot->fetcher == MyProcPid)
 		slot->fetcher = 0;
@@ -335,7 +301,7 @@ atlas_token_fetch_failed(const AtlasTarget *target, const AtlasTokenFailure *fai
 		}
 	}
 	slot->retry_not_before = retry_not_before;
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 }
 
 /* Fill in the token request: POST /api/oauth/token with Basic auth. */
@@ -369,7 +335,7 @@ store_token(const AtlasTarget *target, const char *token, double expires_in)
 	TimestampTz now = GetCurrentTimestamp();
 	TokenSlot  *slot;
 
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	slot = find_slot(c, target);
 	wipe_token(slot);
 	strlcpy(slot->token, token, sizeof(slot->token));
@@ -380,7 +346,7 @@ store_token(const AtlasTarget *target, const char *token, double expires_in)
 	slot->failed_at = slot->retry_not_before = slot->backoff_until = 0;
 	slot->failures = 0;
 	c->grants++;
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 }
 
 /*
@@ -413,9 +379,9 @@ atlas_token_grants(void)
 	TokenCache *c = token_cache();
 	uint64		n;
 
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	n = c->grants;
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 	return n;
 }
 
@@ -433,7 +399,7 @@ atlas_forget_tokens(PG_FUNCTION_ARGS)
 	int			n = 0;
 	int			i;
 
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	for (i = 0; i < TOKEN_SLOTS; i++)
 	{
 		TokenSlot  *slot = &c->slots[i];
@@ -444,7 +410,7 @@ atlas_forget_tokens(PG_FUNCTION_ARGS)
 		slot->failed_at = slot->retry_not_before = slot->backoff_until = 0;
 		slot->failures = 0;
 	}
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 	PG_RETURN_INT32(n);
 }
 
@@ -461,7 +427,7 @@ atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until, Timestamp
 
 	*valid_until = 0;
 	*failed_at = 0;
-	lock_cache(c);
+	atlas_shared_lock(c, LW_EXCLUSIVE);
 	for (i = 0; i < TOKEN_SLOTS; i++)
 	{
 		TokenSlot  *slot = &c->slots[i];
@@ -473,5 +439,5 @@ atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until, Timestamp
 			break;
 		}
 	}
-	unlock_cache(c);
+	atlas_shared_unlock(c);
 }

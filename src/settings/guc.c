@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * guc.c
- *	  The atlas_users.* settings: their definitions and checks.
+ *	  The atlas_users.* settings: their variables and definitions (their
+ *	  check and show hooks are settings_hooks.c's).
  *
  * Every setting is PGC_SUSET.  Secrets are GUC_SUPERUSER_ONLY and
  * GUC_NO_SHOW_ALL, and their show hook prints a mask, so that not even
@@ -67,144 +68,17 @@ static const struct config_enum_entry auth_method_options[] = {
 	{NULL, 0, false}
 };
 
-/* Show a secret as a mask: set or not, never its value. */
-static const char *
-show_secret(const char *value)
+/* Define where calls go: the API, servers, the CA and the proxy. */
+static void
+define_where_settings(void)
 {
-	return (value && value[0]) ? "********" : "";
-}
-
-static const char *
-show_private_key(void)
-{
-	return show_secret(atlas_private_key);
-}
-
-static const char *
-show_client_secret(void)
-{
-	return show_secret(atlas_client_secret);
-}
-
-/* Check atlas_users.base_url: https, or http to a loopback host only. */
-static bool
-check_base_url(char **newval, void **extra pg_attribute_unused(),
-			   GucSource source pg_attribute_unused())
-{
-	char	   *why = NULL;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-	{
-		GUC_check_errdetail("atlas_users.base_url must not be empty.");
-		return false;
-	}
-	if (!http_base_url_ok(*newval, "atlas_users.base_url", &why))
-	{
-		GUC_check_errdetail("%s", why);
-		GUC_check_errhint("Use https://cloud.mongodb.com, or an http:// URL on a loopback host for tests.");
-		return false;
-	}
-	return true;
-}
-
-/* Check atlas_users.proxy: empty, or an http:// or https:// proxy URL. */
-static bool
-check_proxy(char **newval, void **extra pg_attribute_unused(),
-			GucSource source pg_attribute_unused())
-{
-	char	   *why = NULL;
-
-	if (*newval != NULL && !http_proxy_url_ok(*newval, "atlas_users.proxy", &why))
-	{
-		GUC_check_errdetail("%s", why);
-		return false;
-	}
-	return true;
-}
-
-/*
- * Is v a resource version: a real date written YYYY-MM-DD?  On failure
- * *why says why, palloc'd.
- */
-bool
-atlas_api_version_ok(const char *v, char **why)
-{
-	int			y,
-				m,
-				d;
-	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-	if (strlen(v) != 10 || v[4] != '-' || v[7] != '-' ||
-		!isdigit((unsigned char) v[0]) || !isdigit((unsigned char) v[1]) ||
-		!isdigit((unsigned char) v[2]) || !isdigit((unsigned char) v[3]) ||
-		!isdigit((unsigned char) v[5]) || !isdigit((unsigned char) v[6]) ||
-		!isdigit((unsigned char) v[8]) || !isdigit((unsigned char) v[9]))
-	{
-		*why = pstrdup("It must be a date in the form YYYY-MM-DD.");
-		return false;
-	}
-	/* the digits were checked above, so strtol cannot fail here */
-	y = (int) strtol(v, NULL, 10);
-	m = (int) strtol(v + 5, NULL, 10);
-	d = (int) strtol(v + 8, NULL, 10);
-	if (y < 2000 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] ||
-		(m == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)))
-	{
-		*why = psprintf("\"%s\" is not a valid date.", v);
-		return false;
-	}
-	return true;
-}
-
-/* Check atlas_users.api_version: empty, or a real date as YYYY-MM-DD. */
-static bool
-check_api_version(char **newval, void **extra pg_attribute_unused(),
-				  GucSource source pg_attribute_unused())
-{
-	char	   *why = NULL;
-
-	if (*newval == NULL || (*newval)[0] == '\0' || atlas_api_version_ok(*newval, &why))
-		return true;
-	if (strncmp(why, "It must", 7) == 0)
-		GUC_check_errdetail("atlas_users.api_version must be a date in the form YYYY-MM-DD, or empty.");
-	else
-		GUC_check_errdetail("%s", why);
-	return false;
-}
-
-/* Check atlas_users.trusted_server_owners: a list of role names. */
-static bool
-check_role_list(char **newval, void **extra pg_attribute_unused(),
-				GucSource source pg_attribute_unused())
-{
-	char	   *copy;
-	List	   *names;
-	bool		ok;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-	copy = pstrdup(*newval);
-	ok = SplitIdentifierString(copy, ',', &names);
-	list_free(names);
-	pfree(copy);
-	if (!ok)
-		GUC_check_errdetail("atlas_users.trusted_server_owners must be a comma-separated list of role names.");
-	return ok;
-}
-
-/* Define every atlas_users.* setting and reserve the prefix. */
-void
-atlas_define_settings(void)
-{
-	atlas_settings_before_define();
-
 	DefineCustomStringVariable("atlas_users.base_url",
 							   "Base URL of the Atlas Administration API.",
 							   "Must be https, except for loopback hosts.",
 							   &atlas_base_url,
 							   "https://cloud.mongodb.com",
 							   PGC_SUSET, 0,
-							   check_base_url, NULL, NULL);
+							   atlas_check_base_url, NULL, NULL);
 
 	DefineCustomStringVariable("atlas_users.server",
 							   "Foreign server (of the atlas_users wrapper) whose credentials calls use when no server is for their organization.",
@@ -220,7 +94,7 @@ atlas_define_settings(void)
 							   &atlas_trusted_server_owners,
 							   "",
 							   PGC_SUSET, GUC_LIST_INPUT,
-							   check_role_list, NULL, NULL);
+							   atlas_check_role_list, NULL, NULL);
 
 	DefineCustomIntVariable("atlas_users.server_timeout_max_ms",
 							"Largest timeout_ms and connect_timeout_ms of a server whose owner is not a superuser.",
@@ -244,8 +118,13 @@ atlas_define_settings(void)
 							   &atlas_proxy,
 							   "",
 							   PGC_SUSET, 0,
-							   check_proxy, NULL, NULL);
+							   atlas_check_proxy, NULL, NULL);
+}
 
+/* Define the credentials of the settings, and the resource version. */
+static void
+define_credential_settings(void)
+{
 	DefineCustomStringVariable("atlas_users.public_key",
 							   "Public key of the Atlas programmatic API key (digest authentication).",
 							   NULL,
@@ -261,7 +140,7 @@ atlas_define_settings(void)
 							   "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, show_private_key);
+							   NULL, NULL, atlas_show_private_key);
 
 	DefineCustomStringVariable("atlas_users.private_key_file",
 							   "File holding the private key; owned by the server's OS user, mode 0600 or 0400.",
@@ -286,7 +165,7 @@ atlas_define_settings(void)
 							   "",
 							   PGC_SUSET,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, show_client_secret);
+							   NULL, NULL, atlas_show_client_secret);
 
 	DefineCustomStringVariable("atlas_users.client_secret_file",
 							   "File holding the client secret; owned by the server's OS user, mode 0600 or 0400.",
@@ -311,8 +190,13 @@ atlas_define_settings(void)
 							   &atlas_api_version,
 							   "",
 							   PGC_SUSET, 0,
-							   check_api_version, NULL, NULL);
+							   atlas_check_api_version, NULL, NULL);
+}
 
+/* Define how calls run: timeouts, concurrency, retries and pacing. */
+static void
+define_call_settings(void)
+{
 	DefineCustomIntVariable("atlas_users.timeout_ms",
 							"Time limit of one HTTP request, connection included.",
 							NULL,
@@ -360,7 +244,12 @@ atlas_define_settings(void)
 							3600, 0, 7 * 86400,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+}
 
+/* Define how listings read their pages, in a session and in the worker. */
+static void
+define_listing_settings(void)
+{
 	DefineCustomIntVariable("atlas_users.page_size",
 							"Items per page when reading Atlas lists (itemsPerPage).",
 							NULL,
@@ -392,7 +281,12 @@ atlas_define_settings(void)
 							60 * 1000, 1000, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+}
 
+/* Define the queue, the worker and the audit's retention. */
+static void
+define_queue_settings(void)
+{
 	DefineCustomIntVariable("atlas_users.audit_min_retention",
 							"The youngest audit rows atlas_purge_audit() may delete; younger ones are always kept.",
 							"A purge with a shorter older_than is refused. 0 sets no minimum.",
@@ -424,7 +318,12 @@ atlas_define_settings(void)
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+}
 
+/* Define the removal budget and approvals, and the worker's database. */
+static void
+define_guard_settings(void)
+{
 	DefineCustomIntVariable("atlas_users.guard_max_removals",
 							"Removal budget: people an organization may lose in guard_window without a person's approval.",
 							"Queued rows past it are held; bulk calls past it fail unless force.",
@@ -474,9 +373,20 @@ atlas_define_settings(void)
 							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+}
 
+/* Define every atlas_users.* setting and reserve the prefix. */
+void
+atlas_define_settings(void)
+{
+	atlas_settings_before_define();
+	define_where_settings();
+	define_credential_settings();
+	define_call_settings();
+	define_listing_settings();
+	define_queue_settings();
+	define_guard_settings();
 	atlas_settings_after_define();
-	MarkGUCPrefixReserved("atlas_users");
 }
 
 /*

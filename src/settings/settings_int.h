@@ -39,4 +39,12 @@ extern void atlas_refusal_fallback(AtlasRefusal *r, char *text, GucSource source
 extern void atlas_refusal_until_xact_end(AtlasRefusal *r);
 extern void atlas_settings_check_login_later(void);
 
+/* settings_hooks.c: the check and show hooks of guc.c's definitions */
+extern const char *atlas_show_private_key(void);
+extern const char *atlas_show_client_secret(void);
+extern bool atlas_check_base_url(char **newval, void **extra, GucSource source);
+extern bool atlas_check_proxy(char **newval, void **extra, GucSource source);
+extern bool atlas_check_api_version(char **newval, void **extra, GucSource source);
+extern bool atlas_check_role_list(char **newval, void **extra, GucSource source);
+
 #endif							/* ATLAS_SETTINGS_SETTINGS_INT_H */

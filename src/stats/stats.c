@@ -18,11 +18,11 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "shared/shared.h"
 #include "stats/stats.h"
 
 #include "common/hashfn.h"
 #include "funcapi.h"
-#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -63,38 +63,23 @@ static StatTable *stats = NULL;
 PG_FUNCTION_INFO_V1(atlas_stat_requests_rows);
 PG_FUNCTION_INFO_V1(atlas_stat_reset);
 
-/* Size of the shared table, for shmem.c. */
-Size
-atlas_stat_shmem_size(void)
+/* A new table: its statistics start now. */
+static void
+table_made(void *t)
 {
-	return MAXALIGN(sizeof(StatTable));
+	((StatTable *) t)->stats_reset = GetCurrentTimestamp();
 }
 
-/* Create or attach to the shared table; from shmem.c's startup hook. */
-void
-atlas_stat_shmem_init(LWLock *lock)
-{
-	bool		found;
-
-	stats = ShmemInitStruct("atlas_users request statistics", sizeof(StatTable), &found);
-	if (!found)
-	{
-		memset(stats, 0, sizeof(StatTable));
-		stats->lock = lock;
-		stats->stats_reset = GetCurrentTimestamp();
-	}
-}
+/* The request statistics' shared memory, for init.c. */
+const AtlasSharedSpec atlas_stat_shared = {
+	"atlas_users request statistics", sizeof(StatTable), (void **) &stats, table_made
+};
 
 /* The table: the shared one, or a backend-local one made on first use. */
 static StatTable *
 stat_table(void)
 {
-	if (stats == NULL)
-	{
-		stats = MemoryContextAllocZero(TopMemoryContext, sizeof(StatTable));
-		stats->stats_reset = GetCurrentTimestamp();
-	}
-	return stats;
+	return atlas_shared_get(&atlas_stat_shared);
 }
 
 /* The hash of a sample's key. */
@@ -155,8 +140,7 @@ atlas_stat_count(const AtlasStatSample *s)
 	StatTable  *t = stat_table();
 	StatEntry  *e;
 
-	if (t->lock)
-		LWLockAcquire(t->lock, LW_EXCLUSIVE);
+	atlas_shared_lock(t, LW_EXCLUSIVE);
 	e = find_entry(t, s);
 	e->calls++;
 	e->total_ms += s->elapsed_ms;
@@ -166,8 +150,7 @@ atlas_stat_count(const AtlasStatSample *s)
 	e->rate_limit_wait_ms += s->rate_limit_wait_ms;
 	e->bytes += s->bytes;
 	e->last_call = GetCurrentTimestamp();
-	if (t->lock)
-		LWLockRelease(t->lock);
+	atlas_shared_unlock(t);
 }
 
 /* When a request last got an answer of this status (0: never since the reset). */
@@ -178,13 +161,11 @@ atlas_stat_last_call(int http_status)
 	TimestampTz last = 0;
 	int			i;
 
-	if (t->lock)
-		LWLockAcquire(t->lock, LW_SHARED);
+	atlas_shared_lock(t, LW_SHARED);
 	for (i = 0; i < STAT_ENTRIES; i++)
 		if (t->entries[i].used && t->entries[i].http_status == http_status)
 			last = Max(last, t->entries[i].last_call);
-	if (t->lock)
-		LWLockRelease(t->lock);
+	atlas_shared_unlock(t);
 	return last;
 }
 
@@ -231,13 +212,11 @@ atlas_stat_requests_rows(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	/* copy under the lock; build the rows after it */
-	if (t->lock)
-		LWLockAcquire(t->lock, LW_SHARED);
+	atlas_shared_lock(t, LW_SHARED);
 	memcpy(copy, t->entries, sizeof(StatEntry) * STAT_ENTRIES);
 	overflow = t->overflow;
 	reset = t->stats_reset;
-	if (t->lock)
-		LWLockRelease(t->lock);
+	atlas_shared_unlock(t);
 	for (i = 0; i < STAT_ENTRIES; i++)
 		if (copy[i].used)
 			put_entry(rsinfo, &copy[i], reset, false);
@@ -254,12 +233,10 @@ atlas_stat_reset(PG_FUNCTION_ARGS)
 	StatTable  *t = stat_table();
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (t->lock)
-		LWLockAcquire(t->lock, LW_EXCLUSIVE);
+	atlas_shared_lock(t, LW_EXCLUSIVE);
 	memset(&t->overflow, 0, sizeof(StatEntry));
 	memset(t->entries, 0, sizeof(t->entries));
 	t->stats_reset = now;
-	if (t->lock)
-		LWLockRelease(t->lock);
+	atlas_shared_unlock(t);
 	PG_RETURN_TIMESTAMPTZ(now);
 }

@@ -28,8 +28,7 @@ typedef struct AtlasStatSample
 	int64		bytes;			/* of the answer's body */
 } AtlasStatSample;
 
-extern Size atlas_stat_shmem_size(void);
-extern void atlas_stat_shmem_init(LWLock *lock);
+extern const struct AtlasSharedSpec atlas_stat_shared;
 extern void atlas_stat_count(const AtlasStatSample *s);
 extern TimestampTz atlas_stat_last_call(int http_status);
 
