@@ -5,7 +5,7 @@
  *	  version differences (compat.h) and a few constants and macros.
  *
  * Each module has a header of its own beside its code (src/atlas/atlas.h,
- * src/executor/executor.h, ...), declaring that module's API and nothing
+ * src/executor/run.h, ...), declaring that module's API and nothing
  * else; docs/architecture.md draws the modules and how calls flow down
  * through them.
  *

@@ -9,7 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "audit/audit.h"
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "queue/queue.h"
 #include "settings/settings.h"
 #include "shared/shared.h"

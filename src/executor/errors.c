@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "transport/http.h"
 
 #include "lib/stringinfo.h"

@@ -4,14 +4,14 @@
  *	  What the executor's own files share: the state of a call in a run,
  *	  the calendar's gate, the rate-limit buckets, the sorting of answers
  *	  and the token cache.  Included by src/executor/ files only: the rest
- *	  of the extension sees executor.h, never a request.
+ *	  of the extension sees run.h, never a request.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef ATLAS_EXECUTOR_EXECUTOR_INT_H
 #define ATLAS_EXECUTOR_EXECUTOR_INT_H
 
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "stats/stats.h"
 #include "transport/http.h"
 

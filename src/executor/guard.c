@@ -30,7 +30,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "shared/shared.h"
 
 #include "catalog/pg_type.h"

@@ -10,7 +10,7 @@
 #ifndef ATLAS_FUNCTIONS_H
 #define ATLAS_FUNCTIONS_H
 
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "fmgr.h"
 
 /* validate.c: checks of SQL arguments, before any network traffic */

@@ -15,7 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "stats/stats.h"
 
 #include "access/htup_details.h"

@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "functions/listings.h"
 
 #include "catalog/pg_type.h"

@@ -15,7 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "executor/executor.h"
+#include "executor/run.h"
 #include "functions/offboard.h"
 
 

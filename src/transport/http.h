@@ -1,13 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * http.h
- *	  The HTTP transport's interface: one request and its answer, and the
- *	  driver that feeds requests to http_run().
+ *	  The HTTP transport's interface: one request and its answer, the
+ *	  driver that feeds requests to http_run(), and the URL helpers.
  *
- * Only the executor (executor.c, answer.c) sends requests, so only it
- * includes this header.  No libcurl type appears here: libcurl is
- * included by http.c alone, and what it keeps for a transfer hides
- * behind the opaque "priv" pointer.
+ * Only the executor (src/executor/) sends requests; the credentials and
+ * the settings use the URL helpers alone.  No libcurl type appears here:
+ * libcurl is included by http.c and http_url.c alone, and what it keeps
+ * for a transfer hides behind the opaque "priv" pointer.
  *
  *-------------------------------------------------------------------------
  */

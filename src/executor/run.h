@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * executor.h
+ * run.h
  *	  The one way Atlas calls are run: a run of calls (executor.c, with
  *	  prepare.c, dispatch.c, answer.c, calendar.c, token.c and pacing.c
  *	  beneath it), failed calls as SQL errors (errors.c), the listing engine
@@ -8,10 +8,13 @@
  *	  (guard.c) and the shared state the executor keeps.  Its own files
  *	  share executor_int.h besides.
  *
+ * The executor module's header is run.h, not executor.h: PostgreSQL's own
+ * executor/executor.h has that include path, and its headers include it.
+ *
  *-------------------------------------------------------------------------
  */
-#ifndef ATLAS_EXECUTOR_H
-#define ATLAS_EXECUTOR_H
+#ifndef ATLAS_EXECUTOR_RUN_H
+#define ATLAS_EXECUTOR_RUN_H
 
 #include "atlas/atlas.h"
 #include "audit/audit.h"
@@ -136,4 +139,4 @@ extern uint64 atlas_token_grants(void);
 extern void atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until,
 							  TimestampTz *failed_at);
 
-#endif							/* ATLAS_EXECUTOR_H */
+#endif							/* ATLAS_EXECUTOR_RUN_H */
