@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * endpoints.c
- *	  The operations and the Atlas endpoints that carry them out.
+ *	  The operations and the Atlas endpoints that carry them out; a new
+ *	  call of an operation, and the audit name of its outcome.
  *
  * One table says, for each operation, its name (in the audit and the
  * queue), the trigger's short alias, the method, the path template and

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * listings.h
- *	  The row machinery of the listing functions (listing_rows.c), shared
- *	  with the functions themselves (listings.c).
+ *	  The listing functions' family: the row machinery (listing_rows.c),
+ *	  shared with the functions themselves (listings.c) and federation.c.
  *
  *-------------------------------------------------------------------------
  */

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * offboard.h
- *	  What offboarding learns of a person in one organization
- *	  (offboard_facts.c), for offboard.c to plan and run.
+ *	  The offboarding family: what offboarding learns of a person in one
+ *	  organization (offboard_facts.c, offboard_names.c, federation.c), for
+ *	  offboard.c to plan and run.
  *
  *-------------------------------------------------------------------------
  */

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * stats.h
- *	  What monitoring reads: request statistics (stats.c), wait events
- *	  (wait_events.c) and the token state for atlas_health() (health.c).
+ *	  What monitoring reads: request statistics (stats.c) and the wait
+ *	  events of waits on Atlas (wait_events.c).
  *
  *-------------------------------------------------------------------------
  */
