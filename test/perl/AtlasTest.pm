@@ -193,14 +193,11 @@ sub atlas_conf
 {
 	my (%opt) = @_;
 	my $secrets = $ENV{ATLAS_SECRETS};
-	my $conf = "
-atlas_users.base_url = '$ENV{ATLAS_EMULATOR_HTTPS_URL}'
-atlas_users.ca_file = '$ENV{ATLAS_TEST_CA}'
-atlas_users.public_key = '" . _slurp("$secrets/public_key") . "'
-atlas_users.private_key_file = '$secrets/private_key'
-atlas_users.client_id = '" . _slurp("$secrets/client_id") . "'
-atlas_users.client_secret_file = '$secrets/client_secret'
-atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
+	# base_url, ca_file and the credentials: test/lib.sh writes them once
+	open my $fh, '<', "$secrets/settings.conf" or die "cannot open $secrets/settings.conf: $!";
+	my $conf = "\n" . do { local $/; <$fh> };
+	close $fh;
+	$conf .= "atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
 atlas_users.rate_limit_sets_ttl = " . ($opt{rate_limit_sets_ttl} // 0) . "
 ";
