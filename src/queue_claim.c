@@ -127,22 +127,9 @@ server_share(Drain *d)
 static QueueShare *
 share_of(Drain *d, Oid server)
 {
-	ListCell   *lc;
-	QueueShare *s;
-	MemoryContext old;
-
-	foreach(lc, d->shares)
-	{
-		s = (QueueShare *) lfirst(lc);
-		if (s->server == server)
-			return s;
-	}
-	old = MemoryContextSwitchTo(d->cxt);
-	s = palloc0(sizeof(QueueShare));
-	s->server = server;
-	d->shares = lappend(d->shares, s);
-	MemoryContextSwitchTo(old);
-	return s;
+	return (QueueShare *) atlas_list_entry(&d->shares, d->cxt, sizeof(QueueShare),
+										   offsetof(QueueShare, server),
+										   &server, sizeof(server));
 }
 
 /* The servers with active rows and their counts, as oid[] and int4[] Datums. */
