@@ -227,7 +227,8 @@ void
 atlas_audit_log(AuditRecord *rec, const char *why)
 {
 	ereport(LOG_SERVER_ONLY,
-			(errmsg_internal("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg_internal("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
 							 "username=%s outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
 							 "api_version=%s auth_method=%s requested_by=%s executed_as=%s at=%s",
 							 why, rec->operation, rec->org_id, rec->group_id, rec->team_id,
@@ -249,12 +250,14 @@ notice_transactional_audit(void)
 	noticed = true;
 	if (!atlas_shmem_preloaded())
 		ereport(NOTICE,
-				(errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
 				 errdetail("A rollback of this transaction also removes its audit rows; failures are always in the server log."),
 				 errhint("Add atlas_users to shared_preload_libraries to make the audit durable and start the queue worker.")));
 	else
 		ereport(NOTICE,
-				(errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
 				 errdetail("The worker connects to atlas_users.database = \"%s\".", atlas_database),
 				 errhint("Run offboarding in that database for a durable audit.")));
 }
