@@ -94,6 +94,15 @@ def log(msg):
     sys.stderr.flush()
 
 
+def append_table(table):
+    """Print the lines of a table and append them to OUT (the figures of
+    bench/listings.py and bench/offboard_requests.py, after bench.py's)."""
+    text = "\n".join(table) + "\n"
+    sys.stdout.write(text)
+    with open(OUT, "a") as f:
+        f.write(text)
+
+
 def secret(name):
     with open(os.path.join(SECRETS, name)) as f:
         return f.read().strip()

@@ -17,19 +17,16 @@ BENCH_LIST_USERS users (20,000), 200 projects and 300 teams:
 Prints a table and appends it to BENCH_OUT (bench/results-latest.txt).
 """
 import math
-import os
 import subprocess
 import sys
 
-from bench import emu, env, log   # bench.py, beside this file
+from bench import append_table, emu, env, log   # bench.py, beside this file
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK = env("BENCH_QUICK", "0") not in ("0", "")
 USERS = int(env("BENCH_LIST_USERS", "20000"))
 LAT_MS = float(env("BENCH_LIST_LATENCY_MS", "100"))
 RECONCILE_N = int(env("BENCH_RECONCILE_N", "500" if QUICK else "2000"))
-OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
 
 
 def psql(sql):
@@ -151,10 +148,7 @@ def main():
         % (n429, worst),
         "| atlas_reconcile_org: requests / the bucket's allowance | %.2f | >= 0.9 |" % share,
     ]
-    text = "\n".join(table) + "\n"
-    sys.stdout.write(text)
-    with open(OUT, "a") as f:
-        f.write(text)
+    append_table(table)
 
 
 if __name__ == "__main__":

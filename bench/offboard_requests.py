@@ -17,17 +17,13 @@ listings; after, a dry run 414 (it shows the access through teams) and a real
 run 215, with no teams listing (each with 2 reads for the names the plan
 shows: the organization's, and its teams' listing).
 """
-import os
-import sys
 
-from bench import emu, env, log   # bench.py, beside this file
+from bench import append_table, emu, env, log   # bench.py, beside this file
 from listings import psql         # listings.py, beside this file
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECTS = int(env("BENCH_OFFBOARD_PROJECTS", "200"))
 USERS = int(env("BENCH_OFFBOARD_USERS", "1000"))
-OUT = env("BENCH_OUT", os.path.join(HERE, "results-latest.txt"))
 TEAMS_ROUTE = "GET /api/atlas/v2/groups/{groupId}/teams"
 
 
@@ -67,10 +63,7 @@ def main():
     for name, fig in (("dry run", dry), ("real run", real)):
         table.append("| %s, answered, by route: %s | | | | |"
                      % (name, ", ".join("%s %d" % (r, n) for r, n in sorted(fig[4].items()))))
-    text = "\n".join(table) + "\n"
-    sys.stdout.write(text)
-    with open(OUT, "a") as f:
-        f.write(text)
+    append_table(table)
 
 
 if __name__ == "__main__":

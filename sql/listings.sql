@@ -9,27 +9,13 @@
 -- Scale, hostile servers, several organizations, federation and real
 -- offboarding runs are in test/t/060_listings_scale.pl and
 -- test/t/061_offboard_complete.pl.
--- This file stands alone: it installs the extension if needed and defines
--- its own helpers.
+-- This file installs the extension if needed; its error helper,
+-- regress_caught, comes from setup.sql.
 --
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS atlas_users;
 RESET client_min_messages;
 \set x `test/emuctl reset`
-
--- listing_err(sql): run one statement; its SQLSTATE, message, detail and
--- hint when it raised, NULLs when it did not.
-CREATE FUNCTION listing_err(cmd text,
-	OUT state text, OUT message text, OUT detail text, OUT hint text)
-LANGUAGE plpgsql AS $$
-BEGIN
-	EXECUTE cmd;
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-		detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-	detail := nullif(detail, '');
-	hint := nullif(hint, '');
-END $$;
 
 --
 -- the organizations the credentials see, with the server they came from
@@ -55,11 +41,11 @@ SELECT count(*) FROM atlas_org_users('65f0a0000000000000000001');
 SELECT :n AS pages_read;
 -- a bound on pages: a clear error past atlas_users.max_pages
 SET atlas_users.max_pages = 2;
-SELECT * FROM listing_err($$SELECT count(*) FROM atlas_org_users('65f0a0000000000000000001')$$);
+SELECT * FROM regress_caught($$SELECT count(*) FROM atlas_org_users('65f0a0000000000000000001')$$);
 RESET atlas_users.max_pages;
 RESET atlas_users.page_size;
-SELECT * FROM listing_err($$SET atlas_users.max_pages = 0$$);
-SELECT * FROM listing_err($$SET atlas_users.listing_timeout = '10ms'$$);
+SELECT * FROM regress_caught($$SET atlas_users.max_pages = 0$$);
+SELECT * FROM regress_caught($$SET atlas_users.listing_timeout = '10ms'$$);
 
 --
 -- projects, teams, team members, invitations
@@ -87,23 +73,23 @@ GROUP BY via ORDER BY via;
 -- bad input: 22023 naming the parameter, and no request
 --
 \set x `test/emuctl reset-counters`
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users(NULL)$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a000000000000000001')$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'GONE'])$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', NULL])$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users(NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users('65f0a000000000000000001')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'GONE'])$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', NULL])$$);
 -- each status once: a repeated one is refused before any request (issue 17)
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'PENDING', 'active'])$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', array_fill('ACTIVE'::text, ARRAY[100000]))$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', '{}')$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_team_users('65f0a0000000000000000001', 'team')$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_project_invitations('')$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_project_users('65f0b0000000000000000001', NULL)$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', NULL)$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', '{}')$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', NULL])$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], max_removals => -1)$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], dry_run => NULL)$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('acme', ARRAY['jane@example.com'])$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', ARRAY['ACTIVE', 'PENDING', 'active'])$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', array_fill('ACTIVE'::text, ARRAY[100000]))$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_org_users('65f0a0000000000000000001', '{}')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_team_users('65f0a0000000000000000001', 'team')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_project_invitations('')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_project_users('65f0b0000000000000000001', NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', '{}')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', NULL])$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], max_removals => -1)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], dry_run => NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('acme', ARRAY['jane@example.com'])$$);
 \set n `test/emuctl get requests_total`
 SELECT :n AS requests_after_bad_input;
 
@@ -123,7 +109,7 @@ SELECT kind, id, action, outcome FROM atlas_offboard_user('65f0a0000000000000000
 SELECT :n AS removal_requests_of_dry_runs;
 -- the removal functions: Atlas's refusal of a last owner, with a hint that
 -- does not depend on its (undocumented) error code
-SELECT * FROM listing_err($$SELECT atlas_remove_project_user('65f0b0000000000000000002', '65f0d000000000000000000c')$$);
+SELECT * FROM regress_caught($$SELECT atlas_remove_project_user('65f0b0000000000000000002', '65f0d000000000000000000c')$$);
 SELECT count(*) FROM atlas_project_users('65f0b0000000000000000002', false, false)
 WHERE username = 'owner@example.com';
 
@@ -141,8 +127,8 @@ ORDER BY username;
 -- refused and removes nobody
 SELECT count(*) FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com']);
 \set x `test/emuctl reset-counters`
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], dry_run => false)$$);
-SELECT * FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', 'john@example.com', 'alice@example.com', 'bob@example.com', 'invited@example.com', 'owner@example.com'], dry_run => false, max_removals => 2)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com'], dry_run => false)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', 'john@example.com', 'alice@example.com', 'bob@example.com', 'invited@example.com', 'owner@example.com'], dry_run => false, max_removals => 2)$$);
 \set n `test/emuctl get removal_requests`
 SELECT :n AS removal_requests_of_refused_runs;
 -- no owner kept: with force, the owners are still never removed
@@ -153,7 +139,7 @@ WHERE outcome <> 'planned' ORDER BY username;
 -- request; raised, the run goes ahead
 SET atlas_users.guard_max_removals = 1;
 \set x `test/emuctl reset-counters`
-SELECT state, message, hint FROM listing_err($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', 'john@example.com', 'alice@example.com', 'bob@example.com', 'dave@example.com', 'invited@example.com', 'owner@example.com', 'legacy.invite@example.com'], dry_run => false, max_removals => 2)$$);
+SELECT state, message, hint FROM regress_caught($$SELECT * FROM atlas_reconcile_org('65f0a0000000000000000001', ARRAY['jane@example.com', 'john@example.com', 'alice@example.com', 'bob@example.com', 'dave@example.com', 'invited@example.com', 'owner@example.com', 'legacy.invite@example.com'], dry_run => false, max_removals => 2)$$);
 \set n `test/emuctl get removal_requests`
 SELECT :n AS removal_requests_past_the_budget;
 SET atlas_users.guard_max_removals = 1000;

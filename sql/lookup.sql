@@ -9,27 +9,13 @@
 -- challenges depend on connection reuse, so only answers that are not
 -- 401 are counted where requests are expected.
 --
--- This file stands alone: it installs the extension if needed and defines
--- its own helper.
+-- This file installs the extension if needed; its error helper,
+-- regress_caught, comes from setup.sql.
 --
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS atlas_users;
 RESET client_min_messages;
 \set x `test/emuctl reset`
-
--- lookup_err(sql): run one statement; its SQLSTATE, message, detail and
--- hint when it raised, NULLs when it did not.
-CREATE FUNCTION lookup_err(cmd text,
-	OUT state text, OUT message text, OUT detail text, OUT hint text)
-LANGUAGE plpgsql AS $$
-BEGIN
-	EXECUTE cmd;
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-		detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-	detail := nullif(detail, '');
-	hint := nullif(hint, '');
-END $$;
 
 -- lookup_requests(json): the emulator's request log without 401 challenges
 CREATE FUNCTION lookup_requests(log text)
@@ -60,7 +46,7 @@ SELECT atlas_find_user_id('65f0a0000000000000000001', 'expired@example.com') IS 
 -- a user of Atlas who is not in this organization
 SELECT atlas_find_user_id('65f0a0000000000000000001', 'outsider@example.com') IS NULL AS outsider_is_null;
 -- a missing organization raises
-SELECT * FROM lookup_err($$SELECT atlas_find_user_id('65f0a00000000000000000ff', 'jane@example.com')$$);
+SELECT * FROM regress_caught($$SELECT atlas_find_user_id('65f0a00000000000000000ff', 'jane@example.com')$$);
 
 -- the username is URL-encoded by libcurl: '+' must not reach Atlas as a
 -- space, '&' and '=' must not start another parameter
@@ -81,13 +67,13 @@ SELECT u AS username, e.*
 FROM unnest(ARRAY['jane', 'jane@localhost', 'ja ne@example.com', '@example.com',
 				  'a@b@example.com', 'jane@example..com', 'jane@example.com.',
 				  'jane@.example.com', 'jane/x@example.com', '', 'a@b']) WITH ORDINALITY AS t(u, n),
-	 LATERAL lookup_err(format('SELECT atlas_find_user_id(%L, %L)', '65f0a0000000000000000001', u)) e
+	 LATERAL regress_caught(format('SELECT atlas_find_user_id(%L, %L)', '65f0a0000000000000000001', u)) e
 ORDER BY n;
 -- too long (more than 254 bytes)
-SELECT state, detail FROM lookup_err($$SELECT atlas_find_user_id('65f0a0000000000000000001', repeat('a', 250) || '@example.com')$$);
-SELECT * FROM lookup_err($$SELECT atlas_find_user_id('65f0a0000000000000000001', NULL)$$);
-SELECT * FROM lookup_err($$SELECT atlas_find_user_id('65F0A0000000000000000001', 'jane@example.com')$$);
-SELECT * FROM lookup_err($$SELECT atlas_find_user_id(NULL, 'jane@example.com')$$);
+SELECT state, detail FROM regress_caught($$SELECT atlas_find_user_id('65f0a0000000000000000001', repeat('a', 250) || '@example.com')$$);
+SELECT * FROM regress_caught($$SELECT atlas_find_user_id('65f0a0000000000000000001', NULL)$$);
+SELECT * FROM regress_caught($$SELECT atlas_find_user_id('65F0A0000000000000000001', 'jane@example.com')$$);
+SELECT * FROM regress_caught($$SELECT atlas_find_user_id(NULL, 'jane@example.com')$$);
 \set n `test/emuctl get requests_total`
 SELECT :n AS requests_after_bad_usernames;
 
@@ -112,10 +98,10 @@ SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', '65f0d000000000
 SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', '65f0d000000000000000000a');
 -- neither an id nor an e-mail address; NULL
 \set x `test/emuctl reset-counters`
-SELECT * FROM lookup_err($$SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', 'jane')$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', '65F0D0000000000000000001')$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', NULL)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_user_memberships('acme', 'jane@example.com')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', 'jane')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', '65F0D0000000000000000001')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_user_memberships('65f0a0000000000000000001', NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_user_memberships('acme', 'jane@example.com')$$);
 \set n `test/emuctl get requests_total`
 SELECT :n AS requests_after_bad_arguments;
 
@@ -166,12 +152,12 @@ SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', '65f0d000000000000
 SELECT :n AS removal_requests;
 -- invalid scope, NULL scope or dry_run, bad user: 22023 before any request
 \set x `test/emuctl reset-counters`
-SELECT * FROM lookup_err($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'project')$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'ORG', true)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', NULL)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'org', NULL)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane', 'org', true)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_offboard_user('65f0a000000000000000001', 'jane@example.com', 'org', true)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'project')$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'ORG', true)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane@example.com', 'org', NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_offboard_user('65f0a0000000000000000001', 'jane', 'org', true)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_offboard_user('65f0a000000000000000001', 'jane@example.com', 'org', true)$$);
 \set n `test/emuctl get requests_total`
 SELECT :n AS requests_after_bad_arguments;
 
@@ -179,23 +165,23 @@ SELECT :n AS requests_after_bad_arguments;
 -- bulk removal: the input is checked as a whole before any request
 --
 \set x `test/emuctl reset-counters`
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001', NULL)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001', NULL)$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
 	ARRAY['65f0d0000000000000000002', NULL, '65f0d0000000000000000005'])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
 	ARRAY['65f0d0000000000000000002', '65f0d0000000000000000005', 'jane@example.com'])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
 	ARRAY[['65f0d0000000000000000002'], ['65f0d0000000000000000005']])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001',
 	ARRAY['65f0d0000000000000000002'], NULL)$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_project_users('acme-prod',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_project_users('acme-prod',
 	ARRAY['65f0d0000000000000000002'])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_org_users('65f0a0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_org_users('65f0a0000000000000000001',
 	ARRAY['65F0D0000000000000000002'])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_org_users(NULL, ARRAY['65f0d0000000000000000002'])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_team_users('65f0a0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_org_users(NULL, ARRAY['65f0d0000000000000000002'])$$);
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_team_users('65f0a0000000000000000001',
 	'65f0c0000000000000000001', ARRAY[NULL]::text[])$$);
-SELECT * FROM lookup_err($$SELECT * FROM atlas_remove_team_users('65f0a0000000000000000001',
+SELECT * FROM regress_caught($$SELECT * FROM atlas_remove_team_users('65f0a0000000000000000001',
 	'dba-team', ARRAY['65f0d0000000000000000002'])$$);
 -- an empty array: no rows, no request
 SELECT * FROM atlas_remove_project_users('65f0b0000000000000000001', '{}');
@@ -229,12 +215,12 @@ FROM atlas_removal_queue
 WHERE id IN (:org_row, :project_row, :team_row, :id_row)
 ORDER BY id;
 -- the bad ones: 22023, nothing queued
-SELECT * FROM lookup_err($$SELECT atlas_enqueue_remove_org_user_by_username('65f0a0000000000000000001', 'jane')$$);
-SELECT * FROM lookup_err($$SELECT atlas_enqueue_remove_org_user_by_username('65f0a0000000000000000001', NULL)$$);
-SELECT * FROM lookup_err($$SELECT atlas_enqueue_remove_project_user_by_username('65f0b0000000000000000001', 'jane@example')$$);
-SELECT * FROM lookup_err($$SELECT atlas_enqueue_remove_project_user_by_username('acme-prod', 'jane@example.com')$$);
-SELECT * FROM lookup_err($$SELECT atlas_enqueue_remove_team_user_by_username('65f0a0000000000000000001', '65f0c0000000000000000001', 'jane example.com')$$);
-SELECT * FROM lookup_err($$SELECT atlas_enqueue_remove_team_user_by_username('65f0a0000000000000000001', NULL, 'jane@example.com')$$);
+SELECT * FROM regress_caught($$SELECT atlas_enqueue_remove_org_user_by_username('65f0a0000000000000000001', 'jane')$$);
+SELECT * FROM regress_caught($$SELECT atlas_enqueue_remove_org_user_by_username('65f0a0000000000000000001', NULL)$$);
+SELECT * FROM regress_caught($$SELECT atlas_enqueue_remove_project_user_by_username('65f0b0000000000000000001', 'jane@example')$$);
+SELECT * FROM regress_caught($$SELECT atlas_enqueue_remove_project_user_by_username('acme-prod', 'jane@example.com')$$);
+SELECT * FROM regress_caught($$SELECT atlas_enqueue_remove_team_user_by_username('65f0a0000000000000000001', '65f0c0000000000000000001', 'jane example.com')$$);
+SELECT * FROM regress_caught($$SELECT atlas_enqueue_remove_team_user_by_username('65f0a0000000000000000001', NULL, 'jane@example.com')$$);
 SELECT count(*) AS queued_by_this_transaction FROM atlas_removal_queue WHERE xmin = pg_current_xact_id()::xid;
 ROLLBACK;
 -- a rollback leaves nothing behind
@@ -297,20 +283,19 @@ DROP TRIGGER lookup_hr_offboard_literal ON lookup_hr;
 DROP TRIGGER lookup_hr_offboard ON lookup_hr;
 CREATE TRIGGER lookup_hr_bad AFTER UPDATE ON lookup_hr FOR EACH ROW
 	EXECUTE FUNCTION atlas_offboard_trigger('org', 'org_id:=65f0a0000000000000000001', 'username:=bob');
-SELECT * FROM lookup_err($$UPDATE lookup_hr SET active = false WHERE id = 1$$);
+SELECT * FROM regress_caught($$UPDATE lookup_hr SET active = false WHERE id = 1$$);
 DROP TRIGGER lookup_hr_bad ON lookup_hr;
 CREATE TRIGGER lookup_hr_bad AFTER UPDATE ON lookup_hr FOR EACH ROW
 	EXECUTE FUNCTION atlas_offboard_trigger('org', 'org_id:=65f0a0000000000000000001', 'username=mail');
-SELECT * FROM lookup_err($$UPDATE lookup_hr SET active = false WHERE id = 1$$);
+SELECT * FROM regress_caught($$UPDATE lookup_hr SET active = false WHERE id = 1$$);
 DROP TRIGGER lookup_hr_bad ON lookup_hr;
 CREATE TRIGGER lookup_hr_bad AFTER UPDATE ON lookup_hr FOR EACH ROW
 	EXECUTE FUNCTION atlas_offboard_trigger('org', 'org_id:=65f0a0000000000000000001', 'user_name=email');
-SELECT state, message FROM lookup_err($$UPDATE lookup_hr SET active = false WHERE id = 1$$);
+SELECT state, message FROM regress_caught($$UPDATE lookup_hr SET active = false WHERE id = 1$$);
 DROP TRIGGER lookup_hr_bad ON lookup_hr;
 SELECT count(*) AS hr_inactive FROM lookup_hr WHERE NOT active;
 \set n `test/emuctl get requests_total`
 SELECT :n AS requests_after_triggers;
 
 DROP TABLE lookup_hr;
-DROP FUNCTION lookup_err(text);
 DROP FUNCTION lookup_requests(text);

@@ -133,6 +133,14 @@ EXCEPTION WHEN OTHERS THEN
 		'(^|\n)(SQL statement "|PL/pgSQL function ).*$', '')), '');
 END $$;
 
+-- regress_caught(sql): its SQLSTATE, message, detail and hint when it
+-- raised, NULLs when it did not (regress_error without the context)
+CREATE FUNCTION regress_caught(cmd text,
+	OUT state text, OUT message text, OUT detail text, OUT hint text)
+LANGUAGE sql AS $$
+	SELECT state, message, detail, hint FROM regress_error(cmd)
+$$;
+
 GRANT EXECUTE ON FUNCTION regress_norm(text), regress_try(text), regress_error(text) TO PUBLIC;
 
 SELECT regress_try('SELECT 1/0');

@@ -125,6 +125,16 @@ for name, value in (("public_key", k["public_key"]), ("private_key", k["private_
     with open(os.path.join(d, name), "w") as f:
         f.write(value + "\n")
 EOF
+	# the settings that point a cluster at the emulator with these keys:
+	# start_cluster and AtlasTest::atlas_conf both read them from here
+	cat >"$ATLAS_SECRETS/settings.conf" <<EOF
+atlas_users.base_url = '$ATLAS_EMULATOR_HTTPS_URL'
+atlas_users.ca_file = '$ATLAS_TEST_CA'
+atlas_users.public_key = '$(cat "$ATLAS_SECRETS/public_key")'
+atlas_users.private_key_file = '$ATLAS_SECRETS/private_key'
+atlas_users.client_id = '$(cat "$ATLAS_SECRETS/client_id")'
+atlas_users.client_secret_file = '$ATLAS_SECRETS/client_secret'
+EOF
 	chown -R postgres:postgres "$RUN_DIR"
 	chmod 0600 "$ATLAS_SECRETS"/*
 	chmod 0644 "$d/ca.crt"
@@ -161,12 +171,9 @@ unix_socket_directories = '$RUN_DIR'
 fsync = off
 log_line_prefix = '%m [%p] %q%u@%d '
 shared_preload_libraries = 'atlas_users'
-atlas_users.base_url = '$ATLAS_EMULATOR_HTTPS_URL'
-atlas_users.ca_file = '$ATLAS_TEST_CA'
-atlas_users.public_key = '$(cat "$ATLAS_SECRETS/public_key")'
-atlas_users.private_key_file = '$ATLAS_SECRETS/private_key'
-atlas_users.client_id = '$(cat "$ATLAS_SECRETS/client_id")'
-atlas_users.client_secret_file = '$ATLAS_SECRETS/client_secret'
+EOF
+	cat "$ATLAS_SECRETS/settings.conf" >>"$RUN_DIR/data/postgresql.conf"
+	cat >>"$RUN_DIR/data/postgresql.conf" <<EOF
 atlas_users.auth_method = 'digest'
 atlas_users.timeout_ms = 5000
 # the counted figures of the suite leave out the listRateLimits read (t/092 tests it)

@@ -169,5 +169,7 @@ extern struct HTAB *atlas_strset_create(const char *name, long size);
 extern bool atlas_strset_in(struct HTAB *set, const char *s, bool add);
 extern void atlas_json_first_keys(cJSON *json);
 extern bool atlas_string_listed(List *l, const char *s);
+extern void *atlas_list_entry(List **list, MemoryContext cxt, Size size,
+							  Size key_offset, const void *key, Size key_size);
 
 #endif							/* ATLAS_ATLAS_H */

@@ -5,7 +5,8 @@
  *	  keep or compare any of it: text made valid in the database encoding
  *	  (whole, or cleaned and capped for messages), sets of strings
  *	  compared over their full length, and one reading of duplicate JSON
- *	  keys.
+ *	  keys.  Also the List helpers any file may use (a string listed, an
+ *	  entry by key).
  *
  * Text: in a UTF-8 (or SQL_ASCII) database each byte that does not begin
  * a valid UTF-8 sequence becomes U+FFFD, the replacement character; in a
@@ -227,6 +228,33 @@ atlas_clean_text(const char *s, size_t len, size_t maxlen)
 	if (i < len)
 		appendStringInfoString(&buf, "...");
 	return buf.data;
+}
+
+/*
+ * The entry of *list whose key (key_size bytes at key_offset: a pointer,
+ * an Oid) equals *key; on first use a new one of size bytes, zeroed but
+ * for its key, made in cxt and appended to *list.
+ */
+void *
+atlas_list_entry(List **list, MemoryContext cxt, Size size,
+				 Size key_offset, const void *key, Size key_size)
+{
+	ListCell   *lc;
+	char	   *e;
+	MemoryContext old;
+
+	foreach(lc, *list)
+	{
+		e = (char *) lfirst(lc);
+		if (memcmp(e + key_offset, key, key_size) == 0)
+			return e;
+	}
+	old = MemoryContextSwitchTo(cxt);
+	e = palloc0(size);
+	memcpy(e + key_offset, key, key_size);
+	*list = lappend(*list, e);
+	MemoryContextSwitchTo(old);
+	return e;
 }
 
 /* Is a string in a List of strings (compared whole)? */

@@ -30,12 +30,14 @@ notice_transactional_audit(void)
 	noticed = true;
 	if (!atlas_shmem_preloaded())
 		ereport(NOTICE,
-				(errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("atlas_users is not preloaded: audit rows are written in the calling transaction"),
 				 errdetail("A rollback of this transaction also removes its audit rows; failures are always in the server log."),
 				 errhint("Add atlas_users to shared_preload_libraries to make the audit durable and start the queue worker.")));
 	else
 		ereport(NOTICE,
-				(errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("the atlas_users worker does not serve this database: audit rows are written in the calling transaction"),
 				 errdetail("The worker connects to atlas_users.database = \"%s\".", atlas_database),
 				 errhint("Run offboarding in that database for a durable audit.")));
 }

@@ -203,12 +203,14 @@ report_progress(AtlasRun *run)
 	run->last_progress = now;
 	if (run->paced_until > now)
 		ereport(NOTICE,
-				(errmsg("%s: %d of %d done; waiting %.1f s for Atlas's rate limit (%s)",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("%s: %d of %d done; waiting %.1f s for Atlas's rate limit (%s)",
 						run->spec.progress_label, run->nreported, run->nadded,
 						(double) (run->paced_until - now) / 1000000.0, run->paced_name)));
 	else
 		ereport(NOTICE,
-				(errmsg("%s: %d of %d done", run->spec.progress_label,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("%s: %d of %d done", run->spec.progress_label,
 						run->nreported, run->nadded)));
 }
 

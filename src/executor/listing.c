@@ -213,7 +213,8 @@ listing_progress(AtlasListing *l, TimestampTz now)
 		return;
 	l->last_notice = now;
 	ereport(NOTICE,
-			(errmsg("%s: %d pages, " INT64_FORMAT " entries read so far",
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("%s: %d pages, " INT64_FORMAT " entries read so far",
 					l->label, l->pages, l->items)));
 }
 

@@ -21,22 +21,9 @@ static bool old_version_warned = false;
 static TargetState *
 target_state(AtlasRun *run, AtlasTarget *target)
 {
-	ListCell   *lc;
-	TargetState *ts;
-	MemoryContext old;
-
-	foreach(lc, run->targets)
-	{
-		ts = (TargetState *) lfirst(lc);
-		if (ts->target == target)
-			return ts;
-	}
-	old = MemoryContextSwitchTo(run->cxt);
-	ts = palloc0(sizeof(TargetState));
-	ts->target = target;
-	run->targets = lappend(run->targets, ts);
-	MemoryContextSwitchTo(old);
-	return ts;
+	return (TargetState *) atlas_list_entry(&run->targets, run->cxt, sizeof(TargetState),
+											offsetof(TargetState, target),
+											&target, sizeof(AtlasTarget *));
 }
 
 /* a target the run resolved, for the calls of an organization and role */

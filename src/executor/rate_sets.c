@@ -166,7 +166,8 @@ atlas_rate_sets_refresh(AtlasTarget *target)
 		memcpy(h->of, fresh.of, sizeof(SetOf) * atlas_endpoint_count());
 	else
 		ereport(DEBUG1,
-				(errmsg_internal("atlas_users: listRateLimits at %s: %s; pacing by the table and headers",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg_internal("atlas_users: listRateLimits at %s: %s; pacing by the table and headers",
 								 target->host, l.failed ? atlas_call_message(l.failed)
 								 : l.problem ? l.problem : "failed")));
 }

@@ -201,7 +201,8 @@ atlas_org_role_mappings(PG_FUNCTION_ARGS)
 	if (!fed.active)
 	{
 		ereport(NOTICE,
-				(errmsg("organization %s signs no one in through an identity provider", org_id),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("organization %s signs no one in through an identity provider", org_id),
 				 errdetail("Its federation settings are INACTIVE or name no identity provider, so Atlas applies no role mappings.")));
 		return (Datum) 0;
 	}

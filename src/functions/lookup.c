@@ -380,7 +380,8 @@ atlas_org_user_arg(FunctionCallInfo fcinfo, int argno, const char *org_id, bool 
 	*found = (u != NULL);
 	if (u == NULL)
 		ereport(NOTICE,
-				(errmsg("organization %s has no user %s", org_id, who),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("organization %s has no user %s", org_id, who),
 				 errdetail("Atlas lists no ACTIVE or PENDING member with this %s.",
 						   atlas_is_id(who) ? "id" : "username")));
 	return u;

@@ -410,7 +410,8 @@ offboard_org(ReturnSetInfo *rsinfo, OffFacts *f, const char *who, bool dry_run)
 	{
 		if (f->invites_unseen != NULL)
 			ereport(NOTICE,
-					(errmsg("organization %s: no member %s, and legacy project invitations could not be read",
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("organization %s: no member %s, and legacy project invitations could not be read",
 							f->org_id, who),
 					 errdetail_internal("%s", f->invites_unseen)));
 		return false;
@@ -479,13 +480,15 @@ atlas_offboard_user(PG_FUNCTION_ARGS)
 	}
 	if (found == 0 && org_id != NULL)
 		ereport(NOTICE,
-				(errmsg("organization %s has no user %s", org_id, who),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("organization %s has no user %s", org_id, who),
 				 atlas_is_id(who)
 				 ? errdetail("Atlas lists no ACTIVE or PENDING member with this id (invitations are found by username).")
 				 : errdetail("Atlas lists no ACTIVE or PENDING member and no pending invitation with this username.")));
 	else if (found == 0)
 		ereport(NOTICE,
-				(errmsg("no organization has a user %s", who),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("no organization has a user %s", who),
 				 errdetail("%d organizations were searched: Atlas lists no ACTIVE or PENDING member and no pending invitation with this %s in any.",
 						   list_length(orgs), atlas_is_id(who) ? "id" : "username")));
 	return (Datum) 0;

@@ -73,7 +73,12 @@ typedef struct Drain
 	AtlasRun   *run;
 } Drain;
 
+/* a step of a row, run by atlas_queue_row_try() */
+typedef void (*RowStep) (Drain *d, QueueRow *row, void *arg);
+
 /* queue_claim.c */
+extern ErrorData *atlas_queue_row_try(Drain *d, QueueRow *row, RowStep step,
+									  void *arg, MemoryContext cxt);
 extern void atlas_queue_claim(Drain *d, int n);
 extern void atlas_queue_row_target(Drain *d, QueueRow *row);
 extern bool atlas_queue_row_done(Drain *d, QueueRow *row);

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * queue_claim.c
- *	  Claiming queued removals, each server's share of the worker, and the
- *	  credentials each claimed row runs with.
+ *	  Claiming queued removals, each server's share of the worker, the
+ *	  credentials each claimed row runs with, and the subtransaction a
+ *	  row's step runs in (atlas_queue_row_try).
  *
  * Due rows are claimed with FOR UPDATE SKIP LOCKED, so the worker and any
  * number of atlas_process_queue() callers never share a row.  The worker
@@ -127,22 +128,9 @@ server_share(Drain *d)
 static QueueShare *
 share_of(Drain *d, Oid server)
 {
-	ListCell   *lc;
-	QueueShare *s;
-	MemoryContext old;
-
-	foreach(lc, d->shares)
-	{
-		s = (QueueShare *) lfirst(lc);
-		if (s->server == server)
-			return s;
-	}
-	old = MemoryContextSwitchTo(d->cxt);
-	s = palloc0(sizeof(QueueShare));
-	s->server = server;
-	d->shares = lappend(d->shares, s);
-	MemoryContextSwitchTo(old);
-	return s;
+	return (QueueShare *) atlas_list_entry(&d->shares, d->cxt, sizeof(QueueShare),
+										   offsetof(QueueShare, server),
+										   &server, sizeof(server));
 }
 
 /* The servers with active rows and their counts, as oid[] and int4[] Datums. */
@@ -379,6 +367,59 @@ shared_target(Drain *d, AtlasTarget *fresh, MemoryContext cxt)
 }
 
 /*
+ * Run step(d, row, arg) in a subtransaction, in cxt; returns the error it
+ * raised, copied into the row's memory, or NULL.  A cancel or a statement
+ * timeout is raised again: it ends the drain, not the row.  The caller's
+ * memory context and resource owner are current again after.
+ */
+ErrorData *
+atlas_queue_row_try(Drain *d, QueueRow *row, RowStep step, void *arg,
+					MemoryContext cxt)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		step(d, row, arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(row->cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		/* a cancel or a statement timeout ends the drain, not the row */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/* the target a row resolves to with a role, for resolve_step() */
+typedef struct ResolveStep
+{
+	Oid			role;
+	AtlasTarget *fresh;
+} ResolveStep;
+
+/* Row step: resolve the row's target (arg: a ResolveStep). */
+static void
+resolve_step(Drain *d pg_attribute_unused(), QueueRow *row, void *arg)
+{
+	ResolveStep *rs = (ResolveStep *) arg;
+
+	rs->fresh = resolve(row, rs->role);
+}
+
+/*
  * The target a row runs with.  In a subtransaction, so that credentials
  * that cannot be used become the row's failure (row->unusable) instead of
  * an error.
@@ -387,51 +428,32 @@ void
 atlas_queue_row_target(Drain *d, QueueRow *row)
 {
 	AtlasCall  *r = row->removal;
-	ResourceOwner owner = CurrentResourceOwner;
 	MemoryContext old = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(d->cxt, "atlas_users queue target",
 											  ALLOCSET_SMALL_SIZES);
-	AtlasTarget *volatile fresh = NULL;
-	Oid			role = InvalidOid;
+	ResolveStep rs = {InvalidOid, NULL};
+	ErrorData  *edata;
 
 	/* the row's failure is reported after this transaction: in its memory */
 	MemoryContextSwitchTo(row->cxt);
 	r->target = NULL;
-	if (row->by_oid && (row->unusable = gone(row, &role)) != NULL)
+	if (row->by_oid && (row->unusable = gone(row, &rs.role)) != NULL)
 	{
 		row->unusable_for_good = true;
 		MemoryContextDelete(cxt);
 		MemoryContextSwitchTo(old);
 		return;
 	}
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	edata = atlas_queue_row_try(d, row, resolve_step, &rs, cxt);
+	if (edata != NULL)
 	{
-		fresh = resolve(row, role);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(row->cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* a cancel or a statement timeout ends the drain, not the row */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-		MemoryContextSwitchTo(row->cxt);
 		row->unusable = unusable_detail(edata);
 		r->role = InvalidOid;
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
 	MemoryContextSwitchTo(old);
-	CurrentResourceOwner = owner;
-	if (fresh == NULL)
+	if (rs.fresh == NULL)
 		MemoryContextDelete(cxt);
 	else
-		r->target = shared_target(d, fresh, cxt);
+		r->target = shared_target(d, rs.fresh, cxt);
 }

@@ -422,7 +422,8 @@ atlas_approve_removal(PG_FUNCTION_ARGS)
 	if (strcmp(a.status, "awaiting_approval") != 0)
 	{
 		ereport(NOTICE,
-				(errmsg("removal " INT64_FORMAT " was not approved: its status is %s", a.id, a.status),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("removal " INT64_FORMAT " was not approved: its status is %s", a.id, a.status),
 				 errdetail("Only removals awaiting approval can be approved.")));
 		PG_RETURN_BOOL(false);
 	}
@@ -431,7 +432,8 @@ atlas_approve_removal(PG_FUNCTION_ARGS)
 	if (!a.approved)
 	{
 		ereport(NOTICE,
-				(errmsg("removal " INT64_FORMAT " was cancelled instead: an identical removal is queued already",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("removal " INT64_FORMAT " was cancelled instead: an identical removal is queued already",
 						a.id)));
 		PG_RETURN_BOOL(false);
 	}

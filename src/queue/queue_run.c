@@ -54,8 +54,6 @@ PG_FUNCTION_INFO_V1(atlas_process_queue);
 /* rows the worker claims at once, at most */
 #define WORKER_CLAIM_MAX 32
 
-typedef void (*RowStep) (Drain *d, QueueRow *row, void *arg);
-
 /*
  * Run one step of a row (adding its calls to the run, reading its
  * lookup's page) in a subtransaction: an error fails that row, with the
@@ -64,30 +62,8 @@ typedef void (*RowStep) (Drain *d, QueueRow *row, void *arg);
 static void
 row_step(Drain *d, QueueRow *row, RowStep step, void *arg)
 {
-	MemoryContext old = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	ErrorData  *edata = atlas_queue_row_try(d, row, step, arg, row->cxt);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(row->cxt);
-	PG_TRY();
-	{
-		step(d, row, arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(row->cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* a cancel or a statement timeout ends the drain, not the row */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-	CurrentResourceOwner = owner;
 	if (edata == NULL || row->removal->outcome != ATLAS_OUTCOME_NONE)
 		return;
 	row->removal->answer.detail = MemoryContextStrdup(row->cxt, edata->message);

@@ -324,7 +324,8 @@ atlas_cancel_removal(PG_FUNCTION_ARGS)
 				 errmsg("queued removal " INT64_FORMAT " does not exist", a.id)));
 	if (!a.cancelled)
 		ereport(NOTICE,
-				(errmsg("removal " INT64_FORMAT " was not cancelled: its status is %s", a.id, a.status),
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("removal " INT64_FORMAT " was not cancelled: its status is %s", a.id, a.status),
 				 errdetail("Only removals that are still queued, held or awaiting approval can be cancelled.")));
 	PG_RETURN_BOOL(a.cancelled);
 }

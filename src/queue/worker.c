@@ -216,7 +216,8 @@ worker_start(void)
 	pgstat_report_appname("atlas_users worker");
 	atlas_shmem_worker_attach();
 	ereport(LOG,
-			(errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("atlas_users worker started in database \"%s\"", atlas_database)));
 }
 
 /*
@@ -249,7 +250,8 @@ queue_housekeeping(WorkerState *ws)
 	MemoryContextSwitchTo(ws->cxt);
 	if (requeued > 0)
 		ereport(LOG,
-				(errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("atlas_users worker requeued %llu removals left running by an earlier process",
 						(unsigned long long) requeued)));
 	ws->recovered = true;
 	return next_due;

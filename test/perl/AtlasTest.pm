@@ -22,7 +22,7 @@ our @EXPORT = qw(atlas_node atlas_conf atlas_standby emu emu_reset emu_counter e
   wait_counter bg_query sqlstate_of socket_count psql_as id_array
   emu_requests emu_route_log emu_take_token
   psql_session session_send session_wait session_run session_cancel session_close
-  sessions_at_once proc_kb key_file digest_server);
+  sessions_at_once proc_kb key_file digest_server org_servers);
 
 # PostgreSQL::Test::Cluster::init runs $ENV{PG_REGRESS} --config-auth; prove
 # outside a PostgreSQL build tree leaves it unset, so find the pg_regress
@@ -193,14 +193,11 @@ sub atlas_conf
 {
 	my (%opt) = @_;
 	my $secrets = $ENV{ATLAS_SECRETS};
-	my $conf = "
-atlas_users.base_url = '$ENV{ATLAS_EMULATOR_HTTPS_URL}'
-atlas_users.ca_file = '$ENV{ATLAS_TEST_CA}'
-atlas_users.public_key = '" . _slurp("$secrets/public_key") . "'
-atlas_users.private_key_file = '$secrets/private_key'
-atlas_users.client_id = '" . _slurp("$secrets/client_id") . "'
-atlas_users.client_secret_file = '$secrets/client_secret'
-atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
+	# base_url, ca_file and the credentials: test/lib.sh writes them once
+	open my $fh, '<', "$secrets/settings.conf" or die "cannot open $secrets/settings.conf: $!";
+	my $conf = "\n" . do { local $/; <$fh> };
+	close $fh;
+	$conf .= "atlas_users.auth_method = '" . ($opt{auth_method} // 'digest') . "'
 atlas_users.timeout_ms = " . ($opt{timeout_ms} // 10000) . "
 atlas_users.rate_limit_sets_ttl = " . ($opt{rate_limit_sets_ttl} // 0) . "
 ";
@@ -326,6 +323,27 @@ sub digest_server
 				auth_method 'digest');
 		CREATE USER MAPPING FOR postgres SERVER $name
 			OPTIONS (public_key '$pk', private_key_file '$secrets/private_key');
+	});
+}
+
+# Servers acme and globex of the atlas_users wrapper pointed at the
+# emulator, one for each organization (%o: acme, globex: their ids), and
+# user mappings for postgres: acme with a digest key (acme_pk, the file
+# acme_sk_file), globex with a service account (globex_id, the file
+# globex_secret_file).
+sub org_servers
+{
+	my ($node, %o) = @_;
+	my ($url, $ca) = ($ENV{ATLAS_EMULATOR_HTTPS_URL}, $ENV{ATLAS_TEST_CA});
+	$node->safe_psql('postgres', qq{
+		CREATE SERVER acme FOREIGN DATA WRAPPER atlas_users
+			OPTIONS (base_url '$url', ca_file '$ca', org_id '$o{acme}');
+		CREATE SERVER globex FOREIGN DATA WRAPPER atlas_users
+			OPTIONS (base_url '$url', ca_file '$ca', org_id '$o{globex}');
+		CREATE USER MAPPING FOR postgres SERVER acme
+			OPTIONS (public_key '$o{acme_pk}', private_key_file '$o{acme_sk_file}');
+		CREATE USER MAPPING FOR postgres SERVER globex
+			OPTIONS (client_id '$o{globex_id}', client_secret_file '$o{globex_secret_file}');
 	});
 }
 

@@ -99,18 +99,11 @@ my $acme_sk_file = key_file($node, 'acme_sk', $key{acme_sk});
 my $acme_secret_file = key_file($node, 'acme_secret', $key{acme_secret});
 my $globex_secret_file = key_file($node, 'globex_secret', $key{globex_secret});
 
-my $url = $ENV{ATLAS_EMULATOR_HTTPS_URL};
-my $ca = $ENV{ATLAS_TEST_CA};
 my $log_start = -s $node->logfile;
+org_servers($node, acme => $acme, globex => $globex,
+	acme_pk => $key{acme_pk}, acme_sk_file => $acme_sk_file,
+	globex_id => $key{globex_id}, globex_secret_file => $globex_secret_file);
 sql(qq{
-	CREATE SERVER acme FOREIGN DATA WRAPPER atlas_users
-		OPTIONS (base_url '$url', ca_file '$ca', org_id '$acme');
-	CREATE SERVER globex FOREIGN DATA WRAPPER atlas_users
-		OPTIONS (base_url '$url', ca_file '$ca', org_id '$globex');
-	CREATE USER MAPPING FOR postgres SERVER acme
-		OPTIONS (public_key '$key{acme_pk}', private_key_file '$acme_sk_file');
-	CREATE USER MAPPING FOR postgres SERVER globex
-		OPTIONS (client_id '$key{globex_id}', client_secret_file '$globex_secret_file');
 	CREATE ROLE hr LOGIN;
 	GRANT USAGE ON FOREIGN SERVER acme TO hr;
 	CREATE USER MAPPING FOR hr SERVER acme

@@ -44,17 +44,9 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 my $acme_sk = key_file($node, 'acme_sk', '6d9f0a3e-2b1c-4e8a-9f7d-3c5b1a2e4f60');
 my $globex_secret = key_file($node, 'globex_secret', 'mdb_sa_sk_9c1d7e3a5b0f2c8e6d4a1b9f7e3c5d0a2b8f6e4c');
-my ($url, $ca) = ($ENV{ATLAS_EMULATOR_HTTPS_URL}, $ENV{ATLAS_TEST_CA});
-sql(qq{
-	CREATE SERVER acme FOREIGN DATA WRAPPER atlas_users
-		OPTIONS (base_url '$url', ca_file '$ca', org_id '$acme');
-	CREATE SERVER globex FOREIGN DATA WRAPPER atlas_users
-		OPTIONS (base_url '$url', ca_file '$ca', org_id '$globex');
-	CREATE USER MAPPING FOR postgres SERVER acme
-		OPTIONS (public_key 'atlasemu', private_key_file '$acme_sk');
-	CREATE USER MAPPING FOR postgres SERVER globex
-		OPTIONS (client_id 'mdb_sa_id_65f0e0000000000000000004', client_secret_file '$globex_secret');
-});
+org_servers($node, acme => $acme, globex => $globex,
+	acme_pk => 'atlasemu', acme_sk_file => $acme_sk,
+	globex_id => 'mdb_sa_id_65f0e0000000000000000004', globex_secret_file => $globex_secret);
 
 # Removal and invitation-deletion requests (not 401 challenges), by principal.
 sub removals_by_principal
