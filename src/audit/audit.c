@@ -223,7 +223,8 @@ void
 atlas_audit_log(AuditRecord *rec, const char *why)
 {
 	ereport(LOG_SERVER_ONLY,
-			(errmsg_internal("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg_internal("atlas_users audit: %s operation=%s org_id=%s group_id=%s team_id=%s user_id=%s "
 							 "username=%s outcome=%s http_status=%d error_code=%s attempts=%d duration_ms=%.1f "
 							 "api_version=%s auth_method=%s requested_by=%s executed_as=%s at=%s",
 							 why, rec->operation, rec->org_id, rec->group_id, rec->team_id,
