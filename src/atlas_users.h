@@ -72,6 +72,7 @@ extern int	atlas_rate_limit_sets_ttl_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
 extern int	atlas_max_pages;
+extern int	atlas_max_invitation_reads;
 extern int	atlas_listing_timeout_ms;
 extern int	atlas_worker_lookup_timeout_ms;
 extern int	atlas_retry_base_ms;
@@ -470,6 +471,22 @@ extern AtlasCall *atlas_listing_page_done(AtlasListing *listing, AtlasCall *page
 extern void atlas_list_all(AtlasListing *listing);
 extern void atlas_list_many(AtlasListing **listings, int n);
 extern void atlas_raise_listing_error(AtlasListing *listing) pg_attribute_noreturn();
+
+/* ----------------------------------------------------------------
+ * invitations.c: legacy project invitations, while they live
+ * ----------------------------------------------------------------
+ */
+typedef struct AtlasLegacyInvite
+{
+	char	   *id;
+	char	   *group_id;
+	char	   *username;
+} AtlasLegacyInvite;
+
+extern List *atlas_read_project_invites(AtlasTarget *target, const char *org_id,
+										const char *label, char **unseen);
+extern char *atlas_invites_unseen_retired(AtlasCall *failed);
+extern char *atlas_invites_unseen_bound(int nprojects);
 
 /* ----------------------------------------------------------------
  * lookup.c: users and memberships

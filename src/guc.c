@@ -45,6 +45,7 @@ int			atlas_rate_limit_sets_ttl_s = 3600;
 int			atlas_max_attempts = 5;
 int			atlas_page_size = 500;
 int			atlas_max_pages = 1000;
+int			atlas_max_invitation_reads = 100;
 int			atlas_listing_timeout_ms = 10 * 60 * 1000;
 int			atlas_worker_lookup_timeout_ms = 60 * 1000;
 int			atlas_retry_base_ms = 1000;
@@ -359,6 +360,14 @@ atlas_define_settings(void)
 							&atlas_rate_limit_sets_ttl_s,
 							3600, 0, 7 * 86400,
 							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("atlas_users.max_invitation_reads",
+							"Projects whose legacy invitations one statement reads, at most (one request each); 0: none.",
+							NULL,
+							&atlas_max_invitation_reads,
+							100, 0, 10000,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("atlas_users.page_size",
