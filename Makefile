@@ -3,7 +3,7 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).co
 MODULE_big = atlas_users
 OBJS = src/atlas_users.o src/guc.o src/settings_load.o src/settings_value.o src/settings_check.o src/keyfile.o src/validate.o \
 	src/http.o src/http_answer.o src/http_url.o \
-	src/endpoints.o src/credentials.o src/servers.o src/fdw.o src/token.o src/executor.o src/prepare.o src/dispatch.o src/answer.o src/calendar.o src/pacing.o src/pacing_sql.o src/rate_sets.o \
+	src/endpoints.o src/credentials.o src/servers.o src/fdw.o src/token.o src/executor.o src/prepare.o src/dispatch.o src/answer.o src/calendar.o src/pacing.o src/pacing_sql.o src/rate_sets.o src/rate_sets_read.o \
 	src/errors.o src/owner.o src/audit.o src/audit_sql.o src/shmem.o \
 	src/remove.o src/bulk.o src/listing.o src/listing_rows.o src/listings.o src/lookup.o src/offboard.o src/offboard_facts.o src/offboard_names.o src/federation.o src/reconcile.o src/invitations.o src/guard.o \
 	src/queue_sql.o src/trigger.o src/queue_claim.o src/queue_run.o src/queue_guard.o src/queue_upkeep.o src/worker.o src/parse.o \

@@ -7,6 +7,7 @@
  */
 #include "atlas_users.h"
 
+#include "executor.h"
 #include "miscadmin.h"
 
 PG_MODULE_MAGIC;
@@ -41,6 +42,7 @@ _PG_init(void)
 {
 	http_init();
 	atlas_define_settings();
+	atlas_rate_sets_read_init();
 
 	if (process_shared_preload_libraries_in_progress)
 	{

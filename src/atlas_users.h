@@ -565,6 +565,8 @@ extern void atlas_token_shmem_init(struct LWLock *lock);
 extern uint64 atlas_token_grants(void);
 extern Size atlas_pace_shmem_size(void);
 extern void atlas_pace_shmem_init(struct LWLock *lock);
+extern Size atlas_rate_sets_shmem_size(void);	/* rate_sets.c */
+extern void atlas_rate_sets_shmem_init(struct LWLock *lock);
 
 /* ----------------------------------------------------------------
  * guard.c: the removal budget

@@ -94,8 +94,26 @@ extern void atlas_pace_release_all(void);
 extern bool atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms);
 extern void atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms);
 
-/* rate_sets.c: the sets Atlas publishes (listRateLimits) */
+/* rate_sets.c: the sets Atlas publishes (listRateLimits), as hosts said */
+typedef struct AtlasRateSetsFresh AtlasRateSetsFresh;
+extern bool atlas_rate_sets_due(const AtlasTarget *target);
+extern void atlas_rate_sets_forget(void);
+extern bool atlas_rate_sets_claim(const AtlasTarget *target);
+extern AtlasRateSetsFresh *atlas_rate_sets_fresh(void);
+extern void atlas_rate_sets_item(const cJSON *item, void *arg);
+extern void atlas_rate_sets_store(const AtlasTarget *target, bool listed,
+								  const AtlasRateSetsFresh *fresh);
+
+/*
+ * executor.c: called when a call is added outside any run, before it is
+ * prepared (rate_sets_read.c installs it: Atlas's sets are read then)
+ */
+typedef void (*AtlasBeforeRunHook) (AtlasTarget *target, AtlasCall *call);
+extern PGDLLIMPORT AtlasBeforeRunHook atlas_before_run_hook;
+
+/* rate_sets_read.c: reading them, between runs */
 extern void atlas_rate_sets_refresh(AtlasTarget *target);
+extern void atlas_rate_sets_read_init(void);
 extern bool atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *ep,
 							   AtlasCall *call, AtlasPaceKey *k);
 

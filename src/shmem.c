@@ -3,8 +3,9 @@
  * shmem.c
  *	  Shared state between backends and the background worker: the audit
  *	  hand-off ring and the worker's identity; and the requests for the
- *	  shared token cache (token.c), rate-limit buckets (pacing.c) and
- *	  removal budget (guard.c) and the request statistics (stats.c).
+ *	  shared token cache (token.c), rate-limit buckets (pacing.c),
+ *	  rate-limit sets (rate_sets.c) and removal budget (guard.c) and the
+ *	  request statistics (stats.c).
  *
  * Only with shared_preload_libraries = 'atlas_users'.  A backend that
  * finishes a call copies its AuditRecord into a bounded ring under an
@@ -73,7 +74,8 @@ atlas_shmem_request(void)
 	RequestAddinShmemSpace(atlas_pace_shmem_size());
 	RequestAddinShmemSpace(atlas_guard_shmem_size());
 	RequestAddinShmemSpace(atlas_stat_shmem_size());
-	RequestNamedLWLockTranche("atlas_users", 5);
+	RequestAddinShmemSpace(atlas_rate_sets_shmem_size());
+	RequestNamedLWLockTranche("atlas_users", 6);
 }
 
 /* Create or attach to the shared state. */
@@ -97,6 +99,7 @@ atlas_shmem_startup(void)
 	atlas_pace_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[2].lock);
 	atlas_guard_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[3].lock);
 	atlas_stat_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[4].lock);
+	atlas_rate_sets_shmem_init(&(GetNamedLWLockTranche("atlas_users"))[5].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 
