@@ -10,11 +10,11 @@
  * (sunset 2027-07-01).  Reconciliation reads it for each project of the
  * organization, side by side through the listing engine, at most
  * atlas_users.max_invitation_reads projects per statement (the reads are
- * per project); offboarding keeps to the same bound.  When Atlas retired
- * the endpoint (410 VERSION_GONE, or its route is gone), the read does not
- * fail: the caller is told what could not be seen, and calendar.c sends no
- * other request to the endpoint in the statement.  Any other failure
- * raises, before anything is removed.
+ * per project); offboarding keeps to the same bound.  A supplement never
+ * fails the plan: when Atlas retired the endpoint (410 VERSION_GONE, or its
+ * route is gone; calendar.c then sends no other request to it in the
+ * statement), or a read fails otherwise, the caller is told what could
+ * not be seen and why.
  *
  *-------------------------------------------------------------------------
  */
@@ -78,6 +78,17 @@ atlas_invites_unseen_retired(AtlasCall *failed)
 					atlas_call_retired_message(failed));
 }
 
+/* What a failed read (of the projects, or of one's invitations) leaves unseen. */
+static char *
+unseen_failed(AtlasListing *l)
+{
+	if (l->end == ATLAS_LISTING_FAILED && atlas_call_retired(l->failed))
+		return atlas_invites_unseen_retired(l->failed);
+	return psprintf("Legacy project invitations could not be read: %s%s%s.",
+					l->problem ? l->problem : l->failed ? atlas_call_message(l->failed) : "the listing failed",
+					l->group_id ? " (project " : "", l->group_id ? psprintf("%s)", l->group_id) : "");
+}
+
 /* What the bound on invitation reads leaves unseen. */
 char *
 atlas_invites_unseen_bound(int nprojects)
@@ -91,17 +102,19 @@ atlas_invites_unseen_bound(int nprojects)
 /*
  * Read the legacy project invitations of an organization's projects: at
  * most atlas_users.max_invitation_reads listings, side by side.  Returns
- * them (of AtlasLegacyInvite, by project, then id); *unseen
- * says what could not be seen, or is NULL.
+ * them (of AtlasLegacyInvite, by project, then id); *unseen says what
+ * could not be seen, or is NULL.  A failed read is not raised.
  */
 List *
 atlas_read_project_invites(AtlasTarget *target, const char *org_id, const char *label,
 						   char **unseen)
 {
 	AtlasListing groups;
+	AtlasListing *first[1] = {&groups};
 	AtlasListing **arr;
 	List	   *ids = NIL;
 	List	   *result = NIL;
+	char	   *failed = NULL;
 	ListCell   *lc;
 	int			n = 0;
 	int			i;
@@ -119,7 +132,12 @@ atlas_read_project_invites(AtlasTarget *target, const char *org_id, const char *
 	groups.item = group_item;
 	groups.arg = &ids;
 	groups.label = label;
-	atlas_list_all(&groups);
+	atlas_list_many(first, 1);
+	if (groups.end != ATLAS_LISTING_OK)
+	{
+		*unseen = unseen_failed(&groups);
+		return NIL;
+	}
 	arr = palloc(sizeof(AtlasListing *) * Max(list_length(ids), 1));
 	foreach(lc, ids)
 	{
@@ -148,16 +166,12 @@ atlas_read_project_invites(AtlasTarget *target, const char *org_id, const char *
 	atlas_list_many(arr, n);
 	for (i = 0; i < n; i++)
 	{
-		if (arr[i]->end == ATLAS_LISTING_OK)
-			continue;
-		if (arr[i]->end == ATLAS_LISTING_FAILED && atlas_call_retired(arr[i]->failed))
-		{
-			/* the retired endpoint hides every project's invitations */
-			*unseen = atlas_invites_unseen_retired(arr[i]->failed);
-			continue;
-		}
-		atlas_raise_listing_error(arr[i]);
+		/* the first failure says it (a retired endpoint fails them all) */
+		if (arr[i]->end != ATLAS_LISTING_OK && failed == NULL)
+			failed = unseen_failed(arr[i]);
 	}
+	if (failed != NULL)
+		*unseen = failed;
 	list_sort(result, invite_cmp);
 	return result;
 }

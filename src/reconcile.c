@@ -13,8 +13,8 @@
  * It plans to remove every user, and to delete every legacy project
  * invitation, whose username is not in keep_usernames (compared
  * case-insensitively).  Invitations that could not be read (the endpoint
- * retired, or past the bound) are a row 'unknown' that says so; the plan
- * goes on.  It never removes:
+ * retired, a read failed, or past the bound) are a row 'unknown' that says
+ * so; the plan goes on.  It never removes:
  *	  - the identity the credentials belong to (a user whose username or
  *		id is the key's public key or the service account's client id);
  *	  - the last Organization Owner: when no ACTIVE Organization Owner
