@@ -31,6 +31,7 @@ static const AtlasSharedSpec *const shared_modules[] = {
 	&atlas_pace_shared,
 	&atlas_guard_shared,
 	&atlas_stat_shared,
+	&atlas_rate_sets_shared,
 };
 
 #define SHARED_MODULES ((int) lengthof(shared_modules))
@@ -73,6 +74,7 @@ _PG_init(void)
 {
 	http_init();
 	atlas_define_settings();
+	atlas_rate_sets_read_init();
 
 	if (process_shared_preload_libraries_in_progress)
 	{

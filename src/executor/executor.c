@@ -36,6 +36,9 @@
 /* runs of this process inside http_run() now */
 static int	executing = 0;
 
+/* called for a call added outside any run (rate_sets_read.c installs it) */
+AtlasBeforeRunHook atlas_before_run_hook = NULL;
+
 /* The run spec of a SQL function: the session's settings, audited here. */
 AtlasRunSpec
 atlas_session_spec(const char *progress_label)
@@ -117,9 +120,9 @@ atlas_run_add(AtlasRun *run, AtlasCall *call)
 	/* every removal sent counts toward the removal budget (guard.c) */
 	atlas_guard_count_call(call);
 	target = atlas_call_target(run, call);
-	/* Atlas's rate-limit sets, read before a run only (never within one) */
-	if (executing == 0 && call->op != ATLAS_OP_LIST_RATE_LIMITS)
-		atlas_rate_sets_refresh(target);
+	/* Atlas's rate-limit sets are read before a run only (never within one) */
+	if (executing == 0 && atlas_before_run_hook != NULL)
+		atlas_before_run_hook(target, call);
 	old = MemoryContextSwitchTo(new_call_state(run, call));
 	call->outcome = ATLAS_OUTCOME_NONE;
 	call->answer.retry_after = -1;

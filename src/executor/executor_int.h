@@ -63,10 +63,23 @@ extern void atlas_pace_release_all(void);
 extern bool atlas_pace_describe(const AtlasPaceKey *k, int *capacity, int *refill, int *period_ms);
 extern void atlas_pace_preset(const AtlasPaceKey *k, int capacity, int refill, int period_ms);
 
-/* rate_sets.c: the sets Atlas publishes (listRateLimits) */
-extern void atlas_rate_sets_refresh(AtlasTarget *target);
+/* rate_sets.c: the sets Atlas publishes (listRateLimits), as hosts said */
+typedef struct AtlasRateSetsFresh AtlasRateSetsFresh;
+extern void atlas_rate_sets_forget(void);
+extern bool atlas_rate_sets_claim(const AtlasTarget *target);
+extern AtlasRateSetsFresh *atlas_rate_sets_fresh(void);
+extern void atlas_rate_sets_item(const cJSON *item, void *arg);
+extern void atlas_rate_sets_store(const AtlasTarget *target, bool listed,
+								  const AtlasRateSetsFresh *fresh);
 extern bool atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *ep,
 							   AtlasCall *call, AtlasPaceKey *k);
+
+/*
+ * executor.c: called when a call is added outside any run, before it is
+ * prepared (rate_sets_read.c installs it: Atlas's sets are read then)
+ */
+typedef void (*AtlasBeforeRunHook) (AtlasTarget *target, AtlasCall *call);
+extern PGDLLIMPORT AtlasBeforeRunHook atlas_before_run_hook;
 
 /* ----------------------------------------------------------------
  * executor.c and dispatch.c: a run, and a call's state in it

@@ -116,5 +116,7 @@ atlas_reset_rate_limits(PG_FUNCTION_ARGS)
 		b->min_remaining = -1;
 	}
 	atlas_shared_unlock(p);
+	/* and what listRateLimits said: the next call reads it again */
+	atlas_rate_sets_forget();
 	PG_RETURN_INT32(n);
 }

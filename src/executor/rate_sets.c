@@ -2,26 +2,35 @@
  *
  * rate_sets.c
  *	  The rate-limit sets Atlas publishes: which endpoint set each endpoint
- *	  of the table is in, its scope, capacity and refill.
+ *	  of the table is in, its scope, capacity and refill, as a host said.
  *
- * On the first call to an Atlas host (and again once
- * atlas_users.rate_limit_sets_ttl has passed), GET /api/atlas/v2/rateLimits
- * (listRateLimits, 2025-03-12) is read for the paths the extension calls.
- * A call to an endpoint it lists is paced (pacing.c) in that set's bucket,
- * scoped as it says, and the bucket's model starts from its capacity and
- * refill; headers and 429s still correct it.  Where Atlas does not list
- * an endpoint, or will not answer (403, 404, an old Atlas, a transport
- * failure), the endpoint table's own grouping and header learning stay.
- * What was read is kept per process and host; it is read outside a run
- * only (a run in progress uses what is known).
+ * rate_sets_read.c reads them (listRateLimits) and hands the endpoint sets
+ * to atlas_rate_sets_item(); this file keeps what a host said, with the
+ * time it was read, and gives a call's endpoint its bucket
+ * (atlas_rate_set_key(), for prepare.c).  A call to an endpoint Atlas
+ * lists is paced (pacing.c) in that set's bucket, scoped as it says, and
+ * the bucket's model starts from its capacity and refill; headers and
+ * 429s still correct it.  Where Atlas does not list an endpoint, or would
+ * not answer, the endpoint table's own grouping and header learning stay.
+ *
+ * With shared_preload_libraries the sets live in shared memory, keyed by
+ * host: one read per host and atlas_users.rate_limit_sets_ttl serves
+ * every session and the worker.  Without preloading each process keeps
+ * its own.  Up to RATE_SET_HOSTS hosts are kept; a new host takes the
+ * place of the one read longest ago.  Nothing here calls Atlas.
  *
  *-------------------------------------------------------------------------
  */
 #include "executor/executor_int.h"
+#include "shared/shared.h"
 
-#include "lib/stringinfo.h"
-#include "utils/memutils.h"
+#include "storage/lwlock.h"
 #include "utils/timestamp.h"
+
+/* hosts whose sets are kept */
+#define RATE_SET_HOSTS 16
+/* endpoints of the table, at most */
+#define RATE_SET_ENDPOINTS 64
 
 /* what Atlas said of one endpoint of the table */
 typedef struct SetOf
@@ -37,37 +46,142 @@ typedef struct SetOf
 /* what a host said */
 typedef struct HostSets
 {
-	char	   *host;
-	TimestampTz read_at;
+	char		host[256];		/* "": a free slot */
+	TimestampTz read_at;		/* claimed for reading then; 0: never */
 	bool		listed;			/* Atlas answered the listing */
-	SetOf	   *of;				/* per endpoint of the table */
+	SetOf		of[RATE_SET_ENDPOINTS]; /* per endpoint of the table */
 } HostSets;
 
-static List *hosts = NIL;		/* of HostSets *, in TopMemoryContext */
-
-/* The sets known of a host, made (empty) on first use. */
-static HostSets *
-host_sets(const char *host, bool make)
+typedef struct RateSetsState
 {
-	ListCell   *lc;
-	HostSets   *h;
-	MemoryContext old;
+	LWLock	   *lock;			/* NULL: process-local */
+	HostSets	hosts[RATE_SET_HOSTS];
+} RateSetsState;
 
-	foreach(lc, hosts)
+/* what one listing collects, before it is stored */
+struct AtlasRateSetsFresh
+{
+	SetOf		of[RATE_SET_ENDPOINTS];
+};
+
+static RateSetsState *sets = NULL;
+
+/* The rate-limit sets' shared memory, for init.c. */
+const AtlasSharedSpec atlas_rate_sets_shared = {
+	"atlas_users rate-limit sets", sizeof(RateSetsState), (void **) &sets, NULL
+};
+
+/* The sets, locked: the shared ones, or process-local ones made on first use. */
+static RateSetsState *
+state(LWLockMode mode)
+{
+	RateSetsState *s = atlas_shared_get(&atlas_rate_sets_shared);
+
+	atlas_shared_lock(s, mode);
+	return s;
+}
+
+/* Unlock the sets, if they are shared. */
+static void
+release(RateSetsState *s)
+{
+	atlas_shared_unlock(s);
+}
+
+/*
+ * The slot of a host, or NULL; with make, a new one (the free slot, or
+ * the one read longest ago).  A host name too long to keep has none.
+ */
+static HostSets *
+host_slot(RateSetsState *s, const char *host, bool make)
+{
+	HostSets   *oldest = NULL;
+	int			i;
+
+	if (host == NULL || strlen(host) >= sizeof(s->hosts[0].host))
+		return NULL;
+	for (i = 0; i < RATE_SET_HOSTS; i++)
 	{
-		h = (HostSets *) lfirst(lc);
+		HostSets   *h = &s->hosts[i];
+
 		if (strcmp(h->host, host) == 0)
 			return h;
+		if (oldest == NULL || h->host[0] == '\0' ||
+			(oldest->host[0] != '\0' && h->read_at < oldest->read_at))
+			oldest = h;
 	}
 	if (!make)
 		return NULL;
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	h = palloc0(sizeof(HostSets));
-	h->host = pstrdup(host);
-	h->of = palloc0(sizeof(SetOf) * atlas_endpoint_count());
-	hosts = lappend(hosts, h);
-	MemoryContextSwitchTo(old);
-	return h;
+	memset(oldest, 0, sizeof(HostSets));
+	strlcpy(oldest->host, host, sizeof(oldest->host));
+	return oldest;
+}
+
+/* Is a read of a host's sets due (never read, or longer ago than the TTL)? */
+static bool
+read_due(const HostSets *h, TimestampTz now)
+{
+	return h == NULL || h->read_at == 0 ||
+		TimestampDifferenceExceeds(h->read_at, now, atlas_rate_limit_sets_ttl_s * 1000);
+}
+
+/* Is listRateLimits due at a target's host (never read, or too long ago)? */
+bool
+atlas_rate_sets_due(const AtlasTarget *target)
+{
+	RateSetsState *s;
+	bool		due;
+
+	if (atlas_rate_limit_sets_ttl_s <= 0 || target == NULL ||
+		strlen(target->host) >= sizeof(s->hosts[0].host))
+		return false;
+	s = state(LW_SHARED);
+	due = read_due(host_slot(s, target->host, false), GetCurrentTimestamp());
+	release(s);
+	return due;
+}
+
+/* Forget what every host said (atlas_reset_rate_limits()). */
+void
+atlas_rate_sets_forget(void)
+{
+	RateSetsState *s = state(LW_EXCLUSIVE);
+
+	memset(s->hosts, 0, sizeof(s->hosts));
+	release(s);
+}
+
+/*
+ * Claim the read of a host's sets, when it is due: the time is set now,
+ * so that no other process reads it meanwhile, and a failed read is not
+ * tried again before the TTL.  True: the caller reads and stores.
+ */
+bool
+atlas_rate_sets_claim(const AtlasTarget *target)
+{
+	RateSetsState *s;
+	HostSets   *h;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		claimed = false;
+
+	if (atlas_rate_limit_sets_ttl_s <= 0 || strlen(target->host) >= sizeof(s->hosts[0].host))
+		return false;
+	s = state(LW_EXCLUSIVE);
+	h = host_slot(s, target->host, true);
+	if (h != NULL && read_due(h, now))
+	{
+		h->read_at = now;
+		claimed = true;
+	}
+	release(s);
+	return claimed;
+}
+
+/* A new, empty collection of what a listing says. */
+AtlasRateSetsFresh *
+atlas_rate_sets_fresh(void)
+{
+	return palloc0(sizeof(AtlasRateSetsFresh));
 }
 
 /* The "value" of a RateLimitEndpointSet figure, or -1. */
@@ -81,15 +195,16 @@ figure(const cJSON *set, const char *name)
 }
 
 /* Item: an endpoint set; the table's endpoints in it learn it. */
-static void
-set_item(const cJSON *item, void *arg)
+void
+atlas_rate_sets_item(const cJSON *item, void *arg)
 {
-	HostSets   *h = (HostSets *) arg;
+	AtlasRateSetsFresh *fresh = (AtlasRateSetsFresh *) arg;
 	const char *id = atlas_json_string(item, "endpointSetId");
 	const char *scope = atlas_json_string(item, "scope");
 	double		cap = figure(item, "capacity");
 	double		refill = figure(item, "refillRate");
 	double		period = figure(item, "refillDurationSeconds");
+	int			n = Min(atlas_endpoint_count(), RATE_SET_ENDPOINTS);
 	const cJSON *e;
 	int			i;
 
@@ -100,10 +215,10 @@ set_item(const cJSON *item, void *arg)
 		const char *method = atlas_json_string(e, "method");
 		const char *path = atlas_json_string(e, "path");
 
-		for (i = 0; method && path && i < atlas_endpoint_count(); i++)
+		for (i = 0; method && path && i < n; i++)
 		{
 			const AtlasEndpoint *ep = atlas_endpoint_at(i);
-			SetOf	   *s = &h->of[i];
+			SetOf	   *s = &fresh->of[i];
 
 			if (strcmp(ep->method, method) != 0 || strcmp(ep->route, path) != 0)
 				continue;
@@ -118,58 +233,25 @@ set_item(const cJSON *item, void *arg)
 	}
 }
 
-/* The listing's query: the paths the extension calls. */
-static char *
-paths_query(void)
-{
-	StringInfoData buf;
-	int			i;
-
-	initStringInfo(&buf);
-	for (i = 0; i < atlas_endpoint_count(); i++)
-		if (strncmp(atlas_endpoint_at(i)->route, "/api/atlas/v2/", 14) == 0)
-			appendStringInfo(&buf, "endpointPath=%s&", http_escape(atlas_endpoint_at(i)->route));
-	return buf.data;
-}
-
 /*
- * Read listRateLimits from a target's host, when it was never read or
- * longer ago than atlas_users.rate_limit_sets_ttl (0: never read).
+ * Keep what a host said: its sets (fresh), or, when listed is false, that
+ * it would not say (then the table and headers pace its calls).
  */
 void
-atlas_rate_sets_refresh(AtlasTarget *target)
+atlas_rate_sets_store(const AtlasTarget *target, bool listed, const AtlasRateSetsFresh *fresh)
 {
-	HostSets   *h;
-	AtlasListing l;
-	AtlasListing *arr[1] = {&l};
-	HostSets	fresh;
-	TimestampTz now = GetCurrentTimestamp();
+	RateSetsState *s = state(LW_EXCLUSIVE);
+	HostSets   *h = host_slot(s, target->host, true);
 
-	if (atlas_rate_limit_sets_ttl_s <= 0)
-		return;
-	h = host_sets(target->host, true);
-	if (h->read_at != 0 &&
-		!TimestampDifferenceExceeds(h->read_at, now, atlas_rate_limit_sets_ttl_s * 1000))
-		return;
-	h->read_at = now;			/* a failed read is not tried again at once */
-	memset(&fresh, 0, sizeof(fresh));
-	fresh.of = palloc0(sizeof(SetOf) * atlas_endpoint_count());
-	memset(&l, 0, sizeof(l));
-	l.op = ATLAS_OP_LIST_RATE_LIMITS;
-	l.target = target;
-	l.query = paths_query();
-	l.item = set_item;
-	l.arg = &fresh;
-	atlas_list_many(arr, 1);
-	h->listed = (l.end == ATLAS_LISTING_OK);
-	if (h->listed)
-		memcpy(h->of, fresh.of, sizeof(SetOf) * atlas_endpoint_count());
-	else
-		ereport(DEBUG1,
-				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-				 errmsg_internal("atlas_users: listRateLimits at %s: %s; pacing by the table and headers",
-								 target->host, l.failed ? atlas_call_message(l.failed)
-								 : l.problem ? l.problem : "failed")));
+	if (h != NULL)
+	{
+		h->listed = listed;
+		if (listed)
+			memcpy(h->of, fresh->of, sizeof(h->of));
+		if (h->read_at == 0)
+			h->read_at = GetCurrentTimestamp();
+	}
+	release(s);
 }
 
 /*
@@ -180,17 +262,24 @@ bool
 atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *ep, AtlasCall *call,
 				   AtlasPaceKey *k)
 {
-	HostSets   *h = host_sets(target->host, false);
-	SetOf	   *s;
+	RateSetsState *s;
+	HostSets   *h;
+	SetOf		of;
+	int			i = atlas_endpoint_index(ep);
 	const char *scope;
 
-	if (h == NULL || !h->listed)
+	if (i >= RATE_SET_ENDPOINTS)
 		return false;
-	s = &h->of[atlas_endpoint_index(ep)];
-	if (!s->listed)
+	s = state(LW_SHARED);
+	h = host_slot(s, target->host, false);
+	memset(&of, 0, sizeof(of));
+	if (h != NULL && h->listed)
+		of = h->of[i];
+	release(s);
+	if (!of.listed)
 		return false;
-	scope = (s->scope == ATLAS_ID_USER) ? NULL : atlas_call_id(call, s->scope);
-	atlas_pace_key(k, target->host, s->set_id, scope ? scope : "");
-	atlas_pace_preset(k, s->capacity, s->refill, s->period_ms);
+	scope = (of.scope == ATLAS_ID_USER) ? NULL : atlas_call_id(call, of.scope);
+	atlas_pace_key(k, target->host, of.set_id, scope ? scope : "");
+	atlas_pace_preset(k, of.capacity, of.refill, of.period_ms);
 	return true;
 }

@@ -131,9 +131,15 @@ extern void atlas_guard_burst_over(const char *org_id);
 extern void atlas_guard_note_size(const char *org_id, int64 size);
 extern int	atlas_guard_budget(const char *org_id, const char *group_id, int *used);
 
-/* the shared state of token.c, pacing.c and guard.c (shared/shared.h) */
+/* rate_sets.c, rate_sets_read.c: Atlas's rate-limit sets, read between runs */
+extern bool atlas_rate_sets_due(const AtlasTarget *target);
+extern void atlas_rate_sets_refresh(AtlasTarget *target);
+extern void atlas_rate_sets_read_init(void);
+
+/* the shared state of token.c, pacing.c, rate_sets.c and guard.c (shared.h) */
 extern const struct AtlasSharedSpec atlas_token_shared;
 extern const struct AtlasSharedSpec atlas_pace_shared;
+extern const struct AtlasSharedSpec atlas_rate_sets_shared;
 extern const struct AtlasSharedSpec atlas_guard_shared;
 extern uint64 atlas_token_grants(void);
 extern void atlas_token_state(const AtlasTarget *target, TimestampTz *valid_until,

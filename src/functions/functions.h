@@ -65,4 +65,17 @@ extern List *atlas_user_membership_list(const char *org_id, AtlasOrgUser *u, boo
 extern AtlasOrgUser *atlas_org_user_arg(FunctionCallInfo fcinfo, int argno,
 										const char *org_id, bool *found);
 
+/* invitations.c: legacy project invitations, while they live */
+typedef struct AtlasLegacyInvite
+{
+	char	   *id;
+	char	   *group_id;
+	char	   *username;
+} AtlasLegacyInvite;
+
+extern List *atlas_read_project_invites(AtlasTarget *target, const char *org_id,
+										const char *label, char **unseen);
+extern char *atlas_invites_unseen_retired(AtlasCall *failed);
+extern char *atlas_invites_unseen_bound(int nprojects);
+
 #endif							/* ATLAS_FUNCTIONS_H */

@@ -7,7 +7,8 @@
  * Beyond the person's memberships (lookup.c), offboarding reads what the
  * v2 user endpoints do not show:
  *	  - legacy project invitations (made through the deprecated project
- *		invitation endpoint, which alone shows them, until its sunset).  An
+ *		invitation endpoint, which alone shows them, until its sunset; in
+ *		at most atlas_users.max_invitation_reads projects).  An
  *		open invitation to the organization is a PENDING user of the org
  *		users listing (lookup.c finds it), so no deprecated read is needed
  *		for it.  When Atlas has retired the project invitation endpoint,
@@ -98,9 +99,7 @@ read_all(OffFacts *f, List *listings)
 		if (l->op == ATLAS_OP_LIST_GROUP_INVITES && l->end == ATLAS_LISTING_FAILED &&
 			atlas_call_retired(l->failed))
 		{
-			if (f->invites_unseen == NULL)
-				f->invites_unseen = psprintf("Legacy project invitations could not be read: %s. Invitations made through that endpoint are invisible to every other listing; they expire 30 days after they were sent.",
-											 atlas_call_retired_message(l->failed));
+			f->invites_unseen = atlas_invites_unseen_retired(l->failed);
 			continue;
 		}
 		atlas_raise_listing_error(l);
@@ -330,6 +329,7 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 	List	   *owners = NIL;
 	ListCell   *lc;
 	char	   *q;
+	int			reads = 0;
 
 	f->u = atlas_fetch_org_user(f->org_id, who, f->target);
 	f->username = f->u ? f->u->username : (atlas_is_id(who) ? NULL : pstrdup(who));
@@ -353,8 +353,12 @@ atlas_offboard_gather(OffFacts *f, const char *who)
 		char	   *g = (char *) lfirst(lc);
 
 		q = psprintf("username=%s&", http_escape(f->username));
-		second = lappend(second, new_listing(f, ATLAS_OP_LIST_GROUP_INVITES, g, NULL, q,
-											 invite_item));
+		/* the reads are per project: bounded (invitations.c) */
+		if (reads++ < atlas_max_invitation_reads)
+			second = lappend(second, new_listing(f, ATLAS_OP_LIST_GROUP_INVITES, g, NULL, q,
+												 invite_item));
+		else if (f->invites_unseen == NULL)
+			f->invites_unseen = atlas_invites_unseen_bound(list_length(project_ids));
 		if (routes)
 			second = lappend(second, new_listing(f, ATLAS_OP_LIST_GROUP_TEAMS, g, NULL, NULL,
 												 team_role_item));

@@ -7,9 +7,14 @@
  * atlas_reconcile_org(org_id, keep_usernames, dry_run, max_removals,
  * force) lists the organization's users (ACTIVE and PENDING: an open
  * invitation to the organization is a PENDING user, whose removal deletes
- * it, so no deprecated invitation read is needed), and plans to remove
- * everyone whose username is not in keep_usernames (compared
- * case-insensitively).  It never removes:
+ * it), and, while Atlas serves the deprecated endpoint, the legacy project
+ * invitations of its projects (invitations.c: people invited that way are
+ * seen nowhere else; at most atlas_users.max_invitation_reads projects).
+ * It plans to remove every user, and to delete every legacy project
+ * invitation, whose username is not in keep_usernames (compared
+ * case-insensitively).  Invitations that could not be read (the endpoint
+ * retired, a read failed, or past the bound) are a row 'unknown' that says
+ * so; the plan goes on.  It never removes:
  *	  - the identity the credentials belong to (a user whose username or
  *		id is the key's public key or the service account's client id);
  *	  - the last Organization Owner: when no ACTIVE Organization Owner
@@ -45,8 +50,11 @@ PG_FUNCTION_INFO_V1(atlas_reconcile_org);
 /* someone not kept */
 typedef struct Person
 {
-	const char *kind;			/* "user" */
+	const char *kind;			/* "user", "project_invitation", or
+								 * "project_invitations" (unseen) */
+	const char *action;
 	char	   *id;
+	char	   *group_id;		/* of a project invitation */
 	char	   *username;		/* valid text, for rows and the audit */
 	char	   *name;			/* as listed: who the person is */
 	char	   *status;
@@ -151,9 +159,10 @@ add_person(Reconcile *rc, const char *kind, const char *id, const char *username
 	Person	   *p = palloc0(sizeof(Person));
 
 	p->kind = kind;
+	p->action = "remove_org_user";
 	p->id = pstrdup(id);
-	p->username = atlas_valid_text(username, strlen(username));
-	p->name = pstrdup(username);
+	p->username = username ? atlas_valid_text(username, strlen(username)) : NULL;
+	p->name = username ? pstrdup(username) : NULL;
 	p->status = status ? atlas_valid_text(status, strlen(status)) : NULL;
 	rc->out = lappend(rc->out, p);
 	return p;
@@ -202,6 +211,40 @@ list_org(Reconcile *rc)
 }
 
 /*
+ * Read the legacy project invitations, while Atlas serves them: those of
+ * people not kept are to delete; what could not be read is a row.
+ */
+static void
+list_invitations(Reconcile *rc)
+{
+	char	   *unseen;
+	List	   *invites = atlas_read_project_invites(rc->target, rc->org_id,
+													 "atlas_reconcile_org", &unseen);
+	ListCell   *lc;
+	Person	   *p;
+
+	foreach(lc, invites)
+	{
+		AtlasLegacyInvite *inv = (AtlasLegacyInvite *) lfirst(lc);
+
+		(void) name_in(rc->people, inv->username, true);
+		if (name_in(rc->keep, inv->username, false))
+			continue;
+		p = add_person(rc, "project_invitation", inv->id, inv->username, "PENDING");
+		p->action = "delete_project_invitation";
+		p->group_id = inv->group_id;
+		p->detail = psprintf("A legacy invitation to project %s.", inv->group_id);
+	}
+	if (unseen != NULL)
+	{
+		p = add_person(rc, "project_invitations", rc->org_id, NULL, NULL);
+		p->action = "list_project_invitations";
+		p->outcome = "unknown";
+		p->detail = unseen;
+	}
+}
+
+/*
  * Mark who is never removed: the credentials' own identity, and the
  * owners when no ACTIVE Organization Owner would stay; count the people
  * to remove.
@@ -217,6 +260,8 @@ protect(Reconcile *rc)
 	{
 		Person	   *p = (Person *) lfirst(lc);
 
+		if (p->outcome != NULL)
+			continue;			/* a row of what could not be read */
 		if (t->username && (pg_strcasecmp(p->username, t->username) == 0 ||
 							strcmp(p->id, t->username) == 0))
 		{
@@ -288,12 +333,16 @@ run_plan(Reconcile *rc)
 
 		if (p->outcome != NULL)
 			continue;
-		p->call = atlas_call_new(ATLAS_OP_REMOVE_ORG_USER);
+		p->call = atlas_call_new(p->group_id ? ATLAS_OP_DELETE_GROUP_INVITE
+								 : ATLAS_OP_REMOVE_ORG_USER);
 		p->call->target = rc->target;
 		p->call->org_id = rc->org_id;
+		p->call->group_id = p->group_id;
+		/* an invitation's id travels as the call's user_id */
 		p->call->user_id = p->id;
 		p->call->username = p->username;
-		p->call->missing_ok = true;
+		/* as in offboarding, a project invitation's 404 is not 'already absent' */
+		p->call->missing_ok = (p->group_id == NULL);
 		p->call->forced = rc->forced;
 		p->call->reason = rc->reason;
 		p->call->ticket = rc->ticket;
@@ -323,14 +372,14 @@ put_person(ReturnSetInfo *rsinfo, Person *p, bool dry_run)
 		outcome = atlas_outcome_name(p->call->outcome);
 		status = p->call->answer.http_status;
 		code = p->call->answer.error_code;
-		detail = atlas_call_detail(p->call);
+		detail = atlas_call_detail(p->call) ? atlas_call_detail(p->call) : p->detail;
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = atlas_text_or_null(p->kind, nulls, 0);
 	values[1] = atlas_text_or_null(p->id, nulls, 1);
 	values[2] = atlas_text_or_null(p->username, nulls, 2);
 	values[3] = atlas_text_or_null(p->status, nulls, 3);
-	values[4] = atlas_text_or_null("remove_org_user", nulls, 4);
+	values[4] = atlas_text_or_null(p->action, nulls, 4);
 	values[5] = atlas_text_or_null(outcome, nulls, 5);
 	values[6] = Int32GetDatum((int32) status);
 	nulls[6] = status == 0 ? 'n' : ' ';
@@ -373,6 +422,7 @@ atlas_reconcile_org(PG_FUNCTION_ARGS)
 	rc.people = name_set("atlas_users people");
 	list_org(&rc);
 	atlas_guard_note_size(rc.org_id, hash_get_num_entries(rc.people));
+	list_invitations(&rc);
 	protect(&rc);
 	refused = force ? NULL : guard(&rc, max_removals);
 	if (refused && !dry_run)

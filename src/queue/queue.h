@@ -70,6 +70,8 @@ typedef struct Drain
 	int			nclaim;			/* how many to claim */
 	List	   *shares;			/* of QueueShare *: active rows per server */
 	List	   *targets;		/* of QueueTarget *: targets rows share */
+	List	   *deferred;		/* of QueueRow *: claimed, waiting for their
+								 * host's rate-limit sets (next run) */
 	AtlasRun   *run;
 } Drain;
 

@@ -16,6 +16,10 @@
  * them).  Every attempt writes an audit row.
  * Nothing is sent for a claimed row that the removal budget does not
  * admit: it is held instead (queue_guard.c).
+ * Atlas's rate-limit sets (listRateLimits) are read between runs only: a
+ * row claimed for a host whose sets are due (its first row, or the
+ * atlas_users.rate_limit_sets_ttl passed) waits, claimed, while the run
+ * ends; the sets are read, and a new run starts it and claims on.
  *
  * Each row runs as its enqueuer: its lookup and its removal use the
  * credentials queue_claim.c resolves for it (its server, by OID, and its
@@ -39,6 +43,7 @@
 #include "queue/queue.h"
 
 #include "access/xact.h"
+#include "executor.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -124,6 +129,14 @@ claim(Drain *d, int n)
 			continue;
 		}
 		atlas_queue_row_target(d, row);
+		if (row->unusable == NULL && atlas_rate_sets_due(r->target))
+		{
+			/* its host's sets are read before the next run: it waits */
+			MemoryContextSwitchTo(d->cxt);
+			d->deferred = lappend(d->deferred, row);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
 		MemoryContextSwitchTo(row->cxt);
 		if (row->unusable == NULL)
 			row_step(d, row, start_row, NULL);
@@ -185,10 +198,13 @@ drain_feed(AtlasRun *run pg_attribute_unused(), void *arg, int free_slots, long 
 		d->next_due = 0;
 		wake = true;
 	}
+	*wait_ms = 50;
+	/* rows wait for a host's rate-limit sets: no more claims in this run */
+	if (d->deferred != NIL)
+		return d->active > list_length(d->deferred);
 	if (free_slots > 0 && (wake || d->claim_again || d->claimed == 0))
 		claim_committed(d, Min(free_slots, WORKER_CLAIM_MAX));
-	*wait_ms = 50;
-	return d->active > 0 || d->claim_again;
+	return d->active > list_length(d->deferred) || (d->claim_again && d->deferred == NIL);
 }
 
 /* Record a row's result; runs as the queue table's owner. */
@@ -320,6 +336,44 @@ drain_finished(AtlasRun *run pg_attribute_unused(), AtlasCall *call, void *arg)
 }
 
 /*
+ * Between runs: read the rate-limit sets of the hosts rows waited for,
+ * then run those rows (and, for the worker, the rows it claims next) in a
+ * new run.
+ */
+static void
+run_deferred(Drain *d, const AtlasRunSpec *spec)
+{
+	List	   *rows = d->deferred;
+	MemoryContext old = CurrentMemoryContext;
+	ListCell   *lc;
+
+	d->deferred = NIL;
+	foreach(lc, rows)
+		atlas_rate_sets_refresh(((QueueRow *) lfirst(lc))->removal->target);
+	d->run = atlas_run_create(spec);
+	if (d->worker)
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	}
+	foreach(lc, rows)
+	{
+		QueueRow   *row = (QueueRow *) lfirst(lc);
+
+		MemoryContextSwitchTo(row->cxt);
+		row_step(d, row, start_row, NULL);
+	}
+	if (d->worker)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	MemoryContextSwitchTo(old);
+	list_free(rows);
+	atlas_run_execute(d->run);
+}
+
+/*
  * Drain the queue: the worker (outside any transaction) while rows are
  * due, or atlas_process_queue() (up to max_items rows, in the caller's
  * transaction).  Returns how many rows were claimed.
@@ -348,6 +402,8 @@ atlas_queue_drain(bool worker, int max_items)
 	PG_TRY();
 	{
 		atlas_run_execute(d.run);
+		while (d.deferred != NIL)
+			run_deferred(&d, &spec);
 	}
 	PG_FINALLY();
 	{

@@ -46,6 +46,7 @@ int			atlas_rate_limit_sets_ttl_s = 3600;
 int			atlas_max_attempts = 5;
 int			atlas_page_size = 500;
 int			atlas_max_pages = 1000;
+int			atlas_max_invitation_reads = 250;
 int			atlas_listing_timeout_ms = 10 * 60 * 1000;
 int			atlas_worker_lookup_timeout_ms = 60 * 1000;
 int			atlas_retry_base_ms = 1000;
@@ -250,6 +251,14 @@ define_call_settings(void)
 static void
 define_listing_settings(void)
 {
+	DefineCustomIntVariable("atlas_users.max_invitation_reads",
+							"Projects whose legacy invitations one statement reads, at most (one request each); 0: none.",
+							NULL,
+							&atlas_max_invitation_reads,
+							250, 0, 10000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("atlas_users.page_size",
 							"Items per page when reading Atlas lists (itemsPerPage).",
 							NULL,

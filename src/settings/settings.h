@@ -38,6 +38,7 @@ extern int	atlas_rate_limit_sets_ttl_s;
 extern int	atlas_max_attempts;
 extern int	atlas_page_size;
 extern int	atlas_max_pages;
+extern int	atlas_max_invitation_reads;
 extern int	atlas_listing_timeout_ms;
 extern int	atlas_worker_lookup_timeout_ms;
 extern int	atlas_retry_base_ms;

@@ -103,7 +103,8 @@ like($err, qr/NOTICE:  organization $org: no member legacy.invite\@example.com, 
 	'a legacy project invitee: the NOTICE says what could not be read');
 
 # ------------------------------------------------------------------
-# 2. reconciliation needs no deprecated read
+# 2. reconciliation: org invitations are PENDING users; the legacy project
+#    invitations could not be read, and a row says so
 # ------------------------------------------------------------------
 emu_reset_counters();
 my $pending = emu('POST', 'users', { count => 1, orgId => $org, status => 'PENDING', prefix => 'rc' })->{ids}[0];
@@ -112,18 +113,21 @@ my $keep = "ARRAY(SELECT username FROM atlas_org_users('$org')"
   . " WHERE username NOT IN ('erin\@example.com', '$pending_name'))";
 is( sql("SELECT string_agg(concat_ws('|', kind, username, status, action, outcome), ' ' ORDER BY username)"
 		  . " FROM atlas_reconcile_org('$org', $keep, dry_run => true)"),
-	"user|erin\@example.com|ACTIVE|remove_org_user|planned user|$pending_name|PENDING|remove_org_user|planned",
-	'reconcile, dry run: erin and an invited person (a PENDING user)');
+	"user|erin\@example.com|ACTIVE|remove_org_user|planned user|$pending_name|PENDING|remove_org_user|planned"
+	  . " project_invitations|list_project_invitations|unknown",
+	'reconcile, dry run: erin and an invited person (a PENDING user); the legacy invitations unseen');
 is( sql("SELECT string_agg(concat_ws('|', kind, username, action, outcome, http_status), ' ' ORDER BY username)"
 		  . " FROM atlas_reconcile_org('$org', $keep, dry_run => false)"),
-	"user|erin\@example.com|remove_org_user|removed|204 user|$pending_name|remove_org_user|removed|204",
+	"user|erin\@example.com|remove_org_user|removed|204 user|$pending_name|remove_org_user|removed|204"
+	  . " project_invitations|list_project_invitations|unknown",
 	'reconcile: erin removed, and the invitation with the PENDING user');
 is(sql("SELECT count(*) FROM atlas_org_users('$org', ARRAY['PENDING']) WHERE id = '$pending'"), 0,
 	'reconcile: the invitation is gone');
 my $c = emu_counters();
 is( emu_route_count($c, 'GET /api/atlas/v2/orgs/{orgId}/invites')
 	  + emu_route_count($c, 'DELETE /api/atlas/v2/orgs/{orgId}/invites/{invitationId}'),
-	0, 'reconcile: no request to a deprecated invitation endpoint');
+	0, 'reconcile: no request to the org invitation endpoints');
+is(invite_reads(), '410=2', 'reconcile: 1 request to the retired project invitation listing per statement (2 statements)');
 
 # ------------------------------------------------------------------
 # 3. the invitation listings: a clear error
