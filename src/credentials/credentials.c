@@ -186,7 +186,6 @@ atlas_target_new(const char *base_url, const char *ca_file, const char *api_vers
 	len = strlen(t->base_url);
 	while (len > 0 && t->base_url[len - 1] == '/')
 		t->base_url[--len] = '\0';
-	t->host = http_url_host(base_url);
 	t->ca_file = pstrdup(ca_file ? ca_file : "");
 	t->api_version = (api_version && api_version[0]) ? pstrdup(api_version) : NULL;
 	t->timeout_ms = timeout_ms;
@@ -234,7 +233,7 @@ atlas_target_proxy_request(const AtlasTarget *t, HttpRequest *req)
 	req->proxy_password = t->proxy_password;
 }
 
-/* Compute a target's identities once its credentials are in. */
+/* Compute a target's host (for messages) and identities once its credentials are in. */
 void
 atlas_target_seal(AtlasTarget *t)
 {
@@ -250,6 +249,7 @@ atlas_target_seal(AtlasTarget *t)
 	pfree(id.data);
 	t->credentials_key = credentials_key(t);
 	t->key = hash_string(hash_string(t->credentials_key, t->base_url), t->ca_file);
+	t->host = http_url_host(t->base_url);
 }
 
 /* Wipe a target's secret from memory once its run is over. */

@@ -337,11 +337,11 @@ server_target(ForeignServer *srv, Oid role, bool digest_only)
 						 server_timeout(srv, "timeout_ms", atlas_timeout_ms),
 						 server_timeout(srv, "connect_timeout_ms", atlas_connect_timeout_ms));
 	mapping_credentials(t, srv, role_mapping(srv, role), digest_only);
-	atlas_target_seal(t);
 	t->server = pstrdup(srv->servername);
 	t->server_oid = srv->serverid;
 	t->role = role;
 	t->org_id = atlas_fdw_option(o, "org_id");
+	atlas_target_seal(t);
 	return t;
 }
 
