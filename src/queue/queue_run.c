@@ -43,7 +43,6 @@
 #include "queue/queue.h"
 
 #include "access/xact.h"
-#include "executor.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
