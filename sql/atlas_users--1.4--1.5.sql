@@ -312,6 +312,8 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.atlas_rate_limits() IS
 	'What atlas_users learned of each Atlas rate-limit bucket it paces requests by, and from where';
+COMMENT ON FUNCTION @extschema@.atlas_reset_rate_limits() IS
+	'Forget what atlas_users learned of Atlas rate limits (after a 429 that was not Atlas''s, say), and what listRateLimits said of each host';
 
 -- ----------------------------------------------------------------------
 -- Issue 22: request statistics (atlas_stat_requests, atlas_stat_reset)
