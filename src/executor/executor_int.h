@@ -15,10 +15,7 @@
 #include "stats/stats.h"
 #include "transport/http.h"
 
-/* ----------------------------------------------------------------
- * calendar.c: deprecations and sunsets
- * ----------------------------------------------------------------
- */
+/* calendar.c: deprecations and sunsets */
 typedef enum AtlasCalendarGate
 {
 	ATLAS_CALENDAR_GO,			/* the call may go */
@@ -29,10 +26,7 @@ typedef enum AtlasCalendarGate
 extern AtlasCalendarGate atlas_calendar_gate(AtlasRun *run, AtlasCall *call);
 extern void atlas_calendar_answer(AtlasCall *call, HttpRequest *req);
 
-/* ----------------------------------------------------------------
- * pacing.c: Atlas's rate limits
- * ----------------------------------------------------------------
- */
+/* pacing.c: Atlas's rate limits */
 #define ATLAS_PACE_NAME 96
 
 /* a bucket: the endpoint set, its scope and the host */
@@ -81,10 +75,8 @@ extern bool atlas_rate_set_key(const AtlasTarget *target, const AtlasEndpoint *e
 typedef void (*AtlasBeforeRunHook) (AtlasTarget *target, AtlasCall *call);
 extern PGDLLIMPORT AtlasBeforeRunHook atlas_before_run_hook;
 
-/* ----------------------------------------------------------------
- * executor.c and dispatch.c: a run, and a call's state in it
- * ----------------------------------------------------------------
- */
+/* executor.c and dispatch.c: a run, and a call's state in it */
+
 /* a target's state in a run: its token, fetched by this run or not */
 typedef struct TargetState
 {
@@ -157,20 +149,14 @@ struct AtlasCallState
 	bool		reported;		/* audited and handed to finished() */
 };
 
-/* ----------------------------------------------------------------
- * answer.c: sorting an answer
- * ----------------------------------------------------------------
- */
+/* answer.c: sorting an answer */
 extern bool atlas_answer_error(AtlasAnswer *answer, HttpRequest *req, const char *user_id);
 extern void atlas_answer_transport(AtlasAnswer *answer, HttpRequest *req);
 extern bool atlas_answer_user_absent(AtlasCall *call);
 extern void atlas_answer_scrub(AtlasAnswer *answer, const AtlasTarget *target, const char *token);
 extern void atlas_answer_keep_body(AtlasCall *call, HttpRequest *req);
 
-/* ----------------------------------------------------------------
- * token.c: service-account tokens
- * ----------------------------------------------------------------
- */
+/* token.c: service-account tokens */
 typedef enum AtlasTokenState
 {
 	ATLAS_TOKEN_READY,			/* here is a token */
