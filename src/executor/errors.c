@@ -13,15 +13,19 @@
  * with remote messages; it was cleaned (control characters, invalid
  * UTF-8) and capped when the answer was read (atlas_clean_text(),
  * untrusted.c).  Nothing here ever sees a
- * secret.
+ * secret.  atlas_try_subxact() runs a step whose error must not end the
+ * statement (one queued row's, a health check's target) in a
+ * subtransaction, and hands the error back, a cancel excepted.
  *
  *-------------------------------------------------------------------------
  */
 #include "executor/run.h"
 #include "transport/http.h"
 
+#include "access/xact.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/resowner.h"
 
 /* The SQLSTATE for an HTTP status; see the README's error table. */
 int
@@ -266,4 +270,39 @@ atlas_raise_listing_error(AtlasListing *l)
 			break;
 	}
 	atlas_raise_call_error(page);
+}
+
+/*
+ * Run fn(arg) in a subtransaction, in run_cxt: the error it raised, copied
+ * into err_cxt, or NULL.  A cancel or a statement timeout is raised again:
+ * it ends the statement, not just the step.
+ */
+ErrorData *
+atlas_try_subxact(void (*fn) (void *arg), void *arg, MemoryContext run_cxt,
+				  MemoryContext err_cxt)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(run_cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(err_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = owner;
+	return edata;
 }

@@ -57,6 +57,8 @@ extern void atlas_raise_call_error(AtlasCall *call) pg_attribute_noreturn();
 extern void atlas_answer_copy(AtlasAnswer *dst, const AtlasAnswer *src);
 extern char *atlas_call_detail(AtlasCall *call);
 extern char *atlas_call_message(AtlasCall *call);
+extern ErrorData *atlas_try_subxact(void (*fn) (void *arg), void *arg, MemoryContext run_cxt,
+									MemoryContext err_cxt);
 
 /* calendar.c: calls to endpoints past their sunset */
 extern bool atlas_call_retired(AtlasCall *call);

@@ -19,7 +19,6 @@
 #include "stats/stats.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "executor/spi.h"
 #include "foreign/foreign.h"
 #include "funcapi.h"
@@ -27,42 +26,46 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(atlas_token_states);
 PG_FUNCTION_INFO_V1(atlas_health);
 
+/* a server's target, as atlas_try_subxact() resolves it */
+typedef struct TargetTry
+{
+	Oid			server_oid;		/* InvalidOid: the settings */
+	AtlasTarget *target;
+} TargetTry;
+
+/* Resolve a TargetTry's target. */
+static void
+target_step(void *arg)
+{
+	TargetTry  *tt = (TargetTry *) arg;
+
+	tt->target = OidIsValid(tt->server_oid)
+		? atlas_target_of_server(tt->server_oid, GetUserId(), false)
+		: atlas_target_from_settings(false);
+}
+
 /*
  * The target of a server (InvalidOid: the settings), or NULL when its
- * credentials cannot be resolved; the error is dropped in a subtransaction.
+ * credentials cannot be resolved: the error is dropped (a cancel is not).
  */
 static AtlasTarget *
 try_target(Oid server_oid)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	AtlasTarget *volatile t = NULL;
+	TargetTry	tt = {server_oid, NULL};
+	ErrorData  *edata = atlas_try_subxact(target_step, &tt, CurrentMemoryContext,
+										  CurrentMemoryContext);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		t = OidIsValid(server_oid) ? atlas_target_of_server(server_oid, GetUserId(), false)
-			: atlas_target_from_settings(false);
-		ReleaseCurrentSubTransaction();
+		FreeErrorData(edata);
+		return NULL;
 	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		t = NULL;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return t;
+	return tt.target;
 }
 
 /* a server's token state */

@@ -2,8 +2,8 @@
  *
  * queue_claim.c
  *	  Claiming queued removals, each server's share of the worker, the
- *	  credentials each claimed row runs with, and the subtransaction a
- *	  row's step runs in (atlas_queue_row_try).
+ *	  credentials each claimed row runs with, and a row's step in a
+ *	  subtransaction (atlas_queue_row_try, through atlas_try_subxact).
  *
  * Due rows are claimed with FOR UPDATE SKIP LOCKED, so the worker and any
  * number of atlas_process_queue() callers never share a row.  The worker
@@ -34,7 +34,6 @@
  */
 #include "queue/queue.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "foreign/foreign.h"
@@ -44,7 +43,6 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 
 /* the rows of one server the drain is running */
 typedef struct QueueShare
@@ -366,6 +364,24 @@ shared_target(Drain *d, AtlasTarget *fresh, MemoryContext cxt)
 	return fresh;
 }
 
+/* a row's step, as atlas_try_subxact() runs it */
+typedef struct RowTry
+{
+	Drain	   *d;
+	QueueRow   *row;
+	RowStep		step;
+	void	   *arg;
+} RowTry;
+
+/* Run a RowTry's step. */
+static void
+row_try_step(void *arg)
+{
+	RowTry	   *t = (RowTry *) arg;
+
+	t->step(t->d, t->row, t->arg);
+}
+
 /*
  * Run step(d, row, arg) in a subtransaction, in cxt; returns the error it
  * raised, copied into the row's memory, or NULL.  A cancel or a statement
@@ -376,31 +392,9 @@ ErrorData *
 atlas_queue_row_try(Drain *d, QueueRow *row, RowStep step, void *arg,
 					MemoryContext cxt)
 {
-	MemoryContext old = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	RowTry		t = {d, row, step, arg};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		step(d, row, arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(row->cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		/* a cancel or a statement timeout ends the drain, not the row */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-	CurrentResourceOwner = owner;
-	return edata;
+	return atlas_try_subxact(row_try_step, &t, cxt, row->cxt);
 }
 
 /* the target a row resolves to with a role, for resolve_step() */
