@@ -60,7 +60,8 @@ atlas_rate_sets_refresh(AtlasTarget *target)
 	atlas_rate_sets_store(target, l.end == ATLAS_LISTING_OK, fresh);
 	if (l.end != ATLAS_LISTING_OK)
 		ereport(DEBUG1,
-				(errmsg_internal("atlas_users: listRateLimits at %s: %s; pacing by the table and headers",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg_internal("atlas_users: listRateLimits at %s: %s; pacing by the table and headers",
 								 target->host, l.failed ? atlas_call_message(l.failed)
 								 : l.problem ? l.problem : "failed")));
 }
