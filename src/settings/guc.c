@@ -396,6 +396,7 @@ atlas_define_settings(void)
 	define_queue_settings();
 	define_guard_settings();
 	atlas_settings_after_define();
+	MarkGUCPrefixReserved("atlas_users");
 }
 
 /*
