@@ -316,43 +316,48 @@ atlas_shmem_worker_info(AtlasWorkerInfo *info)
 }
 
 /*
- * Insert handed-over audit records, a batch per transaction.  If they
+ * Insert a batch of handed-over audit records in one transaction.  If they
  * cannot be inserted (the table is gone, say), log them whole instead:
- * a record is never dropped silently.  Runs outside any transaction.
+ * a record is never dropped silently.
  */
+static void
+insert_batch(AuditRecord *recs, int n)
+{
+	int			i;
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		for (i = 0; i < n; i++)
+			atlas_audit_insert(&recs[i]);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		for (i = 0; i < n; i++)
+			atlas_audit_log(&recs[i], "audit row could not be inserted");
+	}
+	PG_END_TRY();
+}
+
+/* Insert the handed-over audit records, a batch per transaction; outside any. */
 void
 atlas_audit_drain_handed(void)
 {
 	static AuditRecord *buf = NULL;
 	MemoryContext cxt = CurrentMemoryContext;
+	int			n;
 
 	if (buf == NULL)
 		buf = MemoryContextAlloc(TopMemoryContext, sizeof(AuditRecord) * AUDIT_BATCH);
-	for (;;)
+	while ((n = atlas_shmem_peek_audit(buf, AUDIT_BATCH)) > 0)
 	{
-		int			n = atlas_shmem_peek_audit(buf, AUDIT_BATCH);
-		int			i;
-
-		if (n == 0)
-			break;
-		PG_TRY();
-		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			for (i = 0; i < n; i++)
-				atlas_audit_insert(&buf[i]);
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		PG_CATCH();
-		{
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			for (i = 0; i < n; i++)
-				atlas_audit_log(&buf[i], "audit row could not be inserted");
-		}
-		PG_END_TRY();
+		insert_batch(buf, n);
 		MemoryContextSwitchTo(cxt);
 		atlas_shmem_audit_done(n);
 	}
